@@ -1,0 +1,181 @@
+//! What the pipeline knows about one call, and what it decided.
+
+use crate::number::PartyNumber;
+
+/// Where the network ANI was taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AniSource {
+    /// P-Asserted-Identity (RFC 3325), tel URI first.
+    Pai,
+    /// Remote-Party-ID with party=calling (or no party).
+    Rpid,
+    /// The From header: the only source counted from an untrusted trunk.
+    From,
+}
+
+impl AniSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AniSource::Pai => "pai",
+            AniSource::Rpid => "rpid",
+            AniSource::From => "from",
+        }
+    }
+}
+
+/// Where the dialed number was taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DnisSource {
+    RequestUri,
+    /// Bottom-most Diversion: the originally dialed number (RFC 5806 §9.3).
+    Diversion,
+    /// First History-Info entry: the original target (RFC 7044).
+    HistoryInfo,
+    To,
+    PCalledPartyId,
+}
+
+impl DnisSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnisSource::RequestUri => "request-uri",
+            DnisSource::Diversion => "diversion",
+            DnisSource::HistoryInfo => "history-info",
+            DnisSource::To => "to",
+            DnisSource::PCalledPartyId => "p-called-party-id",
+        }
+    }
+}
+
+/// One header's claim about who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AniCandidate {
+    pub source: AniSource,
+    pub number: PartyNumber,
+    /// The URI scheme the number came in (`tel`, `sip`, `sips`).
+    pub scheme: &'static str,
+    /// RPID `screen=no` says the network did not screen the number.
+    pub screened: Option<bool>,
+    /// RPID `privacy=` value, verbatim.
+    pub privacy: Option<String>,
+}
+
+/// One header's claim about the dialed number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnisCandidate {
+    pub source: DnisSource,
+    pub number: PartyNumber,
+}
+
+/// The Privacy header's values (RFC 3323, 3325 `id`, 7044 `history`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Privacy {
+    pub id: bool,
+    pub user: bool,
+    pub header: bool,
+    pub session: bool,
+    pub history: bool,
+    pub critical: bool,
+    pub none: bool,
+}
+
+impl Privacy {
+    /// Whether the caller asked for the number to be kept from the agent's screen.
+    pub fn restricts_presentation(&self) -> bool {
+        !self.none && (self.id || self.user || self.header)
+    }
+}
+
+/// A CRM record for the caller (filled by the lookup crate when it lands).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallerProfile {
+    pub customer_id: String,
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub language: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// How risky the call looks (filled by the risk crate when it lands).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RiskLevel {
+    #[default]
+    Low,
+    Elevated,
+    High,
+    Blocked,
+}
+
+impl RiskLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Elevated => "elevated",
+            RiskLevel::High => "high",
+            RiskLevel::Blocked => "blocked",
+        }
+    }
+}
+
+/// The risk verdict with its signals (the risk crate fills it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RiskAssessment {
+    pub level: RiskLevel,
+    pub score: i32,
+    /// `name=contribution` per signal that fired, for the explain trace.
+    pub signals: Vec<(String, i32)>,
+}
+
+/// Everything known about one inbound call, extracted from headers the trunk may be trusted for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallFacts {
+    pub call_id: String,
+    pub trunk: String,
+    pub trusted: bool,
+    /// The network ANI the engine believes.
+    pub ani: PartyNumber,
+    pub ani_source: AniSource,
+    /// True when the ANI came from a trusted trunk's identity header (not From, not screen=no).
+    pub ani_verified: bool,
+    /// Every identity header counted, in the trunk's precedence order.
+    pub ani_candidates: Vec<AniCandidate>,
+    /// Counted sources name different numbers.
+    pub sources_disagree: bool,
+    /// The caller ID presented in From, and its display name.
+    pub presented: PartyNumber,
+    pub display_name: Option<String>,
+    pub privacy: Privacy,
+    /// P-Charge-Info: the billing number (RFC 8496), never the ANI.
+    pub charge_number: Option<PartyNumber>,
+    /// Calling party category and ANI II (originating line information).
+    pub cpc: Option<String>,
+    pub oli: Option<String>,
+    /// Upstream STIR/SHAKEN verification status (3GPP `verstat`).
+    pub verstat: Option<String>,
+    /// Raw Identity header values (RFC 8224), verified by the risk crate.
+    pub identity: Vec<String>,
+    pub dnis: PartyNumber,
+    pub dnis_source: DnisSource,
+    pub dnis_candidates: Vec<DnisCandidate>,
+    /// Emergency or PSAP traffic: never validated, rejected or blocked.
+    pub emergency: bool,
+    pub profile: Option<CallerProfile>,
+    pub risk: Option<RiskAssessment>,
+}
+
+/// What to do with the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecisionAction {
+    /// Redirect (302) to `queue@host`.
+    Route { queue: String, host: String },
+    /// Reject with a final status.
+    Reject { code: u16, reason: String },
+}
+
+/// The router's answer, with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: DecisionAction,
+    /// The rule (or table entry) that decided, for the log, the 302 and explain.
+    pub rule: String,
+}

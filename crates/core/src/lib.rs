@@ -1,0 +1,13 @@
+//! Tollgate's domain: call facts, numbers and decisions. Pure: no async, no I/O, no clock.
+//!
+//! Everything the pipeline knows about a call is a plain value defined here, so every rule
+//! that reads it can be unit-tested without a socket.
+
+mod facts;
+mod number;
+
+pub use facts::{
+    AniCandidate, AniSource, CallFacts, CallerProfile, Decision, DecisionAction, DnisCandidate,
+    DnisSource, Privacy, RiskAssessment, RiskLevel,
+};
+pub use number::{E164, NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld};

@@ -1,0 +1,392 @@
+//! Number normalization to E.164, table-driven so the per-call path runs no regex.
+//!
+//! phonenumber is the source of truth for the numbering plan, but it is slow and serialises on a
+//! global lock (DESIGN.md), so [`NumberPlan`] reads the few facts normalization needs (calling
+//! codes, national and international prefixes) out of its metadata once, at start-up.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// An E.164 number: 1 to 15 digits, country code first, stored without the `+`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164(String);
+
+impl E164 {
+    /// Digits only, country code first (the form RFC 8224 canonicalization produces).
+    pub fn digits(&self) -> &str {
+        &self.0
+    }
+
+    /// Builds from digits (no `+`); `None` if not 1..=15 ASCII digits.
+    pub fn from_digits(digits: &str) -> Option<Self> {
+        let ok = !digits.is_empty()
+            && digits.len() <= 15
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        ok.then(|| Self(digits.to_owned()))
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
+impl fmt::Debug for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
+/// Why a caller's number is not available: a fact about the call, not an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Withheld {
+    Anonymous,
+    Restricted,
+    Unavailable,
+}
+
+impl Withheld {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withheld::Anonymous => "anonymous",
+            Withheld::Restricted => "restricted",
+            Withheld::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A party number as the call presented it, normalized as far as it can be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PartyNumber {
+    /// A number in global form.
+    E164(E164),
+    /// A dialable string that has no E.164 form: emergency and service codes (911, 112, N11),
+    /// short codes. Digits, `*` and `#` only.
+    Short(String),
+    /// The caller withheld the number or the network does not have it.
+    Withheld(Withheld),
+    /// Anything else: kept verbatim (bounded) for the log; never matches a number rule.
+    Unusable(String),
+}
+
+impl PartyNumber {
+    pub fn e164(&self) -> Option<&E164> {
+        match self {
+            PartyNumber::E164(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The digits a rule or a table is keyed on: E.164 digits, a short code, or nothing.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            PartyNumber::E164(n) => Some(n.digits()),
+            PartyNumber::Short(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PartyNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartyNumber::E164(n) => n.fmt(f),
+            PartyNumber::Short(s) => f.write_str(s),
+            PartyNumber::Withheld(w) => f.write_str(w.as_str()),
+            PartyNumber::Unusable(s) => write!(f, "unusable:{s}"),
+        }
+    }
+}
+
+/// What normalization needs to know about the region a trunk's national numbers belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionPlan {
+    /// ISO 3166 region, upper case ("US", "GB").
+    pub region: String,
+    /// Country calling code ("1", "44").
+    pub country_code: String,
+    /// National (trunk) prefix ("0" in GB), if the region has one.
+    pub national_prefix: Option<String>,
+    /// The international dialling prefix ("011" in NANP, "00" in most places).
+    pub international_prefix: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("unknown region {0:?}: expected an ISO 3166 code that libphonenumber knows, such as US or GB")]
+    UnknownRegion(String),
+}
+
+/// The numbering facts normalization needs, read from phonenumber's metadata once.
+#[derive(Clone, Debug)]
+pub struct NumberPlan {
+    regions: HashMap<String, RegionPlan>,
+    /// Every assigned calling code, for recognising `+CC…` and bare international digits.
+    calling_codes: Vec<bool>,
+}
+
+const MAX_UNUSABLE: usize = 64;
+
+impl NumberPlan {
+    /// Loads libphonenumber's metadata (≈ 100 ms the first time): call at start-up, not per call.
+    pub fn load() -> Self {
+        let db = &*phonenumber::metadata::DATABASE;
+        let mut regions = HashMap::new();
+        let mut calling_codes = vec![false; 1000];
+        for meta in db.iter() {
+            let cc = meta.country_code();
+            if let Some(slot) = calling_codes.get_mut(usize::from(cc)) {
+                *slot = true;
+            }
+            if meta.id() == "001" {
+                continue;
+            }
+            let intl = meta
+                .preferred_international_prefix()
+                .map(str::to_owned)
+                .unwrap_or_else(|| if cc == 1 { "011".into() } else { "00".into() });
+            regions.insert(
+                meta.id().to_owned(),
+                RegionPlan {
+                    region: meta.id().to_owned(),
+                    country_code: cc.to_string(),
+                    national_prefix: meta.national_prefix().map(str::to_owned),
+                    international_prefix: intl,
+                },
+            );
+        }
+        Self {
+            regions,
+            calling_codes,
+        }
+    }
+
+    /// The plan for an ISO region code (case-insensitive).
+    pub fn region(&self, region: &str) -> Result<&RegionPlan, PlanError> {
+        self.regions
+            .get(&region.to_ascii_uppercase())
+            .ok_or_else(|| PlanError::UnknownRegion(region.to_owned()))
+    }
+
+    /// The calling code (1 to 3 digits) that starts these E.164 digits, if any is assigned.
+    pub fn calling_code<'a>(&self, digits: &'a str) -> Option<&'a str> {
+        (1..=3).find_map(|len| {
+            let prefix = digits.get(..len)?;
+            let code: usize = prefix.parse().ok()?;
+            (*self.calling_codes.get(code)?).then_some(prefix)
+        })
+    }
+
+    /// Normalizes a number as found in a URI user part or a tel URI.
+    ///
+    /// Accepts `+E.164`, `%2B`, visual separators (`- . ( )` and spaces), the region's
+    /// international prefix, national numbers with or without the national prefix, NANP `1NXX`,
+    /// and bare international digits (a carrier that drops the `+`). `phone_context` is a tel
+    /// URI's `phone-context` (`+1` makes the number local to calling code 1).
+    pub fn normalize(&self, raw: &str, region: &RegionPlan, phone_context: Option<&str>) -> PartyNumber {
+        let trimmed = raw.trim();
+        if let Some(w) = withheld(trimmed) {
+            return PartyNumber::Withheld(w);
+        }
+        let mut plus = false;
+        let mut digits = String::with_capacity(trimmed.len());
+        let bytes = trimmed.as_bytes();
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'0'..=b'9' | b'*' | b'#' => digits.push(char::from(b)),
+                b'+' if digits.is_empty() && !plus => plus = true,
+                b'%' if bytes.get(i + 1..i + 3).is_some_and(|h| h.eq_ignore_ascii_case(b"2B")) => {
+                    if !digits.is_empty() || plus {
+                        return unusable(trimmed);
+                    }
+                    plus = true;
+                    i += 2;
+                }
+                b'-' | b'.' | b'(' | b')' | b' ' => {}
+                _ => return unusable(trimmed),
+            }
+            i += 1;
+        }
+        if digits.is_empty() {
+            return unusable(trimmed);
+        }
+        if digits.contains(['*', '#']) {
+            return PartyNumber::Short(digits);
+        }
+        if plus {
+            return self.global(&digits).unwrap_or_else(|| unusable(trimmed));
+        }
+        if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix('+')) {
+            let cc: String = ctx.chars().filter(char::is_ascii_digit).collect();
+            return self
+                .global(&format!("{cc}{digits}"))
+                .unwrap_or_else(|| unusable(trimmed));
+        }
+        self.national(&digits, region).unwrap_or_else(|| unusable(trimmed))
+    }
+
+    fn global(&self, digits: &str) -> Option<PartyNumber> {
+        self.calling_code(digits)?;
+        (digits.len() >= 7).then_some(())?;
+        E164::from_digits(digits).map(PartyNumber::E164)
+    }
+
+    fn national(&self, digits: &str, region: &RegionPlan) -> Option<PartyNumber> {
+        if digits.len() <= 6 {
+            return Some(PartyNumber::Short(digits.to_owned()));
+        }
+        if let Some(rest) = digits.strip_prefix(region.international_prefix.as_str()) {
+            return self.global(rest);
+        }
+        if region.country_code == "1" {
+            // NANP: NPA and NXX start with 2-9; 1 + 10 digits is the long-distance form.
+            let ten = match digits.len() {
+                10 => Some(digits),
+                11 => digits.strip_prefix('1'),
+                _ => None,
+            };
+            if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
+                return E164::from_digits(&format!("1{ten}")).map(PartyNumber::E164);
+            }
+        } else if let Some(np) = region.national_prefix.as_deref() {
+            if let Some(nsn) = digits.strip_prefix(np) {
+                return self.global(&format!("{}{nsn}", region.country_code));
+            }
+        }
+        // A carrier that drops the `+`: international digits with an assigned calling code.
+        if digits.len() >= 8 && !digits.starts_with('0') {
+            if let Some(n) = self.global(digits) {
+                return Some(n);
+            }
+        }
+        if region.national_prefix.is_none() && region.country_code != "1" {
+            return self.global(&format!("{}{digits}", region.country_code));
+        }
+        None
+    }
+}
+
+fn nanp_shape(ten: &str) -> bool {
+    let b = ten.as_bytes();
+    matches!(b.first(), Some(b'2'..=b'9')) && matches!(b.get(3), Some(b'2'..=b'9'))
+}
+
+fn withheld(s: &str) -> Option<Withheld> {
+    const TABLE: &[(&str, Withheld)] = &[
+        ("anonymous", Withheld::Anonymous),
+        ("restricted", Withheld::Restricted),
+        ("private", Withheld::Restricted),
+        ("withheld", Withheld::Restricted),
+        ("unavailable", Withheld::Unavailable),
+        ("unknown", Withheld::Unavailable),
+        ("", Withheld::Unavailable),
+    ];
+    TABLE
+        .iter()
+        .find(|(word, _)| s.eq_ignore_ascii_case(word))
+        .map(|(_, w)| *w)
+}
+
+fn unusable(s: &str) -> PartyNumber {
+    let mut end = s.len().min(MAX_UNUSABLE);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    PartyNumber::Unusable(s.get(..end).unwrap_or_default().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn plan() -> &'static NumberPlan {
+        static PLAN: OnceLock<NumberPlan> = OnceLock::new();
+        PLAN.get_or_init(NumberPlan::load)
+    }
+
+    fn norm(raw: &str, region: &str) -> String {
+        let p = plan();
+        p.normalize(raw, p.region(region).expect("region"), None).to_string()
+    }
+
+    #[test]
+    fn nanp_forms() {
+        for raw in [
+            "+18005551234",
+            "18005551234",
+            "8005551234",
+            "+1-800-555-1234",
+            "(800) 555.1234",
+            "%2B18005551234",
+            "01118005551234",
+        ] {
+            assert_eq!(norm(raw, "US"), "+18005551234", "{raw}");
+        }
+        assert_eq!(norm("1234567890", "US"), "unusable:1234567890");
+    }
+
+    #[test]
+    fn national_prefix_regions() {
+        assert_eq!(norm("02072601815", "GB"), "+442072601815");
+        assert_eq!(norm("00442072601815", "GB"), "+442072601815");
+        assert_eq!(norm("030123456", "DE"), "+4930123456");
+    }
+
+    #[test]
+    fn bare_international_digits() {
+        assert_eq!(norm("442072601815", "US"), "+442072601815");
+        assert_eq!(norm("4930000000", "US"), "+4930000000");
+    }
+
+    #[test]
+    fn withheld_and_short() {
+        assert_eq!(norm("Anonymous", "US"), "anonymous");
+        assert_eq!(norm("restricted", "US"), "restricted");
+        assert_eq!(norm("911", "US"), "911");
+        assert_eq!(norm("*67", "US"), "*67");
+        assert_eq!(norm("alice", "US"), "unusable:alice");
+    }
+
+    #[test]
+    fn phone_context() {
+        let p = plan();
+        let us = p.region("US").expect("US");
+        assert_eq!(
+            p.normalize("8005551234", us, Some("+1")).to_string(),
+            "+18005551234"
+        );
+        assert_eq!(
+            p.normalize("2072601815", us, Some("+44")).to_string(),
+            "+442072601815"
+        );
+    }
+
+    #[test]
+    fn unknown_region_is_an_error() {
+        assert!(matches!(plan().region("XX"), Err(PlanError::UnknownRegion(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let p = plan();
+            let _ = p.normalize(&s, p.region("US").expect("US"), None);
+        }
+
+        #[test]
+        fn nanp_round_trip(npa in 200u32..1000, nxx in 200u32..1000, line in 0u32..10000) {
+            let digits = format!("1{npa}{nxx}{line:04}");
+            let p = plan();
+            let us = p.region("US").expect("US");
+            let want = format!("+{digits}");
+            let national = format!("({npa}) {nxx}-{line:04}");
+            proptest::prop_assert_eq!(p.normalize(&want, us, None).to_string(), want.clone());
+            proptest::prop_assert_eq!(p.normalize(&national, us, None).to_string(), want.clone());
+            proptest::prop_assert_eq!(p.normalize(&digits, us, None).to_string(), want);
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Header-value grammar (RFC 3261 §25): lists, name-addr, parameters, Via, CSeq.
+//!
+//! Values are slices of the datagram; a folded line's CRLF stays inside the slice and counts as
+//! linear whitespace here, so folding costs no copy.
+
+use std::borrow::Cow;
+
+use crate::uri::{self, Uri, UriError};
+
+/// Why a header value did not parse; the caller names the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("malformed value")]
+    Malformed,
+    #[error("unbalanced quotes")]
+    Quotes,
+    #[error("bad display name")]
+    DisplayName,
+    #[error("malformed URI")]
+    Uri,
+    #[error("value out of range")]
+    Range,
+}
+
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+pub(crate) fn trim_lws(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+/// Splits a comma-separated header value, ignoring commas inside quotes and angle brackets.
+pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || loop {
+        let s = rest?;
+        let b = s.as_bytes();
+        let (mut quoted, mut angle, mut i) = (false, false, 0);
+        let mut cut = None;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => angle = true,
+                b'>' if !quoted => angle = false,
+                b',' if !quoted && !angle => {
+                    cut = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let item = match cut {
+            Some(i) => {
+                rest = s.get(i + 1..);
+                s.get(..i).unwrap_or_default()
+            }
+            None => {
+                rest = None;
+                s
+            }
+        };
+        let item = trim_lws(item);
+        if !item.is_empty() {
+            return Some(item);
+        }
+    })
+}
+
+/// Reads a quoted-string at the start of `s` (which starts with `"`); returns the content
+/// (escapes resolved) and the rest after the closing quote.
+fn quoted_string(s: &str) -> Result<(Cow<'_, str>, &str), ValueError> {
+    let b = s.as_bytes();
+    let mut i = 1;
+    let mut escaped = false;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'\\' => {
+                escaped = true;
+                i += 2;
+                continue;
+            }
+            b'"' => {
+                let inner = s.get(1..i).ok_or(ValueError::Quotes)?;
+                let rest = s.get(i + 1..).unwrap_or_default();
+                let content = if escaped {
+                    let mut out = String::with_capacity(inner.len());
+                    let mut chars = inner.chars();
+                    while let Some(ch) = chars.next() {
+                        if ch == '\\' {
+                            if let Some(n) = chars.next() {
+                                out.push(n);
+                            }
+                        } else {
+                            out.push(ch);
+                        }
+                    }
+                    Cow::Owned(out)
+                } else {
+                    Cow::Borrowed(inner)
+                };
+                return Ok((content, rest));
+            }
+            _ => i += 1,
+        }
+    }
+    Err(ValueError::Quotes)
+}
+
+/// `name-addr` or `addr-spec`, followed by header parameters (From, To, PAI, RPID, Contact...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    pub display: Option<Cow<'a, str>>,
+    /// The URI text as written.
+    pub uri_text: &'a str,
+    /// The parsed URI when its scheme is sip, sips or tel.
+    pub uri: Option<Uri<'a>>,
+    /// Header parameters, raw, starting with `;` (or empty).
+    pub params: &'a str,
+}
+
+impl<'a> NameAddr<'a> {
+    pub fn parse(s: &'a str) -> Result<Self, ValueError> {
+        let s = trim_lws(s);
+        let (display, rest) = if s.starts_with('"') {
+            let (d, rest) = quoted_string(s)?;
+            let rest = trim_lws(rest);
+            if !rest.starts_with('<') {
+                return Err(ValueError::Malformed);
+            }
+            (Some(d), rest)
+        } else if let Some(lt) = s.find('<') {
+            let d = trim_lws(s.get(..lt).unwrap_or_default());
+            if !d.split(|c: char| c.is_ascii() && is_lws(c as u8)).all(|t| t.is_empty() || is_token(t)) {
+                return Err(ValueError::DisplayName);
+            }
+            (
+                (!d.is_empty()).then_some(Cow::Borrowed(d)),
+                s.get(lt..).unwrap_or_default(),
+            )
+        } else {
+            (None, s)
+        };
+        let (uri_text, params) = if let Some(inner) = rest.strip_prefix('<') {
+            let gt = inner.find('>').ok_or(ValueError::Malformed)?;
+            let (u, p) = inner.split_at(gt);
+            (u, trim_lws(p.get(1..).unwrap_or_default()))
+        } else {
+            match rest.find(';') {
+                Some(i) => {
+                    let (u, p) = rest.split_at(i);
+                    (trim_lws(u), p)
+                }
+                None => (rest, ""),
+            }
+        };
+        let uri = match Uri::parse(uri_text) {
+            Ok(u) => Some(u),
+            Err(UriError::UnsupportedScheme) => {
+                if uri_text.bytes().any(|b| is_lws(b) || b"<>\"".contains(&b)) {
+                    return Err(ValueError::Uri);
+                }
+                None
+            }
+            Err(UriError::Malformed) => return Err(ValueError::Uri),
+        };
+        check_generic_params(params)?;
+        Ok(Self {
+            display,
+            uri_text,
+            uri,
+            params,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        generic_param(self.params, name)
+    }
+}
+
+/// Checks `*( SEMI generic-param )` with LWS around separators.
+fn check_generic_params(p: &str) -> Result<(), ValueError> {
+    let mut rest = trim_lws(p);
+    while !rest.is_empty() {
+        rest = trim_lws(rest.strip_prefix(';').ok_or(ValueError::Malformed)?);
+        let end = rest.find(|c: char| !(c.is_ascii() && is_token_char(c as u8))).unwrap_or(rest.len());
+        if end == 0 {
+            return Err(ValueError::Malformed);
+        }
+        rest = trim_lws(rest.get(end..).unwrap_or_default());
+        if let Some(v) = rest.strip_prefix('=') {
+            let v = trim_lws(v);
+            if v.starts_with('"') {
+                rest = trim_lws(quoted_string(v)?.1);
+            } else {
+                let end = v
+                    .find(|c: char| !(c.is_ascii() && (is_token_char(c as u8) || b"[]:".contains(&(c as u8)))))
+                    .unwrap_or(v.len());
+                if end == 0 {
+                    return Err(ValueError::Malformed);
+                }
+                rest = trim_lws(v.get(end..).unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A header parameter's value (quotes kept off), or `Some("")` for a flag.
+pub fn generic_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').skip(1).find_map(|p| {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        trim_lws(n)
+            .eq_ignore_ascii_case(name)
+            .then(|| trim_lws(v).trim_matches('"'))
+    })
+}
+
+/// The top Via's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via<'a> {
+    pub transport: &'a str,
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub params: &'a str,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one via-parm (`SIP / 2.0 / UDP host[:port] *(;param)`), LWS allowed around `/`.
+    pub fn parse(s: &'a str) -> Result<Self, ValueError> {
+        let s = trim_lws(s);
+        let mut parts = s.splitn(3, '/');
+        let name = trim_lws(parts.next().unwrap_or_default());
+        let version = trim_lws(parts.next().ok_or(ValueError::Malformed)?);
+        let rest = trim_lws(parts.next().ok_or(ValueError::Malformed)?);
+        if !is_token(name) || !is_token(version) {
+            return Err(ValueError::Malformed);
+        }
+        let tend = rest.find(|c: char| c.is_ascii() && is_lws(c as u8)).ok_or(ValueError::Malformed)?;
+        let (transport, rest) = rest.split_at(tend);
+        if !is_token(transport) {
+            return Err(ValueError::Malformed);
+        }
+        let rest = trim_lws(rest);
+        let params = rest.find(';').map_or("", |i| rest.get(i..).unwrap_or_default());
+        let hostport: String;
+        let hp = {
+            let raw = trim_lws(rest.get(..rest.len() - params.len()).unwrap_or_default());
+            // LWS is allowed around the ':' of sent-by.
+            if raw.bytes().any(is_lws) {
+                hostport = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                hostport.as_str()
+            } else {
+                raw
+            }
+        };
+        let (host_tmp, port) = uri::split_hostport(hp).map_err(|_| ValueError::Malformed)?;
+        // Keep `host` borrowed from the message: find it in the original text.
+        let host = match rest.find(host_tmp) {
+            Some(i) => rest.get(i..i + host_tmp.len()).unwrap_or_default(),
+            None => return Err(ValueError::Malformed),
+        };
+        check_generic_params(params)?;
+        Ok(Self {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    pub fn branch(&self) -> Option<&'a str> {
+        generic_param(self.params, "branch")
+    }
+
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        generic_param(self.params, name)
+    }
+}
+
+/// CSeq: sequence number and method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    pub seq: u32,
+    pub method: &'a str,
+}
+
+impl<'a> CSeq<'a> {
+    pub fn parse(s: &'a str) -> Result<Self, ValueError> {
+        let s = trim_lws(s);
+        let end = s.find(|c: char| !c.is_ascii_digit()).ok_or(ValueError::Malformed)?;
+        let (num, method) = s.split_at(end);
+        if num.is_empty() || !method.starts_with(|c: char| c.is_ascii() && is_lws(c as u8)) {
+            return Err(ValueError::Malformed);
+        }
+        let method = trim_lws(method);
+        if !is_token(method) {
+            return Err(ValueError::Malformed);
+        }
+        let seq = num.parse::<u32>().map_err(|_| ValueError::Range)?;
+        Ok(Self { seq, method })
+    }
+}
+
+/// A decimal header value with an upper bound (Max-Forwards ≤ 255, Content-Length).
+pub fn bounded_number(s: &str, max: u64) -> Result<u64, ValueError> {
+    let s = trim_lws(s);
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValueError::Malformed);
+    }
+    let digits = s.trim_start_matches('0');
+    if digits.len() > 19 {
+        return Err(ValueError::Range);
+    }
+    let n: u64 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| ValueError::Range)? };
+    if n > max {
+        return Err(ValueError::Range);
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse("\"J \\\"Q\\\" Public\" <sip:+12125551212@h;user=phone>;tag=1a").expect("quoted");
+        assert_eq!(n.display.as_deref(), Some("J \"Q\" Public"));
+        assert_eq!(n.uri.map(|u| u.user), Some(Some("+12125551212")));
+        assert_eq!(n.param("tag"), Some("1a"));
+        let n = NameAddr::parse("Main Office <tel:+18005551234>").expect("token dn");
+        assert_eq!(n.display.as_deref(), Some("Main Office"));
+        let n = NameAddr::parse("sip:alice@example.com;tag=x").expect("addr-spec");
+        assert_eq!(n.uri_text, "sip:alice@example.com");
+        assert_eq!(n.param("tag"), Some("x"));
+        let n = NameAddr::parse("<urn:service:sos>").expect("urn");
+        assert!(n.uri.is_none());
+        assert_eq!(NameAddr::parse("Bell, Alexander <sip:a@b>"), Err(ValueError::DisplayName));
+        assert_eq!(NameAddr::parse("\"unbalanced <sip:a@b>"), Err(ValueError::Quotes));
+    }
+
+    #[test]
+    fn lists_respect_quotes_and_brackets() {
+        let v: Vec<_> = split_list("\"a, b\" <sip:x@y>, <tel:+1;x=1,2>,tel:+2").collect();
+        assert_eq!(v, ["\"a, b\" <sip:x@y>", "<tel:+1;x=1,2>", "tel:+2"]);
+    }
+
+    #[test]
+    fn via_with_lws() {
+        let v = Via::parse("SIP / 2.0 / UDP\r\n host.example.com : 5070 ; branch=z9hG4bK1;rport").expect("via");
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        assert_eq!(v.param("rport"), Some(""));
+    }
+
+    #[test]
+    fn cseq_and_numbers() {
+        assert_eq!(CSeq::parse("  9 INVITE").expect("cseq").seq, 9);
+        assert_eq!(CSeq::parse("36893488147419103232 INVITE"), Err(ValueError::Range));
+        assert_eq!(CSeq::parse("1INVITE"), Err(ValueError::Malformed));
+        assert_eq!(bounded_number("0070", 255), Ok(70));
+        assert_eq!(bounded_number("300", 255), Err(ValueError::Range));
+        assert_eq!(bounded_number("-1", 255), Err(ValueError::Malformed));
+    }
+}

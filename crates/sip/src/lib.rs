@@ -1,0 +1,9 @@
+//! Tollgate's SIP front end: a strict zero-copy parser, UDP and TCP transport, RFC 3261 server
+//! transactions for a redirect server, trunk trust, and CallFacts extraction.
+//!
+//! It knows nothing of Redis, HTTP or routing rules: every INVITE's facts go to a [`CallHandler`]
+//! and its decision comes back as a response.
+
+pub mod hdr;
+pub mod message;
+pub mod uri;

@@ -1,0 +1,628 @@
+//! SIP message framing and request validation (RFC 3261 §7, §8.2, §18.3), zero-copy.
+//!
+//! [`Message::parse`] splits a datagram into start line, header lines and body and never fails
+//! on content it can still answer; [`Request::from_message`] then checks what a redirect server
+//! needs and says what is wrong with a status and a reason phrase naming the problem.
+
+use std::borrow::Cow;
+
+use crate::hdr::{self, CSeq, NameAddr, ValueError, Via};
+use crate::uri::{Uri, UriError};
+
+/// Largest message accepted on any transport.
+pub const MAX_MESSAGE: usize = 65_535;
+
+/// Known header names, compact forms folded in (RFC 3261 §7.3.3 and the IANA registry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HeaderName {
+    CallId,
+    From,
+    To,
+    Via,
+    CSeq,
+    MaxForwards,
+    ContentLength,
+    ContentType,
+    Contact,
+    Supported,
+    Subject,
+    ContentEncoding,
+    PAssertedIdentity,
+    PPreferredIdentity,
+    RemotePartyId,
+    PChargeInfo,
+    Privacy,
+    Diversion,
+    HistoryInfo,
+    Identity,
+    Require,
+    PCalledPartyId,
+    ResourcePriority,
+    Other,
+}
+
+impl HeaderName {
+    pub fn from_name(n: &str) -> Self {
+        use HeaderName as H;
+        if n.len() == 1 {
+            return match n.as_bytes().first().map(u8::to_ascii_lowercase) {
+                Some(b'i') => H::CallId,
+                Some(b'f') => H::From,
+                Some(b't') => H::To,
+                Some(b'v') => H::Via,
+                Some(b'm') => H::Contact,
+                Some(b'l') => H::ContentLength,
+                Some(b'c') => H::ContentType,
+                Some(b'k') => H::Supported,
+                Some(b's') => H::Subject,
+                Some(b'e') => H::ContentEncoding,
+                Some(b'y') => H::Identity,
+                _ => H::Other,
+            };
+        }
+        const TABLE: &[(&str, HeaderName)] = &[
+            ("Via", H::Via),
+            ("From", H::From),
+            ("To", H::To),
+            ("Call-ID", H::CallId),
+            ("CSeq", H::CSeq),
+            ("Max-Forwards", H::MaxForwards),
+            ("Contact", H::Contact),
+            ("Content-Length", H::ContentLength),
+            ("Content-Type", H::ContentType),
+            ("P-Asserted-Identity", H::PAssertedIdentity),
+            ("Remote-Party-ID", H::RemotePartyId),
+            ("P-Charge-Info", H::PChargeInfo),
+            ("Privacy", H::Privacy),
+            ("Diversion", H::Diversion),
+            ("History-Info", H::HistoryInfo),
+            ("Identity", H::Identity),
+            ("Require", H::Require),
+            ("Supported", H::Supported),
+            ("Subject", H::Subject),
+            ("Content-Encoding", H::ContentEncoding),
+            ("P-Preferred-Identity", H::PPreferredIdentity),
+            ("P-Called-Party-ID", H::PCalledPartyId),
+            ("Resource-Priority", H::ResourcePriority),
+        ];
+        TABLE
+            .iter()
+            .find(|(name, _)| name.len() == n.len() && name.eq_ignore_ascii_case(n))
+            .map_or(H::Other, |(_, h)| *h)
+    }
+
+    /// Headers that may appear once only (RFC 3261 §7.3.1, §20).
+    fn single(self) -> bool {
+        matches!(
+            self,
+            HeaderName::CallId
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CSeq
+                | HeaderName::MaxForwards
+                | HeaderName::ContentLength
+                | HeaderName::ContentType
+        )
+    }
+
+    /// Canonical name, for error reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderName::CallId => "Call-ID",
+            HeaderName::From => "From",
+            HeaderName::To => "To",
+            HeaderName::Via => "Via",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::ContentType => "Content-Type",
+            HeaderName::Contact => "Contact",
+            HeaderName::Supported => "Supported",
+            HeaderName::Subject => "Subject",
+            HeaderName::ContentEncoding => "Content-Encoding",
+            HeaderName::PAssertedIdentity => "P-Asserted-Identity",
+            HeaderName::PPreferredIdentity => "P-Preferred-Identity",
+            HeaderName::RemotePartyId => "Remote-Party-ID",
+            HeaderName::PChargeInfo => "P-Charge-Info",
+            HeaderName::Privacy => "Privacy",
+            HeaderName::Diversion => "Diversion",
+            HeaderName::HistoryInfo => "History-Info",
+            HeaderName::Identity => "Identity",
+            HeaderName::Require => "Require",
+            HeaderName::PCalledPartyId => "P-Called-Party-ID",
+            HeaderName::ResourcePriority => "Resource-Priority",
+            HeaderName::Other => "header",
+        }
+    }
+}
+
+/// One header line (folded continuation lines included in `value`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: HeaderName,
+    pub raw_name: &'a str,
+    pub value: &'a str,
+}
+
+/// The first line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request { method: &'a str, uri: &'a str, version: &'a str },
+    Response { code: u16, reason: &'a str },
+}
+
+/// A problem found while splitting the message that still allows an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+}
+
+impl Problem {
+    fn bad(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status: 400,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a message is dropped without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Garbage {
+    #[error("empty or keep-alive")]
+    Empty,
+    #[error("no end of headers")]
+    NoEndOfHeaders,
+    #[error("headers are not UTF-8")]
+    NotUtf8,
+    #[error("malformed status line")]
+    BadStatusLine,
+    #[error("message too large")]
+    TooLarge,
+}
+
+/// A split SIP message borrowing from the datagram.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    pub start: StartLine<'a>,
+    pub headers: Vec<Header<'a>>,
+    pub body: &'a [u8],
+    /// The first problem found, if the message is still answerable (a request).
+    pub problem: Option<Problem>,
+}
+
+fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// TCP framing result for [`frame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Not all of the message has arrived.
+    Incomplete,
+    /// `skip` bytes of leading CRLF keep-alives, then a message of `len` bytes.
+    Message { skip: usize, len: usize, missing_length: bool },
+    /// Leading CRLFs only.
+    KeepAlive(usize),
+    /// The stream cannot be framed: answer if possible, then close.
+    Invalid(&'static str),
+}
+
+/// Finds one message in a stream buffer using Content-Length (RFC 3261 §18.3).
+pub fn frame(buf: &[u8]) -> Frame {
+    let skip = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let rest = buf.get(skip..).unwrap_or_default();
+    if rest.is_empty() {
+        return if skip > 0 { Frame::KeepAlive(skip) } else { Frame::Incomplete };
+    }
+    let Some(head) = find_crlfcrlf(rest) else {
+        return if rest.len() > MAX_MESSAGE { Frame::Invalid("headers too large") } else { Frame::Incomplete };
+    };
+    let head_len = head + 4;
+    let Some(Ok(text)) = rest.get(..head).map(std::str::from_utf8) else {
+        return Frame::Invalid("headers are not UTF-8");
+    };
+    let mut length = None;
+    for line in text.split("\r\n").skip(1) {
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else { continue };
+        if HeaderName::from_name(name.trim_end_matches([' ', '\t'])) == HeaderName::ContentLength {
+            match hdr::bounded_number(value, MAX_MESSAGE as u64) {
+                Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                Ok(_) => return Frame::Invalid("conflicting Content-Length headers"),
+                Err(_) => return Frame::Invalid("malformed Content-Length"),
+            }
+        }
+    }
+    let body = usize::try_from(length.unwrap_or(0)).unwrap_or(usize::MAX);
+    let len = head_len.saturating_add(body);
+    if len > MAX_MESSAGE {
+        return Frame::Invalid("message too large");
+    }
+    if rest.len() < len {
+        return Frame::Incomplete;
+    }
+    Frame::Message {
+        skip,
+        len,
+        missing_length: length.is_none(),
+    }
+}
+
+impl<'a> Message<'a> {
+    /// Splits a whole message. `stream` is true on TCP, where the body is exactly Content-Length.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, Garbage> {
+        if buf.len() > MAX_MESSAGE {
+            return Err(Garbage::TooLarge);
+        }
+        let skip = buf.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(Garbage::Empty)?;
+        let buf = buf.get(skip..).unwrap_or_default();
+        let head = find_crlfcrlf(buf).ok_or(Garbage::NoEndOfHeaders)?;
+        let text = std::str::from_utf8(buf.get(..head).unwrap_or_default()).map_err(|_| Garbage::NotUtf8)?;
+        let rest = buf.get(head + 4..).unwrap_or_default();
+        let (first, header_text) = text.split_once("\r\n").unwrap_or((text, ""));
+
+        let mut problem = None;
+        let start = if let Some(status) = first.strip_prefix("SIP/2.0 ") {
+            let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
+            if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Garbage::BadStatusLine);
+            }
+            let code: u16 = code.parse().map_err(|_| Garbage::BadStatusLine)?;
+            if !(100..=699).contains(&code) {
+                return Err(Garbage::BadStatusLine);
+            }
+            StartLine::Response { code, reason }
+        } else if first.starts_with("SIP/") {
+            return Err(Garbage::BadStatusLine);
+        } else {
+            let mut parts = first.splitn(3, ' ');
+            let method = parts.next().unwrap_or_default();
+            let uri = parts.next().unwrap_or_default();
+            let version = parts.next().unwrap_or_default();
+            if !hdr::is_token(method) {
+                return Err(Garbage::BadStatusLine);
+            }
+            if uri.is_empty() || version.is_empty() || version.contains(' ') || uri.contains(['\t', '<', '>']) {
+                problem = Some(Problem::bad("Malformed Request-Line"));
+            } else if !version.eq_ignore_ascii_case("SIP/2.0") {
+                problem = Some(if is_sip_version(version) {
+                    Problem {
+                        status: 505,
+                        reason: "Version Not Supported".into(),
+                    }
+                } else {
+                    Problem::bad("Malformed SIP-Version")
+                });
+            }
+            StartLine::Request { method, uri, version }
+        };
+
+        let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
+        let mut offset = 0;
+        let lines: &'a str = header_text;
+        let mut current: Option<(HeaderName, &'a str, usize)> = None; // name, raw name, value start
+        let mut line_start = 0;
+        let push = |headers: &mut Vec<Header<'a>>, cur: Option<(HeaderName, &'a str, usize)>, end: usize, problem: &mut Option<Problem>| {
+            if let Some((name, raw_name, vstart)) = cur {
+                match lines.get(vstart..end) {
+                    Some(v) => headers.push(Header {
+                        name,
+                        raw_name,
+                        value: hdr::trim_lws(v),
+                    }),
+                    None => {
+                        problem.get_or_insert(Problem::bad("Malformed header"));
+                    }
+                }
+            }
+        };
+        while line_start <= lines.len() && !lines.is_empty() {
+            let end = lines
+                .get(line_start..)
+                .and_then(|l| l.find("\r\n"))
+                .map_or(lines.len(), |i| line_start + i);
+            let line = lines.get(line_start..end).unwrap_or_default();
+            if line.starts_with([' ', '\t']) {
+                if current.is_none() {
+                    problem.get_or_insert(Problem::bad("Continuation line without a header"));
+                }
+                // Folded: the value runs on to this line's end.
+            } else {
+                push(&mut headers, current.take(), offset, &mut problem);
+                match line.split_once(':') {
+                    Some((name, _)) => {
+                        let trimmed = name.trim_end_matches([' ', '\t']);
+                        if !hdr::is_token(trimmed) {
+                            problem.get_or_insert(Problem::bad("Malformed header name"));
+                        } else {
+                            current = Some((HeaderName::from_name(trimmed), trimmed, line_start + name.len() + 1));
+                        }
+                    }
+                    None => {
+                        problem.get_or_insert(Problem::bad("Header line without a colon"));
+                    }
+                }
+            }
+            offset = end;
+            line_start = end + 2;
+        }
+        push(&mut headers, current.take(), offset, &mut problem);
+
+        Ok(Self {
+            start,
+            headers,
+            body: rest,
+            problem,
+        })
+    }
+
+    /// The first header of a kind.
+    pub fn header(&self, name: HeaderName) -> Option<&'a str> {
+        self.headers.iter().find(|h| h.name == name).map(|h| h.value)
+    }
+
+    /// Every value of a kind, in order, list headers split at top-level commas.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .flat_map(|h| hdr::split_list(h.value))
+    }
+
+    /// Every header line of a kind, unsplit (for headers whose values contain commas).
+    pub fn lines(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
+        self.headers.iter().filter(move |h| h.name == name).map(|h| h.value)
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+}
+
+fn is_sip_version(v: &str) -> bool {
+    let Some(num) = v.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).and_then(|_| v.get(4..)) else {
+        return false;
+    };
+    let Some((major, minor)) = num.split_once('.') else { return false };
+    !major.is_empty() && !minor.is_empty() && major.bytes().chain(minor.bytes()).all(|b| b.is_ascii_digit())
+}
+
+/// Methods with special transaction handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Invite,
+    Ack,
+    Cancel,
+    Options,
+    Other,
+}
+
+impl Method {
+    pub fn from_str(m: &str) -> Self {
+        match m {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "CANCEL" => Method::Cancel,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// The Request-URI: a sip/sips/tel URI, or an emergency service URN (RFC 5031).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestUri<'a> {
+    Uri(Uri<'a>),
+    ServiceUrn(&'a str),
+}
+
+/// A request checked far enough for a redirect server to act on it.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub msg: Message<'a>,
+    pub method: Method,
+    pub method_name: &'a str,
+    pub uri: RequestUri<'a>,
+    pub via: Via<'a>,
+    pub call_id: &'a str,
+    pub cseq: CSeq<'a>,
+    pub from: NameAddr<'a>,
+    pub to: NameAddr<'a>,
+    pub max_forwards: Option<u8>,
+}
+
+/// The reason a request is answered with an error instead of a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+}
+
+fn bad(reason: impl Into<Cow<'static, str>>) -> Rejection {
+    Rejection {
+        status: 400,
+        reason: reason.into(),
+    }
+}
+
+fn malformed(name: HeaderName, e: ValueError) -> Rejection {
+    let what = match e {
+        ValueError::Range => "out of range",
+        ValueError::Quotes => "has unbalanced quotes",
+        ValueError::DisplayName => "has a bad display name",
+        ValueError::Uri => "has a malformed URI",
+        ValueError::Malformed => "is malformed",
+    };
+    bad(format!("{} header {what}", name.as_str()))
+}
+
+impl<'a> Request<'a> {
+    /// Validates a request. `datagram` is true on UDP, where a body shorter than Content-Length
+    /// is an error and a longer one is truncated (RFC 3261 §18.3).
+    pub fn from_message(mut msg: Message<'a>, datagram: bool) -> Result<Self, Rejection> {
+        let StartLine::Request { method, uri, .. } = msg.start else {
+            return Err(bad("Not a request"));
+        };
+        if let Some(p) = msg.problem.take() {
+            return Err(Rejection {
+                status: p.status,
+                reason: p.reason,
+            });
+        }
+        for h in &msg.headers {
+            if h.name.single() && msg.headers.iter().filter(|o| o.name == h.name).count() > 1 {
+                return Err(bad(format!("Multiple {} headers", h.name.as_str())));
+            }
+        }
+        let req_uri = match Uri::parse(uri) {
+            Ok(u) => RequestUri::Uri(u),
+            Err(UriError::UnsupportedScheme) => {
+                let lower = uri.get(..12).map(str::to_ascii_lowercase);
+                if lower.as_deref() == Some("urn:service:") && uri.get(12..).is_some_and(|s| s.starts_with("sos")) {
+                    RequestUri::ServiceUrn(uri)
+                } else if uri.bytes().all(|b| b.is_ascii_graphic()) && uri.contains(':') {
+                    return Err(Rejection {
+                        status: 416,
+                        reason: "Unsupported URI Scheme".into(),
+                    });
+                } else {
+                    return Err(bad("Malformed Request-URI"));
+                }
+            }
+            Err(UriError::Malformed) => return Err(bad("Malformed Request-URI")),
+        };
+        if let RequestUri::Uri(u) = req_uri {
+            // Header components are not allowed in a Request-URI (RFC 3261 §19.1.5).
+            if !u.headers.is_empty() {
+                return Err(bad("Request-URI has headers"));
+            }
+        }
+        let via = msg.header(HeaderName::Via).ok_or_else(|| bad("Missing Via header"))?;
+        let via = Via::parse(hdr::split_list(via).next().unwrap_or_default())
+            .map_err(|e| malformed(HeaderName::Via, e))?;
+        for v in msg.values(HeaderName::Via).skip(1) {
+            Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
+        }
+        let call_id = msg.header(HeaderName::CallId).ok_or_else(|| bad("Missing Call-ID header"))?;
+        if call_id.is_empty() || call_id.bytes().any(hdr::is_lws) {
+            return Err(bad("Malformed Call-ID header"));
+        }
+        let cseq = msg.header(HeaderName::CSeq).ok_or_else(|| bad("Missing CSeq header"))?;
+        let cseq = CSeq::parse(cseq).map_err(|e| malformed(HeaderName::CSeq, e))?;
+        let from = msg.header(HeaderName::From).ok_or_else(|| bad("Missing From header"))?;
+        let from = NameAddr::parse(from).map_err(|e| malformed(HeaderName::From, e))?;
+        let to = msg.header(HeaderName::To).ok_or_else(|| bad("Missing To header"))?;
+        let to = NameAddr::parse(to).map_err(|e| malformed(HeaderName::To, e))?;
+        for c in msg.values(HeaderName::Contact) {
+            if c != "*" {
+                NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+            }
+        }
+        let max_forwards = match msg.header(HeaderName::MaxForwards) {
+            Some(v) => Some(
+                u8::try_from(hdr::bounded_number(v, 255).map_err(|e| malformed(HeaderName::MaxForwards, e))?)
+                    .map_err(|_| malformed(HeaderName::MaxForwards, ValueError::Range))?,
+            ),
+            None => None,
+        };
+        let m = Method::from_str(method);
+        if cseq.method != method {
+            return Err(if m == Method::Other {
+                Rejection {
+                    status: 501,
+                    reason: "Not Implemented (CSeq method mismatch)".into(),
+                }
+            } else {
+                bad("CSeq method does not match the Request-Line")
+            });
+        }
+        if let Some(cl) = msg.header(HeaderName::ContentLength) {
+            let n = hdr::bounded_number(cl, MAX_MESSAGE as u64).map_err(|e| malformed(HeaderName::ContentLength, e))?;
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            if n > msg.body.len() {
+                return Err(bad("Content-Length larger than the body"));
+            }
+            if datagram {
+                msg.body = msg.body.get(..n).unwrap_or_default();
+            }
+        }
+        Ok(Self {
+            msg,
+            method: m,
+            method_name: method,
+            uri: req_uri,
+            via,
+            call_id,
+            cseq,
+            from,
+            to,
+            max_forwards,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:+18005550100@tollgate.example;user=phone SIP/2.0\r\n\
+v: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc\r\n\
+Max-Forwards: 70\r\n\
+f: \"Main\" <sip:+12125551212@carrier.example;user=phone>;tag=1\r\n\
+t: <sip:+18005550100@tollgate.example>\r\n\
+i: abc@192.0.2.1\r\n\
+CSeq: 1 INVITE\r\n\
+Subject: folded\r\n  continues here\r\n\
+l: 4\r\n\r\nbody";
+
+    #[test]
+    fn parses_compact_and_folded() {
+        let m = Message::parse(INVITE.as_bytes()).expect("parse");
+        assert!(m.problem.is_none());
+        assert_eq!(m.header(HeaderName::CallId), Some("abc@192.0.2.1"));
+        assert_eq!(m.header(HeaderName::Subject), Some("folded\r\n  continues here"));
+        let r = Request::from_message(m, true).expect("request");
+        assert_eq!(r.method, Method::Invite);
+        assert_eq!(r.via.branch(), Some("z9hG4bKabc"));
+        assert_eq!(r.msg.body, b"body");
+    }
+
+    #[test]
+    fn framing_several_and_partial() {
+        let two = format!("{INVITE}\r\n{INVITE}");
+        let b = two.as_bytes();
+        let Frame::Message { skip, len, .. } = frame(b) else { panic!("frame") };
+        assert_eq!((skip, len), (0, INVITE.len()));
+        let Frame::Message { skip, len, .. } = frame(b.get(len..).expect("rest")) else { panic!("second") };
+        assert_eq!((skip, len), (2, INVITE.len()));
+        assert_eq!(frame(INVITE.as_bytes().get(..100).expect("part")), Frame::Incomplete);
+        assert_eq!(frame(INVITE.as_bytes().get(..INVITE.len() - 1).expect("part")), Frame::Incomplete);
+    }
+
+    #[test]
+    fn rejections_name_the_problem() {
+        let r = |s: String| Request::from_message(Message::parse(s.as_bytes()).expect("split"), true).map(|_| ());
+        let e = r(INVITE.replace("SIP/2.0\r\nv:", "SIP/7.0\r\nv:")).expect_err("505");
+        assert_eq!(e.status, 505);
+        let e = r(INVITE.replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")).expect_err("mismatch");
+        assert_eq!((e.status, e.reason.as_ref()), (400, "CSeq method does not match the Request-Line"));
+        let e = r(INVITE.replace("i: abc@192.0.2.1\r\n", "")).expect_err("no call-id");
+        assert_eq!(e.reason, "Missing Call-ID header");
+        let e = r(INVITE.replace("INVITE sip:+1", "INVITE http:+1")).expect_err("scheme");
+        assert_eq!(e.status, 416);
+        let e = r(INVITE.replace("l: 4", "l: 40")).expect_err("short body");
+        assert_eq!(e.reason, "Content-Length larger than the body");
+    }
+
+    #[test]
+    fn responses_split_and_garbage_drops() {
+        let m = Message::parse(b"SIP/2.0 180 Ringing\r\nVia: x\r\n\r\n").expect("resp");
+        assert!(matches!(m.start, StartLine::Response { code: 180, .. }));
+        assert_eq!(Message::parse(b"\r\n\r\n").map(|_| ()), Err(Garbage::Empty));
+        assert_eq!(Message::parse(b"hello").map(|_| ()), Err(Garbage::NoEndOfHeaders));
+    }
+}

@@ -1,0 +1,331 @@
+//! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), borrowed from the message buffer.
+
+use std::borrow::Cow;
+
+/// The URI schemes a redirect server for phone calls acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Sip => "sip",
+            Scheme::Sips => "sips",
+            Scheme::Tel => "tel",
+        }
+    }
+}
+
+/// Why a URI did not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("unsupported URI scheme")]
+    UnsupportedScheme,
+    #[error("malformed URI")]
+    Malformed,
+}
+
+/// A parsed URI. `user` is the whole userinfo user (for sip) or the number (for tel);
+/// tel-style parameters inside a sip user (`+1555;cpc=ordinary`) stay in `user_params`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    /// Number or user name, still %-escaped, without user parameters.
+    pub user: Option<&'a str>,
+    /// `;name=value` parameters inside the userinfo (tel syntax in a sip URI), raw.
+    pub user_params: &'a str,
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// URI parameters, raw, starting with `;` (or empty).
+    pub params: &'a str,
+    /// URI headers, raw, after `?` (or empty).
+    pub headers: &'a str,
+}
+
+impl<'a> Uri<'a> {
+    /// Parses an absolute sip, sips or tel URI (no surrounding whitespace).
+    pub fn parse(s: &'a str) -> Result<Self, UriError> {
+        let (scheme, rest) = s.split_once(':').ok_or(UriError::Malformed)?;
+        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+            return Err(UriError::Malformed);
+        }
+        let scheme = if scheme.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else {
+            return Err(UriError::UnsupportedScheme);
+        };
+        if scheme == Scheme::Tel {
+            return parse_tel(rest);
+        }
+        parse_sip(scheme, rest)
+    }
+
+    /// A URI parameter's value (`Some("")` for a flag such as `lr`), case-insensitive name.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        param(self.params, name)
+    }
+
+    /// A parameter from the user part (`cpc`, `oli`, `verstat`, `phone-context`, `rn`, `npdi`).
+    pub fn user_param(&self, name: &str) -> Option<&'a str> {
+        param(self.user_params, name)
+    }
+
+    /// The user, %-unescaped.
+    pub fn user_unescaped(&self) -> Option<Cow<'a, str>> {
+        self.user.map(unescape)
+    }
+
+    /// A tel parameter wherever the carrier put it: user part first, then URI parameters.
+    pub fn tel_param(&self, name: &str) -> Option<&'a str> {
+        self.user_param(name).or_else(|| self.param(name))
+    }
+}
+
+fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
+    let (number, params) = match rest.find(';') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.()*#%".contains(&b)) {
+        return Err(UriError::Malformed);
+    }
+    check_params(params)?;
+    Ok(Uri {
+        scheme: Scheme::Tel,
+        user: Some(number),
+        user_params: params,
+        host: "",
+        port: None,
+        params: "",
+        headers: "",
+    })
+}
+
+fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
+    // userinfo ends at the last '@' before any '?' of the header part; '@' is not legal unescaped
+    // in user or password, so the first '@' is also the only one in a well-formed URI.
+    let (userinfo, hostpart) = match rest.find('@') {
+        Some(i) => {
+            let (u, h) = rest.split_at(i);
+            (Some(u), h.get(1..).unwrap_or_default())
+        }
+        None => (None, rest),
+    };
+    let (user, user_params) = match userinfo {
+        Some(ui) => {
+            if ui.is_empty() {
+                return Err(UriError::Malformed);
+            }
+            let user_and_params = match ui.find(':') {
+                Some(i) => {
+                    let (u, pw) = ui.split_at(i);
+                    check_chars(pw.get(1..).unwrap_or_default(), PASSWORD)?;
+                    u
+                }
+                None => ui,
+            };
+            check_chars(user_and_params, USER)?;
+            match user_and_params.find(';') {
+                Some(i) => {
+                    let (u, p) = user_and_params.split_at(i);
+                    (Some(u), p)
+                }
+                None => (Some(user_and_params), ""),
+            }
+        }
+        None => (None, ""),
+    };
+    let (hostport, after) = match hostpart.find([';', '?']) {
+        Some(i) => hostpart.split_at(i),
+        None => (hostpart, ""),
+    };
+    let (params, headers) = match after.find('?') {
+        Some(i) => {
+            let (p, h) = after.split_at(i);
+            (p, h.get(1..).unwrap_or_default())
+        }
+        None => (after, ""),
+    };
+    check_params(params)?;
+    check_chars(headers, HEADERS)?;
+    let (host, port) = split_hostport(hostport)?;
+    Ok(Uri {
+        scheme,
+        user,
+        user_params,
+        host,
+        port,
+        params,
+        headers,
+    })
+}
+
+/// Splits `host[:port]`, validating a hostname, IPv4 address or `[IPv6]` reference.
+pub fn split_hostport(hp: &str) -> Result<(&str, Option<u16>), UriError> {
+    let (host, port) = if hp.starts_with('[') {
+        let end = hp.find(']').ok_or(UriError::Malformed)?;
+        let (h, rest) = hp.split_at(end + 1);
+        let inner = h.get(1..h.len() - 1).unwrap_or_default();
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err(UriError::Malformed);
+        }
+        match rest {
+            "" => (h, None),
+            _ => (h, Some(rest.strip_prefix(':').ok_or(UriError::Malformed)?)),
+        }
+    } else {
+        match hp.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hp, None),
+        }
+    };
+    if !host.starts_with('[') {
+        let ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !host.starts_with(['-', '.']);
+        if !ok {
+            return Err(UriError::Malformed);
+        }
+    }
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| UriError::Malformed)?)
+        }
+        Some(_) => return Err(UriError::Malformed),
+    };
+    Ok((host, port))
+}
+
+// RFC 3261 §25.1 character classes (besides alphanumerics and escapes).
+const UNRESERVED_MARK: &[u8] = b"-_.!~*'()";
+const USER: &[u8] = b"-_.!~*'()&=+$,;?/";
+const PASSWORD: &[u8] = b"-_.!~*'()&=+$,";
+const PARAM: &[u8] = b"-_.!~*'()[]/:&+$=;";
+const HEADERS: &[u8] = b"-_.!~*'()[]/?:+$=&";
+
+fn check_chars(s: &str, extra: &[u8]) -> Result<(), UriError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(UriError::Malformed)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(UriError::Malformed);
+            }
+            i += 3;
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || extra.contains(&c) || UNRESERVED_MARK.contains(&c)) {
+            return Err(UriError::Malformed);
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn check_params(p: &str) -> Result<(), UriError> {
+    if p.is_empty() {
+        return Ok(());
+    }
+    if !p.starts_with(';') || p.contains(";;") {
+        return Err(UriError::Malformed);
+    }
+    check_chars(p, PARAM)
+}
+
+/// Finds `;name[=value]` in a raw parameter string, comparing names case-insensitively.
+pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').skip(1).find_map(|p| {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// %-unescapes; invalid escapes are left as they are (the grammar check rejects them earlier).
+pub fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            if let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_with_user_params() {
+        let u = Uri::parse("sip:+15551234567;cpc=emergency;oli=0@198.51.100.1:5070;user=phone?X=1").expect("uri");
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some("+15551234567"));
+        assert_eq!(u.user_param("cpc"), Some("emergency"));
+        assert_eq!(u.user_param("oli"), Some("0"));
+        assert_eq!(u.host, "198.51.100.1");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param("user"), Some("phone"));
+        assert_eq!(u.headers, "X=1");
+    }
+
+    #[test]
+    fn tel_uri() {
+        let u = Uri::parse("tel:8005551234;phone-context=+1;npdi;rn=+18005550000").expect("tel");
+        assert_eq!(u.scheme, Scheme::Tel);
+        assert_eq!(u.user, Some("8005551234"));
+        assert_eq!(u.tel_param("phone-context"), Some("+1"));
+        assert_eq!(u.tel_param("npdi"), Some(""));
+        assert_eq!(u.tel_param("rn"), Some("+18005550000"));
+    }
+
+    #[test]
+    fn user_with_dot_and_escapes() {
+        let u = Uri::parse("sip:first.last@example.com").expect("dot");
+        assert_eq!(u.user, Some("first.last"));
+        let u = Uri::parse("sip:sips%3Auser%40example.com@example.net").expect("esc");
+        assert_eq!(u.user_unescaped().as_deref(), Some("sips:user@example.com"));
+        assert_eq!(u.host, "example.net");
+    }
+
+    #[test]
+    fn ipv6_host() {
+        let u = Uri::parse("sip:[2001:db8::10]:5070").expect("v6");
+        assert_eq!(u.host, "[2001:db8::10]");
+        assert_eq!(u.port, Some(5070));
+    }
+
+    #[test]
+    fn rejects() {
+        assert_eq!(Uri::parse("http://x"), Err(UriError::UnsupportedScheme));
+        assert_eq!(Uri::parse("sip:user@exa mple.com"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("sip:user@host:99999"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("sip:us<er@host"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("sip:user@host%zz"), Err(UriError::Malformed));
+        assert_eq!(Uri::parse("noscheme"), Err(UriError::Malformed));
+    }
+}
