@@ -10,4 +10,4 @@ pub use facts::{
     AniCandidate, AniSource, CallFacts, CallerProfile, Decision, DecisionAction, DnisCandidate,
     DnisSource, Privacy, RiskAssessment, RiskLevel,
 };
-pub use number::{E164, NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld};
+pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};

@@ -185,7 +185,12 @@ impl NumberPlan {
     /// international prefix, national numbers with or without the national prefix, NANP `1NXX`,
     /// and bare international digits (a carrier that drops the `+`). `phone_context` is a tel
     /// URI's `phone-context` (`+1` makes the number local to calling code 1).
-    pub fn normalize(&self, raw: &str, region: &RegionPlan, phone_context: Option<&str>) -> PartyNumber {
+    pub fn normalize(
+        &self,
+        raw: &str,
+        region: &RegionPlan,
+        phone_context: Option<&str>,
+    ) -> PartyNumber {
         let trimmed = raw.trim();
         if let Some(w) = withheld(trimmed) {
             return PartyNumber::Withheld(w);
@@ -198,7 +203,10 @@ impl NumberPlan {
             match b {
                 b'0'..=b'9' | b'*' | b'#' => digits.push(char::from(b)),
                 b'+' if digits.is_empty() && !plus => plus = true,
-                b'%' if bytes.get(i + 1..i + 3).is_some_and(|h| h.eq_ignore_ascii_case(b"2B")) => {
+                b'%' if bytes
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(b"2B")) =>
+                {
                     if !digits.is_empty() || plus {
                         return unusable(trimmed);
                     }
@@ -225,7 +233,8 @@ impl NumberPlan {
                 .global(&format!("{cc}{digits}"))
                 .unwrap_or_else(|| unusable(trimmed));
         }
-        self.national(&digits, region).unwrap_or_else(|| unusable(trimmed))
+        self.national(&digits, region)
+            .unwrap_or_else(|| unusable(trimmed))
     }
 
     fn global(&self, digits: &str) -> Option<PartyNumber> {
@@ -310,7 +319,8 @@ mod tests {
 
     fn norm(raw: &str, region: &str) -> String {
         let p = plan();
-        p.normalize(raw, p.region(region).expect("region"), None).to_string()
+        p.normalize(raw, p.region(region).expect("region"), None)
+            .to_string()
     }
 
     #[test]
@@ -367,7 +377,10 @@ mod tests {
 
     #[test]
     fn unknown_region_is_an_error() {
-        assert!(matches!(plan().region("XX"), Err(PlanError::UnknownRegion(_))));
+        assert!(matches!(
+            plan().region("XX"),
+            Err(PlanError::UnknownRegion(_))
+        ));
     }
 
     proptest::proptest! {

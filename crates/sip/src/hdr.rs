@@ -141,7 +141,10 @@ impl<'a> NameAddr<'a> {
             (Some(d), rest)
         } else if let Some(lt) = s.find('<') {
             let d = trim_lws(s.get(..lt).unwrap_or_default());
-            if !d.split(|c: char| c.is_ascii() && is_lws(c as u8)).all(|t| t.is_empty() || is_token(t)) {
+            if !d
+                .split(|c: char| c.is_ascii() && is_lws(c as u8))
+                .all(|t| t.is_empty() || is_token(t))
+            {
                 return Err(ValueError::DisplayName);
             }
             (
@@ -164,6 +167,10 @@ impl<'a> NameAddr<'a> {
                 None => (rest, ""),
             }
         };
+        // In addr-spec form a '?' or ',' would be ambiguous: such URIs need <> (RFC 3261 §20).
+        if !rest.starts_with('<') && uri_text.contains(['?', ',']) {
+            return Err(ValueError::Uri);
+        }
         let uri = match Uri::parse(uri_text) {
             Ok(u) => Some(u),
             Err(UriError::UnsupportedScheme) => {
@@ -193,7 +200,9 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
     let mut rest = trim_lws(p);
     while !rest.is_empty() {
         rest = trim_lws(rest.strip_prefix(';').ok_or(ValueError::Malformed)?);
-        let end = rest.find(|c: char| !(c.is_ascii() && is_token_char(c as u8))).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
+            .unwrap_or(rest.len());
         if end == 0 {
             return Err(ValueError::Malformed);
         }
@@ -204,7 +213,9 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
                 rest = trim_lws(quoted_string(v)?.1);
             } else {
                 let end = v
-                    .find(|c: char| !(c.is_ascii() && (is_token_char(c as u8) || b"[]:".contains(&(c as u8)))))
+                    .find(|c: char| {
+                        !(c.is_ascii() && (is_token_char(c as u8) || b"[]:".contains(&(c as u8))))
+                    })
                     .unwrap_or(v.len());
                 if end == 0 {
                     return Err(ValueError::Malformed);
@@ -246,13 +257,17 @@ impl<'a> Via<'a> {
         if !is_token(name) || !is_token(version) {
             return Err(ValueError::Malformed);
         }
-        let tend = rest.find(|c: char| c.is_ascii() && is_lws(c as u8)).ok_or(ValueError::Malformed)?;
+        let tend = rest
+            .find(|c: char| c.is_ascii() && is_lws(c as u8))
+            .ok_or(ValueError::Malformed)?;
         let (transport, rest) = rest.split_at(tend);
         if !is_token(transport) {
             return Err(ValueError::Malformed);
         }
         let rest = trim_lws(rest);
-        let params = rest.find(';').map_or("", |i| rest.get(i..).unwrap_or_default());
+        let params = rest
+            .find(';')
+            .map_or("", |i| rest.get(i..).unwrap_or_default());
         let hostport: String;
         let hp = {
             let raw = trim_lws(rest.get(..rest.len() - params.len()).unwrap_or_default());
@@ -298,7 +313,9 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     pub fn parse(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
-        let end = s.find(|c: char| !c.is_ascii_digit()).ok_or(ValueError::Malformed)?;
+        let end = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or(ValueError::Malformed)?;
         let (num, method) = s.split_at(end);
         if num.is_empty() || !method.starts_with(|c: char| c.is_ascii() && is_lws(c as u8)) {
             return Err(ValueError::Malformed);
@@ -322,7 +339,11 @@ pub fn bounded_number(s: &str, max: u64) -> Result<u64, ValueError> {
     if digits.len() > 19 {
         return Err(ValueError::Range);
     }
-    let n: u64 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| ValueError::Range)? };
+    let n: u64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| ValueError::Range)?
+    };
     if n > max {
         return Err(ValueError::Range);
     }
@@ -335,7 +356,8 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse("\"J \\\"Q\\\" Public\" <sip:+12125551212@h;user=phone>;tag=1a").expect("quoted");
+        let n = NameAddr::parse("\"J \\\"Q\\\" Public\" <sip:+12125551212@h;user=phone>;tag=1a")
+            .expect("quoted");
         assert_eq!(n.display.as_deref(), Some("J \"Q\" Public"));
         assert_eq!(n.uri.map(|u| u.user), Some(Some("+12125551212")));
         assert_eq!(n.param("tag"), Some("1a"));
@@ -346,8 +368,14 @@ mod tests {
         assert_eq!(n.param("tag"), Some("x"));
         let n = NameAddr::parse("<urn:service:sos>").expect("urn");
         assert!(n.uri.is_none());
-        assert_eq!(NameAddr::parse("Bell, Alexander <sip:a@b>"), Err(ValueError::DisplayName));
-        assert_eq!(NameAddr::parse("\"unbalanced <sip:a@b>"), Err(ValueError::Quotes));
+        assert_eq!(
+            NameAddr::parse("Bell, Alexander <sip:a@b>"),
+            Err(ValueError::DisplayName)
+        );
+        assert_eq!(
+            NameAddr::parse("\"unbalanced <sip:a@b>"),
+            Err(ValueError::Quotes)
+        );
     }
 
     #[test]
@@ -358,7 +386,8 @@ mod tests {
 
     #[test]
     fn via_with_lws() {
-        let v = Via::parse("SIP / 2.0 / UDP\r\n host.example.com : 5070 ; branch=z9hG4bK1;rport").expect("via");
+        let v = Via::parse("SIP / 2.0 / UDP\r\n host.example.com : 5070 ; branch=z9hG4bK1;rport")
+            .expect("via");
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.branch(), Some("z9hG4bK1"));
@@ -368,7 +397,10 @@ mod tests {
     #[test]
     fn cseq_and_numbers() {
         assert_eq!(CSeq::parse("  9 INVITE").expect("cseq").seq, 9);
-        assert_eq!(CSeq::parse("36893488147419103232 INVITE"), Err(ValueError::Range));
+        assert_eq!(
+            CSeq::parse("36893488147419103232 INVITE"),
+            Err(ValueError::Range)
+        );
         assert_eq!(CSeq::parse("1INVITE"), Err(ValueError::Malformed));
         assert_eq!(bounded_number("0070", 255), Ok(70));
         assert_eq!(bounded_number("300", 255), Err(ValueError::Range));

@@ -4,6 +4,12 @@
 //! It knows nothing of Redis, HTTP or routing rules: every INVITE's facts go to a [`CallHandler`]
 //! and its decision comes back as a response.
 
+pub mod extract;
 pub mod hdr;
 pub mod message;
+pub mod response;
+pub mod server;
+pub mod trunk;
 pub mod uri;
+
+pub use server::{bind, Call, CallHandler, Context, Server, SipConfig};

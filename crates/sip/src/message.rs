@@ -147,8 +147,15 @@ pub struct Header<'a> {
 /// The first line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartLine<'a> {
-    Request { method: &'a str, uri: &'a str, version: &'a str },
-    Response { code: u16, reason: &'a str },
+    Request {
+        method: &'a str,
+        uri: &'a str,
+        version: &'a str,
+    },
+    Response {
+        code: u16,
+        reason: &'a str,
+    },
 }
 
 /// A problem found while splitting the message that still allows an answer.
@@ -202,7 +209,11 @@ pub enum Frame {
     /// Not all of the message has arrived.
     Incomplete,
     /// `skip` bytes of leading CRLF keep-alives, then a message of `len` bytes.
-    Message { skip: usize, len: usize, missing_length: bool },
+    Message {
+        skip: usize,
+        len: usize,
+        missing_length: bool,
+    },
     /// Leading CRLFs only.
     KeepAlive(usize),
     /// The stream cannot be framed: answer if possible, then close.
@@ -211,13 +222,24 @@ pub enum Frame {
 
 /// Finds one message in a stream buffer using Content-Length (RFC 3261 §18.3).
 pub fn frame(buf: &[u8]) -> Frame {
-    let skip = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let skip = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
     let rest = buf.get(skip..).unwrap_or_default();
     if rest.is_empty() {
-        return if skip > 0 { Frame::KeepAlive(skip) } else { Frame::Incomplete };
+        return if skip > 0 {
+            Frame::KeepAlive(skip)
+        } else {
+            Frame::Incomplete
+        };
     }
     let Some(head) = find_crlfcrlf(rest) else {
-        return if rest.len() > MAX_MESSAGE { Frame::Invalid("headers too large") } else { Frame::Incomplete };
+        return if rest.len() > MAX_MESSAGE {
+            Frame::Invalid("headers too large")
+        } else {
+            Frame::Incomplete
+        };
     };
     let head_len = head + 4;
     let Some(Ok(text)) = rest.get(..head).map(std::str::from_utf8) else {
@@ -228,7 +250,9 @@ pub fn frame(buf: &[u8]) -> Frame {
         if line.starts_with([' ', '\t']) {
             continue;
         }
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         if HeaderName::from_name(name.trim_end_matches([' ', '\t'])) == HeaderName::ContentLength {
             match hdr::bounded_number(value, MAX_MESSAGE as u64) {
                 Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
@@ -258,11 +282,21 @@ impl<'a> Message<'a> {
         if buf.len() > MAX_MESSAGE {
             return Err(Garbage::TooLarge);
         }
-        let skip = buf.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(Garbage::Empty)?;
+        let skip = buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .ok_or(Garbage::Empty)?;
         let buf = buf.get(skip..).unwrap_or_default();
-        let head = find_crlfcrlf(buf).ok_or(Garbage::NoEndOfHeaders)?;
-        let text = std::str::from_utf8(buf.get(..head).unwrap_or_default()).map_err(|_| Garbage::NotUtf8)?;
-        let rest = buf.get(head + 4..).unwrap_or_default();
+        // A datagram whose headers end with CRLF but no empty line carries no body (RFC 4475's
+        // baddn.dat is such a message): accept it rather than drop an answerable request.
+        let (head, body_start) = match find_crlfcrlf(buf) {
+            Some(h) => (h, h + 4),
+            None if buf.ends_with(b"\r\n") => (buf.len() - 2, buf.len()),
+            None => return Err(Garbage::NoEndOfHeaders),
+        };
+        let text = std::str::from_utf8(buf.get(..head).unwrap_or_default())
+            .map_err(|_| Garbage::NotUtf8)?;
+        let rest = buf.get(body_start..).unwrap_or_default();
         let (first, header_text) = text.split_once("\r\n").unwrap_or((text, ""));
 
         let mut problem = None;
@@ -286,7 +320,11 @@ impl<'a> Message<'a> {
             if !hdr::is_token(method) {
                 return Err(Garbage::BadStatusLine);
             }
-            if uri.is_empty() || version.is_empty() || version.contains(' ') || uri.contains(['\t', '<', '>']) {
+            if uri.is_empty()
+                || version.is_empty()
+                || version.contains(' ')
+                || uri.contains(['\t', '<', '>'])
+            {
                 problem = Some(Problem::bad("Malformed Request-Line"));
             } else if !version.eq_ignore_ascii_case("SIP/2.0") {
                 problem = Some(if is_sip_version(version) {
@@ -298,7 +336,11 @@ impl<'a> Message<'a> {
                     Problem::bad("Malformed SIP-Version")
                 });
             }
-            StartLine::Request { method, uri, version }
+            StartLine::Request {
+                method,
+                uri,
+                version,
+            }
         };
 
         let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
@@ -306,7 +348,10 @@ impl<'a> Message<'a> {
         let lines: &'a str = header_text;
         let mut current: Option<(HeaderName, &'a str, usize)> = None; // name, raw name, value start
         let mut line_start = 0;
-        let push = |headers: &mut Vec<Header<'a>>, cur: Option<(HeaderName, &'a str, usize)>, end: usize, problem: &mut Option<Problem>| {
+        let push = |headers: &mut Vec<Header<'a>>,
+                    cur: Option<(HeaderName, &'a str, usize)>,
+                    end: usize,
+                    problem: &mut Option<Problem>| {
             if let Some((name, raw_name, vstart)) = cur {
                 match lines.get(vstart..end) {
                     Some(v) => headers.push(Header {
@@ -339,7 +384,11 @@ impl<'a> Message<'a> {
                         if !hdr::is_token(trimmed) {
                             problem.get_or_insert(Problem::bad("Malformed header name"));
                         } else {
-                            current = Some((HeaderName::from_name(trimmed), trimmed, line_start + name.len() + 1));
+                            current = Some((
+                                HeaderName::from_name(trimmed),
+                                trimmed,
+                                line_start + name.len() + 1,
+                            ));
                         }
                     }
                     None => {
@@ -362,7 +411,10 @@ impl<'a> Message<'a> {
 
     /// The first header of a kind.
     pub fn header(&self, name: HeaderName) -> Option<&'a str> {
-        self.headers.iter().find(|h| h.name == name).map(|h| h.value)
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.value)
     }
 
     /// Every value of a kind, in order, list headers split at top-level commas.
@@ -375,7 +427,10 @@ impl<'a> Message<'a> {
 
     /// Every header line of a kind, unsplit (for headers whose values contain commas).
     pub fn lines(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers.iter().filter(move |h| h.name == name).map(|h| h.value)
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| h.value)
     }
 
     pub fn is_request(&self) -> bool {
@@ -384,11 +439,22 @@ impl<'a> Message<'a> {
 }
 
 fn is_sip_version(v: &str) -> bool {
-    let Some(num) = v.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).and_then(|_| v.get(4..)) else {
+    let Some(num) = v
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .and_then(|_| v.get(4..))
+    else {
         return false;
     };
-    let Some((major, minor)) = num.split_once('.') else { return false };
-    !major.is_empty() && !minor.is_empty() && major.bytes().chain(minor.bytes()).all(|b| b.is_ascii_digit())
+    let Some((major, minor)) = num.split_once('.') else {
+        return false;
+    };
+    !major.is_empty()
+        && !minor.is_empty()
+        && major
+            .bytes()
+            .chain(minor.bytes())
+            .all(|b| b.is_ascii_digit())
 }
 
 /// Methods with special transaction handling.
@@ -482,7 +548,9 @@ impl<'a> Request<'a> {
             Ok(u) => RequestUri::Uri(u),
             Err(UriError::UnsupportedScheme) => {
                 let lower = uri.get(..12).map(str::to_ascii_lowercase);
-                if lower.as_deref() == Some("urn:service:") && uri.get(12..).is_some_and(|s| s.starts_with("sos")) {
+                if lower.as_deref() == Some("urn:service:")
+                    && uri.get(12..).is_some_and(|s| s.starts_with("sos"))
+                {
                     RequestUri::ServiceUrn(uri)
                 } else if uri.bytes().all(|b| b.is_ascii_graphic()) && uri.contains(':') {
                     return Err(Rejection {
@@ -501,21 +569,31 @@ impl<'a> Request<'a> {
                 return Err(bad("Request-URI has headers"));
             }
         }
-        let via = msg.header(HeaderName::Via).ok_or_else(|| bad("Missing Via header"))?;
+        let via = msg
+            .header(HeaderName::Via)
+            .ok_or_else(|| bad("Missing Via header"))?;
         let via = Via::parse(hdr::split_list(via).next().unwrap_or_default())
             .map_err(|e| malformed(HeaderName::Via, e))?;
         for v in msg.values(HeaderName::Via).skip(1) {
             Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
         }
-        let call_id = msg.header(HeaderName::CallId).ok_or_else(|| bad("Missing Call-ID header"))?;
+        let call_id = msg
+            .header(HeaderName::CallId)
+            .ok_or_else(|| bad("Missing Call-ID header"))?;
         if call_id.is_empty() || call_id.bytes().any(hdr::is_lws) {
             return Err(bad("Malformed Call-ID header"));
         }
-        let cseq = msg.header(HeaderName::CSeq).ok_or_else(|| bad("Missing CSeq header"))?;
+        let cseq = msg
+            .header(HeaderName::CSeq)
+            .ok_or_else(|| bad("Missing CSeq header"))?;
         let cseq = CSeq::parse(cseq).map_err(|e| malformed(HeaderName::CSeq, e))?;
-        let from = msg.header(HeaderName::From).ok_or_else(|| bad("Missing From header"))?;
+        let from = msg
+            .header(HeaderName::From)
+            .ok_or_else(|| bad("Missing From header"))?;
         let from = NameAddr::parse(from).map_err(|e| malformed(HeaderName::From, e))?;
-        let to = msg.header(HeaderName::To).ok_or_else(|| bad("Missing To header"))?;
+        let to = msg
+            .header(HeaderName::To)
+            .ok_or_else(|| bad("Missing To header"))?;
         let to = NameAddr::parse(to).map_err(|e| malformed(HeaderName::To, e))?;
         for c in msg.values(HeaderName::Contact) {
             if c != "*" {
@@ -524,8 +602,11 @@ impl<'a> Request<'a> {
         }
         let max_forwards = match msg.header(HeaderName::MaxForwards) {
             Some(v) => Some(
-                u8::try_from(hdr::bounded_number(v, 255).map_err(|e| malformed(HeaderName::MaxForwards, e))?)
-                    .map_err(|_| malformed(HeaderName::MaxForwards, ValueError::Range))?,
+                u8::try_from(
+                    hdr::bounded_number(v, 255)
+                        .map_err(|e| malformed(HeaderName::MaxForwards, e))?,
+                )
+                .map_err(|_| malformed(HeaderName::MaxForwards, ValueError::Range))?,
             ),
             None => None,
         };
@@ -541,7 +622,8 @@ impl<'a> Request<'a> {
             });
         }
         if let Some(cl) = msg.header(HeaderName::ContentLength) {
-            let n = hdr::bounded_number(cl, MAX_MESSAGE as u64).map_err(|e| malformed(HeaderName::ContentLength, e))?;
+            let n = hdr::bounded_number(cl, MAX_MESSAGE as u64)
+                .map_err(|e| malformed(HeaderName::ContentLength, e))?;
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             if n > msg.body.len() {
                 return Err(bad("Content-Length larger than the body"));
@@ -584,7 +666,10 @@ l: 4\r\n\r\nbody";
         let m = Message::parse(INVITE.as_bytes()).expect("parse");
         assert!(m.problem.is_none());
         assert_eq!(m.header(HeaderName::CallId), Some("abc@192.0.2.1"));
-        assert_eq!(m.header(HeaderName::Subject), Some("folded\r\n  continues here"));
+        assert_eq!(
+            m.header(HeaderName::Subject),
+            Some("folded\r\n  continues here")
+        );
         let r = Request::from_message(m, true).expect("request");
         assert_eq!(r.method, Method::Invite);
         assert_eq!(r.via.branch(), Some("z9hG4bKabc"));
@@ -595,21 +680,36 @@ l: 4\r\n\r\nbody";
     fn framing_several_and_partial() {
         let two = format!("{INVITE}\r\n{INVITE}");
         let b = two.as_bytes();
-        let Frame::Message { skip, len, .. } = frame(b) else { panic!("frame") };
+        let Frame::Message { skip, len, .. } = frame(b) else {
+            panic!("frame")
+        };
         assert_eq!((skip, len), (0, INVITE.len()));
-        let Frame::Message { skip, len, .. } = frame(b.get(len..).expect("rest")) else { panic!("second") };
+        let Frame::Message { skip, len, .. } = frame(b.get(len..).expect("rest")) else {
+            panic!("second")
+        };
         assert_eq!((skip, len), (2, INVITE.len()));
-        assert_eq!(frame(INVITE.as_bytes().get(..100).expect("part")), Frame::Incomplete);
-        assert_eq!(frame(INVITE.as_bytes().get(..INVITE.len() - 1).expect("part")), Frame::Incomplete);
+        assert_eq!(
+            frame(INVITE.as_bytes().get(..100).expect("part")),
+            Frame::Incomplete
+        );
+        assert_eq!(
+            frame(INVITE.as_bytes().get(..INVITE.len() - 1).expect("part")),
+            Frame::Incomplete
+        );
     }
 
     #[test]
     fn rejections_name_the_problem() {
-        let r = |s: String| Request::from_message(Message::parse(s.as_bytes()).expect("split"), true).map(|_| ());
+        let r = |s: String| {
+            Request::from_message(Message::parse(s.as_bytes()).expect("split"), true).map(|_| ())
+        };
         let e = r(INVITE.replace("SIP/2.0\r\nv:", "SIP/7.0\r\nv:")).expect_err("505");
         assert_eq!(e.status, 505);
         let e = r(INVITE.replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")).expect_err("mismatch");
-        assert_eq!((e.status, e.reason.as_ref()), (400, "CSeq method does not match the Request-Line"));
+        assert_eq!(
+            (e.status, e.reason.as_ref()),
+            (400, "CSeq method does not match the Request-Line")
+        );
         let e = r(INVITE.replace("i: abc@192.0.2.1\r\n", "")).expect_err("no call-id");
         assert_eq!(e.reason, "Missing Call-ID header");
         let e = r(INVITE.replace("INVITE sip:+1", "INVITE http:+1")).expect_err("scheme");
@@ -623,6 +723,9 @@ l: 4\r\n\r\nbody";
         let m = Message::parse(b"SIP/2.0 180 Ringing\r\nVia: x\r\n\r\n").expect("resp");
         assert!(matches!(m.start, StartLine::Response { code: 180, .. }));
         assert_eq!(Message::parse(b"\r\n\r\n").map(|_| ()), Err(Garbage::Empty));
-        assert_eq!(Message::parse(b"hello").map(|_| ()), Err(Garbage::NoEndOfHeaders));
+        assert_eq!(
+            Message::parse(b"hello").map(|_| ()),
+            Err(Garbage::NoEndOfHeaders)
+        );
     }
 }

@@ -50,7 +50,11 @@ impl<'a> Uri<'a> {
     /// Parses an absolute sip, sips or tel URI (no surrounding whitespace).
     pub fn parse(s: &'a str) -> Result<Self, UriError> {
         let (scheme, rest) = s.split_once(':').ok_or(UriError::Malformed)?;
-        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
             return Err(UriError::Malformed);
         }
         let scheme = if scheme.eq_ignore_ascii_case("sip") {
@@ -94,7 +98,11 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.()*#%".contains(&b)) {
+    if number.is_empty()
+        || !number
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.()*#%".contains(&b))
+    {
         return Err(UriError::Malformed);
     }
     check_params(params)?;
@@ -174,7 +182,11 @@ pub fn split_hostport(hp: &str) -> Result<(&str, Option<u16>), UriError> {
         let end = hp.find(']').ok_or(UriError::Malformed)?;
         let (h, rest) = hp.split_at(end + 1);
         let inner = h.get(1..h.len() - 1).unwrap_or_default();
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(UriError::Malformed);
         }
         match rest {
@@ -189,7 +201,9 @@ pub fn split_hostport(hp: &str) -> Result<(&str, Option<u16>), UriError> {
     };
     if !host.starts_with('[') {
         let ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             && !host.starts_with(['-', '.']);
         if !ok {
             return Err(UriError::Malformed);
@@ -282,7 +296,8 @@ mod tests {
 
     #[test]
     fn sip_with_user_params() {
-        let u = Uri::parse("sip:+15551234567;cpc=emergency;oli=0@198.51.100.1:5070;user=phone?X=1").expect("uri");
+        let u = Uri::parse("sip:+15551234567;cpc=emergency;oli=0@198.51.100.1:5070;user=phone?X=1")
+            .expect("uri");
         assert_eq!(u.scheme, Scheme::Sip);
         assert_eq!(u.user, Some("+15551234567"));
         assert_eq!(u.user_param("cpc"), Some("emergency"));
@@ -322,7 +337,10 @@ mod tests {
     #[test]
     fn rejects() {
         assert_eq!(Uri::parse("http://x"), Err(UriError::UnsupportedScheme));
-        assert_eq!(Uri::parse("sip:user@exa mple.com"), Err(UriError::Malformed));
+        assert_eq!(
+            Uri::parse("sip:user@exa mple.com"),
+            Err(UriError::Malformed)
+        );
         assert_eq!(Uri::parse("sip:user@host:99999"), Err(UriError::Malformed));
         assert_eq!(Uri::parse("sip:us<er@host"), Err(UriError::Malformed));
         assert_eq!(Uri::parse("sip:user@host%zz"), Err(UriError::Malformed));

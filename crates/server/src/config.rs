@@ -1,0 +1,472 @@
+//! The TOML configuration: strict (unknown keys rejected), every semantic error reported at
+//! once with file, line and key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use tollgate_core::{AniSource, DnisSource, NumberPlan, PartyNumber};
+use tollgate_sip::extract::Emergency;
+use tollgate_sip::trunk::{Trunk, Trunks, UnknownSource};
+use tollgate_sip::SipConfig;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipSection,
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<TrunkSection>,
+    pub routing: RoutingSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSection {
+    #[serde(default)]
+    pub udp: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub tcp: Vec<Spanned<String>>,
+    /// "reject" (403) or "untrusted" (handled, only From counts).
+    #[serde(default = "default_unknown")]
+    pub unknown_source: Spanned<String>,
+    /// Region for national numbers from unknown sources handled as untrusted.
+    #[serde(default = "default_region")]
+    pub unknown_region: Spanned<String>,
+    #[serde(default = "default_emergency")]
+    pub emergency_numbers: Vec<String>,
+    #[serde(default = "d100")]
+    pub trying_delay_ms: u64,
+    #[serde(default = "d2000")]
+    pub decision_timeout_ms: u64,
+    /// Budget for risk and CRM work together; the call routes without them when it runs out.
+    #[serde(default = "d150")]
+    pub enrich_deadline_ms: u64,
+    #[serde(default = "d10000")]
+    pub drain_timeout_ms: u64,
+    #[serde(default = "d500")]
+    pub t1_ms: u64,
+    #[serde(default = "d4000")]
+    pub t2_ms: u64,
+    #[serde(default = "d5000")]
+    pub t4_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkSection {
+    pub name: Spanned<String>,
+    pub cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub trusted: bool,
+    #[serde(default = "default_region")]
+    pub region: Spanned<String>,
+    #[serde(default)]
+    pub ani_precedence: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub dnis_source: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    pub acd_host: Spanned<String>,
+    pub default_queue: Spanned<String>,
+    #[serde(default)]
+    pub emergency_queue: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dnis: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub country_suffix: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// "json" (default) or "text".
+    #[serde(default)]
+    pub format: Option<String>,
+    /// An EnvFilter directive; RUST_LOG overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+fn default_unknown() -> Spanned<String> {
+    Spanned::new(0..0, "reject".into())
+}
+fn default_region() -> Spanned<String> {
+    Spanned::new(0..0, "US".into())
+}
+fn default_emergency() -> Vec<String> {
+    vec!["911".into(), "112".into(), "933".into()]
+}
+const fn d100() -> u64 {
+    100
+}
+const fn d150() -> u64 {
+    150
+}
+const fn d500() -> u64 {
+    500
+}
+const fn d2000() -> u64 {
+    2000
+}
+const fn d4000() -> u64 {
+    4000
+}
+const fn d5000() -> u64 {
+    5000
+}
+const fn d10000() -> u64 {
+    10000
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(
+                f,
+                "{}:{l}: {}: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            ),
+            None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+        }
+    }
+}
+
+/// All the problems found in a config, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated configuration, ready to wire.
+#[derive(Debug)]
+pub struct Loaded {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub trunks: Trunks,
+    pub emergency: Emergency,
+    pub sip: SipConfig,
+    pub enrich_deadline: Duration,
+    pub table: tollgate_router::Table,
+    pub log: LogSection,
+}
+
+struct Errors<'a> {
+    file: &'a Path,
+    text: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let span = at.span();
+        let line = (span.end > 0).then(|| line_of(self.text, span.start));
+        self.list.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path, plan: &NumberPlan) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: "-".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(path, &text, plan)
+}
+
+/// Validates config text; `path` names it in errors.
+pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, ConfigErrors> {
+    let raw: Config = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line,
+            key: "toml".into(),
+            message: e.message().to_owned(),
+        }])
+    })?;
+    let mut errs = Errors {
+        file: path,
+        text,
+        list: Vec::new(),
+    };
+    let addrs = |errs: &mut Errors<'_>, list: &[Spanned<String>], key: &str| -> Vec<SocketAddr> {
+        list.iter()
+            .filter_map(|a| match a.get_ref().parse::<SocketAddr>() {
+                Ok(sa) => Some(sa),
+                Err(_) => {
+                    errs.push(
+                        a,
+                        key,
+                        format!("{:?} is not an IP:port address", a.get_ref()),
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    let udp = addrs(&mut errs, &raw.sip.udp, "sip.udp");
+    let tcp = addrs(&mut errs, &raw.sip.tcp, "sip.tcp");
+    if raw.sip.udp.is_empty() && raw.sip.tcp.is_empty() {
+        errs.list.push(ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: "sip".into(),
+            message: "no listener: set sip.udp or sip.tcp".into(),
+        });
+    }
+
+    let region =
+        |errs: &mut Errors<'_>, r: &Spanned<String>, key: &str| match plan.region(r.get_ref()) {
+            Ok(p) => Some(p.clone()),
+            Err(e) => {
+                errs.push(r, key, e.to_string());
+                None
+            }
+        };
+    let mut trunks = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in raw.trunks.iter().enumerate() {
+        let key = |k: &str| format!("trunk[{i}].{k}");
+        if !names.insert(t.name.get_ref().clone()) {
+            errs.push(
+                &t.name,
+                key("name"),
+                format!("duplicate trunk name {:?}", t.name.get_ref()),
+            );
+        }
+        let mut cidrs = Vec::new();
+        for c in &t.cidrs {
+            let parsed = c
+                .get_ref()
+                .parse::<IpNet>()
+                .or_else(|_| c.get_ref().parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(n) => cidrs.push(n),
+                Err(_) => errs.push(
+                    c,
+                    key("cidrs"),
+                    format!("{:?} is not a CIDR or IP address", c.get_ref()),
+                ),
+            }
+        }
+        let ani_precedence = match &t.ani_precedence {
+            None => Trunk::DEFAULT_ANI.to_vec(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|s| match s.as_str() {
+                    "pai" => Some(AniSource::Pai),
+                    "rpid" => Some(AniSource::Rpid),
+                    "from" => Some(AniSource::From),
+                    other => {
+                        errs.push(
+                            list,
+                            key("ani_precedence"),
+                            format!("unknown source {other:?}: expected pai, rpid or from"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let dnis_precedence = match &t.dnis_source {
+            None => Trunk::DEFAULT_DNIS.to_vec(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|s| match s.as_str() {
+                    "request-uri" => Some(DnisSource::RequestUri),
+                    "diversion" => Some(DnisSource::Diversion),
+                    "history-info" => Some(DnisSource::HistoryInfo),
+                    "to" => Some(DnisSource::To),
+                    "p-called-party-id" => Some(DnisSource::PCalledPartyId),
+                    other => {
+                        errs.push(
+                            list,
+                            key("dnis_source"),
+                            format!("unknown source {other:?}: expected request-uri, diversion, history-info, to or p-called-party-id"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        if let Some(region) = region(&mut errs, &t.region, &key("region")) {
+            trunks.push(Trunk {
+                name: t.name.get_ref().clone(),
+                cidrs,
+                trusted: t.trusted,
+                ani_precedence,
+                dnis_precedence,
+                region,
+            });
+        }
+    }
+    let unknown = match raw.sip.unknown_source.get_ref().as_str() {
+        "reject" => UnknownSource::Reject,
+        "untrusted" => match region(&mut errs, &raw.sip.unknown_region, "sip.unknown_region") {
+            Some(region) => UnknownSource::Untrusted(std::sync::Arc::new(Trunk {
+                name: "unknown".into(),
+                cidrs: Vec::new(),
+                trusted: false,
+                ani_precedence: vec![AniSource::From],
+                dnis_precedence: Trunk::DEFAULT_DNIS.to_vec(),
+                region,
+            })),
+            None => UnknownSource::Reject,
+        },
+        other => {
+            errs.push(
+                &raw.sip.unknown_source,
+                "sip.unknown_source",
+                format!("{other:?}: expected \"reject\" or \"untrusted\""),
+            );
+            UnknownSource::Reject
+        }
+    };
+
+    let r = &raw.routing;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'+".contains(&b))
+    };
+    if tollgate_sip::uri::split_hostport(r.acd_host.get_ref()).is_err() {
+        errs.push(&r.acd_host, "routing.acd_host", "not a host or host:port");
+    }
+    let queue = |errs: &mut Errors<'_>, q: &Spanned<String>, key: String| {
+        if !token(q.get_ref()) {
+            errs.push(
+                q,
+                key,
+                format!(
+                    "queue {:?} must be a SIP user token (letters, digits, -_.!~*'+)",
+                    q.get_ref()
+                ),
+            );
+        }
+        q.get_ref().clone()
+    };
+    let default_queue = queue(&mut errs, &r.default_queue, "routing.default_queue".into());
+    let emergency_queue = r
+        .emergency_queue
+        .as_ref()
+        .map(|q| queue(&mut errs, q, "routing.emergency_queue".into()));
+    let us = plan.region("US").ok().cloned();
+    let mut dnis = std::collections::HashMap::new();
+    for (k, q) in &r.dnis {
+        let key = format!("routing.dnis.\"{k}\"");
+        let qn = queue(&mut errs, q, key.clone());
+        let digits = k.trim_start_matches('+');
+        let number = match &us {
+            Some(us) if k.starts_with('+') => plan.normalize(k, us, None),
+            _ if digits.len() <= 6
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                PartyNumber::Short(digits.to_owned())
+            }
+            Some(us) => plan.normalize(&format!("+{digits}"), us, None),
+            None => PartyNumber::Unusable(k.clone()),
+        };
+        match number.key() {
+            Some(d) => {
+                if dnis.insert(d.to_owned(), qn).is_some() {
+                    errs.push(q, key, format!("number {k:?} is listed twice"));
+                }
+            }
+            None => errs.push(
+                q,
+                key,
+                format!("{k:?} is not an E.164 number (+CC...) or a short code"),
+            ),
+        }
+    }
+    let mut country_suffix = std::collections::HashMap::new();
+    for (cc, suffix) in &r.country_suffix {
+        if plan.calling_code(cc) != Some(cc.as_str()) {
+            errs.push(
+                suffix,
+                format!("routing.country_suffix.\"{cc}\""),
+                format!("{cc:?} is not a calling code"),
+            );
+        }
+        country_suffix.insert(cc.clone(), suffix.get_ref().clone());
+    }
+
+    if !errs.list.is_empty() {
+        errs.list.sort_by_key(|e| e.line);
+        return Err(ConfigErrors(errs.list));
+    }
+    let s = &raw.sip;
+    Ok(Loaded {
+        udp,
+        tcp,
+        trunks: Trunks::new(trunks, unknown),
+        emergency: Emergency::new(s.emergency_numbers.iter().cloned()),
+        sip: SipConfig {
+            t1: Duration::from_millis(s.t1_ms),
+            t2: Duration::from_millis(s.t2_ms),
+            t4: Duration::from_millis(s.t4_ms),
+            trying_delay: Duration::from_millis(s.trying_delay_ms),
+            decision_timeout: Duration::from_millis(s.decision_timeout_ms),
+            drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+            retry_after: 5,
+        },
+        enrich_deadline: Duration::from_millis(s.enrich_deadline_ms),
+        table: tollgate_router::Table {
+            acd_host: r.acd_host.get_ref().clone(),
+            dnis,
+            default_queue,
+            emergency_queue,
+            country_suffix,
+        },
+        log: raw.log,
+    })
+}

@@ -1,0 +1,58 @@
+//! Tollgate's server: configuration, the per-call pipeline and wiring of the adapters.
+//!
+//! The `tollgate` binary is a thin CLI over [`serve`] and [`config::load`]; tests start the
+//! same [`serve`] in-process on port 0.
+
+pub mod config;
+pub mod pipeline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tollgate_core::NumberPlan;
+use tollgate_sip::{Context, Server};
+
+pub use config::{ConfigError, ConfigErrors, Loaded};
+pub use pipeline::{Directory, NoDirectory, NoRisk, Pipeline, RiskCheck};
+
+/// Addresses actually bound (port 0 resolved), for tests and the start-up log.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Builds the pipeline for a loaded config with the embedded defaults for risk and CRM.
+pub fn pipeline(cfg: &Loaded, plan: Arc<NumberPlan>) -> Pipeline {
+    Pipeline {
+        plan,
+        table: cfg.table.clone(),
+        risk: Arc::new(NoRisk),
+        directory: Arc::new(NoDirectory),
+        enrich_deadline: cfg.enrich_deadline,
+    }
+}
+
+/// Binds the configured listeners and returns the bound addresses and a future that serves
+/// until `shutdown`, then drains.
+pub async fn serve(
+    cfg: Loaded,
+    plan: Arc<NumberPlan>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(Bound, impl Future<Output = ()> + Send)> {
+    let (udp, tcp) = tollgate_sip::bind(&cfg.udp, &cfg.tcp).await?;
+    let bound = Bound {
+        udp: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
+        tcp: tcp.iter().filter_map(|s| s.local_addr().ok()).collect(),
+    };
+    let handler = pipeline(&cfg, Arc::clone(&plan));
+    let server = Server::new(Context {
+        handler,
+        trunks: cfg.trunks,
+        plan,
+        emergency: cfg.emergency,
+        config: cfg.sip,
+    });
+    Ok((bound, server.run(udp, tcp, shutdown)))
+}

@@ -1,0 +1,275 @@
+//! CallFacts from a request: which headers are believed depends on the trunk (STANDARDS.md 1.8).
+
+use tollgate_core::{
+    AniCandidate, AniSource, CallFacts, DnisCandidate, DnisSource, NumberPlan, PartyNumber, Privacy,
+};
+
+use crate::hdr::NameAddr;
+use crate::message::{HeaderName, Request, RequestUri};
+use crate::trunk::Trunk;
+use crate::uri::{Scheme, Uri};
+
+/// Numbers that are always routed, never validated, rejected or blocked.
+#[derive(Clone, Debug)]
+pub struct Emergency {
+    numbers: Vec<String>,
+}
+
+impl Emergency {
+    pub fn new(numbers: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            numbers: numbers.into_iter().collect(),
+        }
+    }
+
+    fn matches(&self, n: &PartyNumber) -> bool {
+        n.key().is_some_and(|k| self.numbers.iter().any(|e| e == k))
+    }
+}
+
+impl Default for Emergency {
+    fn default() -> Self {
+        Self::new(["911", "112", "933"].map(String::from))
+    }
+}
+
+fn number(uri: &Uri<'_>, plan: &NumberPlan, trunk: &Trunk) -> PartyNumber {
+    let user = uri.user_unescaped().unwrap_or_default();
+    plan.normalize(&user, &trunk.region, uri.tel_param("phone-context"))
+}
+
+/// Whether a sip URI's user is meant as a telephone number (`user=phone` or digits).
+fn telephone_user(uri: &Uri<'_>) -> bool {
+    uri.scheme == Scheme::Tel
+        || uri
+            .param("user")
+            .is_some_and(|u| u.eq_ignore_ascii_case("phone"))
+        || uri.user.is_some_and(|u| {
+            let u = u
+                .strip_prefix("%2B")
+                .or_else(|| u.strip_prefix('+'))
+                .unwrap_or(u);
+            !u.is_empty()
+                && u.bytes()
+                    .all(|b| b.is_ascii_digit() || b"-.()".contains(&b))
+        })
+}
+
+/// P-Asserted-Identity URIs in the order they count: tel first, then sip/sips with a telephone
+/// user; schemes other than sip/sips/tel and second URIs of one scheme ignored (RFC 5876 §4.5).
+fn pai_uris<'a>(req: &Request<'a>) -> Vec<Uri<'a>> {
+    let mut tel = None;
+    let mut sip = None;
+    for v in req.msg.values(HeaderName::PAssertedIdentity) {
+        let Ok(na) = NameAddr::parse(v) else { continue };
+        let Some(uri) = na.uri else { continue };
+        match uri.scheme {
+            Scheme::Tel if tel.is_none() => tel = Some(uri),
+            Scheme::Sip | Scheme::Sips if sip.is_none() => sip = Some(uri),
+            _ => {}
+        }
+    }
+    tel.into_iter().chain(sip.filter(telephone_user)).collect()
+}
+
+/// Extracts the facts of an INVITE from `trunk`.
+pub fn extract(
+    req: &Request<'_>,
+    trunk: &Trunk,
+    plan: &NumberPlan,
+    emergency: &Emergency,
+) -> CallFacts {
+    let trusted = trunk.trusted;
+    let from_uri = req.from.uri;
+    let presented = from_uri.map_or(
+        PartyNumber::Withheld(tollgate_core::Withheld::Unavailable),
+        |u| number(&u, plan, trunk),
+    );
+
+    let mut candidates = Vec::new();
+    let mut identity_uris: Vec<Uri<'_>> = Vec::new();
+    let precedence: &[AniSource] = if trusted {
+        &trunk.ani_precedence
+    } else {
+        &[AniSource::From]
+    };
+    for source in precedence {
+        match source {
+            AniSource::Pai => {
+                for uri in pai_uris(req) {
+                    candidates.push(AniCandidate {
+                        source: AniSource::Pai,
+                        number: number(&uri, plan, trunk),
+                        scheme: uri.scheme.as_str(),
+                        screened: None,
+                        privacy: None,
+                    });
+                    identity_uris.push(uri);
+                }
+            }
+            AniSource::Rpid => {
+                for v in req.msg.values(HeaderName::RemotePartyId) {
+                    let Ok(na) = NameAddr::parse(v) else { continue };
+                    let calling = na
+                        .param("party")
+                        .is_none_or(|p| p.eq_ignore_ascii_case("calling"));
+                    let Some(uri) = na.uri.filter(|_| calling) else {
+                        continue;
+                    };
+                    candidates.push(AniCandidate {
+                        source: AniSource::Rpid,
+                        number: number(&uri, plan, trunk),
+                        scheme: uri.scheme.as_str(),
+                        screened: na.param("screen").map(|s| s.eq_ignore_ascii_case("yes")),
+                        privacy: na.param("privacy").map(str::to_owned),
+                    });
+                    identity_uris.push(uri);
+                    break;
+                }
+            }
+            AniSource::From => {
+                if let Some(uri) = from_uri {
+                    candidates.push(AniCandidate {
+                        source: AniSource::From,
+                        number: presented.clone(),
+                        scheme: uri.scheme.as_str(),
+                        screened: None,
+                        privacy: None,
+                    });
+                    identity_uris.push(uri);
+                }
+            }
+        }
+    }
+    let chosen = candidates
+        .iter()
+        .find(|c| c.number.key().is_some())
+        .or_else(|| candidates.first());
+    let (ani, ani_source, ani_verified) = match chosen {
+        Some(c) => (
+            c.number.clone(),
+            c.source,
+            trusted && c.source != AniSource::From && c.screened != Some(false),
+        ),
+        None => (presented.clone(), AniSource::From, false),
+    };
+    let mut e164s = candidates.iter().filter_map(|c| c.number.e164());
+    let sources_disagree = match e164s.next() {
+        Some(first) => e164s.any(|n| n != first),
+        None => false,
+    };
+
+    // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
+    let tel_param = |name: &str| -> Option<String> {
+        trusted
+            .then(|| identity_uris.iter().find_map(|u| u.tel_param(name)))
+            .flatten()
+            .map(str::to_owned)
+    };
+    let (cpc, oli, verstat) = (tel_param("cpc"), tel_param("oli"), tel_param("verstat"));
+    let charge_number = trusted
+        .then(|| {
+            let v = req.msg.header(HeaderName::PChargeInfo)?;
+            let uri = NameAddr::parse(v).ok()?.uri?;
+            Some(number(&uri, plan, trunk))
+        })
+        .flatten();
+    let identity = if trusted {
+        req.msg
+            .lines(HeaderName::Identity)
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let mut privacy = Privacy::default();
+    for line in req.msg.lines(HeaderName::Privacy) {
+        for v in line.split([';', ',']).map(crate::hdr::trim_lws) {
+            let v = v.to_ascii_lowercase();
+            match v.as_str() {
+                "id" => privacy.id = true,
+                "user" => privacy.user = true,
+                "header" => privacy.header = true,
+                "session" => privacy.session = true,
+                "history" => privacy.history = true,
+                "critical" => privacy.critical = true,
+                "none" => privacy.none = true,
+                _ => {}
+            }
+        }
+    }
+
+    let mut dnis_candidates = Vec::new();
+    let mut sos = false;
+    for source in &trunk.dnis_precedence {
+        let uri = match source {
+            DnisSource::RequestUri => match req.uri {
+                RequestUri::Uri(u) => Some(u),
+                RequestUri::ServiceUrn(_) => {
+                    sos = true;
+                    None
+                }
+            },
+            // The bottom-most Diversion is the originally dialed number (RFC 5806 §9.3).
+            DnisSource::Diversion => req
+                .msg
+                .values(HeaderName::Diversion)
+                .last()
+                .and_then(|v| NameAddr::parse(v).ok()?.uri),
+            DnisSource::HistoryInfo => req
+                .msg
+                .values(HeaderName::HistoryInfo)
+                .next()
+                .and_then(|v| NameAddr::parse(v).ok()?.uri),
+            DnisSource::To => req.to.uri,
+            DnisSource::PCalledPartyId => req
+                .msg
+                .header(HeaderName::PCalledPartyId)
+                .and_then(|v| NameAddr::parse(v).ok()?.uri),
+        };
+        if let Some(uri) = uri.filter(|u| u.user.is_some()) {
+            dnis_candidates.push(DnisCandidate {
+                source: *source,
+                number: number(&uri, plan, trunk),
+            });
+        }
+    }
+    if let RequestUri::ServiceUrn(_) = req.uri {
+        sos = true;
+    }
+    let (dnis, dnis_source) = dnis_candidates
+        .iter()
+        .find(|c| c.number.key().is_some())
+        .or_else(|| dnis_candidates.first())
+        .map_or(
+            (PartyNumber::Unusable(String::new()), DnisSource::RequestUri),
+            |c| (c.number.clone(), c.source),
+        );
+    let emergency = sos || dnis_candidates.iter().any(|c| emergency.matches(&c.number));
+
+    CallFacts {
+        call_id: req.call_id.to_owned(),
+        trunk: trunk.name.clone(),
+        trusted,
+        ani,
+        ani_source,
+        ani_verified,
+        ani_candidates: candidates,
+        sources_disagree,
+        presented,
+        display_name: req.from.display.as_deref().map(str::to_owned),
+        privacy,
+        charge_number,
+        cpc,
+        oli,
+        verstat,
+        identity,
+        dnis,
+        dnis_source,
+        dnis_candidates,
+        emergency,
+        profile: None,
+        risk: None,
+    }
+}

@@ -1,0 +1,79 @@
+//! Trunks: which source addresses are which carrier, and how far their headers are trusted.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use tollgate_core::{AniSource, DnisSource, RegionPlan};
+
+/// One carrier or SBC connection, as configured.
+#[derive(Clone, Debug)]
+pub struct Trunk {
+    pub name: String,
+    pub cidrs: Vec<IpNet>,
+    /// Identity headers (PAI, RPID, P-Charge-Info, cpc/oli, verstat, Identity) count only when
+    /// true (RFC 3325 §8, STANDARDS.md 1.1).
+    pub trusted: bool,
+    /// Which headers name the caller, first that holds a usable number wins.
+    pub ani_precedence: Vec<AniSource>,
+    /// Which headers name the dialed number, first that holds a usable number wins.
+    pub dnis_precedence: Vec<DnisSource>,
+    /// Region for national-format numbers.
+    pub region: RegionPlan,
+}
+
+impl Trunk {
+    pub const DEFAULT_ANI: [AniSource; 3] = [AniSource::Pai, AniSource::Rpid, AniSource::From];
+    pub const DEFAULT_DNIS: [DnisSource; 4] = [
+        DnisSource::Diversion,
+        DnisSource::HistoryInfo,
+        DnisSource::RequestUri,
+        DnisSource::To,
+    ];
+}
+
+/// What to do with traffic from an address no trunk claims.
+#[derive(Clone, Debug)]
+pub enum UnknownSource {
+    /// Answer 403.
+    Reject,
+    /// Handle as this (untrusted) trunk.
+    Untrusted(Arc<Trunk>),
+}
+
+/// Source address → trunk, longest prefix first.
+#[derive(Clone, Debug)]
+pub struct Trunks {
+    by_prefix: Vec<(IpNet, Arc<Trunk>)>,
+    unknown: UnknownSource,
+}
+
+impl Trunks {
+    pub fn new(trunks: Vec<Trunk>, unknown: UnknownSource) -> Self {
+        let mut by_prefix: Vec<(IpNet, Arc<Trunk>)> = Vec::new();
+        for t in trunks {
+            let t = Arc::new(t);
+            for net in &t.cidrs {
+                by_prefix.push((*net, Arc::clone(&t)));
+            }
+        }
+        by_prefix.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        Self { by_prefix, unknown }
+    }
+
+    /// The trunk for a source address; `None` means answer 403.
+    pub fn classify(&self, ip: IpAddr) -> Option<&Arc<Trunk>> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.by_prefix
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map(|(_, t)| t)
+            .or(match &self.unknown {
+                UnknownSource::Reject => None,
+                UnknownSource::Untrusted(t) => Some(t),
+            })
+    }
+}
