@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,9 +160,7 @@ impl Table {
     }
 
     fn with<R>(&self, key: &TxKey, f: impl FnOnce(&mut HashMap<TxKey, TxState>) -> R) -> R {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let idx = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
+        let idx = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         let shard = self.shards.get(idx).unwrap_or_else(|| unreachable_shard());
         let mut guard = shard
             .lock()
