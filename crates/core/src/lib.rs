@@ -3,9 +3,11 @@
 //! Everything the pipeline knows about a call is a plain value defined here, so every rule
 //! that reads it can be unit-tested without a socket.
 
+mod classify;
 mod facts;
 mod number;
 
+pub use classify::{Classifier, NumberInfo, NumberKind};
 pub use facts::{
     AniCandidate, AniSource, CallFacts, CallerProfile, Decision, DecisionAction, DnisCandidate,
     DnisSource, Privacy, RiskAssessment, RiskLevel,
