@@ -5,9 +5,11 @@
 
 mod classify;
 mod facts;
+mod geo;
 mod number;
 
 pub use classify::{Classifier, NumberInfo, NumberKind};
+pub use geo::{GeoError, GeoInfo, Geography};
 pub use facts::{
     AniCandidate, AniSource, CallFacts, CallerProfile, Decision, DecisionAction, DnisCandidate,
     DnisSource, Privacy, RiskAssessment, RiskLevel,
