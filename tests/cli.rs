@@ -16,7 +16,11 @@ fn check(path: &Path) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -77,5 +81,7 @@ fn serve_refuses_a_bad_config_without_starting() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tollgate.toml: -: cannot read"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tollgate.toml: -: cannot read")
+    );
 }

@@ -89,7 +89,10 @@ async fn every_torture_message_gets_its_treatment() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 50, "all 50 messages present");
-    let names: Vec<_> = files.iter().map(|p| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<_> = files
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
     for (name, _) in CASES {
         assert!(names.iter().any(|n| n == name), "{name}.dat missing");
     }
@@ -114,12 +117,22 @@ async fn every_torture_message_gets_its_treatment() {
             }
         };
         if !ok {
-            failures.push(format!("{name}: want {want:?}, got {:?}", got.as_deref().map(|r| r.lines().next().unwrap_or(""))));
+            failures.push(format!(
+                "{name}: want {want:?}, got {:?}",
+                got.as_deref().map(|r| r.lines().next().unwrap_or(""))
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The server is still alive and routing after all of them.
     let peer = Peer::new(run.udp).await;
-    peer.send(&invite("+18005550100", "+12125550000", "", "after", peer.port())).await;
+    peer.send(&invite(
+        "+18005550100",
+        "+12125550000",
+        "",
+        "after",
+        peer.port(),
+    ))
+    .await;
     assert_eq!(status(&peer.recv_final().await), 302);
 }

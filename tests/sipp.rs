@@ -26,15 +26,39 @@ async fn sipp_calls_all_succeed() {
         writeln!(csv, "{ani};{};{:07}", dnis[i % 4], i).unwrap();
     }
     std::fs::write(dir.join("calls.csv"), csv).unwrap();
-    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/sipp/invite_302.xml");
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/sipp/invite_302.xml");
     let target = run.udp.to_string();
     let (d, s) = (dir.clone(), scenario.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("sipp")
             .arg(&target)
-            .args(["-sf", s.to_str().unwrap(), "-inf", d.join("calls.csv").to_str().unwrap()])
-            .args(["-m", &CALLS.to_string(), "-r", "200", "-l", "400", "-i", "127.0.0.1", "-p", "0"])
-            .args(["-timeout", "60s", "-timeout_error", "-recv_timeout", "5000", "-nostdin"])
+            .args([
+                "-sf",
+                s.to_str().unwrap(),
+                "-inf",
+                d.join("calls.csv").to_str().unwrap(),
+            ])
+            .args([
+                "-m",
+                &CALLS.to_string(),
+                "-r",
+                "200",
+                "-l",
+                "400",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "0",
+            ])
+            .args([
+                "-timeout",
+                "60s",
+                "-timeout_error",
+                "-recv_timeout",
+                "5000",
+                "-nostdin",
+            ])
             .args(["-trace_stat", "-stf", d.join("stat.csv").to_str().unwrap()])
             .output()
             .expect("sipp runs (apt-get install sip-tester)")
@@ -43,7 +67,11 @@ async fn sipp_calls_all_succeed() {
     .unwrap();
     let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
     let rows: Vec<Vec<&str>> = stat.lines().map(|l| l.split(';').collect()).collect();
-    assert!(rows.len() >= 2, "sipp stats missing; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        rows.len() >= 2,
+        "sipp stats missing; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let col = |name: &str| {
         let i = rows[0].iter().position(|h| *h == name).unwrap();
         rows.last().unwrap()[i].parse::<usize>().unwrap()
@@ -54,11 +82,14 @@ async fn sipp_calls_all_succeed() {
     // Retransmitted INVITEs (if any) never ran the pipeline twice.
     assert_eq!(run.recorder().count.load(Ordering::SeqCst), CALLS);
     let facts = run.facts();
-    let de = facts.iter().filter(|(f, _)| f.ani.to_string().starts_with("+49")).count();
+    let de = facts
+        .iter()
+        .filter(|(f, _)| f.ani.to_string().starts_with("+49"))
+        .count();
     assert_eq!(de, CALLS / 3, "German callers recognised from PAI");
     // The scenario's From carries a 7-digit local string: presented, but never the ANI.
-    assert!(facts
-        .iter()
-        .all(|(f, _)| f.ani_verified && f.ani_source == tollgate_core::AniSource::Pai && f.ani.e164().is_some()));
+    assert!(facts.iter().all(|(f, _)| f.ani_verified
+        && f.ani_source == tollgate_core::AniSource::Pai
+        && f.ani.e164().is_some()));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,5 @@
 //! The in-process decision path for the calls the sipp comparison sends: parse + validate +
-//! extract + route, with the parity configuration (`benches/sipp/parity.toml`).
+//! extract + number intelligence (classification, geography, CLI rules) + route, with the parity configuration (`benches/sipp/parity.toml`).
 //!
 //! DESIGN target: under 20 µs median per call. `decide_async` adds what the server wraps
 //! around routing (the pipeline's `CallHandler::decide`: span, enrich deadline with the
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_bench::{sipp_invite, CALLS};
-use tollgate_core::{DecisionAction, NumberPlan};
+use tollgate_core::{DecisionAction, NumberIntel, NumberPlan};
 use tollgate_sip::extract::extract;
 use tollgate_sip::message::{Message, Request};
 use tollgate_sip::{Call, CallHandler};
@@ -35,7 +35,8 @@ fn decision(c: &mut Criterion) {
             .expect("127.0.0.1 is the parity trunk"),
     );
     let emergency = loaded.emergency.clone();
-    let pipeline = tollgate_server::pipeline(&loaded, Arc::clone(&plan));
+    let intel = Arc::new(NumberIntel::load().expect("numbering tables"));
+    let pipeline = tollgate_server::pipeline(&loaded, Arc::clone(&plan), intel);
     let invites: Vec<String> = CALLS
         .iter()
         .enumerate()
@@ -45,8 +46,8 @@ fn decision(c: &mut Criterion) {
     let decide = |bytes: &[u8]| {
         let msg = Message::parse(bytes).expect("split");
         let req = Request::from_message(msg, true).expect("valid");
-        let facts = extract(&req, &trunk, &plan, &emergency);
-        pipeline.route(&facts)
+        let mut facts = extract(&req, &trunk, &plan, &emergency);
+        pipeline.decide_now(&mut facts)
     };
 
     // Check once, outside the timing, that the mix routes the way Kamailio's config does.

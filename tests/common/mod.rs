@@ -13,12 +13,17 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
-use tollgate_core::{CallFacts, Decision, NumberPlan};
+use tollgate_core::{CallFacts, Decision, NumberIntel, NumberPlan};
 use tollgate_sip::{Call, CallHandler, Context, Server, SipConfig};
 
 pub fn plan() -> Arc<NumberPlan> {
     static PLAN: OnceLock<Arc<NumberPlan>> = OnceLock::new();
     Arc::clone(PLAN.get_or_init(|| Arc::new(NumberPlan::load())))
+}
+
+pub fn intel() -> Arc<NumberIntel> {
+    static INTEL: OnceLock<Arc<NumberIntel>> = OnceLock::new();
+    Arc::clone(INTEL.get_or_init(|| Arc::new(NumberIntel::load().unwrap())))
 }
 
 /// The example config with listeners on port 0, plus `extra` TOML appended to [sip]/[trunk].
@@ -49,7 +54,7 @@ impl CallHandler for Recorder {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let d = self.inner.route(&call.facts);
+        let d = self.inner.decide_now(&mut call.facts);
         self.calls
             .lock()
             .unwrap()
@@ -91,7 +96,7 @@ pub async fn start(text: &str, delay: Duration, tweak: impl FnOnce(&mut SipConfi
     let (udp, tcp) = tollgate_sip::bind(&cfg.udp, &cfg.tcp).await.unwrap();
     let udp_addr = udp[0].local_addr().unwrap();
     let tcp_addr = tcp[0].local_addr().unwrap();
-    let inner = tollgate_server::pipeline(&cfg, Arc::clone(&plan));
+    let inner = tollgate_server::pipeline(&cfg, Arc::clone(&plan), intel());
     let server = Server::new(Context {
         handler: Recorder {
             inner,

@@ -1,5 +1,8 @@
 //! What the pipeline knows about one call, and what it decided.
 
+use crate::classify::NumberInfo;
+use crate::cli::CliCheck;
+use crate::geo::GeoInfo;
 use crate::number::PartyNumber;
 
 /// Where the network ANI was taken from.
@@ -159,6 +162,12 @@ pub struct CallFacts {
     pub dnis_candidates: Vec<DnisCandidate>,
     /// Emergency or PSAP traffic: never validated, rejected or blocked.
     pub emergency: bool,
+    /// Number intelligence, filled before routing ([`crate::NumberIntel::annotate`]).
+    pub ani_info: Option<NumberInfo>,
+    pub ani_geo: Option<GeoInfo>,
+    pub dnis_info: Option<NumberInfo>,
+    /// The caller number's CLI validation verdict.
+    pub cli: Option<CliCheck>,
     pub profile: Option<CallerProfile>,
     pub risk: Option<RiskAssessment>,
 }

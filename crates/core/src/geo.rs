@@ -7,26 +7,28 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::number::E164;
 
 static DATA: &[u8] = include_bytes!("../data/geo.txt.gz");
 
 /// Geography of one number: the most specific description and time zones known for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GeoInfo<'a> {
+/// Strings are shared with the table, so a lookup copies two pointers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GeoInfo {
     /// City, state or region ("Jersey City, NJ", "New Jersey", "London"); may be the country.
-    pub description: Option<&'a str>,
+    pub description: Option<Arc<str>>,
     /// The prefix length the description came from (longer is more specific).
     pub description_prefix: u8,
     /// IANA time zones, "&"-separated when a prefix spans several ("America/New_York").
-    pub time_zones: Option<&'a str>,
+    pub time_zones: Option<Arc<str>>,
 }
 
-impl GeoInfo<'_> {
+impl GeoInfo {
     /// The first time zone, for business-hours rules.
     pub fn time_zone(&self) -> Option<&str> {
-        self.time_zones.and_then(|t| t.split('&').next())
+        self.time_zones.as_deref().and_then(|t| t.split('&').next())
     }
 }
 
@@ -49,7 +51,8 @@ impl Hasher for IntHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
     fn write_u64(&mut self, n: u64) {
@@ -62,7 +65,7 @@ type IntMap = HashMap<u64, u32, BuildHasherDefault<IntHasher>>;
 /// The indexed table.
 #[derive(Debug)]
 pub struct Geography {
-    strings: Vec<Box<str>>,
+    strings: Vec<Arc<str>>,
     geo: IntMap,
     tz: IntMap,
     max_len: usize,
@@ -89,11 +92,19 @@ impl Geography {
             let bad = |what| GeoError::Format { line: i + 1, what };
             let mut parts = line.split('\t');
             match parts.next() {
-                Some("S") => g.strings.push(parts.next().ok_or_else(|| bad("string"))?.into()),
+                Some("S") => g
+                    .strings
+                    .push(parts.next().ok_or_else(|| bad("string"))?.into()),
                 Some(kind @ ("G" | "T")) => {
                     let prefix = parts.next().ok_or_else(|| bad("prefix"))?;
-                    let idx: u32 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("index"))?;
-                    if prefix.is_empty() || prefix.len() > 15 || usize::try_from(idx).map_or(true, |i| i >= g.strings.len()) {
+                    let idx: u32 = parts
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| bad("index"))?;
+                    if prefix.is_empty()
+                        || prefix.len() > 15
+                        || usize::try_from(idx).map_or(true, |i| i >= g.strings.len())
+                    {
                         return Err(bad("prefix or index out of range"));
                     }
                     let value: u64 = prefix.parse().map_err(|_| bad("prefix digits"))?;
@@ -108,7 +119,7 @@ impl Geography {
     }
 
     /// The most specific description and time zones for a number.
-    pub fn lookup(&self, number: &E164) -> GeoInfo<'_> {
+    pub fn lookup(&self, number: &E164) -> GeoInfo {
         let digits = number.digits().as_bytes();
         let n = digits.len().min(self.max_len);
         let mut prefixes = [0u64; 16];
@@ -122,14 +133,14 @@ impl Geography {
         let find = |map: &IntMap| {
             (1..=n).rev().find_map(|len| {
                 let idx = map.get(&key(*prefixes.get(len)?, len))?;
-                Some((self.strings.get(usize::try_from(*idx).ok()?)?.as_ref(), len))
+                Some((self.strings.get(usize::try_from(*idx).ok()?)?, len))
             })
         };
         let geo = find(&self.geo);
         GeoInfo {
-            description: geo.map(|(s, _)| s),
+            description: geo.map(|(s, _)| Arc::clone(s)),
             description_prefix: geo.map_or(0, |(_, l)| u8::try_from(l).unwrap_or(0)),
-            time_zones: find(&self.tz).map(|(s, _)| s),
+            time_zones: find(&self.tz).map(|(s, _)| Arc::clone(s)),
         }
     }
 
@@ -150,15 +161,32 @@ mod tests {
         let g = Geography::load().expect("table");
         let e = |d: &str| E164::from_digits(d).expect("digits");
         let jc = g.lookup(&e("12012001234"));
-        assert_eq!(jc.description, Some("Jersey City, NJ"));
+        assert_eq!(jc.description.as_deref(), Some("Jersey City, NJ"));
         assert_eq!(jc.description_prefix, 7);
         assert_eq!(jc.time_zone(), Some("America/New_York"));
         let nj = g.lookup(&e("12019999999"));
-        assert!(nj.description.is_some_and(|d| d.contains("NJ") || d.contains("New Jersey")), "{nj:?}");
-        assert_eq!(g.lookup(&e("442072601815")).description, Some("London"));
-        assert_eq!(g.lookup(&e("4930123456")).description, Some("Berlin"));
-        assert_eq!(g.lookup(&e("14155550123")).time_zone(), Some("America/Los_Angeles"));
+        assert!(
+            nj.description
+                .as_deref()
+                .is_some_and(|d| d.contains("NJ") || d.contains("New Jersey")),
+            "{nj:?}"
+        );
+        assert_eq!(
+            g.lookup(&e("442072601815")).description.as_deref(),
+            Some("London")
+        );
+        assert_eq!(
+            g.lookup(&e("4930123456")).description.as_deref(),
+            Some("Berlin")
+        );
+        assert_eq!(
+            g.lookup(&e("14155550123")).time_zone(),
+            Some("America/Los_Angeles")
+        );
         let (geo, tz, bytes) = g.stats();
-        assert!(geo > 250_000 && tz > 3_000 && bytes > 1_000_000, "{geo} {tz} {bytes}");
+        assert!(
+            geo > 250_000 && tz > 3_000 && bytes > 1_000_000,
+            "{geo} {tz} {bytes}"
+        );
     }
 }

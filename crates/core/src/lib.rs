@@ -4,14 +4,21 @@
 //! that reads it can be unit-tested without a socket.
 
 mod classify;
+mod cli;
 mod facts;
 mod geo;
+mod intel;
 mod number;
 
 pub use classify::{Classifier, NumberInfo, NumberKind};
-pub use geo::{GeoError, GeoInfo, Geography};
+pub use cli::{
+    validate as validate_cli, CliAction, CliCheck, CliError, CliPattern, CliPolicy, CliRule,
+    CliVerdict, PolicyOutcome, Unapproved,
+};
 pub use facts::{
     AniCandidate, AniSource, CallFacts, CallerProfile, Decision, DecisionAction, DnisCandidate,
     DnisSource, Privacy, RiskAssessment, RiskLevel,
 };
+pub use geo::{GeoError, GeoInfo, Geography};
+pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};

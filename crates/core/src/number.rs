@@ -266,7 +266,11 @@ impl NumberPlan {
             }
         }
         // A carrier that drops the `+`: international digits with an assigned calling code.
-        if digits.len() >= 8 && !digits.starts_with('0') {
+        // Not for the trunk's own calling code: such a number already failed the national rules.
+        if digits.len() >= 8
+            && !digits.starts_with('0')
+            && self.calling_code(digits) != Some(region.country_code.as_str())
+        {
             if let Some(n) = self.global(digits) {
                 return Some(n);
             }

@@ -17,8 +17,8 @@ pub struct Table {
     pub default_queue: String,
     /// Queue for emergency traffic; `None` routes it by the table like any call.
     pub emergency_queue: Option<String>,
-    /// Caller calling code → suffix appended to the queue name ("49" → "-de").
-    pub country_suffix: HashMap<String, String>,
+    /// Caller calling code → suffix appended to the queue name (49 → "-de").
+    pub country_suffix: HashMap<u16, String>,
 }
 
 /// Routes a call. `plan` supplies calling codes for the caller's country.
@@ -43,13 +43,18 @@ pub fn route(facts: &CallFacts, table: &Table, plan: &NumberPlan) -> Decision {
         Some((k, q)) => (q.clone(), format!("dnis:{k}")),
         None => (table.default_queue.clone(), "default".to_owned()),
     };
-    if let PartyNumber::E164(ani) = &facts.ani {
-        if let Some(cc) = plan.calling_code(ani.digits()) {
-            if let Some(suffix) = table.country_suffix.get(cc) {
-                queue.push_str(suffix);
-                rule.push_str(&format!("+country:{cc}"));
-            }
+    // The caller's country counts only for a valid number, as libphonenumber sees it; facts
+    // not yet classified fall back to the calling-code prefix.
+    let cc = match (&facts.ani_info, &facts.ani) {
+        (Some(info), _) => info.valid.then_some(info.calling_code),
+        (None, PartyNumber::E164(ani)) => {
+            plan.calling_code(ani.digits()).and_then(|c| c.parse().ok())
         }
+        (None, _) => None,
+    };
+    if let Some(suffix) = cc.and_then(|cc| table.country_suffix.get(&cc).map(|s| (cc, s))) {
+        queue.push_str(suffix.1);
+        rule.push_str(&format!("+country:{}", suffix.0));
     }
     to(queue, rule)
 }
@@ -88,6 +93,10 @@ mod tests {
             dnis_source: DnisSource::RequestUri,
             dnis_candidates: vec![],
             emergency,
+            ani_info: None,
+            ani_geo: None,
+            dnis_info: None,
+            cli: None,
             profile: None,
             risk: None,
         }
@@ -99,7 +108,7 @@ mod tests {
             dnis: [("18005550100".to_owned(), "support".to_owned())].into(),
             default_queue: "general".into(),
             emergency_queue: Some("psap".into()),
-            country_suffix: [("49".to_owned(), "-de".to_owned())].into(),
+            country_suffix: [(49, "-de".to_owned())].into(),
         }
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use tollgate_core::{AniSource, DnisSource, NumberPlan, PartyNumber};
+use tollgate_core::{
+    AniSource, CliConfig, CliPolicy, CliRule, DnisSource, NumberPlan, PartyNumber, Unapproved, E164,
+};
 use tollgate_sip::extract::Emergency;
 use tollgate_sip::trunk::{Trunk, Trunks, UnknownSource};
 use tollgate_sip::SipConfig;
@@ -23,8 +25,32 @@ pub struct Config {
     #[serde(default, rename = "trunk")]
     pub trunks: Vec<TrunkSection>,
     pub routing: RoutingSection,
+    /// CLI validation for every trunk that does not set its own.
+    #[serde(default)]
+    pub cli: CliSection,
     #[serde(default)]
     pub log: LogSection,
+}
+
+/// CLI validation rules and approved-CLI policy (global, or per trunk as `[trunk.cli]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CliSection {
+    /// Ordered `allow|validate|deny PATTERN` rules; unset inherits the global rules.
+    #[serde(default)]
+    pub rules: Option<Spanned<Vec<String>>>,
+    /// Approved CLIs (numbers and patterns); empty means no approved-CLI policy.
+    #[serde(default)]
+    pub approved: Option<Spanned<Vec<String>>>,
+    /// What happens to an unapproved CLI: "mark-invalid" (default), "reject" or "forced".
+    #[serde(default)]
+    pub unapproved: Option<Spanned<String>>,
+    /// The number that replaces an unapproved CLI in "forced" mode (E.164 with +).
+    #[serde(default)]
+    pub forced: Option<Spanned<String>>,
+    /// SIP status for "reject" mode (default 403).
+    #[serde(default)]
+    pub reject_code: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +98,8 @@ pub struct TrunkSection {
     pub ani_precedence: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub dnis_source: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub cli: Option<CliSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +207,9 @@ pub struct Loaded {
     pub sip: SipConfig,
     pub enrich_deadline: Duration,
     pub table: tollgate_router::Table,
+    /// CLI validation per trunk name; `cli_default` for calls from unknown sources.
+    pub cli: std::collections::HashMap<String, CliConfig>,
+    pub cli_default: CliConfig,
     pub log: LogSection,
 }
 
@@ -371,6 +402,19 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         }
     };
 
+    let cli_default = cli_config(&mut errs, &raw.cli, None, "cli");
+    let mut cli = std::collections::HashMap::new();
+    for (i, t) in raw.trunks.iter().enumerate() {
+        let own = t
+            .cli
+            .as_ref()
+            .map(|c| cli_config(&mut errs, c, Some(&cli_default), &format!("trunk[{i}].cli")));
+        cli.insert(
+            t.name.get_ref().clone(),
+            own.unwrap_or_else(|| cli_default.clone()),
+        );
+    }
+
     let r = &raw.routing;
     let token = |s: &str| {
         !s.is_empty()
@@ -430,14 +474,16 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
     }
     let mut country_suffix = std::collections::HashMap::new();
     for (cc, suffix) in &r.country_suffix {
-        if plan.calling_code(cc) != Some(cc.as_str()) {
-            errs.push(
+        match cc.parse::<u16>() {
+            Ok(code) if plan.calling_code(cc) == Some(cc.as_str()) => {
+                country_suffix.insert(code, suffix.get_ref().clone());
+            }
+            _ => errs.push(
                 suffix,
                 format!("routing.country_suffix.\"{cc}\""),
                 format!("{cc:?} is not a calling code"),
-            );
+            ),
         }
-        country_suffix.insert(cc.clone(), suffix.get_ref().clone());
     }
 
     if !errs.list.is_empty() {
@@ -467,6 +513,99 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
             emergency_queue,
             country_suffix,
         },
+        cli,
+        cli_default,
         log: raw.log,
     })
+}
+
+/// Builds one CLI config; `inherit` supplies rules a trunk does not set.
+fn cli_config(
+    errs: &mut Errors<'_>,
+    c: &CliSection,
+    inherit: Option<&CliConfig>,
+    key: &str,
+) -> CliConfig {
+    let rules = match &c.rules {
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .filter_map(|r| match r.parse::<CliRule>() {
+                Ok(rule) => Some(rule),
+                Err(e) => {
+                    errs.push(list, format!("{key}.rules"), e.to_string());
+                    None
+                }
+            })
+            .collect(),
+        None => inherit.map(|i| i.rules.clone()).unwrap_or_default(),
+    };
+    let approved: Vec<_> = c
+        .approved
+        .as_ref()
+        .map(|list| {
+            list.get_ref()
+                .iter()
+                .filter_map(|p| match p.parse() {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        errs.push(list, format!("{key}.approved"), format!("{e}"));
+                        None
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let unapproved = match c.unapproved.as_ref().map(|u| (u, u.get_ref().as_str())) {
+        None | Some((_, "mark-invalid")) => Unapproved::MarkInvalid,
+        Some((_, "reject")) => {
+            let code = c.reject_code.as_ref().map_or(403, |c| *c.get_ref());
+            if !(400..=699).contains(&code) {
+                if let Some(span) = &c.reject_code {
+                    errs.push(
+                        span,
+                        format!("{key}.reject_code"),
+                        format!("{code} is not a 4xx-6xx status"),
+                    );
+                }
+            }
+            Unapproved::Reject(code)
+        }
+        Some((u, "forced")) => match c.forced.as_ref() {
+            Some(f) => match f.get_ref().strip_prefix('+').and_then(E164::from_digits) {
+                Some(n) => Unapproved::Forced(n),
+                None => {
+                    errs.push(
+                        f,
+                        format!("{key}.forced"),
+                        format!("{:?} is not an E.164 number (+CC...)", f.get_ref()),
+                    );
+                    Unapproved::MarkInvalid
+                }
+            },
+            None => {
+                errs.push(
+                    u,
+                    format!("{key}.forced"),
+                    "\"forced\" needs `forced = \"+CC...\"`",
+                );
+                Unapproved::MarkInvalid
+            }
+        },
+        Some((u, other)) => {
+            errs.push(
+                u,
+                format!("{key}.unapproved"),
+                format!("{other:?}: expected \"mark-invalid\", \"reject\" or \"forced\""),
+            );
+            Unapproved::MarkInvalid
+        }
+    };
+    CliConfig {
+        rules,
+        policy: (!approved.is_empty()).then_some(CliPolicy {
+            approved,
+            unapproved,
+        }),
+    }
 }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tollgate_core::NumberPlan;
+use tollgate_core::{NumberIntel, NumberPlan};
 use tollgate_sip::{Context, Server};
 
 pub use config::{ConfigError, ConfigErrors, Loaded};
@@ -24,9 +24,12 @@ pub struct Bound {
 }
 
 /// Builds the pipeline for a loaded config with the embedded defaults for risk and CRM.
-pub fn pipeline(cfg: &Loaded, plan: Arc<NumberPlan>) -> Pipeline {
+pub fn pipeline(cfg: &Loaded, plan: Arc<NumberPlan>, intel: Arc<NumberIntel>) -> Pipeline {
     Pipeline {
         plan,
+        intel,
+        cli: cfg.cli.clone(),
+        cli_default: cfg.cli_default.clone(),
         table: cfg.table.clone(),
         risk: Arc::new(NoRisk),
         directory: Arc::new(NoDirectory),
@@ -39,6 +42,7 @@ pub fn pipeline(cfg: &Loaded, plan: Arc<NumberPlan>) -> Pipeline {
 pub async fn serve(
     cfg: Loaded,
     plan: Arc<NumberPlan>,
+    intel: Arc<NumberIntel>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(Bound, impl Future<Output = ()> + Send)> {
     let (udp, tcp) = tollgate_sip::bind(&cfg.udp, &cfg.tcp).await?;
@@ -46,7 +50,7 @@ pub async fn serve(
         udp: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
         tcp: tcp.iter().filter_map(|s| s.local_addr().ok()).collect(),
     };
-    let handler = pipeline(&cfg, Arc::clone(&plan));
+    let handler = pipeline(&cfg, Arc::clone(&plan), intel);
     let server = Server::new(Context {
         handler,
         trunks: cfg.trunks,

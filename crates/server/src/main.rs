@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tollgate_core::NumberPlan;
+use tollgate_core::{NumberIntel, NumberPlan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +55,23 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.log);
+            // Compile the numbering tables before the first call, never on it.
+            let started = std::time::Instant::now();
+            let intel = match NumberIntel::load() {
+                Ok(i) => Arc::new(i),
+                Err(e) => {
+                    eprintln!("tollgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (geo, tz, bytes) = intel.geography.stats();
+            tracing::info!(
+                load_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                geo_prefixes = geo,
+                tz_prefixes = tz,
+                geo_bytes = bytes,
+                "number intelligence ready"
+            );
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -65,7 +82,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(cfg, plan)) {
+            match rt.block_on(serve(cfg, plan, intel)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tollgate: {e:#}");
@@ -76,8 +93,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cfg: tollgate_server::Loaded, plan: Arc<NumberPlan>) -> anyhow::Result<()> {
-    let (bound, run) = tollgate_server::serve(cfg, plan, shutdown_signal()).await?;
+async fn serve(
+    cfg: tollgate_server::Loaded,
+    plan: Arc<NumberPlan>,
+    intel: Arc<NumberIntel>,
+) -> anyhow::Result<()> {
+    let (bound, run) = tollgate_server::serve(cfg, plan, intel, shutdown_signal()).await?;
     tracing::info!(udp = ?bound.udp, tcp = ?bound.tcp, "listening");
     run.await;
     tracing::info!("stopped");

@@ -5,8 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use tollgate_core::{
-    CallFacts, CallerProfile, Decision, DecisionAction, NumberPlan, RiskAssessment,
+    CallFacts, CallerProfile, CliConfig, Decision, DecisionAction, NumberIntel, NumberPlan,
+    RiskAssessment,
 };
 use tollgate_sip::{Call, CallHandler};
 use tracing::Instrument;
@@ -48,6 +51,10 @@ impl Directory for NoDirectory {
 #[derive(Debug)]
 pub struct Pipeline {
     pub plan: Arc<NumberPlan>,
+    pub intel: Arc<NumberIntel>,
+    /// CLI validation per trunk name, and for calls from unknown sources.
+    pub cli: HashMap<String, CliConfig>,
+    pub cli_default: CliConfig,
     pub table: tollgate_router::Table,
     pub risk: Arc<dyn RiskCheck>,
     pub directory: Arc<dyn Directory>,
@@ -60,6 +67,27 @@ impl Pipeline {
     pub fn route(&self, facts: &CallFacts) -> Decision {
         tollgate_router::route(facts, &self.table, &self.plan)
     }
+
+    /// Number intelligence and the trunk's CLI policy; `Some` is a policy rejection.
+    pub fn annotate(&self, facts: &mut CallFacts) -> Option<Decision> {
+        let cli = self.cli.get(&facts.trunk).unwrap_or(&self.cli_default);
+        self.intel.annotate(facts, cli).err().map(|rej| Decision {
+            action: DecisionAction::Reject {
+                code: rej.code,
+                reason: rej.reason,
+            },
+            rule: "cli-policy".into(),
+        })
+    }
+
+    /// The whole decision for facts fresh from extraction, without the async enrichment:
+    /// what benchmarks and `explain` run.
+    pub fn decide_now(&self, facts: &mut CallFacts) -> Decision {
+        match self.annotate(facts) {
+            Some(reject) => reject,
+            None => self.route(facts),
+        }
+    }
 }
 
 impl CallHandler for Pipeline {
@@ -71,6 +99,7 @@ impl CallHandler for Pipeline {
             dnis = %call.facts.dnis,
         );
         async move {
+            let rejected = self.annotate(&mut call.facts);
             let facts = &call.facts;
             let enrich =
                 async { tokio::join!(self.risk.assess(facts), self.directory.lookup(facts)) };
@@ -81,8 +110,10 @@ impl CallHandler for Pipeline {
                 };
             call.facts.risk = risk;
             call.facts.profile = profile;
-            let decision = self.route(&call.facts);
+            let decision = rejected.unwrap_or_else(|| self.route(&call.facts));
             let f = &call.facts;
+            let ani_info = f.ani_info.as_ref();
+            let cli = f.cli.as_ref();
             let latency_us = u64::try_from(call.received.elapsed().as_micros()).unwrap_or(u64::MAX);
             let (outcome, queue) = match &decision.action {
                 DecisionAction::Route { queue, .. } => ("302", queue.as_str()),
@@ -102,6 +133,14 @@ impl CallHandler for Pipeline {
                 dnis = %f.dnis,
                 dnis_source = f.dnis_source.as_str(),
                 emergency = f.emergency,
+                ani_valid = ani_info.is_some_and(|i| i.valid),
+                ani_kind = ani_info.map_or("-", |i| i.kind.as_str()),
+                ani_region = ani_info.and_then(|i| i.region).unwrap_or("-"),
+                ani_geo = f.ani_geo.as_ref().and_then(|g| g.description.as_deref()).unwrap_or("-"),
+                ani_tz = f.ani_geo.as_ref().and_then(|g| g.time_zone()).unwrap_or("-"),
+                dnis_kind = f.dnis_info.as_ref().map_or("-", |i| i.kind.as_str()),
+                cli = cli.map_or("-", |c| c.verdict.as_str()),
+                cli_reason = cli.map_or("-", |c| c.reason.as_str()),
                 enrich = enrich_note,
                 outcome,
                 queue,

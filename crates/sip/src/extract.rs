@@ -269,6 +269,10 @@ pub fn extract(
         dnis_source,
         dnis_candidates,
         emergency,
+        ani_info: None,
+        ani_geo: None,
+        dnis_info: None,
+        cli: None,
         profile: None,
         risk: None,
     }
