@@ -85,3 +85,26 @@ fn serve_refuses_a_bad_config_without_starting() {
         String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tollgate.toml: -: cannot read")
     );
 }
+
+#[test]
+fn check_reports_cli_policy_errors() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("cli.toml");
+    std::fs::write(
+        &bad,
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n[cli]\nrules = [\"permit 1%\", \"deny 2a\"]\n\n[[trunk]]\nname = \"t\"\ncidrs = [\"127.0.0.1\"]\n\
+         [trunk.cli]\napproved = [\"1%\"]\nunapproved = \"forced\"\n\n[routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    for want in [
+        ":4: cli.rules: rule \"permit 1%\": expected `allow|validate|deny PATTERN`",
+        ":4: cli.rules: pattern \"2a\"",
+        ":11: trunk[0].cli.forced: \"forced\" needs",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
