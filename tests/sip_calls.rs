@@ -499,3 +499,26 @@ async fn tcp_without_content_length_is_400_and_closed() {
         "{got}"
     );
 }
+
+#[tokio::test]
+async fn emergency_matches_the_dialed_digits_even_where_they_look_national() {
+    // Niue's national numbers are four digits long: "5000" normalizes to +6835000, yet a
+    // configured emergency number must still bypass everything.
+    let text = config_text(true, "reject")
+        .replace("region = \"US\"", "region = \"NU\"")
+        .replace(
+            "emergency_numbers = [\"911\", \"112\", \"933\"]",
+            "emergency_numbers = [\"911\", \"112\", \"5000\"]",
+        );
+    let run = start(&text, NO_DELAY, |_| {}).await;
+    let r = call(&run, &invite("5000", "anonymous", "", "sosnu", 1)).await;
+    assert!(
+        header(&r, "Contact")
+            .unwrap()
+            .starts_with("<sip:emergency@"),
+        "{r}"
+    );
+    let (f, _) = run.facts().pop().unwrap();
+    assert_eq!(f.dnis.to_string(), "+6835000");
+    assert!(f.emergency);
+}

@@ -111,6 +111,8 @@ pub struct RegionPlan {
     pub national_prefix: Option<String>,
     /// The international dialling prefix ("011" in NANP, "00" in most places).
     pub international_prefix: String,
+    /// Lengths of the region's national significant numbers (libphonenumber's possible lengths).
+    pub national_lengths: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -143,17 +145,41 @@ impl NumberPlan {
             if meta.id() == "001" {
                 continue;
             }
+            // `~` marks "wait for dial tone" in libphonenumber's prefixes: not dialled digits.
             let intl = meta
                 .preferred_international_prefix()
-                .map(str::to_owned)
+                .map(|p| p.replace('~', ""))
                 .unwrap_or_else(|| if cc == 1 { "011".into() } else { "00".into() });
+            let d = meta.descriptors();
+            let mut national_lengths: Vec<u8> = [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.uan(),
+            ]
+            .into_iter()
+            .flatten()
+            .flat_map(|desc| {
+                desc.possible_length()
+                    .iter()
+                    .filter_map(|&l| u8::try_from(l).ok())
+            })
+            .collect();
+            national_lengths.sort_unstable();
+            national_lengths.dedup();
             regions.insert(
                 meta.id().to_owned(),
                 RegionPlan {
                     region: meta.id().to_owned(),
                     country_code: cc.to_string(),
-                    national_prefix: meta.national_prefix().map(str::to_owned),
+                    national_prefix: meta.national_prefix().map(|p| p.replace('~', "")),
                     international_prefix: intl,
+                    national_lengths,
                 },
             );
         }
@@ -244,11 +270,12 @@ impl NumberPlan {
     }
 
     fn national(&self, digits: &str, region: &RegionPlan) -> Option<PartyNumber> {
-        if digits.len() <= 6 {
-            return Some(PartyNumber::Short(digits.to_owned()));
-        }
+        let national_length =
+            |d: &str| u8::try_from(d.len()).is_ok_and(|l| region.national_lengths.contains(&l));
         if let Some(rest) = digits.strip_prefix(region.international_prefix.as_str()) {
-            return self.global(rest);
+            if let Some(n) = self.global(rest) {
+                return Some(n);
+            }
         }
         if region.country_code == "1" {
             // NANP: NPA and NXX start with 2-9; 1 + 10 digits is the long-distance form.
@@ -260,13 +287,25 @@ impl NumberPlan {
             if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
                 return E164::from_digits(&format!("1{ten}")).map(PartyNumber::E164);
             }
-        } else if let Some(np) = region.national_prefix.as_deref() {
-            if let Some(nsn) = digits.strip_prefix(np) {
+        } else {
+            let np = region
+                .national_prefix
+                .as_deref()
+                .filter(|np| !np.is_empty());
+            if let Some(nsn) = np
+                .and_then(|np| digits.strip_prefix(np))
+                .filter(|nsn| national_length(nsn))
+            {
                 return self.global(&format!("{}{nsn}", region.country_code));
             }
+            // A national significant number written without the national prefix (in regions
+            // without one, leading zeros belong to the number: Italy, Ivory Coast).
+            if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np)) {
+                return self.global(&format!("{}{digits}", region.country_code));
+            }
         }
-        // A carrier that drops the `+`: international digits with an assigned calling code.
-        // Not for the trunk's own calling code: such a number already failed the national rules.
+        // A carrier that drops the `+`: international digits with an assigned calling code,
+        // not the trunk's own (such a number already failed the national rules).
         if digits.len() >= 8
             && !digits.starts_with('0')
             && self.calling_code(digits) != Some(region.country_code.as_str())
@@ -275,8 +314,8 @@ impl NumberPlan {
                 return Some(n);
             }
         }
-        if region.national_prefix.is_none() && region.country_code != "1" {
-            return self.global(&format!("{}{digits}", region.country_code));
+        if digits.len() <= 6 {
+            return Some(PartyNumber::Short(digits.to_owned()));
         }
         None
     }

@@ -23,7 +23,21 @@ impl Emergency {
     }
 
     fn matches(&self, n: &PartyNumber) -> bool {
-        n.key().is_some_and(|k| self.numbers.iter().any(|e| e == k))
+        n.key().is_some_and(|k| self.is_listed(k))
+    }
+
+    fn is_listed(&self, digits: &str) -> bool {
+        self.numbers.iter().any(|e| e == digits)
+    }
+
+    /// The dialed string itself, before normalization: a region whose national numbers can be
+    /// three digits long would otherwise turn 112 into an E.164 number.
+    fn matches_raw(&self, user: &str) -> bool {
+        let digits: String = user
+            .chars()
+            .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+            .collect();
+        self.is_listed(digits.trim_start_matches('+'))
     }
 }
 
@@ -229,6 +243,9 @@ pub fn extract(
                 .and_then(|v| NameAddr::parse(v).ok()?.uri),
         };
         if let Some(uri) = uri.filter(|u| u.user.is_some()) {
+            sos |= uri
+                .user_unescaped()
+                .is_some_and(|u| emergency.matches_raw(&u));
             dnis_candidates.push(DnisCandidate {
                 source: *source,
                 number: number(&uri, plan, trunk),
