@@ -89,18 +89,53 @@ impl Privacy {
     }
 }
 
-/// A CRM record for the caller (filled by the lookup crate when it lands).
+/// A CRM record for the caller (the lookup crate fills it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallerProfile {
     pub customer_id: String,
     pub name: Option<String>,
+    pub company: Option<String>,
     pub tier: Option<String>,
+    /// Preferred language (BCP 47 tag or the CRM's own code).
     pub language: Option<String>,
     pub tags: Vec<String>,
+    pub open_cases: Option<u32>,
+    pub last_agent: Option<String>,
+    pub last_queue: Option<String>,
+    /// Any other mapped field, for rules to match on.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
-/// How risky the call looks (filled by the risk crate when it lands).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+/// What became of the CRM lookup for this call (the decision says it: "crm: timeout").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LookupStatus {
+    /// No lookup: no directory configured, or no E.164 ANI.
+    #[default]
+    Skipped,
+    Found,
+    NotFound,
+    Timeout,
+    Error,
+    BreakerOpen,
+    RateLimited,
+}
+
+impl LookupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupStatus::Skipped => "skipped",
+            LookupStatus::Found => "found",
+            LookupStatus::NotFound => "not-found",
+            LookupStatus::Timeout => "timeout",
+            LookupStatus::Error => "error",
+            LookupStatus::BreakerOpen => "breaker-open",
+            LookupStatus::RateLimited => "rate-limited",
+        }
+    }
+}
+
+/// How risky the call looks (the risk crate fills it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RiskLevel {
     #[default]
     Low,
@@ -118,6 +153,53 @@ impl RiskLevel {
             RiskLevel::Blocked => "blocked",
         }
     }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            RiskLevel::Low,
+            RiskLevel::Elevated,
+            RiskLevel::High,
+            RiskLevel::Blocked,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+}
+
+/// STIR/SHAKEN attestation (RFC 8588).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attestation {
+    A,
+    B,
+    C,
+}
+
+impl Attestation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attestation::A => "A",
+            Attestation::B => "B",
+            Attestation::C => "C",
+        }
+    }
+}
+
+/// The outcome of identity verification (our own, or the carrier's verstat when trusted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Verification {
+    /// No Identity header (and no trusted verstat).
+    #[default]
+    Absent,
+    Verified,
+    Failed(String),
+}
+
+/// One signal that contributed to the score, for explain and the decision log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RiskSignal {
+    pub name: String,
+    pub weight: i32,
+    pub detail: String,
 }
 
 /// The risk verdict with its signals (the risk crate fills it).
@@ -125,8 +207,24 @@ impl RiskLevel {
 pub struct RiskAssessment {
     pub level: RiskLevel,
     pub score: i32,
-    /// `name=contribution` per signal that fired, for the explain trace.
-    pub signals: Vec<(String, i32)>,
+    pub signals: Vec<RiskSignal>,
+    pub attestation: Option<Attestation>,
+    pub verification: Verification,
+    /// Names of the lists that matched ("block", "gray", "allow").
+    pub list_hits: Vec<String>,
+    /// The response the risk policy wants instead of routing (603/607/608, 428/436/437/438,
+    /// 403 Stale Date); never applied to emergency calls.
+    pub reject: Option<Rejection>,
+    /// The risk store could not be reached and the policy failed open.
+    pub degraded: bool,
+}
+
+/// A final non-2xx response, with extra header lines (each without CRLF).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: u16,
+    pub reason: String,
+    pub headers: Vec<String>,
 }
 
 /// Everything known about one inbound call, extracted from headers the trunk may be trusted for.
@@ -169,6 +267,7 @@ pub struct CallFacts {
     /// The caller number's CLI validation verdict.
     pub cli: Option<CliCheck>,
     pub profile: Option<CallerProfile>,
+    pub lookup: LookupStatus,
     pub risk: Option<RiskAssessment>,
 }
 
@@ -177,8 +276,12 @@ pub struct CallFacts {
 pub enum DecisionAction {
     /// Redirect (302) to `queue@host`.
     Route { queue: String, host: String },
-    /// Reject with a final status.
-    Reject { code: u16, reason: String },
+    /// Reject with a final status; `headers` are extra lines such as Call-Info (RFC 8688).
+    Reject {
+        code: u16,
+        reason: String,
+        headers: Vec<String>,
+    },
 }
 
 /// The router's answer, with why.

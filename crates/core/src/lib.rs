@@ -16,8 +16,9 @@ pub use cli::{
     CliVerdict, PolicyOutcome, Unapproved,
 };
 pub use facts::{
-    AniCandidate, AniSource, CallFacts, CallerProfile, Decision, DecisionAction, DnisCandidate,
-    DnisSource, Privacy, RiskAssessment, RiskLevel,
+    AniCandidate, AniSource, Attestation, CallFacts, CallerProfile, Decision, DecisionAction,
+    DnisCandidate, DnisSource, LookupStatus, Privacy, Rejection, RiskAssessment, RiskLevel,
+    RiskSignal, Verification,
 };
 pub use geo::{GeoError, GeoInfo, Geography};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};

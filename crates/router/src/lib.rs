@@ -98,6 +98,7 @@ mod tests {
             dnis_info: None,
             cli: None,
             profile: None,
+            lookup: tollgate_core::LookupStatus::Skipped,
             risk: None,
         }
     }

@@ -1,15 +1,15 @@
-//! The per-call pipeline: enrich (risk and CRM, in parallel under one deadline), route, log.
+//! The per-call pipeline: number intelligence, enrichment (risk and CRM in parallel under one
+//! deadline), routing, and the decision log line.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use tollgate_core::{
-    CallFacts, CallerProfile, CliConfig, Decision, DecisionAction, NumberIntel, NumberPlan,
-    RiskAssessment,
+    CallFacts, CallerProfile, CliConfig, Decision, DecisionAction, LookupStatus, NumberIntel,
+    NumberPlan, RiskAssessment,
 };
 use tollgate_sip::{Call, CallHandler};
 use tracing::Instrument;
@@ -24,7 +24,10 @@ pub trait RiskCheck: Send + Sync + std::fmt::Debug {
 
 /// The CRM seam: a caller profile for the ANI (the lookup crate implements it).
 pub trait Directory: Send + Sync + std::fmt::Debug {
-    fn lookup<'a>(&'a self, facts: &'a CallFacts) -> BoxFuture<'a, Option<CallerProfile>>;
+    fn lookup<'a>(
+        &'a self,
+        facts: &'a CallFacts,
+    ) -> BoxFuture<'a, (LookupStatus, Option<CallerProfile>)>;
 }
 
 /// No risk engine configured: every call is unassessed.
@@ -42,8 +45,11 @@ impl RiskCheck for NoRisk {
 pub struct NoDirectory;
 
 impl Directory for NoDirectory {
-    fn lookup<'a>(&'a self, _: &'a CallFacts) -> BoxFuture<'a, Option<CallerProfile>> {
-        Box::pin(std::future::ready(None))
+    fn lookup<'a>(
+        &'a self,
+        _: &'a CallFacts,
+    ) -> BoxFuture<'a, (LookupStatus, Option<CallerProfile>)> {
+        Box::pin(std::future::ready((LookupStatus::Skipped, None)))
     }
 }
 
@@ -75,9 +81,27 @@ impl Pipeline {
             action: DecisionAction::Reject {
                 code: rej.code,
                 reason: rej.reason,
+                headers: Vec::new(),
             },
             rule: "cli-policy".into(),
         })
+    }
+
+    /// After enrichment: a risk rejection (never for emergency calls), else the router.
+    pub fn finish(&self, facts: &CallFacts) -> Decision {
+        if !facts.emergency {
+            if let Some(rej) = facts.risk.as_ref().and_then(|r| r.reject.as_ref()) {
+                return Decision {
+                    action: DecisionAction::Reject {
+                        code: rej.code,
+                        reason: rej.reason.clone(),
+                        headers: rej.headers.clone(),
+                    },
+                    rule: "risk".into(),
+                };
+            }
+        }
+        self.route(facts)
     }
 
     /// The whole decision for facts fresh from extraction, without the async enrichment:
@@ -85,8 +109,30 @@ impl Pipeline {
     pub fn decide_now(&self, facts: &mut CallFacts) -> Decision {
         match self.annotate(facts) {
             Some(reject) => reject,
-            None => self.route(facts),
+            None => self.finish(facts),
         }
+    }
+
+    /// Risk and CRM in parallel, each cut off at the shared deadline on its own, so a slow CRM
+    /// never costs the call its risk verdict (or the reverse).
+    async fn enrich(&self, facts: &mut CallFacts) -> &'static str {
+        let deadline = tokio::time::Instant::now() + self.enrich_deadline;
+        let f = &*facts;
+        let (risk, lookup) = tokio::join!(
+            tokio::time::timeout_at(deadline, self.risk.assess(f)),
+            tokio::time::timeout_at(deadline, self.directory.lookup(f)),
+        );
+        let note = match (&risk, &lookup) {
+            (Ok(_), Ok(_)) => "ok",
+            (Err(_), Ok(_)) => "risk-timeout",
+            (Ok(_), Err(_)) => "crm-timeout",
+            (Err(_), Err(_)) => "timeout",
+        };
+        facts.risk = risk.unwrap_or_default();
+        let (status, profile) = lookup.unwrap_or((LookupStatus::Timeout, None));
+        facts.lookup = status;
+        facts.profile = profile;
+        note
     }
 }
 
@@ -99,60 +145,62 @@ impl CallHandler for Pipeline {
             dnis = %call.facts.dnis,
         );
         async move {
-            let rejected = self.annotate(&mut call.facts);
-            let facts = &call.facts;
-            let enrich =
-                async { tokio::join!(self.risk.assess(facts), self.directory.lookup(facts)) };
-            let (risk, profile, enrich_note) =
-                match tokio::time::timeout(self.enrich_deadline, enrich).await {
-                    Ok((r, p)) => (r, p, "ok"),
-                    Err(_) => (None, None, "timeout"),
-                };
-            call.facts.risk = risk;
-            call.facts.profile = profile;
-            let decision = rejected.unwrap_or_else(|| self.route(&call.facts));
-            let f = &call.facts;
-            let ani_info = f.ani_info.as_ref();
-            let cli = f.cli.as_ref();
-            let latency_us = u64::try_from(call.received.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let (outcome, queue) = match &decision.action {
-                DecisionAction::Route { queue, .. } => ("302", queue.as_str()),
-                DecisionAction::Reject { reason, .. } => ("reject", reason.as_str()),
+            let decision = match self.annotate(&mut call.facts) {
+                Some(reject) => (reject, "skipped"),
+                None => {
+                    let note = self.enrich(&mut call.facts).await;
+                    (self.finish(&call.facts), note)
+                }
             };
-            tracing::info!(
-                target: "tollgate::decision",
-                call_id = %f.call_id,
-                call_ref = %call.call_ref,
-                trunk = %f.trunk,
-                trusted = f.trusted,
-                ani = %f.ani,
-                ani_source = f.ani_source.as_str(),
-                ani_verified = f.ani_verified,
-                sources_disagree = f.sources_disagree,
-                presented = %f.presented,
-                dnis = %f.dnis,
-                dnis_source = f.dnis_source.as_str(),
-                emergency = f.emergency,
-                ani_valid = ani_info.is_some_and(|i| i.valid),
-                ani_kind = ani_info.map_or("-", |i| i.kind.as_str()),
-                ani_region = ani_info.and_then(|i| i.region).unwrap_or("-"),
-                ani_geo = f.ani_geo.as_ref().and_then(|g| g.description.as_deref()).unwrap_or("-"),
-                ani_tz = f.ani_geo.as_ref().and_then(|g| g.time_zone()).unwrap_or("-"),
-                dnis_kind = f.dnis_info.as_ref().map_or("-", |i| i.kind.as_str()),
-                cli = cli.map_or("-", |c| c.verdict.as_str()),
-                cli_reason = cli.map_or("-", |c| c.reason.as_str()),
-                enrich = enrich_note,
-                outcome,
-                queue,
-                rule = %decision.rule,
-                latency_us,
-                "decision"
-            );
-            metrics::counter!("tollgate_calls_total", "outcome" => outcome).increment(1);
-            metrics::histogram!("tollgate_decision_seconds")
-                .record(call.received.elapsed().as_secs_f64());
-            decision
+            log_decision(call, &decision.0, decision.1);
+            decision.0
         }
         .instrument(span)
     }
+}
+
+/// The one structured line per call.
+fn log_decision(call: &Call, decision: &Decision, enrich: &str) {
+    let f = &call.facts;
+    let ani_info = f.ani_info.as_ref();
+    let cli = f.cli.as_ref();
+    let latency_us = u64::try_from(call.received.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (outcome, queue) = match &decision.action {
+        DecisionAction::Route { queue, .. } => ("302", queue.as_str()),
+        DecisionAction::Reject { reason, .. } => ("reject", reason.as_str()),
+    };
+    tracing::info!(
+        target: "tollgate::decision",
+        call_id = %f.call_id,
+        call_ref = %call.call_ref,
+        trunk = %f.trunk,
+        trusted = f.trusted,
+        ani = %f.ani,
+        ani_source = f.ani_source.as_str(),
+        ani_verified = f.ani_verified,
+        sources_disagree = f.sources_disagree,
+        presented = %f.presented,
+        dnis = %f.dnis,
+        dnis_source = f.dnis_source.as_str(),
+        emergency = f.emergency,
+        ani_valid = ani_info.is_some_and(|i| i.valid),
+        ani_kind = ani_info.map_or("-", |i| i.kind.as_str()),
+        ani_region = ani_info.and_then(|i| i.region).unwrap_or("-"),
+        ani_geo = f.ani_geo.as_ref().and_then(|g| g.description.as_deref()).unwrap_or("-"),
+        ani_tz = f.ani_geo.as_ref().and_then(|g| g.time_zone()).unwrap_or("-"),
+        dnis_kind = f.dnis_info.as_ref().map_or("-", |i| i.kind.as_str()),
+        cli = cli.map_or("-", |c| c.verdict.as_str()),
+        cli_reason = cli.map_or("-", |c| c.reason.as_str()),
+        enrich,
+        crm = f.lookup.as_str(),
+        risk = f.risk.as_ref().map_or("-", |r| r.level.as_str()),
+        risk_score = f.risk.as_ref().map_or(0, |r| r.score),
+        outcome,
+        queue,
+        rule = %decision.rule,
+        latency_us,
+        "decision"
+    );
+    metrics::counter!("tollgate_calls_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("tollgate_decision_seconds").record(call.received.elapsed().as_secs_f64());
 }

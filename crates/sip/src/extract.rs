@@ -291,6 +291,7 @@ pub fn extract(
         dnis_info: None,
         cli: None,
         profile: None,
+        lookup: tollgate_core::LookupStatus::Skipped,
         risk: None,
     }
 }

@@ -815,11 +815,16 @@ impl ResponseTemplate {
                 ];
                 self.with_status(302, reason_phrase(302), &extra)
             }
-            DecisionAction::Reject { code, reason } => {
-                let extra = [
+            DecisionAction::Reject {
+                code,
+                reason,
+                headers,
+            } => {
+                let mut extra = vec![
                     format!("X-Call-Ref: {}", call.call_ref),
                     format!("X-Rule: {rule}"),
                 ];
+                extra.extend(headers.iter().map(|h| response::sanitize(h).into_owned()));
                 self.with_status(*code, reason, &extra)
             }
         }
