@@ -36,7 +36,8 @@ fn decision(c: &mut Criterion) {
     );
     let emergency = loaded.emergency.clone();
     let intel = Arc::new(NumberIntel::load().expect("numbering tables"));
-    let pipeline = tollgate_server::pipeline(&loaded, Arc::clone(&plan), intel);
+    let rules = tollgate_server::rule_store(&loaded).expect("rules");
+    let pipeline = tollgate_server::pipeline(&loaded, Arc::clone(&plan), intel, rules);
     let invites: Vec<String> = CALLS
         .iter()
         .enumerate()
@@ -54,7 +55,7 @@ fn decision(c: &mut Criterion) {
     let queues: Vec<String> = invites
         .iter()
         .map(|m| match decide(m.as_bytes()).action {
-            DecisionAction::Route { queue, .. } => queue,
+            DecisionAction::Route(t) => t.queue,
             DecisionAction::Reject { code, .. } => format!("reject {code}"),
         })
         .collect();

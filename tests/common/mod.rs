@@ -96,7 +96,8 @@ pub async fn start(text: &str, delay: Duration, tweak: impl FnOnce(&mut SipConfi
     let (udp, tcp) = tollgate_sip::bind(&cfg.udp, &cfg.tcp).await.unwrap();
     let udp_addr = udp[0].local_addr().unwrap();
     let tcp_addr = tcp[0].local_addr().unwrap();
-    let inner = tollgate_server::pipeline(&cfg, Arc::clone(&plan), intel());
+    let rules = tollgate_server::rule_store(&cfg).unwrap();
+    let inner = tollgate_server::pipeline(&cfg, Arc::clone(&plan), intel(), rules);
     let server = Server::new(Context {
         handler: Recorder {
             inner,

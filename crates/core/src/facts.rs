@@ -268,14 +268,16 @@ pub struct CallFacts {
     pub cli: Option<CliCheck>,
     pub profile: Option<CallerProfile>,
     pub lookup: LookupStatus,
+    /// The caller's previous call, when the risk store knows it.
+    pub history: Option<CallerHistory>,
     pub risk: Option<RiskAssessment>,
 }
 
 /// What to do with the call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecisionAction {
-    /// Redirect (302) to `queue@host`.
-    Route { queue: String, host: String },
+    /// Redirect (302) to `queue@host`, with what the ACD needs to pick an agent.
+    Route(Target),
     /// Reject with a final status; `headers` are extra lines such as Call-Info (RFC 8688).
     Reject {
         code: u16,
@@ -284,10 +286,70 @@ pub enum DecisionAction {
     },
 }
 
+/// A queue on the ACD and how to hand the call to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub queue: String,
+    pub host: String,
+    pub priority: Option<u8>,
+    pub skills: Vec<String>,
+    pub language: Option<String>,
+    /// A verification / IVR queue rather than agents.
+    pub verify: bool,
+}
+
+impl Target {
+    pub fn new(queue: impl Into<String>, host: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            host: host.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// The router's answer, with why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub action: DecisionAction,
-    /// The rule (or table entry) that decided, for the log, the 302 and explain.
+    /// The rule that decided ("support/vip", "cli-policy", "risk"), for the log, the 302 and
+    /// explain.
     pub rule: String,
+    /// The rule set version that decided (empty when no rule set was involved).
+    pub version: String,
+}
+
+impl Decision {
+    pub fn reject(
+        code: u16,
+        reason: impl Into<String>,
+        headers: Vec<String>,
+        rule: impl Into<String>,
+    ) -> Self {
+        Self {
+            action: DecisionAction::Reject {
+                code,
+                reason: reason.into(),
+                headers,
+            },
+            rule: rule.into(),
+            version: String::new(),
+        }
+    }
+
+    /// The queue, when the call is routed.
+    pub fn queue(&self) -> Option<&str> {
+        match &self.action {
+            DecisionAction::Route(t) => Some(&t.queue),
+            DecisionAction::Reject { .. } => None,
+        }
+    }
+}
+
+/// What the risk store remembers of the caller's previous call, for repeat-caller rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallerHistory {
+    pub last_queue: String,
+    /// Unix seconds of the previous call.
+    pub last_seen: i64,
 }

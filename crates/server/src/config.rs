@@ -106,7 +106,11 @@ pub struct TrunkSection {
 #[serde(deny_unknown_fields)]
 pub struct RoutingSection {
     pub acd_host: Spanned<String>,
-    pub default_queue: Spanned<String>,
+    /// A directory of rule files (relative to this file); without it the table below routes.
+    #[serde(default)]
+    pub rules_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub default_queue: Option<Spanned<String>>,
     #[serde(default)]
     pub emergency_queue: Option<Spanned<String>>,
     #[serde(default)]
@@ -207,6 +211,11 @@ pub struct Loaded {
     pub sip: SipConfig,
     pub enrich_deadline: Duration,
     pub table: tollgate_router::Table,
+    /// Where routing rules come from, and what they need from this file.
+    pub rules: crate::rules::RuleSource,
+    pub rule_settings: tollgate_router::Settings,
+    /// Rule-file errors found while checking (reported with the config's own).
+    pub rule_errors: Vec<tollgate_router::RuleError>,
     /// CLI validation per trunk name; `cli_default` for calls from unknown sources.
     pub cli: std::collections::HashMap<String, CliConfig>,
     pub cli_default: CliConfig,
@@ -437,7 +446,18 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         }
         q.get_ref().clone()
     };
-    let default_queue = queue(&mut errs, &r.default_queue, "routing.default_queue".into());
+    let default_queue = match (&r.default_queue, &r.rules_dir) {
+        (Some(q), _) => queue(&mut errs, q, "routing.default_queue".into()),
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            errs.push(
+                &r.acd_host,
+                "routing",
+                "set `rules_dir` (a directory of rule files) or `default_queue`",
+            );
+            String::new()
+        }
+    };
     let emergency_queue = r
         .emergency_queue
         .as_ref()
@@ -486,8 +506,38 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         }
     }
 
-    if !errs.list.is_empty() {
+    let table = tollgate_router::Table {
+        acd_host: r.acd_host.get_ref().clone(),
+        dnis,
+        default_queue,
+        emergency_queue: emergency_queue.clone(),
+        country_suffix,
+    };
+    let rule_settings = tollgate_router::Settings {
+        acd_host: r.acd_host.get_ref().clone(),
+        emergency_queue,
+    };
+    let (rules, rule_errors) = match &r.rules_dir {
+        Some(dir) => {
+            let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+            let dir = base.join(dir.get_ref());
+            let errors = crate::rules::load_dir(&dir, &rule_settings)
+                .err()
+                .unwrap_or_default();
+            (crate::rules::RuleSource::Dir(dir), errors)
+        }
+        None => (crate::rules::RuleSource::Table(table.clone()), Vec::new()),
+    };
+
+    if !errs.list.is_empty() || !rule_errors.is_empty() {
         errs.list.sort_by_key(|e| e.line);
+        errs.list
+            .extend(rule_errors.into_iter().map(|e| ConfigError {
+                file: e.file.into(),
+                line: e.line,
+                key: e.key,
+                message: e.message,
+            }));
         return Err(ConfigErrors(errs.list));
     }
     let s = &raw.sip;
@@ -506,13 +556,10 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
             retry_after: 5,
         },
         enrich_deadline: Duration::from_millis(s.enrich_deadline_ms),
-        table: tollgate_router::Table {
-            acd_host: r.acd_host.get_ref().clone(),
-            dnis,
-            default_queue,
-            emergency_queue,
-            country_suffix,
-        },
+        table,
+        rules,
+        rule_settings,
+        rule_errors: Vec::new(),
         cli,
         cli_default,
         log: raw.log,

@@ -3,8 +3,10 @@
 //! The `tollgate` binary is a thin CLI over [`serve`] and [`config::load`]; tests start the
 //! same [`serve`] in-process on port 0.
 
+pub mod cli;
 pub mod config;
 pub mod pipeline;
+pub mod rules;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,14 +25,37 @@ pub struct Bound {
     pub tcp: Vec<SocketAddr>,
 }
 
+/// Builds the live rule store for a loaded config.
+pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
+    rules::RuleStore::new(cfg.rules.clone(), cfg.rule_settings.clone())
+        .map(Arc::new)
+        .map_err(|errs| {
+            ConfigErrors(
+                errs.into_iter()
+                    .map(|e| ConfigError {
+                        file: e.file.into(),
+                        line: e.line,
+                        key: e.key,
+                        message: e.message,
+                    })
+                    .collect(),
+            )
+        })
+}
+
 /// Builds the pipeline for a loaded config with the embedded defaults for risk and CRM.
-pub fn pipeline(cfg: &Loaded, plan: Arc<NumberPlan>, intel: Arc<NumberIntel>) -> Pipeline {
+pub fn pipeline(
+    cfg: &Loaded,
+    plan: Arc<NumberPlan>,
+    intel: Arc<NumberIntel>,
+    rules: Arc<rules::RuleStore>,
+) -> Pipeline {
     Pipeline {
         plan,
         intel,
         cli: cfg.cli.clone(),
         cli_default: cfg.cli_default.clone(),
-        table: cfg.table.clone(),
+        rules,
         risk: Arc::new(NoRisk),
         directory: Arc::new(NoDirectory),
         enrich_deadline: cfg.enrich_deadline,
@@ -50,7 +75,15 @@ pub async fn serve(
         udp: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
         tcp: tcp.iter().filter_map(|s| s.local_addr().ok()).collect(),
     };
-    let handler = pipeline(&cfg, Arc::clone(&plan), intel);
+    let rules = rule_store(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let watch_stop = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(
+        Arc::clone(&rules).watch(std::time::Duration::from_secs(1), {
+            let stop = Arc::clone(&watch_stop);
+            async move { stop.notified().await }
+        }),
+    );
+    let handler = pipeline(&cfg, Arc::clone(&plan), intel, rules);
     let server = Server::new(Context {
         handler,
         trunks: cfg.trunks,
@@ -58,5 +91,9 @@ pub async fn serve(
         emergency: cfg.emergency,
         config: cfg.sip,
     });
-    Ok((bound, server.run(udp, tcp, shutdown)))
+    let run = async move {
+        server.run(udp, tcp, shutdown).await;
+        watch_stop.notify_one();
+    };
+    Ok((bound, run))
 }

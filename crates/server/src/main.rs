@@ -25,10 +25,50 @@ enum Cmd {
         #[arg(long, default_value = "config/tollgate.toml")]
         config: PathBuf,
     },
-    /// Validate a config file; prints every error and exits non-zero if there is one.
+    /// Validate a config file and its rules; prints every error and exits non-zero if there is one.
     Check {
         #[arg(long, default_value = "config/tollgate.toml")]
         config: PathBuf,
+    },
+    /// Show which rule a caller would hit, and why, without a network.
+    Explain {
+        #[arg(long, default_value = "config/tollgate.toml")]
+        config: PathBuf,
+        /// Caller number (E.164 with +, or national for the trunk's region).
+        #[arg(long)]
+        ani: String,
+        /// Dialed number.
+        #[arg(long)]
+        dnis: String,
+        /// When the call arrives (RFC 3339, e.g. 2026-11-23T10:00:00-05:00); default now.
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
+        /// The trunk it arrives on (default: the first configured).
+        #[arg(long)]
+        trunk: Option<String>,
+        /// A CRM record for the caller (TOML: tier, language, tags, open_cases, [attributes]).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Risk level: low, elevated, high or blocked.
+        #[arg(long)]
+        risk: Option<String>,
+        /// Lists the caller is on (block, gray, allow), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        lists: Vec<String>,
+        /// Rules directory to use instead of the configured one.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Replay calls against the live and a candidate rules directory; print what would change.
+    Diff {
+        #[arg(long, default_value = "config/tollgate.toml")]
+        config: PathBuf,
+        /// The candidate rules directory.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Calls CSV: header row with ani,dnis[,time,trunk,tier,language,tags,open_cases,risk,lists,attestation,last_queue,last_seen_ago_s].
+        #[arg(long)]
+        calls: PathBuf,
     },
 }
 
@@ -46,6 +86,59 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Explain {
+            config,
+            ani,
+            dnis,
+            at,
+            trunk,
+            profile,
+            risk,
+            lists,
+            rules,
+        } => {
+            let spec = || -> Result<tollgate_server::cli::CallSpec, String> {
+                Ok(tollgate_server::cli::CallSpec {
+                    ani,
+                    dnis,
+                    trunk,
+                    at,
+                    profile: profile
+                        .as_deref()
+                        .map(tollgate_server::cli::profile_from_toml)
+                        .transpose()
+                        .map_err(|e| e.to_string())?,
+                    risk: risk
+                        .as_deref()
+                        .map(|r| {
+                            tollgate_core::RiskLevel::from_name(r)
+                                .ok_or(format!("--risk {r:?}: low, elevated, high or blocked"))
+                        })
+                        .transpose()?,
+                    lists,
+                    ..Default::default()
+                })
+            };
+            offline(&config, &plan, rules.as_deref(), |cfg, pipeline, live| {
+                let spec = spec()?;
+                tollgate_server::cli::explain(&spec, cfg, pipeline, live).map_err(|e| e.to_string())
+            })
+        }
+        Cmd::Diff {
+            config,
+            rules,
+            calls,
+        } => offline(&config, &plan, None, |cfg, pipeline, live| {
+            let candidate =
+                tollgate_server::rules::load_dir(&rules, &cfg.rule_settings).map_err(|errs| {
+                    let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                    format!("the candidate rules do not load:\n{}", list.join("\n"))
+                })?;
+            let calls = tollgate_server::cli::calls_from_csv(&calls).map_err(|e| e.to_string())?;
+            tollgate_server::cli::diff(&calls, cfg, pipeline, live, &candidate)
+                .map(|(text, _)| text)
+                .map_err(|e| e.to_string())
+        }),
         Cmd::Serve { config } => {
             let cfg = match tollgate_server::config::load(&config, &plan) {
                 Ok(c) => c,
@@ -89,6 +182,51 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Loads config, numbering tables and rules for a command that runs no server, prints what `run`
+/// returns, and exits non-zero on any error.
+fn offline(
+    config: &std::path::Path,
+    plan: &Arc<NumberPlan>,
+    rules_override: Option<&std::path::Path>,
+    run: impl FnOnce(
+        &tollgate_server::Loaded,
+        &tollgate_server::Pipeline,
+        &tollgate_router::Rules,
+    ) -> Result<String, String>,
+) -> ExitCode {
+    let result = (|| -> Result<String, String> {
+        let cfg = tollgate_server::config::load(config, plan).map_err(|e| e.to_string())?;
+        let intel = Arc::new(NumberIntel::load().map_err(|e| e.to_string())?);
+        let store = match rules_override {
+            Some(dir) => {
+                let source = tollgate_server::rules::RuleSource::Dir(dir.to_owned());
+                tollgate_server::rules::RuleStore::new(source, cfg.rule_settings.clone())
+                    .map(Arc::new)
+                    .map_err(|errs| {
+                        errs.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })?
+            }
+            None => tollgate_server::rule_store(&cfg).map_err(|e| e.to_string())?,
+        };
+        let pipeline = tollgate_server::pipeline(&cfg, Arc::clone(plan), intel, Arc::clone(&store));
+        let live = store.current();
+        run(&cfg, &pipeline, &live)
+    })();
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -61,7 +61,7 @@ pub struct Pipeline {
     /// CLI validation per trunk name, and for calls from unknown sources.
     pub cli: HashMap<String, CliConfig>,
     pub cli_default: CliConfig,
-    pub table: tollgate_router::Table,
+    pub rules: Arc<crate::rules::RuleStore>,
     pub risk: Arc<dyn RiskCheck>,
     pub directory: Arc<dyn Directory>,
     /// Risk and CRM together get this long; the call routes without them after.
@@ -71,34 +71,23 @@ pub struct Pipeline {
 impl Pipeline {
     /// Routes facts that are already enriched: the pure part, shared with benchmarks and explain.
     pub fn route(&self, facts: &CallFacts) -> Decision {
-        tollgate_router::route(facts, &self.table, &self.plan)
+        tollgate_router::route(facts, &self.rules.current(), jiff::Timestamp::now())
     }
 
     /// Number intelligence and the trunk's CLI policy; `Some` is a policy rejection.
     pub fn annotate(&self, facts: &mut CallFacts) -> Option<Decision> {
         let cli = self.cli.get(&facts.trunk).unwrap_or(&self.cli_default);
-        self.intel.annotate(facts, cli).err().map(|rej| Decision {
-            action: DecisionAction::Reject {
-                code: rej.code,
-                reason: rej.reason,
-                headers: Vec::new(),
-            },
-            rule: "cli-policy".into(),
-        })
+        self.intel
+            .annotate(facts, cli)
+            .err()
+            .map(|rej| Decision::reject(rej.code, rej.reason, Vec::new(), "cli-policy"))
     }
 
     /// After enrichment: a risk rejection (never for emergency calls), else the router.
     pub fn finish(&self, facts: &CallFacts) -> Decision {
         if !facts.emergency {
             if let Some(rej) = facts.risk.as_ref().and_then(|r| r.reject.as_ref()) {
-                return Decision {
-                    action: DecisionAction::Reject {
-                        code: rej.code,
-                        reason: rej.reason.clone(),
-                        headers: rej.headers.clone(),
-                    },
-                    rule: "risk".into(),
-                };
+                return Decision::reject(rej.code, rej.reason.clone(), rej.headers.clone(), "risk");
             }
         }
         self.route(facts)
@@ -166,7 +155,7 @@ fn log_decision(call: &Call, decision: &Decision, enrich: &str) {
     let cli = f.cli.as_ref();
     let latency_us = u64::try_from(call.received.elapsed().as_micros()).unwrap_or(u64::MAX);
     let (outcome, queue) = match &decision.action {
-        DecisionAction::Route { queue, .. } => ("302", queue.as_str()),
+        DecisionAction::Route(t) => ("302", t.queue.as_str()),
         DecisionAction::Reject { reason, .. } => ("reject", reason.as_str()),
     };
     tracing::info!(
@@ -198,6 +187,7 @@ fn log_decision(call: &Call, decision: &Decision, enrich: &str) {
         outcome,
         queue,
         rule = %decision.rule,
+        rules_version = %decision.version,
         latency_us,
         "decision"
     );

@@ -292,6 +292,7 @@ pub fn extract(
         cli: None,
         profile: None,
         lookup: tollgate_core::LookupStatus::Skipped,
+        history: None,
         risk: None,
     }
 }

@@ -788,8 +788,21 @@ impl ResponseTemplate {
         let ani = facts.ani.to_string();
         let rule = response::sanitize(&decision.rule);
         match &decision.action {
-            DecisionAction::Route { queue, host } => {
-                let mut contact = format!("Contact: <sip:{queue}@{host};ref={}", call.call_ref);
+            DecisionAction::Route(t) => {
+                let mut contact =
+                    format!("Contact: <sip:{}@{};ref={}", t.queue, t.host, call.call_ref);
+                if let Some(p) = t.priority {
+                    contact.push_str(&format!(";priority={p}"));
+                }
+                if !t.skills.is_empty() {
+                    contact.push_str(&format!(";skills={}", t.skills.join("%2C")));
+                }
+                if let Some(l) = &t.language {
+                    contact.push_str(&format!(";lang={l}"));
+                }
+                if t.verify {
+                    contact.push_str(";verify");
+                }
                 if let Some(e) = facts.ani.e164() {
                     contact.push_str(&format!(";ani=%2B{}", e.digits()));
                 }

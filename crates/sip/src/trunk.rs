@@ -61,6 +61,29 @@ impl Trunks {
         Self { by_prefix, unknown }
     }
 
+    /// A configured trunk by name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Trunk>> {
+        self.by_prefix
+            .iter()
+            .map(|(_, t)| t)
+            .find(|t| t.name == name)
+            .or(match &self.unknown {
+                UnknownSource::Untrusted(t) if t.name == name => Some(t),
+                _ => None,
+            })
+    }
+
+    /// Every configured trunk's name, once each, in configuration order of their first CIDR.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        for (_, t) in &self.by_prefix {
+            if !v.contains(&t.name.as_str()) {
+                v.push(&t.name);
+            }
+        }
+        v
+    }
+
     /// The trunk for a source address; `None` means answer 403.
     pub fn classify(&self, ip: IpAddr) -> Option<&Arc<Trunk>> {
         let ip = match ip {

@@ -1,0 +1,154 @@
+//! Number intelligence: classification of a 50-country mix with one and two threads in the same
+//! run (target under 1 µs median per number, two threads at least 1.6x one), phonenumber on the
+//! same mix for comparison, geography lookup, and the start-up cost of building the tables.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tollgate_core::{Classifier, Geography, E164};
+
+/// Up to four example numbers of each kind for the first 50 regions by calling code (the first
+/// region per code), with their last digit varied: valid and invalid numbers, all kinds.
+fn mix() -> Vec<E164> {
+    let db = &*phonenumber::metadata::DATABASE;
+    let mut metas: Vec<_> = db
+        .iter()
+        .filter(|m| m.id() != "001" && m.is_main_country_for_code())
+        .collect();
+    metas.sort_by_key(|m| m.country_code());
+    metas.dedup_by_key(|m| m.country_code());
+    let mut out = Vec::new();
+    for meta in metas.into_iter().take(50) {
+        let d = meta.descriptors();
+        for desc in [d.fixed_line(), d.mobile(), d.toll_free(), d.voip()]
+            .into_iter()
+            .flatten()
+        {
+            let Some(ex) = desc.example() else { continue };
+            for last in ['0', '5'] {
+                let mut n = format!("{}{ex}", meta.country_code());
+                n.pop();
+                n.push(last);
+                out.extend(E164::from_digits(&n));
+            }
+        }
+    }
+    // Interleave countries so consecutive calls never share a region, as real traffic does not.
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..out.len()).rev() {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        out.swap(i, usize::try_from(rng % (i as u64 + 1)).unwrap_or(0));
+    }
+    out
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn numbers(c: &mut Criterion) {
+    let before = rss_kib();
+    let t = Instant::now();
+    let classifier = Arc::new(Classifier::load().expect("metadata"));
+    let classifier_ms = t.elapsed().as_millis();
+    let mid = rss_kib();
+    let t = Instant::now();
+    let geography = Geography::load().expect("geo");
+    let geo_ms = t.elapsed().as_millis();
+    let after = rss_kib();
+    let (g, tz, bytes) = geography.stats();
+    let numbers = mix();
+    // Warm every region's lazy DFA caches once, as serve's start-up does not need to.
+    for n in &numbers {
+        black_box(classifier.classify(n));
+    }
+    let warm = rss_kib();
+    eprintln!(
+        "start-up: classifier {classifier_ms} ms, +{} KiB RSS (+{} KiB after warming on the mix); \
+         geography {geo_ms} ms, +{} KiB RSS ({g} geo + {tz} tz prefixes, ~{} KiB estimated); mix {} numbers",
+        mid.saturating_sub(before),
+        warm.saturating_sub(after),
+        after.saturating_sub(mid),
+        bytes / 1024,
+        numbers.len()
+    );
+
+    let mut g = c.benchmark_group("classify_50_countries");
+    let mut it = numbers.iter().cycle();
+    g.bench_function("fast/1_thread", |b| {
+        b.iter(|| classifier.classify(black_box(it.next().expect("cycle"))))
+    });
+    // Two threads, each classifying half of the iterations: time per number across both.
+    g.bench_function("fast/2_threads_per_number", |b| {
+        b.iter_custom(|iters| {
+            let half = iters / 2 + 1;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2 {
+                    let (classifier, numbers) = (&classifier, &numbers);
+                    s.spawn(move || {
+                        let mut it = numbers.iter().cycle().skip(t * 17);
+                        for _ in 0..half {
+                            black_box(classifier.classify(it.next().expect("cycle")));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        });
+    });
+    g.bench_function("fast/1_thread_per_number_same_harness", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut it = numbers.iter().cycle();
+            for _ in 0..iters {
+                black_box(classifier.classify(it.next().expect("cycle")));
+            }
+            start.elapsed()
+        });
+    });
+    let mut it = numbers.iter().cycle();
+    g.bench_function("geography_lookup", |b| {
+        b.iter(|| geography.lookup(black_box(it.next().expect("cycle"))))
+    });
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let texts: Vec<String> = numbers.iter().map(|n| format!("+{}", n.digits())).collect();
+    let mut it = texts.iter().cycle();
+    g.bench_function("phonenumber/1_thread", |b| {
+        b.iter(|| {
+            let p = phonenumber::parse(None, black_box(it.next().expect("cycle"))).ok();
+            p.map(|p| {
+                (
+                    p.is_valid(),
+                    p.number_type(&phonenumber::metadata::DATABASE),
+                    p.country().id(),
+                )
+            })
+        });
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("startup");
+    g.sample_size(10);
+    g.bench_function("classifier_load", |b| {
+        b.iter(|| Classifier::load().expect("metadata"))
+    });
+    g.bench_function("geography_load", |b| {
+        b.iter(|| Geography::load().expect("geo"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, numbers);
+criterion_main!(benches);

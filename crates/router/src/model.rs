@@ -1,0 +1,158 @@
+//! The compiled rule sets: what `route` walks. Built by [`crate::parse`], shared read-only.
+
+use std::collections::{BTreeSet, HashMap};
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use tollgate_core::{Attestation, CliPattern, CliVerdict, NumberKind, RiskLevel};
+
+/// All rule sets of one version: a snapshot swapped whole on reload.
+#[derive(Debug)]
+pub struct Rules {
+    /// Content hash of the files it was built from: the same files give the same version.
+    pub version: String,
+    pub acd_host: String,
+    /// Emergency calls go here when set; otherwise through the rules, never to a rejection.
+    pub emergency_queue: Option<String>,
+    pub sets: Vec<RuleSet>,
+    pub(crate) by_dnis: HashMap<String, usize>,
+    pub(crate) default: usize,
+    pub queues: BTreeSet<String>,
+}
+
+impl Rules {
+    /// The rule set for a dialed number (E.164 digits or short code), or the default set.
+    pub fn set_for(&self, dnis: Option<&str>) -> &RuleSet {
+        let idx = dnis
+            .and_then(|d| self.by_dnis.get(d))
+            .copied()
+            .unwrap_or(self.default);
+        self.sets.get(idx).unwrap_or_else(|| self.default_set())
+    }
+
+    pub fn default_set(&self) -> &RuleSet {
+        // `default` always indexes `sets` (the parser guarantees a default set exists).
+        match self.sets.get(self.default) {
+            Some(s) => s,
+            None => &EMPTY_SET,
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.sets.iter().map(|s| s.rules.len()).sum()
+    }
+}
+
+static EMPTY_SET: RuleSet = RuleSet {
+    name: String::new(),
+    file: String::new(),
+    dnis: Vec::new(),
+    hours: None,
+    overflow: None,
+    rules: Vec::new(),
+};
+
+/// One service line (one or more DNIS) or the default set.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub name: String,
+    pub file: String,
+    /// E.164 digits (no `+`) or short codes.
+    pub dnis: Vec<String>,
+    pub hours: Option<Hours>,
+    /// Queue for queue rules while the line is closed.
+    pub overflow: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+/// A weekly schedule and holidays in the line's time zone.
+#[derive(Debug)]
+pub struct Hours {
+    pub tz: TimeZone,
+    pub tz_name: String,
+    /// Monday first; minutes since midnight, half-open `[start, end)`.
+    pub weekly: [Vec<(u16, u16)>; 7],
+    pub holidays: BTreeSet<Date>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    /// Line of the rule's `[[rule]]` header in its file.
+    pub line: usize,
+    pub when: Option<Cond>,
+    pub action: Action,
+    /// False: route to the queue even while the line is closed.
+    pub respect_hours: bool,
+    pub overflow: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    pub priority: Option<u8>,
+    pub skills: Vec<String>,
+    pub language: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Queue(QueueSpec),
+    /// A verification / IVR queue.
+    Verify(QueueSpec),
+    Reject {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A condition tree.
+#[derive(Debug)]
+pub enum Cond {
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+    M(Matcher),
+}
+
+/// One test on the facts. Strings are compared ASCII-case-insensitively.
+#[derive(Debug)]
+pub enum Matcher {
+    Ani(Vec<String>),
+    AniPrefix(Vec<String>),
+    AniPattern(Vec<CliPattern>),
+    Dnis(Vec<String>),
+    CallingCode(Vec<u16>),
+    Country(Vec<String>),
+    /// Geography: the description, or its last comma-separated part ("NJ" in "Jersey City, NJ").
+    Region(Vec<String>),
+    Npa(Vec<u16>),
+    Kind(Vec<NumberKind>),
+    Valid(bool),
+    Cli(Vec<CliVerdict>),
+    Trusted(bool),
+    Verified(bool),
+    Withheld(bool),
+    Emergency(bool),
+    Crm(bool),
+    Tier(Vec<String>),
+    Language(Vec<String>),
+    Tag(Vec<String>),
+    OpenCases {
+        min: Option<u32>,
+        max: Option<u32>,
+    },
+    Attribute(Vec<(String, String)>),
+    Risk(Vec<RiskLevel>),
+    RiskAtLeast(RiskLevel),
+    List(Vec<String>),
+    /// `None` stands for "no attestation".
+    Attestation(Vec<Option<Attestation>>),
+    RepeatWithin(i64),
+    LastQueue(Vec<String>),
+    Open(bool),
+    Weekday(Vec<jiff::civil::Weekday>),
+    Time(Vec<(u16, u16)>),
+    Holiday(bool),
+    CallerTime(Vec<(u16, u16)>),
+}
