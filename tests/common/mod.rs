@@ -21,6 +21,11 @@ pub fn plan() -> Arc<NumberPlan> {
     Arc::clone(PLAN.get_or_init(|| Arc::new(NumberPlan::load())))
 }
 
+/// Every example service line is open then: tests do not depend on the wall clock.
+pub fn monday_10am_new_york() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_795_446_000).unwrap()
+}
+
 pub fn intel() -> Arc<NumberIntel> {
     static INTEL: OnceLock<Arc<NumberIntel>> = OnceLock::new();
     Arc::clone(INTEL.get_or_init(|| Arc::new(NumberIntel::load().unwrap())))
@@ -29,7 +34,12 @@ pub fn intel() -> Arc<NumberIntel> {
 /// The example config with listeners on port 0, plus `extra` TOML appended to [sip]/[trunk].
 pub fn config_text(trusted: bool, unknown: &str) -> String {
     let base = include_str!("../../config/tollgate.toml");
+    let routes = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/routes");
     base.replace("127.0.0.1:5060", "127.0.0.1:0")
+        .replace(
+            "rules_dir = \"routes\"",
+            &format!("rules_dir = \"{routes}\""),
+        )
         .replace("trusted = true", &format!("trusted = {trusted}"))
         .replace(
             "unknown_source = \"reject\"",
@@ -97,7 +107,8 @@ pub async fn start(text: &str, delay: Duration, tweak: impl FnOnce(&mut SipConfi
     let udp_addr = udp[0].local_addr().unwrap();
     let tcp_addr = tcp[0].local_addr().unwrap();
     let rules = tollgate_server::rule_store(&cfg).unwrap();
-    let inner = tollgate_server::pipeline(&cfg, Arc::clone(&plan), intel(), rules);
+    let mut inner = tollgate_server::pipeline(&cfg, Arc::clone(&plan), intel(), rules);
+    inner.clock = monday_10am_new_york;
     let server = Server::new(Context {
         handler: Recorder {
             inner,

@@ -59,6 +59,7 @@ pub fn pipeline(
         risk: Arc::new(NoRisk),
         directory: Arc::new(NoDirectory),
         enrich_deadline: cfg.enrich_deadline,
+        clock: jiff::Timestamp::now,
     }
 }
 

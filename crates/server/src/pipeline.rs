@@ -66,12 +66,14 @@ pub struct Pipeline {
     pub directory: Arc<dyn Directory>,
     /// Risk and CRM together get this long; the call routes without them after.
     pub enrich_deadline: Duration,
+    /// The wall clock rules see (business hours, repeat windows); tests pin it.
+    pub clock: fn() -> jiff::Timestamp,
 }
 
 impl Pipeline {
     /// Routes facts that are already enriched: the pure part, shared with benchmarks and explain.
     pub fn route(&self, facts: &CallFacts) -> Decision {
-        tollgate_router::route(facts, &self.rules.current(), jiff::Timestamp::now())
+        tollgate_router::route(facts, &self.rules.current(), (self.clock)())
     }
 
     /// Number intelligence and the trunk's CLI policy; `Some` is a policy rejection.

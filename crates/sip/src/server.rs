@@ -825,6 +825,7 @@ impl ResponseTemplate {
                     ),
                     format!("X-DNIS: {}", facts.dnis),
                     format!("X-Rule: {rule}"),
+                    format!("X-Rules-Version: {}", response::sanitize(&decision.version)),
                 ];
                 self.with_status(302, reason_phrase(302), &extra)
             }
