@@ -1,0 +1,388 @@
+//! [`RiskEngine`]: velocity and identity in parallel, lists from the local snapshot, one score,
+//! and the policy's answer (reject, verification queue, or route).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tollgate_core::{CallFacts, Rejection, RiskAssessment, RiskLevel, RiskSignal};
+
+use crate::config::{reason_phrase, LevelConfig, RiskConfig, StoreKind, Weights};
+use crate::error::RiskError;
+use crate::identity::{IdentityOutcome, IdentityVerifier};
+use crate::lists::{FileListStore, ListKind, ListStore, Lists, Pattern, RedisListStore};
+use crate::redis_conn;
+use crate::score::{self, IdentityInput, Inputs, Thresholds, VelocityInput};
+use crate::velocity::{Caps, MemoryVelocity, Observation, RedisVelocity, VelocityStore};
+
+/// The engine's full answer: the assessment the pipeline stores in `facts.risk`, plus what
+/// `RiskAssessment` has no field for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RiskVerdict {
+    pub assessment: RiskAssessment,
+    /// Send the call here (gray-listed, or high risk and not rejected); the same name is in
+    /// the assessment as the zero-weight signal `verify-queue`, so a router rule can see it.
+    pub verify_queue: Option<String>,
+    /// The policy that applied ("default" or a `[[risk.policy]]` name).
+    pub policy: String,
+}
+
+#[derive(Clone, Debug)]
+struct Policy {
+    name: String,
+    dnis: Vec<Pattern>,
+    fail_open: bool,
+    gray_queue: Option<String>,
+    thresholds: Thresholds,
+}
+
+/// Velocity, lists, identity and the score for one call at a time, from any number of tasks.
+#[derive(Debug)]
+pub struct RiskEngine {
+    velocity: Arc<dyn VelocityStore>,
+    lists: Arc<Lists>,
+    identity: Option<Arc<dyn IdentityVerifier>>,
+    identity_deadline: Duration,
+    policies: Vec<Policy>,
+    default_policy: Policy,
+    weights: Weights,
+    levels: LevelConfig,
+    block: Rejection,
+    fail_closed: Rejection,
+}
+
+/// Opens the list store the config names (the file relative to `base_dir`, or Redis).
+pub fn open_list_store(cfg: &RiskConfig, base_dir: &Path) -> Result<Arc<dyn ListStore>, RiskError> {
+    Ok(match cfg.store {
+        StoreKind::Memory => Arc::new(FileListStore::new(base_dir.join(&cfg.list_file))),
+        StoreKind::Redis => Arc::new(RedisListStore::new(
+            redis_conn::connect(&cfg.redis)?,
+            &cfg.redis.key_prefix,
+            Duration::from_millis(cfg.redis.admin_timeout_ms),
+        )),
+    })
+}
+
+fn check(cfg: &RiskConfig) -> Result<(), RiskError> {
+    let problems = cfg.validate();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RiskError::Config(problems))
+    }
+}
+
+impl RiskEngine {
+    /// Builds the configured stores (memory + list file, or Redis for both), reads the lists
+    /// once and starts their background refresh. Redis being down is not an error here: calls
+    /// fail open or closed per policy until it is back. Must run inside a Tokio runtime.
+    pub async fn from_config(cfg: &RiskConfig, base_dir: &Path) -> Result<Self, RiskError> {
+        check(cfg)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RiskError::NoRuntime);
+        }
+        let caps = caps(cfg);
+        let velocity: Arc<dyn VelocityStore> = match cfg.store {
+            StoreKind::Memory => Arc::new(MemoryVelocity::new(
+                cfg.velocity.windows.clone(),
+                caps,
+                cfg.memory.max_keys,
+                cfg.memory.max_events,
+            )),
+            StoreKind::Redis => Arc::new(RedisVelocity::new(
+                redis_conn::connect(&cfg.redis)?,
+                &cfg.redis.key_prefix,
+                cfg.velocity.windows.clone(),
+                caps,
+                Duration::from_millis(cfg.redis.deadline_ms),
+                Duration::from_millis(cfg.redis.breaker_ms),
+            )),
+        };
+        // Lists get their own connection: a large HGETALL must not delay a call's script.
+        let lists = open_list_store(cfg, base_dir)?;
+        Self::with_stores(cfg, velocity, lists).await
+    }
+
+    /// With stores built elsewhere (tests, benchmarks, a shared connection).
+    pub async fn with_stores(
+        cfg: &RiskConfig,
+        velocity: Arc<dyn VelocityStore>,
+        lists: Arc<dyn ListStore>,
+    ) -> Result<Self, RiskError> {
+        check(cfg)?;
+        let lists = Lists::open(lists, Duration::from_millis(cfg.list_refresh_ms)).await;
+        let v = &cfg.velocity;
+        let default_policy = Policy {
+            name: "default".into(),
+            dnis: Vec::new(),
+            fail_open: cfg.fail_open,
+            gray_queue: cfg.gray_queue.clone(),
+            thresholds: Thresholds {
+                ani: v.ani.clone(),
+                ani_dnis: v.ani_dnis.clone(),
+                npa_nxx: v.npa_nxx.clone(),
+            },
+        };
+        let policies = cfg
+            .policy
+            .iter()
+            .map(|p| Policy {
+                name: p.name.clone(),
+                dnis: p.dnis.iter().filter_map(|d| d.parse().ok()).collect(),
+                fail_open: p.fail_open.unwrap_or(cfg.fail_open),
+                gray_queue: p.gray_queue.clone().or_else(|| cfg.gray_queue.clone()),
+                thresholds: Thresholds {
+                    ani: p.velocity.ani.clone().unwrap_or_else(|| v.ani.clone()),
+                    ani_dnis: p
+                        .velocity
+                        .ani_dnis
+                        .clone()
+                        .unwrap_or_else(|| v.ani_dnis.clone()),
+                    npa_nxx: p
+                        .velocity
+                        .npa_nxx
+                        .clone()
+                        .unwrap_or_else(|| v.npa_nxx.clone()),
+                },
+            })
+            .collect();
+        let b = &cfg.block;
+        let mut block = Rejection {
+            code: b.code,
+            reason: b
+                .reason
+                .clone()
+                .unwrap_or_else(|| reason_phrase(b.code).into()),
+            headers: Vec::new(),
+        };
+        if let (608, Some(url)) = (b.code, &b.complaint_url) {
+            block
+                .headers
+                .push(format!("Call-Info: <{url}>;purpose=jwscard"));
+        }
+        let f = &cfg.fail_closed;
+        Ok(Self {
+            velocity,
+            lists,
+            identity: None,
+            identity_deadline: Duration::from_millis(cfg.identity_deadline_ms),
+            policies,
+            default_policy,
+            weights: cfg.weights.clone(),
+            levels: cfg.levels.clone(),
+            block,
+            fail_closed: Rejection {
+                code: f.code,
+                reason: f
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| reason_phrase(f.code).into()),
+                headers: Vec::new(),
+            },
+        })
+    }
+
+    /// Plugs in STIR/SHAKEN verification (tollgate-stir); without one, calls are scored on
+    /// whether identity was presented at all.
+    pub fn with_identity_verifier(mut self, verifier: Arc<dyn IdentityVerifier>) -> Self {
+        self.identity = Some(verifier);
+        self
+    }
+
+    pub fn lists(&self) -> &Arc<Lists> {
+        &self.lists
+    }
+
+    pub fn velocity_store(&self) -> &Arc<dyn VelocityStore> {
+        &self.velocity
+    }
+
+    /// The assessment for `facts.risk` (see [`RiskEngine::evaluate`] for the queue).
+    pub async fn assess(&self, facts: &CallFacts, now: SystemTime) -> RiskAssessment {
+        self.evaluate(facts, now).await.assessment
+    }
+
+    /// Scores one call. Never fails and never waits past the store deadline (Redis) or the
+    /// identity deadline: what could not be judged is a zero-weight signal.
+    pub async fn evaluate(&self, facts: &CallFacts, now: SystemTime) -> RiskVerdict {
+        let policy = self.policy_for(facts);
+        let ani = facts.ani.e164();
+        let hits = ani.map(|n| self.lists.check(n, now)).unwrap_or_default();
+        let snapshot_loaded = self.lists.snapshot().is_loaded();
+        let velocity = async {
+            let ani = ani?;
+            let npa_nxx = facts
+                .ani_info
+                .as_ref()
+                .and_then(|i| i.npa.zip(i.nxx))
+                .filter(|_| ani.digits().starts_with('1'));
+            let obs = Observation {
+                call_id: &facts.call_id,
+                ani,
+                dnis: facts.dnis.key(),
+                npa_nxx,
+                now,
+            };
+            Some(self.velocity.record(obs).await)
+        };
+        let identity = async {
+            let v = self.identity.as_ref()?;
+            Some(
+                tokio::time::timeout(self.identity_deadline, v.verify(facts, now))
+                    .await
+                    .ok(),
+            )
+        };
+        let (velocity, identity): (_, Option<Option<IdentityOutcome>>) =
+            tokio::join!(velocity, identity);
+
+        let store = self.velocity.kind();
+        let vel_input = match &velocity {
+            None => VelocityInput::Skipped,
+            Some(Ok(c)) => VelocityInput::Counts(c),
+            Some(Err(e)) => {
+                metrics::counter!("tollgate_risk_store_errors_total", "store" => store, "kind" => e.metric_label())
+                    .increment(1);
+                // One warning per breaker trip, not one per call while Redis is down.
+                if !matches!(e, RiskError::CircuitOpen { .. }) {
+                    tracing::warn!(store, error = %e, class = ?e.class(), "velocity store failed");
+                }
+                VelocityInput::Failed { store, error: e }
+            }
+        };
+        let id_input = match &identity {
+            None => IdentityInput::NotConfigured,
+            Some(None) => IdentityInput::TimedOut,
+            Some(Some(o)) => IdentityInput::Outcome(o),
+        };
+        let scored = score::score(
+            &Inputs {
+                facts,
+                identity: id_input,
+                velocity: vel_input,
+                windows: self.velocity.windows(),
+                thresholds: &policy.thresholds,
+                hits: &hits,
+                lists_loaded: snapshot_loaded,
+            },
+            &self.weights,
+            &self.levels,
+        );
+        let mut signals = scored.signals;
+        let allowed = hits.iter().any(|h| h.list == ListKind::Allow);
+        let store_failed = matches!(velocity, Some(Err(_)));
+        let identity_reject = identity.as_ref().and_then(|o| o.as_ref()?.reject.clone());
+        let wanted = if scored.would_block {
+            Some((Why::Blocked, self.block.clone()))
+        } else if let Some(r) = identity_reject {
+            Some((Why::Identity, r))
+        } else if store_failed && !policy.fail_open {
+            Some((Why::FailClosed, self.fail_closed.clone()))
+        } else {
+            None
+        };
+        let (why, reject) = match wanted {
+            Some((_, r)) if facts.emergency => {
+                signals.push(info(
+                    "emergency-exempt",
+                    format!(
+                        "would reject {} {}; emergency calls are always routed",
+                        r.code, r.reason
+                    ),
+                ));
+                (None, None)
+            }
+            Some((_, r)) if allowed => {
+                signals.push(info(
+                    "allow-overrides",
+                    format!("would reject {} {}; allow-listed", r.code, r.reason),
+                ));
+                (None, None)
+            }
+            Some((why, r)) => (Some(why), Some(r)),
+            None => (None, None),
+        };
+        let gray = hits.iter().any(|h| h.list == ListKind::Gray);
+        let verify_queue =
+            if reject.is_none() && !facts.emergency && (gray || scored.level >= RiskLevel::High) {
+                policy.gray_queue.clone()
+            } else {
+                None
+            };
+        if let Some(q) = &verify_queue {
+            signals.push(info("verify-queue", q.clone()));
+        }
+        let (attestation, verification) = identity
+            .flatten()
+            .map(|o| (o.attestation, o.verification))
+            .unwrap_or_default();
+        let assessment = RiskAssessment {
+            level: scored.level,
+            score: scored.score,
+            signals,
+            attestation,
+            verification,
+            list_hits: hits.iter().map(|h| h.list.as_str().to_owned()).collect(),
+            reject,
+            degraded: (store_failed && why != Some(Why::FailClosed)) || !snapshot_loaded,
+        };
+        metrics::counter!("tollgate_risk_assessments_total", "level" => assessment.level.as_str())
+            .increment(1);
+        for h in &hits {
+            metrics::counter!("tollgate_risk_list_hits_total", "list" => h.list.as_str())
+                .increment(1);
+        }
+        if let Some(r) = &assessment.reject {
+            metrics::counter!("tollgate_risk_rejections_total", "code" => r.code.to_string())
+                .increment(1);
+        }
+        RiskVerdict {
+            assessment,
+            verify_queue,
+            policy: policy.name.clone(),
+        }
+    }
+
+    fn policy_for(&self, facts: &CallFacts) -> &Policy {
+        let Some(dnis) = facts.dnis.key() else {
+            return &self.default_policy;
+        };
+        self.policies
+            .iter()
+            .find(|p| p.dnis.iter().any(|d| d.matches(dnis)))
+            .unwrap_or(&self.default_policy)
+    }
+}
+
+/// Why the call is rejected (the first that applies wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    Blocked,
+    Identity,
+    FailClosed,
+}
+
+fn info(name: &str, detail: String) -> RiskSignal {
+    RiskSignal {
+        name: name.into(),
+        weight: 0,
+        detail,
+    }
+}
+
+/// One more than the largest threshold of each dimension, over every policy.
+fn caps(cfg: &RiskConfig) -> Caps {
+    let v = &cfg.velocity;
+    let max = |ts: &[&Vec<u32>]| ts.iter().flat_map(|t| t.iter()).copied().max().unwrap_or(0);
+    let mut ani = vec![&v.ani, &v.ani_dnis];
+    let mut npa = vec![&v.npa_nxx];
+    for p in &cfg.policy {
+        ani.extend(p.velocity.ani.iter());
+        ani.extend(p.velocity.ani_dnis.iter());
+        npa.extend(p.velocity.npa_nxx.iter());
+    }
+    Caps {
+        ani: max(&ani).saturating_add(1),
+        npa_nxx: max(&npa).saturating_add(1),
+    }
+}

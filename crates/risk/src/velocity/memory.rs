@@ -1,0 +1,665 @@
+//! The embedded velocity store: bounded, in process, the same semantics as Redis.
+//!
+//! One entry per ANI holds that ANI's recent calls as 12-byte events (time, Call-ID hash,
+//! dialed-number hash), so the ANI + DNIS counts come from the same entry; one entry per
+//! NPA-NXX holds the exchange's calls. Entries sit in 16 shards (a short mutex each, never held
+//! across an await), each an index plus a slab with an intrusive least-recently-seen list:
+//! - at most `max_keys` entries: a new key evicts the least recently seen one;
+//! - at most `max_events` events: past it the least recently seen entries go;
+//! - events older than the longest window are dropped, and entries whose newest call is that
+//!   old are freed as calls come in;
+//! - per entry at most `cap` events (one more than the largest threshold).
+//!
+//! Measured (`tests/memory_footprint.rs`, RSS of a release-like run): about 70 bytes per ANI
+//! seen once, so 1 million ANIs take about 70 MB; each further remembered call of a key adds
+//! 12 bytes (plus vector slack). The worst case is bounded by
+//! `max_keys × ~70 B + max_events × ~16 B` (defaults: ≈ 70 MB + ≈ 64 MB).
+//!
+//! Call-ID dedup is decided on the ANI entry (a repeated Call-ID means the same ANI): a
+//! duplicate adds to no count. Call-IDs are kept as 32-bit hashes under a per-process random
+//! key, so two different calls of one ANI collide with odds of about n²/2³³ (n calls of that
+//! ANI in the longest window), which would count one call too few.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Caps, Observation, VelocityCounts, VelocityStore};
+use crate::error::RiskError;
+use crate::{unix_secs, BoxFuture};
+
+const NIL: u32 = u32::MAX;
+/// NPA-NXX keys live beside ANI keys (< 10^15 < 2^50) without colliding.
+const NPA_TAG: u64 = 1 << 62;
+const SHARDS: usize = 16;
+/// Entries whose calls all left the longest window, freed per call (amortised cleanup).
+const EXPIRE_PER_CALL: usize = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Event {
+    /// Unix seconds.
+    at: u32,
+    call: u32,
+    /// 0 on NPA-NXX entries and for calls without a dialed number.
+    dnis: u32,
+}
+
+/// Most keys see one call: that one lives inline, without a heap allocation.
+#[derive(Debug)]
+enum Events {
+    One(Event),
+    /// Sorted by time, oldest first.
+    Many(Vec<Event>),
+}
+
+impl Events {
+    fn as_slice(&self) -> &[Event] {
+        match self {
+            Events::One(e) => std::slice::from_ref(e),
+            Events::Many(v) => v,
+        }
+    }
+
+    fn newest(&self) -> u32 {
+        self.as_slice().last().map_or(0, |e| e.at)
+    }
+
+    fn spill(&self) -> usize {
+        match self {
+            Events::One(_) => 0,
+            Events::Many(v) => v.capacity(),
+        }
+    }
+
+    fn insert(&mut self, e: Event) {
+        match self {
+            Events::One(a) => {
+                let a = *a;
+                *self = Events::Many(if a.at <= e.at { vec![a, e] } else { vec![e, a] });
+            }
+            Events::Many(v) => {
+                // Calls arrive in time order but threads race: insert from the back.
+                let pos = v.iter().rposition(|x| x.at <= e.at).map_or(0, |p| p + 1);
+                v.insert(pos, e);
+            }
+        }
+    }
+
+    /// Drops events at or before `cutoff`, then the oldest past `cap`; returns how many went.
+    fn trim(&mut self, cutoff: Option<u32>, cap: usize) -> usize {
+        let Events::Many(v) = self else { return 0 };
+        let old = cutoff.map_or(0, |c| v.partition_point(|e| e.at <= c));
+        let over = v.len().saturating_sub(old).saturating_sub(cap.max(1));
+        let n = old + over;
+        if n > 0 {
+            v.drain(..n);
+            if v.capacity() > 8 && v.capacity() > 4 * v.len() {
+                v.shrink_to(v.len() * 2);
+            }
+        }
+        if let [only] = v.as_slice() {
+            *self = Events::One(*only);
+        }
+        n
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    key: u64,
+    prev: u32,
+    next: u32,
+    events: Events,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    keys: usize,
+    events: usize,
+}
+
+#[derive(Debug)]
+struct Shard {
+    index: HashMap<u64, u32>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// Most recently seen.
+    head: u32,
+    /// Least recently seen: evicted first.
+    tail: u32,
+    events: usize,
+    /// Capacity of all spilled event vectors, for the byte estimate.
+    spill: usize,
+    evictions: u64,
+}
+
+/// What one call does to one entry.
+#[derive(Clone, Copy)]
+enum Add {
+    /// Add the event unless its Call-ID is already there (the ANI entry decides dedup).
+    Dedup,
+    /// Add it (the call is new).
+    Yes,
+    /// Only read the counts (the call is a duplicate).
+    No,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            events: 0,
+            spill: 0,
+            evictions: 0,
+        }
+    }
+
+    fn node(&self, i: u32) -> Option<&Node> {
+        self.nodes.get(usize::try_from(i).ok()?)
+    }
+
+    fn node_mut(&mut self, i: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(usize::try_from(i).ok()?)
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Some((prev, next)) = self.node(i).map(|n| (n.prev, n.next)) else {
+            return;
+        };
+        match self.node_mut(prev) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.node_mut(next) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let head = self.head;
+        if let Some(n) = self.node_mut(i) {
+            n.prev = NIL;
+            n.next = head;
+        }
+        match self.node_mut(head) {
+            Some(h) => h.prev = i,
+            None => self.tail = i,
+        }
+        self.head = i;
+    }
+
+    fn evict_tail(&mut self) {
+        let i = self.tail;
+        if i == NIL {
+            return;
+        }
+        self.unlink(i);
+        let Some(n) = self.node_mut(i) else { return };
+        let key = n.key;
+        let events = std::mem::replace(
+            &mut n.events,
+            Events::One(Event {
+                at: 0,
+                call: 0,
+                dnis: 0,
+            }),
+        );
+        self.events -= events.as_slice().len();
+        self.spill -= events.spill();
+        self.index.remove(&key);
+        self.free.push(i);
+        self.evictions += 1;
+    }
+
+    fn expire(&mut self, cutoff: Option<u32>) {
+        let Some(cutoff) = cutoff else { return };
+        for _ in 0..EXPIRE_PER_CALL {
+            match self.node(self.tail) {
+                Some(n) if n.events.newest() <= cutoff => self.evict_tail(),
+                _ => break,
+            }
+        }
+    }
+
+    /// Adds (or not) `ev` to `key`'s entry and hands its events to `count`; true when the
+    /// Call-ID was already there.
+    #[allow(clippy::too_many_arguments)]
+    fn touch<R>(
+        &mut self,
+        key: u64,
+        ev: Event,
+        add: Add,
+        cutoff: Option<u32>,
+        cap: usize,
+        lim: Limits,
+        count: impl FnOnce(&[Event]) -> R,
+    ) -> (R, bool) {
+        self.expire(cutoff);
+        let i = match self.index.get(&key) {
+            Some(&i) => {
+                self.unlink(i);
+                self.push_front(i);
+                i
+            }
+            None => {
+                if self.index.len() >= lim.keys {
+                    self.evict_tail();
+                }
+                let node = Node {
+                    key,
+                    prev: NIL,
+                    next: NIL,
+                    events: Events::One(ev),
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        if let Some(slot) = self.node_mut(i) {
+                            *slot = node;
+                        }
+                        i
+                    }
+                    None => {
+                        self.nodes.push(node);
+                        u32::try_from(self.nodes.len() - 1).unwrap_or(NIL)
+                    }
+                };
+                self.index.insert(key, i);
+                self.push_front(i);
+                self.events += 1;
+                let r = count(std::slice::from_ref(&ev));
+                self.enforce_budget(i, lim);
+                return (r, false);
+            }
+        };
+        let Some(n) = self.nodes.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) else {
+            return (count(&[]), false);
+        };
+        let before = n.events.spill();
+        let dup =
+            matches!(add, Add::Dedup) && n.events.as_slice().iter().any(|e| e.call == ev.call);
+        let mut added = 0;
+        if matches!(add, Add::Yes) || (matches!(add, Add::Dedup) && !dup) {
+            n.events.insert(ev);
+            added = 1;
+        }
+        let removed = n.events.trim(cutoff, cap);
+        let after = n.events.spill();
+        let r = count(n.events.as_slice());
+        self.events = self.events + added - removed;
+        self.spill = self.spill + after - before;
+        self.enforce_budget(i, lim);
+        (r, dup)
+    }
+
+    fn enforce_budget(&mut self, current: u32, lim: Limits) {
+        while self.events > lim.events && self.tail != current && self.tail != NIL {
+            self.evict_tail();
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        let cap = self.index.capacity();
+        let buckets = if cap == 0 {
+            0
+        } else {
+            (cap * 8 / 7).next_power_of_two()
+        };
+        buckets * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.free.capacity() * std::mem::size_of::<u32>()
+            + self.spill * std::mem::size_of::<Event>()
+    }
+}
+
+/// Counters and size of a [`MemoryVelocity`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// ANI and NPA-NXX entries.
+    pub keys: usize,
+    /// Calls remembered across all entries.
+    pub events: usize,
+    /// Heap bytes by capacity (index, slab, spilled events); RSS tracks it (see the test).
+    pub approx_bytes: usize,
+    pub evictions: u64,
+}
+
+/// The in-memory [`VelocityStore`].
+#[derive(Debug)]
+pub struct MemoryVelocity {
+    windows: Vec<u32>,
+    max_window: u32,
+    caps: Caps,
+    limits: Limits,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    calls: AtomicU64,
+}
+
+impl MemoryVelocity {
+    /// `windows` in seconds; `max_keys` and `max_events` bound the whole store.
+    pub fn new(windows: Vec<u32>, caps: Caps, max_keys: usize, max_events: usize) -> Self {
+        Self::with_shards(windows, caps, max_keys, max_events, SHARDS)
+    }
+
+    /// With one shard, eviction is exactly least-recently-seen over the whole store; with more,
+    /// it is per shard (keys spread evenly by a keyed hash).
+    pub fn with_shards(
+        windows: Vec<u32>,
+        caps: Caps,
+        max_keys: usize,
+        max_events: usize,
+        shards: usize,
+    ) -> Self {
+        let shards = shards.clamp(1, max_keys.max(1));
+        let per = |total: usize| total.div_ceil(shards).max(1);
+        Self {
+            max_window: windows.iter().copied().max().unwrap_or(0),
+            windows,
+            caps,
+            limits: Limits {
+                keys: per(max_keys),
+                events: per(max_events),
+            },
+            shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
+            hasher: RandomState::new(),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: u64) -> MutexGuard<'_, Shard> {
+        let h = self.hasher.hash_one(key);
+        let n = self.shards.len().max(1);
+        let i = usize::try_from((h >> 32) % n as u64).unwrap_or(0);
+        #[allow(clippy::expect_used)]
+        let m = self
+            .shards
+            .get(i)
+            .expect("with_shards builds at least one shard and i < len");
+        // A panic while holding the lock leaves consistent-enough counters: keep counting.
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one call and returns its counts (the same as [`VelocityStore::record`], sync).
+    pub fn record_now(&self, obs: Observation<'_>) -> VelocityCounts {
+        let now = u32::try_from(unix_secs(obs.now)).unwrap_or(u32::MAX);
+        let cutoff = now.checked_sub(self.max_window);
+        let ani_key = obs
+            .ani
+            .digits()
+            .parse::<u64>()
+            .unwrap_or_else(|_| self.hasher.hash_one(obs.ani.digits()) & (NPA_TAG - 1));
+        let dnis = obs
+            .dnis
+            .map(|d| (self.hasher.hash_one(("dnis", d)) as u32) | 1);
+        let ev = Event {
+            at: now,
+            call: self.hasher.hash_one(obs.call_id) as u32,
+            dnis: dnis.unwrap_or(0),
+        };
+        let windows = &self.windows;
+        let ((ani, ani_dnis), dup) = self.shard(ani_key).touch(
+            ani_key,
+            ev,
+            Add::Dedup,
+            cutoff,
+            self.caps.ani as usize,
+            self.limits,
+            |evs| {
+                let ani = windows.iter().map(|&w| since(evs, now, w)).collect();
+                let by_dnis = dnis.map(|d| {
+                    windows
+                        .iter()
+                        .map(|&w| {
+                            let c = now.checked_sub(w);
+                            let n = evs
+                                .iter()
+                                .filter(|e| e.dnis == d && c.is_none_or(|c| e.at > c))
+                                .count();
+                            u32::try_from(n).unwrap_or(u32::MAX)
+                        })
+                        .collect()
+                });
+                (ani, by_dnis)
+            },
+        );
+        let npa_nxx = obs.npa_nxx.map(|(npa, nxx)| {
+            let key = NPA_TAG | (u64::from(npa) * 1000 + u64::from(nxx));
+            let ev = Event { dnis: 0, ..ev };
+            let add = if dup { Add::No } else { Add::Yes };
+            let (counts, _) = self.shard(key).touch(
+                key,
+                ev,
+                add,
+                cutoff,
+                self.caps.npa_nxx as usize,
+                self.limits,
+                |evs| windows.iter().map(|&w| since(evs, now, w)).collect(),
+            );
+            counts
+        });
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(4096)
+        {
+            let s = self.stats();
+            metrics::gauge!("tollgate_risk_memory_keys").set(s.keys as f64);
+            metrics::gauge!("tollgate_risk_memory_events").set(s.events as f64);
+            metrics::gauge!("tollgate_risk_memory_bytes").set(s.approx_bytes as f64);
+        }
+        VelocityCounts {
+            ani,
+            ani_dnis,
+            npa_nxx,
+        }
+    }
+
+    pub fn stats(&self) -> MemoryStats {
+        let mut s = MemoryStats::default();
+        for m in self.shards.iter() {
+            let g = m.lock().unwrap_or_else(|e| e.into_inner());
+            s.keys += g.index.len();
+            s.events += g.events;
+            s.approx_bytes += g.approx_bytes();
+            s.evictions += g.evictions;
+        }
+        s
+    }
+
+    /// Whether `ani` (E.164 digits) is still tracked.
+    pub fn tracks(&self, ani: &str) -> bool {
+        ani.parse::<u64>()
+            .is_ok_and(|k| self.shard(k).index.contains_key(&k))
+    }
+}
+
+/// Events newer than `now - window`.
+fn since(evs: &[Event], now: u32, window: u32) -> u32 {
+    let n = match now.checked_sub(window) {
+        Some(c) => evs.len() - evs.partition_point(|e| e.at <= c),
+        None => evs.len(),
+    };
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl VelocityStore for MemoryVelocity {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn windows(&self) -> &[u32] {
+        &self.windows
+    }
+
+    fn record<'a>(
+        &'a self,
+        obs: Observation<'a>,
+    ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
+        Box::pin(std::future::ready(Ok(self.record_now(obs))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use tollgate_core::E164;
+
+    const T0: u64 = 1_700_000_000;
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(T0 + s)
+    }
+
+    fn obs<'a>(call: &'a str, ani: &'a E164, dnis: &'a str, t: u64) -> Observation<'a> {
+        Observation {
+            call_id: call,
+            ani,
+            dnis: Some(dnis),
+            npa_nxx: Some((212, 555)),
+            now: at(t),
+        }
+    }
+
+    fn store() -> MemoryVelocity {
+        MemoryVelocity::new(vec![60, 3600, 86_400], Caps::default(), 1000, 10_000)
+    }
+
+    #[test]
+    fn node_is_small() {
+        // The per-key cost in the crate docs rests on this.
+        assert!(
+            std::mem::size_of::<Node>() <= 40,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+        assert_eq!(std::mem::size_of::<Event>(), 12);
+    }
+
+    #[test]
+    fn counts_per_window_and_dimension() {
+        let s = store();
+        let a = E164::from_digits("12125551212").unwrap();
+        let b = E164::from_digits("12125550000").unwrap();
+        s.record_now(obs("c1", &a, "18005550100", 0));
+        s.record_now(obs("c2", &a, "18005550100", 30));
+        s.record_now(obs("c3", &a, "18005550199", 100));
+        s.record_now(obs("c4", &b, "18005550100", 100));
+        let c = s.record_now(obs("c5", &a, "18005550100", 4000));
+        assert_eq!(c.ani, vec![1, 1, 4]);
+        assert_eq!(c.ani_dnis, Some(vec![1, 1, 3]));
+        assert_eq!(c.npa_nxx, Some(vec![1, 1, 5]));
+        // The window is half-open: a call exactly `window` old has left it.
+        let c = s.record_now(obs("c6", &a, "18005550100", 4060));
+        assert_eq!(c.ani[0], 1);
+        let c = s.record_now(obs("c7", &a, "18005550100", 86_400 + 30));
+        assert_eq!(c.ani, vec![1, 1, 4], "c1 and c2 have left the day window");
+    }
+
+    #[test]
+    fn the_same_call_id_counts_once_everywhere() {
+        let s = store();
+        let a = E164::from_digits("12125551212").unwrap();
+        let first = s.record_now(obs("retry-me", &a, "18005550100", 0));
+        let again = s.record_now(obs("retry-me", &a, "18005550100", 5));
+        assert_eq!(first, again);
+        assert_eq!(again.ani, vec![1, 1, 1]);
+        assert_eq!(again.npa_nxx, Some(vec![1, 1, 1]));
+        assert_eq!(s.stats().events, 2, "one event per key");
+    }
+
+    #[test]
+    fn a_flood_is_capped_per_key() {
+        let caps = Caps {
+            ani: 11,
+            npa_nxx: 21,
+        };
+        let s = MemoryVelocity::new(vec![60, 3600], caps, 100, 10_000);
+        let a = E164::from_digits("12125551212").unwrap();
+        let mut last = VelocityCounts::default();
+        for i in 0..500 {
+            last = s.record_now(obs(&format!("c{i}"), &a, "18005550100", i / 10));
+        }
+        assert_eq!(last.ani, vec![11, 11]);
+        assert_eq!(last.npa_nxx, Some(vec![21, 21]));
+        assert_eq!(s.stats().events, 32);
+    }
+
+    #[test]
+    fn least_recently_seen_is_evicted_at_the_key_cap() {
+        let s = MemoryVelocity::with_shards(vec![60], Caps::default(), 3, 1000, 1);
+        let n: Vec<E164> = (0..4)
+            .map(|i| E164::from_digits(&format!("4420700000{i}")).unwrap())
+            .collect();
+        let o = |i: usize, t: u64| Observation {
+            call_id: "x",
+            ani: &n[i],
+            dnis: None,
+            npa_nxx: None,
+            now: at(t),
+        };
+        s.record_now(o(0, 0));
+        s.record_now(o(1, 1));
+        s.record_now(o(2, 2));
+        s.record_now(o(0, 3)); // 0 seen again: 1 is now the least recently seen
+        s.record_now(o(3, 4));
+        assert!(s.tracks("44207000000"));
+        assert!(!s.tracks("44207000001"));
+        assert!(s.tracks("44207000002") && s.tracks("44207000003"));
+        assert_eq!(s.stats().keys, 3);
+        assert_eq!(s.stats().evictions, 1);
+    }
+
+    #[test]
+    fn the_event_budget_evicts_whole_entries() {
+        let s = MemoryVelocity::with_shards(vec![3600], Caps::default(), 100, 10, 1);
+        for k in 0..5u64 {
+            let a = E164::from_digits(&format!("4420700000{k}")).unwrap();
+            for c in 0..4u64 {
+                s.record_now(Observation {
+                    call_id: &format!("{k}-{c}"),
+                    ani: &a,
+                    dnis: None,
+                    npa_nxx: None,
+                    now: at(k * 10 + c),
+                });
+            }
+        }
+        let st = s.stats();
+        assert!(st.events <= 10, "{st:?}");
+        assert!(s.tracks("44207000004"), "the newest key survives");
+        assert!(!s.tracks("44207000000"));
+    }
+
+    #[test]
+    fn stale_entries_are_freed_as_calls_arrive() {
+        let s = MemoryVelocity::with_shards(vec![60], Caps::default(), 100, 1000, 1);
+        for k in 0..4u64 {
+            let a = E164::from_digits(&format!("4420700000{k}")).unwrap();
+            s.record_now(Observation {
+                call_id: "c",
+                ani: &a,
+                dnis: None,
+                npa_nxx: None,
+                now: at(k),
+            });
+        }
+        let a = E164::from_digits("442070000099").unwrap();
+        for t in [200, 201] {
+            s.record_now(Observation {
+                call_id: &t.to_string(),
+                ani: &a,
+                dnis: None,
+                npa_nxx: None,
+                now: at(t),
+            });
+        }
+        assert_eq!(s.stats().keys, 1, "four stale ANIs freed, two per call");
+    }
+}

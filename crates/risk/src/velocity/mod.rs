@@ -1,0 +1,97 @@
+//! Sliding-window call counts per ANI, per ANI + dialed number and per NANP NPA-NXX.
+//!
+//! A call is one event, identified by its Call-ID: recording the same Call-ID again (a carrier
+//! retrying the INVITE after a failover) returns the counts without adding to them. SIP
+//! retransmissions never get here; the transaction layer answers them. Every window counts the
+//! calls whose time `t` satisfies `now - window < t`, this call included; a signal fires when a
+//! count is *over* the window's threshold.
+
+mod memory;
+mod redis_store;
+
+use std::time::SystemTime;
+
+use tollgate_core::E164;
+
+use crate::error::RiskError;
+use crate::BoxFuture;
+
+pub use memory::{MemoryStats, MemoryVelocity};
+pub use redis_store::{call_member, keys_for, RedisVelocity};
+
+/// One call as the counters see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    pub call_id: &'a str,
+    pub ani: &'a E164,
+    /// The dialed number's key (E.164 digits or a short code), when there is one.
+    pub dnis: Option<&'a str>,
+    /// The ANI's NANP area code and exchange (from `facts.ani_info`).
+    pub npa_nxx: Option<(u16, u16)>,
+    pub now: SystemTime,
+}
+
+/// Counts per window, in the store's window order, this call included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VelocityCounts {
+    pub ani: Vec<u32>,
+    /// Present when the observation had a dialed number.
+    pub ani_dnis: Option<Vec<u32>>,
+    /// Present when the observation had an NPA-NXX.
+    pub npa_nxx: Option<Vec<u32>>,
+}
+
+/// How many calls per key a store keeps: one more than the largest threshold, so every
+/// threshold decision is exact while a flood cannot grow a key without bound (counts past the
+/// cap read as the cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Per ANI key (which also carries the ANI + DNIS counts in memory).
+    pub ani: u32,
+    pub npa_nxx: u32,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            ani: 1000,
+            npa_nxx: 10_001,
+        }
+    }
+}
+
+/// Where the counters live. `record` adds the call (once per Call-ID) and returns the counts.
+pub trait VelocityStore: Send + Sync + std::fmt::Debug {
+    /// "memory" or "redis", for signals, logs and metrics.
+    fn kind(&self) -> &'static str;
+    /// The windows, in seconds, in the order counts come back.
+    fn windows(&self) -> &[u32];
+    fn record<'a>(
+        &'a self,
+        obs: Observation<'a>,
+    ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>>;
+}
+
+/// "1m", "1h", "1d", "90s": for signal names.
+pub fn window_label(secs: u32) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(window_label(60), "1m");
+        assert_eq!(window_label(3600), "1h");
+        assert_eq!(window_label(86_400), "1d");
+        assert_eq!(window_label(90), "90s");
+        assert_eq!(window_label(900), "15m");
+    }
+}

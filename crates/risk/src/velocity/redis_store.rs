@@ -1,0 +1,277 @@
+//! Velocity in Redis: one Lua script per call, so one round trip counts every window of every
+//! dimension atomically.
+//!
+//! Keys, one sorted set per dimension (members are Call-IDs, scores arrival times in ms):
+//! - `tg:{T}:a:<ani>`             per ANI
+//! - `tg:{T}:ad:<ani>:<dnis>`     per ANI + dialed number
+//! - `tg:{T}:n`                   per NPA-NXX
+//!
+//! The hash tag `T` is the ANI's NANP area code and exchange (`1212555`) when it has one, else
+//! the ANI itself, so all of one call's keys hash to one Cluster slot and one script can touch
+//! them all: no second round trip, no cross-slot pipeline. An exchange's ANIs share the
+//! exchange counter's slot, which is no extra load for that slot since every one of their calls
+//! already increments the exchange counter.
+//!
+//! Per key, the script runs `ZADD NX now callid` (a Call-ID seen before keeps its first time
+//! and counts once), `ZREMRANGEBYSCORE` past the longest window, trims to the cap, `ZCOUNT`s
+//! each window and sets `PEXPIRE` to the longest window. `redis::Script` sends `EVALSHA`; after
+//! a Redis restart (empty script cache) it gets `NOSCRIPT`, loads the script and repeats the
+//! call, all inside the same deadline.
+
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::{Caps, Observation, VelocityCounts, VelocityStore};
+use crate::error::RiskError;
+use crate::redis_conn::Breaker;
+use crate::BoxFuture;
+
+const STORE: &str = "redis";
+
+/// KEYS: the call's sorted sets. ARGV: now_ms, member, trim_at, ttl_ms, n_windows,
+/// one exclusive lower bound per window (`(cutoff`), then one cap per key.
+const SCRIPT: &str = r"
+local now, member, trim, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local nwin = tonumber(ARGV[5])
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'NX', now, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', trim)
+  local cap = tonumber(ARGV[5 + nwin + i])
+  local n = redis.call('ZCARD', key)
+  if n > cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
+  end
+  for w = 1, nwin do
+    out[#out + 1] = redis.call('ZCOUNT', key, ARGV[5 + w], '+inf')
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+return out
+";
+
+/// The sorted sets one call touches, in the order the script returns their counts.
+pub fn keys_for(prefix: &str, obs: &Observation<'_>) -> Vec<String> {
+    let ani = obs.ani.digits();
+    let tag = match obs.npa_nxx {
+        Some((npa, nxx)) => format!("1{npa:03}{nxx:03}"),
+        None => ani.to_owned(),
+    };
+    let mut keys = Vec::with_capacity(3);
+    keys.push(format!("{prefix}:{{{tag}}}:a:{ani}"));
+    if let Some(d) = obs.dnis {
+        keys.push(format!("{prefix}:{{{tag}}}:ad:{ani}:{d}"));
+    }
+    if obs.npa_nxx.is_some() {
+        keys.push(format!("{prefix}:{{{tag}}}:n"));
+    }
+    keys
+}
+
+/// The sorted-set member for a Call-ID: itself, or a stable 128-bit hash when it is long (a
+/// Call-ID is caller-chosen; a hash keeps members small and still the same on every node).
+pub fn call_member(call_id: &str) -> String {
+    if call_id.len() <= 64 {
+        return call_id.to_owned();
+    }
+    let fnv = |seed: u64| {
+        call_id.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    format!(
+        "h:{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
+}
+
+/// The Redis [`VelocityStore`].
+pub struct RedisVelocity {
+    conn: ConnectionManager,
+    script: Script,
+    prefix: String,
+    windows: Vec<u32>,
+    caps: Caps,
+    deadline: Duration,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for RedisVelocity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisVelocity")
+            .field("prefix", &self.prefix)
+            .field("windows", &self.windows)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisVelocity {
+    /// `deadline` bounds each call's round trip (retries and script reload included);
+    /// `breaker` is how long calls skip Redis after a failure.
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &str,
+        windows: Vec<u32>,
+        caps: Caps,
+        deadline: Duration,
+        breaker: Duration,
+    ) -> Self {
+        Self {
+            conn,
+            script: Script::new(SCRIPT),
+            prefix: prefix.to_owned(),
+            windows,
+            caps,
+            deadline,
+            breaker: Breaker::new(breaker),
+        }
+    }
+
+    /// The script's SHA1 (what `EVALSHA` sends), for tests and operators.
+    pub fn script_sha(&self) -> &str {
+        self.script.get_hash()
+    }
+
+    async fn record_inner(&self, obs: Observation<'_>) -> Result<VelocityCounts, RiskError> {
+        if !self.breaker.allows() {
+            return Err(RiskError::CircuitOpen { store: STORE });
+        }
+        let now_ms = obs
+            .now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let max_ms = u64::from(self.windows.iter().copied().max().unwrap_or(0)) * 1000;
+        let keys = keys_for(&self.prefix, &obs);
+        let mut inv = self.script.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        inv.arg(now_ms)
+            .arg(call_member(obs.call_id))
+            .arg(now_ms.saturating_sub(max_ms))
+            .arg(max_ms + 60_000)
+            .arg(self.windows.len());
+        for &w in &self.windows {
+            inv.arg(format!("({}", now_ms.saturating_sub(u64::from(w) * 1000)));
+        }
+        inv.arg(self.caps.ani);
+        if obs.dnis.is_some() {
+            inv.arg(self.caps.ani);
+        }
+        if obs.npa_nxx.is_some() {
+            inv.arg(self.caps.npa_nxx);
+        }
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.deadline, inv.invoke_async::<Vec<u32>>(&mut conn)).await;
+        metrics::histogram!("tollgate_risk_store_seconds", "store" => STORE)
+            .record(started.elapsed().as_secs_f64());
+        let counts = match result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                let err = RiskError::from_redis(STORE, &e);
+                if err.is_unavailable() {
+                    self.breaker.trip();
+                }
+                return Err(err);
+            }
+            Err(_) => {
+                self.breaker.trip();
+                return Err(RiskError::Timeout {
+                    store: STORE,
+                    after: self.deadline,
+                });
+            }
+        };
+        self.breaker.close();
+        let n = self.windows.len();
+        if counts.len() != n * keys.len() {
+            return Err(RiskError::Protocol {
+                store: STORE,
+                message: format!(
+                    "script returned {} counts for {} keys",
+                    counts.len(),
+                    keys.len()
+                ),
+            });
+        }
+        let mut chunks = counts.chunks(n.max(1)).map(<[u32]>::to_vec);
+        Ok(VelocityCounts {
+            ani: chunks.next().unwrap_or_default(),
+            ani_dnis: obs.dnis.and_then(|_| chunks.next()),
+            npa_nxx: obs.npa_nxx.and_then(|_| chunks.next()),
+        })
+    }
+}
+
+impl VelocityStore for RedisVelocity {
+    fn kind(&self) -> &'static str {
+        STORE
+    }
+
+    fn windows(&self) -> &[u32] {
+        &self.windows
+    }
+
+    fn record<'a>(
+        &'a self,
+        obs: Observation<'a>,
+    ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
+        Box::pin(self.record_inner(obs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+    use tollgate_core::E164;
+
+    #[test]
+    fn one_tag_per_call() {
+        let ani = E164::from_digits("12125551212").unwrap();
+        let o = Observation {
+            call_id: "c",
+            ani: &ani,
+            dnis: Some("18005550100"),
+            npa_nxx: Some((212, 555)),
+            now: SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(
+            keys_for("tg", &o),
+            vec![
+                "tg:{1212555}:a:12125551212",
+                "tg:{1212555}:ad:12125551212:18005550100",
+                "tg:{1212555}:n"
+            ]
+        );
+        let uk = E164::from_digits("442072601815").unwrap();
+        let o = Observation {
+            ani: &uk,
+            npa_nxx: None,
+            ..o
+        };
+        assert_eq!(
+            keys_for("tg", &o),
+            vec![
+                "tg:{442072601815}:a:442072601815",
+                "tg:{442072601815}:ad:442072601815:18005550100"
+            ]
+        );
+    }
+
+    #[test]
+    fn long_call_ids_become_stable_hashes() {
+        assert_eq!(call_member("abc@host"), "abc@host");
+        let long = "x".repeat(300);
+        let m = call_member(&long);
+        assert_eq!(m.len(), 34);
+        assert_eq!(m, call_member(&long));
+        assert_ne!(m, call_member(&"y".repeat(300)));
+    }
+}

@@ -1,0 +1,468 @@
+//! The Redis stores against a real redis-server that each test starts on its own port.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{e164, facts, key_slot, Monitor, RedisServer};
+use tollgate_core::{RiskLevel, E164};
+use tollgate_risk::velocity::{keys_for, Caps};
+use tollgate_risk::{
+    ListAdmin, ListKind, ListStore, MemoryVelocity, Observation, PolicyConfig, RedisListStore,
+    RedisVelocity, ResponseConfig, RiskConfig, RiskEngine, Secret, StoreKind, VelocityStore,
+};
+
+const T0: u64 = 1_700_000_000;
+const ANI: &str = "12125551212";
+const DNIS: &str = "18005550100";
+
+fn at(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(T0 + s)
+}
+
+fn redis_cfg(server: &RedisServer) -> RiskConfig {
+    let mut c = RiskConfig {
+        store: StoreKind::Redis,
+        ..RiskConfig::default()
+    };
+    c.redis.url = Some(Secret::new(server.url()));
+    c.redis.response_timeout_ms = 80;
+    c.redis.deadline_ms = 100;
+    c.redis.breaker_ms = 300;
+    c
+}
+
+fn velocity(server: &RedisServer, deadline: Duration) -> RedisVelocity {
+    let cfg = redis_cfg(server);
+    RedisVelocity::new(
+        tollgate_risk::redis_connect(&cfg.redis).unwrap(),
+        "tg",
+        vec![60, 3600, 86_400],
+        Caps::default(),
+        deadline,
+        Duration::from_millis(300),
+    )
+}
+
+fn obs<'a>(call: &'a str, ani: &'a E164, dnis: Option<&'a str>, t: u64) -> Observation<'a> {
+    let d = ani.digits();
+    let npa_nxx = (d.len() == 11 && d.starts_with('1'))
+        .then(|| (d[1..4].parse().unwrap(), d[4..7].parse().unwrap()));
+    Observation {
+        call_id: call,
+        ani,
+        dnis,
+        npa_nxx,
+        now: at(t),
+    }
+}
+
+#[tokio::test]
+async fn counts_per_window_match_the_memory_store_and_call_ids_count_once() {
+    let server = RedisServer::start();
+    let redis = velocity(&server, Duration::from_millis(500));
+    let mem = MemoryVelocity::new(vec![60, 3600, 86_400], Caps::default(), 1000, 10_000);
+    let a = e164(ANI);
+    let b = e164("12125550000");
+    let uk = e164("442072601815");
+    let calls: &[(&str, &E164, Option<&str>, u64)] = &[
+        ("c1", &a, Some(DNIS), 0),
+        ("c2", &a, Some(DNIS), 30),
+        ("c2", &a, Some(DNIS), 31), // the carrier retried c2: counts once
+        ("c3", &a, Some("18885550101"), 100),
+        ("c4", &b, Some(DNIS), 100),
+        ("c5", &uk, None, 100),
+        ("c6", &a, Some(DNIS), 160), // c3 is exactly 60 s old: out of the 1m window
+        ("c7", &a, Some(DNIS), 4000),
+        ("c8", &a, Some(DNIS), 86_400 + 31), // c1, c2 left the day window
+    ];
+    let mut last = None;
+    for &(call, ani, dnis, t) in calls {
+        let o = obs(call, ani, dnis, t);
+        let r = redis.record(o).await.unwrap();
+        assert_eq!(
+            r,
+            mem.record_now(o),
+            "redis and memory disagree at {call} t={t}"
+        );
+        last = Some(r.clone());
+        if call == "c6" {
+            assert_eq!(r.ani, vec![1, 4, 4]);
+            assert_eq!(r.ani_dnis, Some(vec![1, 3, 3]));
+            assert_eq!(r.npa_nxx, Some(vec![1, 5, 5]));
+        }
+    }
+    let last = last.unwrap();
+    assert_eq!(last.ani, vec![1, 1, 4]);
+    assert_eq!(last.ani_dnis, Some(vec![1, 1, 3]));
+    // The retried c2 is one member, with its first arrival time.
+    let mut c = server.conn();
+    let key = keys_for("tg", &obs("x", &a, None, 0))[0].clone();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg("c2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(score, None, "c2 left the day window and was trimmed");
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+    assert!(ttl > 86_400_000 && ttl <= 86_460_000, "expiry set: {ttl}");
+}
+
+#[tokio::test]
+async fn one_round_trip_per_call_all_windows_and_dimensions() {
+    let server = RedisServer::start();
+    let v = velocity(&server, Duration::from_millis(500));
+    let a = e164(ANI);
+    v.record(obs("warm-up", &a, Some(DNIS), 0)).await.unwrap();
+    let evalsha_before = server.calls("evalsha");
+    let mon = Monitor::start(server.port);
+    let r = v.record(obs("measured", &a, Some(DNIS), 1)).await.unwrap();
+    let lines = mon.lines(Duration::from_millis(300));
+    assert_eq!(r.ani, vec![2, 2, 2]);
+    let from_client: Vec<&String> = lines.iter().filter(|l| !l.contains("lua]")).collect();
+    assert_eq!(from_client.len(), 1, "one command on the wire: {lines:#?}");
+    assert!(
+        from_client[0].to_lowercase().contains("\"evalsha\""),
+        "{}",
+        from_client[0]
+    );
+    assert!(from_client[0].contains(v.script_sha()));
+    // Inside the script: ZADD, ZREMRANGEBYSCORE, ZCARD, 3 ZCOUNT, PEXPIRE for each of 3 keys.
+    let in_script = lines.iter().filter(|l| l.contains("lua]")).count();
+    assert_eq!(in_script, 3 * 7, "{lines:#?}");
+    assert_eq!(server.calls("evalsha") - evalsha_before, 1);
+}
+
+#[tokio::test]
+async fn a_calls_keys_share_one_cluster_slot() {
+    let server = RedisServer::start_cluster();
+    let v = velocity(&server, Duration::from_millis(500));
+    let mut c = server.conn();
+    for ani in [ANI, "16135550123", "442072601815"] {
+        let n = e164(ani);
+        let o = obs("c1", &n, Some(DNIS), 0);
+        let keys = keys_for("tg", &o);
+        let slots: Vec<u16> = keys
+            .iter()
+            .map(|k| {
+                let s: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(k)
+                    .query(&mut c)
+                    .unwrap();
+                assert_eq!(s, key_slot(k), "CRC16 agrees with CLUSTER KEYSLOT for {k}");
+                s
+            })
+            .collect();
+        assert!(slots.windows(2).all(|w| w[0] == w[1]), "{keys:?} {slots:?}");
+        // The cluster node refuses cross-slot scripts, so this succeeding is the proof.
+        let r = v.record(o).await.unwrap();
+        assert_eq!(r.ani, vec![1, 1, 1]);
+    }
+    // Negative control: the same node rejects a script whose keys span two slots.
+    let err = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(2)
+        .arg("tg:{a}:x")
+        .arg("tg:{b}:x")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
+        "{err}"
+    );
+    // The lists' MULTI (three hashes and the version) is one slot too.
+    let cfg = redis_cfg(&server);
+    let store = RedisListStore::new(
+        tollgate_risk::redis_connect(&cfg.redis).unwrap(),
+        "tg",
+        Duration::from_secs(2),
+    );
+    let admin = ListAdmin::new(Arc::new(store.clone()));
+    admin
+        .add(ListKind::Block, "1212555*", "test", "ops", None, at(0))
+        .await
+        .unwrap();
+    let (version, entries) = store.load().await.unwrap();
+    assert_eq!((version, entries.len()), (1, 1));
+    let tags: Vec<u16> = ListKind::ALL
+        .iter()
+        .map(|&l| key_slot(&store.list_key(l)))
+        .chain([key_slot(&store.version_key())])
+        .collect();
+    assert!(tags.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_open_within_the_deadline_and_counting_resumes() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = redis_cfg(&server);
+    let engine = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    let ok = engine.assess(&facts("up-1", ANI, DNIS), at(0)).await;
+    assert!(!ok.degraded, "{ok:?}");
+
+    server.kill();
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let start = Instant::now();
+        let a = engine
+            .assess(&facts(&format!("down-{i}"), ANI, DNIS), at(1))
+            .await;
+        slowest = slowest.max(start.elapsed());
+        assert!(a.degraded, "{a:?}");
+        assert!(a.reject.is_none());
+        let s = a
+            .signals
+            .iter()
+            .find(|s| s.name == "redis-unavailable")
+            .unwrap();
+        assert_eq!(s.weight, 0);
+    }
+    println!("Redis killed: slowest assess {slowest:?} (deadline 100 ms)");
+    assert!(slowest < Duration::from_millis(600), "{slowest:?}");
+
+    server.restart();
+    let start = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let a = engine
+            .assess(&facts(&format!("back-{n}"), ANI, DNIS), at(2))
+            .await;
+        if !a.degraded {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "Redis restarted: counting again after {:?}",
+        start.elapsed()
+    );
+    engine
+        .assess(&facts(&format!("back-{n}"), ANI, DNIS), at(3))
+        .await;
+    engine.assess(&facts("after", ANI, DNIS), at(3)).await;
+    // The new server has an empty dataset: the recovered call, its retry (once) and one more.
+    let key = keys_for("tg", &obs("x", &e164(ANI), None, 0))[0].clone();
+    let card: u64 = redis::cmd("ZCARD")
+        .arg(&key)
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(card, 2);
+    // The restart emptied the script cache: EVALSHA got NOSCRIPT and the script was reloaded.
+    assert!(server.calls("script|load") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_one_deadline_then_the_breaker_answers_at_once() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = RiskEngine::from_config(&redis_cfg(&server), dir.path())
+        .await
+        .unwrap();
+    assert!(!engine.assess(&facts("up", ANI, DNIS), at(0)).await.degraded);
+    server.pause(true);
+    let start = Instant::now();
+    let a = engine.assess(&facts("hung-1", ANI, DNIS), at(1)).await;
+    let first = start.elapsed();
+    let start = Instant::now();
+    let b = engine.assess(&facts("hung-2", ANI, DNIS), at(1)).await;
+    let second = start.elapsed();
+    server.pause(false);
+    println!("hung Redis: first call {first:?}, second {second:?}");
+    assert!(a.degraded && b.degraded);
+    assert!(first >= Duration::from_millis(75) && first < Duration::from_millis(600));
+    assert!(second < Duration::from_millis(20), "{second:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_cfg(&server);
+    cfg.fail_closed = ResponseConfig {
+        code: 480,
+        reason: None,
+    };
+    cfg.policy = vec![PolicyConfig {
+        name: "strict".into(),
+        dnis: vec![DNIS.into()],
+        fail_open: Some(false),
+        ..PolicyConfig::default()
+    }];
+    let engine = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    engine
+        .lists()
+        .add(
+            tollgate_risk::ListEntry::new(
+                ListKind::Allow,
+                "12125559999",
+                "VIP",
+                "ops",
+                at(0),
+                None,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    server.kill();
+
+    let start = Instant::now();
+    let strict = engine.evaluate(&facts("s1", ANI, DNIS), at(1)).await;
+    assert!(start.elapsed() < Duration::from_millis(600));
+    assert_eq!(strict.policy, "strict");
+    let rej = strict.assessment.reject.clone().unwrap();
+    assert_eq!(
+        (rej.code, rej.reason.as_str()),
+        (480, "Temporarily Unavailable")
+    );
+    assert!(!strict.assessment.degraded);
+
+    let other = engine.assess(&facts("o1", ANI, "18885550101"), at(1)).await;
+    assert!(
+        other.reject.is_none() && other.degraded,
+        "default policy fails open"
+    );
+
+    let mut sos = facts("e1", ANI, DNIS);
+    sos.emergency = true;
+    let e = engine.assess(&sos, at(1)).await;
+    assert!(e.reject.is_none() && e.degraded);
+    assert!(e.signals.iter().any(|s| s.name == "emergency-exempt"));
+
+    let vip = engine
+        .assess(&facts("v1", "12125559999", DNIS), at(1))
+        .await;
+    assert!(vip.reject.is_none(), "{vip:?}");
+    assert_eq!(vip.list_hits, vec!["allow"]);
+}
+
+async fn wait_for(engine: &RiskEngine, n: &E164, want: usize) -> Duration {
+    let start = Instant::now();
+    while engine.lists().check(n, SystemTime::now()).len() != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the other node never saw the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_shared_between_nodes_and_follow_prefix_and_expiry_rules() {
+    let server = RedisServer::start();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = redis_cfg(&server);
+    cfg.block.code = 608;
+    cfg.block.complaint_url = Some("https://complaints.example/jws".into());
+    let node_a = RiskEngine::from_config(&cfg, d1.path()).await.unwrap();
+    let node_b = RiskEngine::from_config(&cfg, d2.path()).await.unwrap();
+    let now = SystemTime::now();
+    let n = e164(ANI);
+
+    // Added on A (as the API would): live on A at once, on B after its next refresh.
+    node_a
+        .lists()
+        .add(
+            tollgate_risk::ListEntry::new(
+                ListKind::Block,
+                "1212555*",
+                "robocalls",
+                "ops",
+                now,
+                None,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(node_a.lists().check(&n, now).len(), 1);
+    let seen = wait_for(&node_b, &n, 1).await;
+    println!("node B saw node A's block entry after {seen:?}");
+    assert!(seen < Duration::from_millis(2500), "{seen:?}");
+    let a = node_b.assess(&facts("b1", ANI, DNIS), now).await;
+    assert_eq!(a.level, RiskLevel::Blocked);
+    let rej = a.reject.unwrap();
+    assert_eq!(rej.code, 608);
+    assert_eq!(
+        rej.headers,
+        vec!["Call-Info: <https://complaints.example/jws>;purpose=jwscard"]
+    );
+
+    // The CLI path: the same store through ListAdmin, without an engine.
+    let admin = ListAdmin::open(&cfg, d1.path()).unwrap();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    admin
+        .add(ListKind::Allow, "12125551212", "VIP", "cli", None, now)
+        .await
+        .unwrap();
+    admin
+        .add(
+            ListKind::Gray,
+            "1212*",
+            "new range",
+            "cli",
+            Some(secs + 3600),
+            now,
+        )
+        .await
+        .unwrap();
+    wait_for(&node_b, &n, 3).await;
+    let a = node_b.assess(&facts("b2", ANI, DNIS), now).await;
+    assert_eq!(a.list_hits, vec!["block", "gray", "allow"]);
+    assert!(a.reject.is_none(), "allow overrides block");
+    assert_eq!(a.level, RiskLevel::High);
+    // Expiry: the gray entry lapses, the others stay.
+    let later = now + Duration::from_secs(3601);
+    let hits = node_b.lists().check(&n, later);
+    assert_eq!(
+        hits.iter().map(|h| h.list).collect::<Vec<_>>(),
+        vec![ListKind::Block, ListKind::Allow]
+    );
+    // Longest prefix: a neighbour in the exchange matches the prefix, not the exact entry.
+    let hits = node_b.lists().check(&e164("12125550000"), now);
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].entry.pattern.to_string(), "1212555*");
+
+    assert!(admin.remove(ListKind::Block, "1212555*").await.unwrap());
+    assert!(!admin.remove(ListKind::Block, "1212555*").await.unwrap());
+    wait_for(&node_a, &n, 2).await;
+    wait_for(&node_b, &n, 2).await;
+
+    let csv = "block,+13105550000,fraud ring,,\nallow,1310555*,partner,alice,\n";
+    let n_imported = admin
+        .import_csv(csv.as_bytes(), "import", now)
+        .await
+        .unwrap();
+    assert_eq!(n_imported, 2);
+    let shown = admin.show().await.unwrap();
+    assert_eq!(shown.len(), 4);
+    assert_eq!(shown[0].list, ListKind::Block);
+    assert_eq!(shown[0].who, "import");
+}
+
+#[tokio::test]
+async fn redis_down_at_start_is_not_fatal() {
+    let mut server = RedisServer::start();
+    let cfg = redis_cfg(&server);
+    server.kill();
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let engine = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    let a = engine.assess(&facts("c", ANI, DNIS), at(0)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(a.degraded);
+    let names: Vec<&str> = a.signals.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"lists-unavailable") && names.contains(&"redis-unavailable"));
+}

@@ -1,0 +1,222 @@
+//! The RFC 8224 `Identity` header value: a compact JWS followed by `info`, `alg` and `ppt`.
+
+use crate::error::StirError;
+
+/// One parsed `Identity` header value (STANDARDS 3.1).
+///
+/// ```text
+/// Identity: <hdr>.<payload>.<sig>;info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityHeader {
+    /// The compact JWS `hdr.payload.sig`, exactly as received (the signature covers its bytes).
+    pub token: String,
+    /// The `info` URL without its angle brackets or quotes.
+    pub info: Option<String>,
+    /// The `alg` parameter; RFC 8224 §4 makes ES256 the default when it is absent.
+    pub alg: Option<String>,
+    /// The `ppt` parameter (`shaken`, `div`, `rph`, ...).
+    pub ppt: Option<String>,
+    /// Any other parameter, name lowercased, value unquoted.
+    pub other: Vec<(String, Option<String>)>,
+}
+
+/// Parses one `Identity` header value.
+///
+/// Lenient where deployed signers differ from the ABNF, strict where it matters:
+/// - the token may use base64url (`-`, `_`: the RFC's own examples do, although its
+///   `base64-char` lists only `+` and `/`) or plain base64, padded or not; it must have three
+///   dot-separated parts;
+/// - parameter names are case-insensitive (SIP), values may be `<...>`-bracketed, quoted or
+///   bare tokens, with optional whitespace around `;` and `=`;
+/// - a parameter given twice is malformed (which one would the signer have meant?).
+pub fn parse_identity(header_value: &str) -> Result<IdentityHeader, StirError> {
+    let value = header_value.trim();
+    let (token, mut rest) = match value.find(';') {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(StirError::Malformed("empty signed-identity-digest".into()));
+    }
+    if let Some(bad) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=' | '.')))
+    {
+        return Err(StirError::Malformed(format!(
+            "character {bad:?} in signed-identity-digest"
+        )));
+    }
+    if token.split('.').count() != 3 {
+        return Err(StirError::Malformed(
+            "signed-identity-digest is not hdr.payload.sig".into(),
+        ));
+    }
+
+    let mut header = IdentityHeader {
+        token: token.to_string(),
+        info: None,
+        alg: None,
+        ppt: None,
+        other: Vec::new(),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(after_semi) = rest.strip_prefix(';') {
+        let (name, value, remaining) = parse_param(after_semi)?;
+        rest = remaining.trim_start();
+        if name.is_empty() {
+            return Err(StirError::Malformed("empty parameter name".into()));
+        }
+        if seen.contains(&name) {
+            return Err(StirError::Malformed(format!(
+                "parameter {name} given twice"
+            )));
+        }
+        seen.push(name.clone());
+        match name.as_str() {
+            "info" => {
+                header.info =
+                    Some(value.ok_or_else(|| StirError::Malformed("info without a value".into()))?)
+            }
+            "alg" => header.alg = value,
+            "ppt" => header.ppt = value,
+            _ => header.other.push((name, value)),
+        }
+    }
+    if !rest.trim().is_empty() {
+        return Err(StirError::Malformed(format!(
+            "unexpected text {:?} after parameters",
+            rest.trim()
+        )));
+    }
+    Ok(header)
+}
+
+/// Parses `name[=value]` at the start of `s` (just after a `;`); returns the lowercased name,
+/// the unwrapped value and what follows (starting at the next `;`, or empty).
+fn parse_param(s: &str) -> Result<(String, Option<String>, &str), StirError> {
+    let s = s.trim_start();
+    let name_end = s
+        .find(|c: char| c == '=' || c == ';' || c.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let (name, rest) = s.split_at(name_end);
+    let name = name.to_ascii_lowercase();
+    let rest = rest.trim_start();
+    let Some(rest) = rest.strip_prefix('=') else {
+        return Ok((name, None, rest));
+    };
+    let rest = rest.trim_start();
+    if let Some(inner) = rest.strip_prefix('<') {
+        let end = inner
+            .find('>')
+            .ok_or_else(|| StirError::Malformed(format!("unterminated <...> in {name}")))?;
+        let (v, after) = inner.split_at(end);
+        return Ok((
+            name,
+            Some(v.trim().to_string()),
+            after.get(1..).unwrap_or(""),
+        ));
+    }
+    if let Some(inner) = rest.strip_prefix('"') {
+        // quoted-string (RFC 3261 §25.1): backslash escapes the next character.
+        let mut out = String::new();
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, e)) => out.push(e),
+                    None => break,
+                },
+                '"' => {
+                    // A quoted info may itself carry angle brackets: drop them.
+                    let v = out.trim();
+                    let v = v
+                        .strip_prefix('<')
+                        .and_then(|v| v.strip_suffix('>'))
+                        .unwrap_or(v);
+                    return Ok((name, Some(v.to_string()), inner.get(i + 1..).unwrap_or("")));
+                }
+                c => out.push(c),
+            }
+        }
+        return Err(StirError::Malformed(format!(
+            "unterminated quote in {name}"
+        )));
+    }
+    let end = rest.find(';').unwrap_or(rest.len());
+    let (v, after) = rest.split_at(end);
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(StirError::Malformed(format!("empty value for {name}")));
+    }
+    Ok((name, Some(v.to_string()), after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_form_with_brackets() {
+        let h = parse_identity(
+            "aGRy.cGF5.c2ln;info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken",
+        )
+        .unwrap();
+        assert_eq!(h.token, "aGRy.cGF5.c2ln");
+        assert_eq!(
+            h.info.as_deref(),
+            Some("https://cert.example.org/passport.cer")
+        );
+        assert_eq!(h.alg.as_deref(), Some("ES256"));
+        assert_eq!(h.ppt.as_deref(), Some("shaken"));
+        assert!(h.other.is_empty());
+    }
+
+    #[test]
+    fn quoted_values_whitespace_and_case() {
+        let h = parse_identity(
+            " a-_b.c+/d.e== ; INFO = \"<https://x.example/c.pem>\" ; ppt=\"shaken\" ;Alg=ES256;foo",
+        )
+        .unwrap();
+        assert_eq!(h.token, "a-_b.c+/d.e==");
+        assert_eq!(h.info.as_deref(), Some("https://x.example/c.pem"));
+        assert_eq!(h.ppt.as_deref(), Some("shaken"));
+        assert_eq!(h.alg.as_deref(), Some("ES256"));
+        assert_eq!(h.other, vec![("foo".to_string(), None)]);
+    }
+
+    #[test]
+    fn info_may_contain_semicolons_inside_brackets() {
+        let h = parse_identity("a.b.c;info=<https://x.example/c;v=1>;ppt=shaken").unwrap();
+        assert_eq!(h.info.as_deref(), Some("https://x.example/c;v=1"));
+        assert_eq!(h.ppt.as_deref(), Some("shaken"));
+    }
+
+    #[test]
+    fn no_params_is_parsed_and_left_to_the_verifier() {
+        let h = parse_identity("a.b.c").unwrap();
+        assert_eq!(h.info, None);
+        assert_eq!(h.ppt, None);
+    }
+
+    #[test]
+    fn malformed_values() {
+        for bad in [
+            "",
+            ";info=<https://x>",
+            "a.b;info=<https://x>",
+            "a.b.c.d;ppt=shaken",
+            "a.b.c!;ppt=shaken",
+            "a.b.c;info=<https://x",
+            "a.b.c;ppt=\"shaken",
+            "a.b.c;ppt=shaken;ppt=div",
+            "a.b.c;ppt=",
+            "a.b.c;info",
+        ] {
+            let e = parse_identity(bad).unwrap_err();
+            assert!(matches!(e, StirError::Malformed(_)), "{bad:?}: {e:?}");
+            assert_eq!(e.sip_response().0, 438, "{bad:?}");
+        }
+    }
+}
