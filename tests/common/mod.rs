@@ -54,6 +54,8 @@ pub fn config_text(trusted: bool, unknown: &str) -> String {
 pub struct Recorder {
     pub inner: tollgate_server::Pipeline,
     pub calls: Mutex<Vec<(CallFacts, String)>>,
+    /// Every decision with the facts it was made from, in one list so they never misalign.
+    pub decisions: Mutex<Vec<(CallFacts, Decision)>>,
     pub delay: Duration,
     pub count: AtomicUsize,
 }
@@ -69,6 +71,10 @@ impl CallHandler for Recorder {
             .lock()
             .unwrap()
             .push((call.facts.clone(), call.call_ref.clone()));
+        self.decisions
+            .lock()
+            .unwrap()
+            .push((call.facts.clone(), d.clone()));
         d
     }
 }
@@ -113,6 +119,7 @@ pub async fn start(text: &str, delay: Duration, tweak: impl FnOnce(&mut SipConfi
         handler: Recorder {
             inner,
             calls: Mutex::new(Vec::new()),
+            decisions: Mutex::new(Vec::new()),
             delay,
             count: AtomicUsize::new(0),
         },

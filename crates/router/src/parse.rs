@@ -240,6 +240,19 @@ fn weekday(s: &str) -> Option<Weekday> {
     })
 }
 
+/// The key a TOML/serde error is about, when its message names one ("unknown field `x`",
+/// "missing field `x`", "duplicate key `x`"); else "toml". Lets an operator grep for the key.
+pub fn toml_key(message: &str) -> &str {
+    ["unknown field `", "missing field `", "duplicate key `"]
+        .iter()
+        .find_map(|p| {
+            message
+                .split_once(p)
+                .and_then(|(_, rest)| rest.split_once('`'))
+        })
+        .map_or("toml", |(key, _)| key)
+}
+
 /// E.164 (`+…`) or a short code → the digits a DNIS key holds.
 fn number_key(s: &str) -> Option<String> {
     let d = s.strip_prefix('+').unwrap_or(s);
@@ -626,13 +639,21 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
                     }
                     queues = Some(set);
                 }
-                Err(err) => e.at(err.span().unwrap_or(0..0), "toml", err.message()),
+                Err(err) => e.at(
+                    err.span().unwrap_or(0..0),
+                    toml_key(err.message()),
+                    err.message(),
+                ),
             }
             continue;
         }
         match toml::from_str::<FileRaw>(&src.text) {
             Ok(raw) => parsed.push((src, raw)),
-            Err(err) => e.at(err.span().unwrap_or(0..0), "toml", err.message()),
+            Err(err) => e.at(
+                err.span().unwrap_or(0..0),
+                toml_key(err.message()),
+                err.message(),
+            ),
         }
     }
     if queues.is_none() {

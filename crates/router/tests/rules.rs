@@ -512,7 +512,7 @@ queue = "support"
         ("a.toml", "dnis = [\"+1800\"]\nfoo = 1\n"),
     ]);
     assert!(out.contains("queues.toml: queues: missing"), "{out}");
-    assert!(out.contains("a.toml:2: toml: unknown field `foo`"), "{out}");
+    assert!(out.contains("a.toml:2: foo: unknown field `foo`"), "{out}");
 }
 
 #[test]

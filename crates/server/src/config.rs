@@ -266,7 +266,7 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
             line,
-            key: "toml".into(),
+            key: tollgate_router::toml_key(e.message()).into(),
             message: e.message().to_owned(),
         }])
     })?;
