@@ -108,3 +108,206 @@ fn check_reports_cli_policy_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs the binary from a directory other than the repo's, as an operator would.
+fn tollgate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(std::env::temp_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_prints_the_trace_and_the_decision() {
+    let config = root().join("config/tollgate.toml");
+    let config = config.to_str().unwrap();
+    let monday = "2026-11-23T10:00:00-05:00";
+    let (ok, out, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+12125550123",
+        "--dnis",
+        "+18005550100",
+        "--at",
+        monday,
+    ]);
+    assert!(ok, "{err}");
+    for want in [
+        "ANI +12125550123",
+        "geo=\"New York, NY\" tz=America/New_York",
+        "no  support/german (line ",
+        "MATCH support/everyone",
+        "decision  302 → support@acd.example.net by support/everyone",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+
+    // Saturday 23:00 in New York: the support line is closed, so a German caller overflows...
+    let saturday_night = "2026-11-28T23:00:00-05:00";
+    let (ok, out, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+4930123456",
+        "--dnis",
+        "+18005550100",
+        "--at",
+        saturday_night,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("hours     line closed"), "{out}");
+    assert!(
+        out.contains(
+            "decision  302 → after-hours@acd.example.net language=de by support/german+after-hours"
+        ),
+        "{out}"
+    );
+
+    // ...while a gold customer's rule ignores the hours.
+    let dir = std::env::temp_dir().join(format!("tollgate-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("gold.toml");
+    std::fs::write(&profile, "tier = \"gold\"\nlanguage = \"de\"\n").unwrap();
+    let (ok, out, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+4930123456",
+        "--dnis",
+        "+18005550100",
+        "--at",
+        saturday_night,
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("MATCH support/vip (line "), "{out}");
+    assert!(
+        out.contains("302 → support-vip@acd.example.net priority=9 skills=vip"),
+        "{out}"
+    );
+
+    let (ok, out, _) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+12125550123",
+        "--dnis",
+        "+18005550100",
+        "--at",
+        monday,
+        "--risk",
+        "blocked",
+    ]);
+    assert!(ok);
+    assert!(
+        out.contains("decision  603 Decline by support/blocked"),
+        "{out}"
+    );
+
+    let (ok, _, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+12125550123",
+        "--dnis",
+        "+18005550100",
+        "--risk",
+        "furious",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("furious"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn diff_replays_calls_against_candidate_rules() {
+    let config = root().join("config/tollgate.toml");
+    let config = config.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("tollgate-diff-{}", std::process::id()));
+    let candidate = dir.join("routes");
+    std::fs::create_dir_all(&candidate).unwrap();
+    for e in std::fs::read_dir(root().join("config/routes")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, candidate.join(p.file_name().unwrap())).unwrap();
+    }
+    // The change under review: the support line's catch-all goes to the general queue.
+    let support = candidate.join("support.toml");
+    let text = std::fs::read_to_string(&support).unwrap();
+    assert!(text.contains("\nqueue = \"support\"\n"));
+    std::fs::write(
+        &support,
+        text.replace("\nqueue = \"support\"\n", "\nqueue = \"general\"\n"),
+    )
+    .unwrap();
+    let calls = dir.join("calls.csv");
+    std::fs::write(
+        &calls,
+        "ani,dnis,time,tier\n\
+         +12125550123,+18005550100,2026-11-23T10:00:00-05:00,\n\
+         +4930123456,+18005550100,2026-11-23T10:00:00-05:00,\n\
+         +12125550124,+18005550100,2026-11-23T10:00:00-05:00,gold\n\
+         +12125550125,+18885550101,2026-11-23T10:00:00-05:00,\n",
+    )
+    .unwrap();
+    let (rules, calls_s) = (candidate.to_str().unwrap(), calls.to_str().unwrap());
+    let (ok, out, err) = tollgate(&[
+        "diff", "--config", config, "--rules", rules, "--calls", calls_s,
+    ]);
+    assert!(ok, "{err}");
+    // Only the plain US caller to support moves: German, gold and sales callers do not.
+    assert!(
+        out.starts_with("line 2: +12125550123 → +18005550100"),
+        "{out}"
+    );
+    assert!(
+        out.contains("live      302 → support@acd.example.net by support/everyone"),
+        "{out}"
+    );
+    assert!(
+        out.contains("candidate 302 → general@acd.example.net by support/everyone"),
+        "{out}"
+    );
+    assert!(out.contains("4 calls replayed, 1 change"), "{out}");
+    assert_eq!(out.matches("line ").count(), 1, "{out}");
+
+    // A candidate that does not load is reported with file, line and key, and nothing replays.
+    std::fs::write(candidate.join("sales.toml"), "oops = 1\n").unwrap();
+    let (ok, out, err) = tollgate(&[
+        "diff", "--config", config, "--rules", rules, "--calls", calls_s,
+    ]);
+    assert!(!ok && out.is_empty());
+    assert!(
+        err.contains("sales.toml:1: oops: unknown field `oops`"),
+        "{err}"
+    );
+
+    // A calls file with an unknown column names the file, line and column.
+    std::fs::copy(
+        root().join("config/routes/sales.toml"),
+        candidate.join("sales.toml"),
+    )
+    .unwrap();
+    std::fs::write(&calls, "ani,dnis,colour\n+12125550123,+18005550100,red\n").unwrap();
+    let (ok, _, err) = tollgate(&[
+        "diff", "--config", config, "--rules", rules, "--calls", calls_s,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("calls.csv:1: unknown column \"colour\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
