@@ -192,3 +192,75 @@ async fn rules_swapped_under_load_never_fail_or_mix_a_call() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Waits until `f` holds, up to five seconds.
+async fn eventually(mut f: impl FnMut() -> bool, what: &str) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changes_and_sighup_reload_and_bad_files_never_go_live() {
+    // SIGHUP's default action ends the process: take it over before anything sends one.
+    let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    let base = std::env::temp_dir().join(format!("tollgate-watch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let a_text = std::fs::read_to_string(Path::new(ROUTES).join("support.toml")).unwrap();
+    let b_text = a_text.replace("queue = \"support\"\n", "queue = \"general\"\n");
+    let live = base.join("live");
+    rules_dir(&live, &a_text);
+    let text = config_text(true, "reject").replace(ROUTES, live.to_str().unwrap());
+    let cfg = tollgate_server::config::parse(Path::new("test.toml"), &text, &plan()).unwrap();
+    let store = tollgate_server::rule_store(&cfg).unwrap();
+    let version_a = store.current().version.clone();
+
+    // A saved file is picked up by the watcher.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(std::sync::Arc::clone(&store).watch(
+        Duration::from_millis(50),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    swap_in(&live, &b_text);
+    eventually(|| store.current().version != version_a, "the file change").await;
+    let version_b = store.current().version.clone();
+    // A broken save is reported and the rules from the last good one keep routing.
+    swap_in(&live, &format!("{b_text}\n[oops\n"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.current().version, version_b);
+    stop.send(()).unwrap();
+    watcher.await.unwrap();
+
+    // With polling out of the picture (one hour), SIGHUP alone reloads.
+    swap_in(&live, &a_text);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(std::sync::Arc::clone(&store).watch(
+        Duration::from_secs(3600),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.current().version,
+        version_b,
+        "no reload without a signal"
+    );
+    let pid = std::process::id().to_string();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.current().version != version_a {
+        assert!(tokio::time::Instant::now() < until, "SIGHUP did not reload");
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).unwrap();
+    watcher.await.unwrap();
+    let _ = std::fs::remove_dir_all(&base);
+}
