@@ -1,0 +1,312 @@
+//! The pop hub: the call path hands a pop over with one `try_send`; a task off the call path
+//! serializes it once, stores it by call reference, broadcasts it to local subscribers and
+//! passes it to webhooks and to Redis for the other nodes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::pop::ScreenPop;
+
+/// One pop as subscribers get it: serialized once, shared by every stream.
+#[derive(Debug)]
+pub struct PopEvent {
+    pub call_ref: String,
+    pub queue: String,
+    /// The pop's JSON.
+    pub json: Arc<str>,
+    pub stored_at: Instant,
+}
+
+/// The fields a node needs to route a pop it got as JSON (from Redis).
+#[derive(Deserialize)]
+pub(crate) struct Head {
+    pub node: String,
+    pub call_ref: String,
+    pub queue: String,
+}
+
+/// Pops by call reference, oldest evicted first (past the retention or the capacity).
+#[derive(Debug, Default)]
+struct Store {
+    by_ref: HashMap<String, Arc<PopEvent>>,
+    order: VecDeque<Arc<PopEvent>>,
+}
+
+impl Store {
+    fn insert(&mut self, ev: Arc<PopEvent>, retention: Duration, capacity: usize) {
+        let now = ev.stored_at;
+        self.by_ref.insert(ev.call_ref.clone(), Arc::clone(&ev));
+        self.order.push_back(ev);
+        while let Some(front) = self.order.front() {
+            let expired = now.saturating_duration_since(front.stored_at) > retention;
+            if !expired && self.order.len() <= capacity {
+                break;
+            }
+            if let Some(old) = self.order.pop_front() {
+                // A call ref stored twice (a pop relayed back) keeps its newest entry.
+                if self
+                    .by_ref
+                    .get(&old.call_ref)
+                    .is_some_and(|cur| Arc::ptr_eq(cur, &old))
+                {
+                    self.by_ref.remove(&old.call_ref);
+                }
+            }
+        }
+    }
+}
+
+/// Limits of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How long a pop stays fetchable by call reference.
+    pub retention: Duration,
+    /// At most this many pops are kept (the oldest go first).
+    pub capacity: usize,
+    /// Pops waiting for the hub task; a full queue drops the pop (counted), never the call.
+    pub queue: usize,
+    /// Pops a slow subscriber may fall behind before it skips (and is told how many).
+    pub subscriber_buffer: usize,
+    /// This node's name in pops, so a node ignores its own pops coming back from Redis.
+    pub node: String,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(3600),
+            capacity: 100_000,
+            queue: 8192,
+            subscriber_buffer: 1024,
+            node: default_node(),
+        }
+    }
+}
+
+/// A random node name: unique per process unless configured.
+pub fn default_node() -> String {
+    let bytes: [u8; 4] = rand::random();
+    format!("node-{}", crate::auth::hex(&bytes))
+}
+
+/// Shared state of the hub.
+#[derive(Debug)]
+pub struct Hub {
+    cfg: HubConfig,
+    store: Mutex<Store>,
+    live: broadcast::Sender<Arc<PopEvent>>,
+    /// Redis subscription up (always true without Redis): `/readyz` reports it.
+    pub(crate) bus_ready: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+impl Hub {
+    pub(crate) fn new(cfg: HubConfig) -> Arc<Self> {
+        let (live, _) = broadcast::channel(cfg.subscriber_buffer.max(1));
+        let (stop, _) = watch::channel(false);
+        Arc::new(Self {
+            cfg,
+            store: Mutex::new(Store::default()),
+            live,
+            bus_ready: AtomicBool::new(true),
+            stop,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PopEvent>> {
+        self.live.subscribe()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// Resolves when the API shuts down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// A stored pop, unless older than the retention.
+    pub fn get(&self, call_ref: &str) -> Option<Arc<PopEvent>> {
+        let store = self.store.lock().ok()?;
+        store
+            .by_ref
+            .get(call_ref)
+            .filter(|e| e.stored_at.elapsed() <= self.cfg.retention)
+            .cloned()
+    }
+
+    /// The newest stored pops first, at most `limit`, that `allow` lets through.
+    pub fn recent(&self, limit: usize, allow: impl Fn(&str) -> bool) -> Vec<Arc<PopEvent>> {
+        let Ok(store) = self.store.lock() else {
+            return Vec::new();
+        };
+        store
+            .order
+            .iter()
+            .rev()
+            .filter(|e| e.stored_at.elapsed() <= self.cfg.retention)
+            .filter(|e| allow(&e.queue))
+            .filter(|e| {
+                store
+                    .by_ref
+                    .get(&e.call_ref)
+                    .is_some_and(|cur| Arc::ptr_eq(cur, e))
+            })
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Stores and broadcasts; returns the event for webhooks and Redis.
+    pub(crate) fn deliver(&self, call_ref: String, queue: String, json: Arc<str>) -> Arc<PopEvent> {
+        let ev = Arc::new(PopEvent {
+            call_ref,
+            queue,
+            json,
+            stored_at: Instant::now(),
+        });
+        if let Ok(mut store) = self.store.lock() {
+            store.insert(Arc::clone(&ev), self.cfg.retention, self.cfg.capacity);
+        }
+        // No subscriber is not an error: the pop stays fetchable.
+        let _ = self.live.send(Arc::clone(&ev));
+        metrics::counter!("tollgate_pops_delivered_total").increment(1);
+        ev
+    }
+
+    /// A pop from another node (JSON from Redis); its own come back too and are skipped.
+    pub(crate) fn deliver_remote(&self, json: &str) {
+        let Ok(head) = serde_json::from_str::<Head>(json) else {
+            metrics::counter!("tollgate_pops_dropped_total", "reason" => "bad-remote").increment(1);
+            return;
+        };
+        if head.node == self.cfg.node {
+            return;
+        }
+        self.deliver(head.call_ref, head.queue, json.into());
+    }
+}
+
+/// Resolves once the API is stopping (the watch guard is not held across an await).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The call path's handle: cheap to clone, never waits.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<ScreenPop>,
+    node: Arc<str>,
+}
+
+impl Publisher {
+    /// This node's name, for [`ScreenPop::build`].
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Hands the pop to the hub. Never blocks: when the hub is behind, the pop is dropped and
+    /// counted, and the call goes on.
+    pub fn publish(&self, pop: ScreenPop) {
+        match self.tx.try_send(pop) {
+            Ok(()) => metrics::counter!("tollgate_pops_published_total").increment(1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("tollgate_pops_dropped_total", "reason" => "queue-full")
+                    .increment(1);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::counter!("tollgate_pops_dropped_total", "reason" => "stopped")
+                    .increment(1);
+            }
+        }
+    }
+}
+
+/// Where a local pop goes after the hub.
+pub(crate) struct Outlets {
+    pub webhooks: Option<crate::webhook::Webhooks>,
+    pub bus: Option<mpsc::Sender<Arc<str>>>,
+}
+
+/// Starts the hub task; it runs until the hub stops or every publisher is gone.
+pub(crate) fn spawn(hub: &Arc<Hub>, outlets: Outlets) -> Publisher {
+    let (tx, mut rx) = mpsc::channel::<ScreenPop>(hub.cfg.queue.max(1));
+    let publisher = Publisher {
+        tx,
+        node: hub.cfg.node.as_str().into(),
+    };
+    let hub = Arc::clone(hub);
+    let mut stop = hub.stopping();
+    tokio::spawn(async move {
+        loop {
+            let pop = tokio::select! {
+                p = rx.recv() => match p { Some(p) => p, None => break },
+                _ = crate::hub::stopped(&mut stop) => break,
+            };
+            let json: Arc<str> = match serde_json::to_string(&pop) {
+                Ok(s) => s.into(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "screen pop not serializable");
+                    continue;
+                }
+            };
+            let ev = hub.deliver(pop.call_ref, pop.queue, Arc::clone(&json));
+            if let Some(w) = &outlets.webhooks {
+                w.enqueue(&ev);
+            }
+            if let Some(bus) = &outlets.bus {
+                if bus.try_send(json).is_err() {
+                    metrics::counter!("tollgate_pops_dropped_total", "reason" => "redis-queue-full")
+                        .increment(1);
+                }
+            }
+        }
+    });
+    publisher
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(r: &str, at: Instant) -> Arc<PopEvent> {
+        Arc::new(PopEvent {
+            call_ref: r.into(),
+            queue: "q".into(),
+            json: "{}".into(),
+            stored_at: at,
+        })
+    }
+
+    #[test]
+    fn store_evicts_by_age_and_capacity() {
+        let mut s = Store::default();
+        let t0 = Instant::now();
+        s.insert(ev("a", t0), Duration::from_secs(10), 2);
+        s.insert(ev("b", t0), Duration::from_secs(10), 2);
+        s.insert(ev("c", t0), Duration::from_secs(10), 2);
+        assert!(!s.by_ref.contains_key("a"));
+        assert!(s.by_ref.contains_key("b") && s.by_ref.contains_key("c"));
+        s.insert(
+            ev("d", t0 + Duration::from_secs(11)),
+            Duration::from_secs(10),
+            5,
+        );
+        assert_eq!(s.by_ref.len(), 1);
+        assert_eq!(s.order.len(), 1);
+    }
+}
