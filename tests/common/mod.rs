@@ -47,6 +47,15 @@ pub fn config_text(trusted: bool, unknown: &str) -> String {
         )
         .replace("t1_ms = 500", "t1_ms = 50")
         .replace("t4_ms = 5000", "t4_ms = 200")
+        // The CRM directory beside the example config, wherever the test runs from.
+        .replace(
+            "path = \"directory.csv\"",
+            concat!(
+                "path = \"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../config/directory.csv\""
+            ),
+        )
 }
 
 /// Routes with the real pipeline, records every call's facts, optionally after a delay.

@@ -9,6 +9,7 @@
 //! list_refresh_ms = 1000          # how often each node checks the lists' version
 //! identity_deadline_ms = 100      # the identity hook's own deadline
 //! # gray_queue = "verify"         # where gray-listed and high-risk calls go (RiskVerdict)
+//! history_ttl_s = 86400           # repeat-caller memory: last queue per ANI (0: off)
 //!
 //! [risk.redis]
 //! # url = "redis://127.0.0.1:6379/0"   # or leave unset and export the variable below
@@ -118,6 +119,8 @@ pub struct RiskConfig {
     pub identity_deadline_ms: u64,
     /// Verification queue for gray-listed and high-risk calls (returned in `RiskVerdict`).
     pub gray_queue: Option<String>,
+    /// How long a caller's last routed queue is remembered for repeat-caller rules (0: off).
+    pub history_ttl_s: u64,
     pub redis: RedisConfig,
     pub memory: MemoryConfig,
     pub velocity: VelocityConfig,
@@ -137,6 +140,7 @@ impl Default for RiskConfig {
             list_refresh_ms: 1000,
             identity_deadline_ms: 100,
             gray_queue: None,
+            history_ttl_s: 86_400,
             redis: RedisConfig::default(),
             memory: MemoryConfig::default(),
             velocity: VelocityConfig::default(),

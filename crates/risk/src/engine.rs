@@ -25,6 +25,8 @@ pub struct RiskVerdict {
     pub verify_queue: Option<String>,
     /// The policy that applied ("default" or a `[[risk.policy]]` name).
     pub policy: String,
+    /// The caller's previous routed call ([`RiskEngine::remember`]), for repeat-caller rules.
+    pub history: Option<tollgate_core::CallerHistory>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,20 +85,26 @@ impl RiskEngine {
         }
         let caps = caps(cfg);
         let velocity: Arc<dyn VelocityStore> = match cfg.store {
-            StoreKind::Memory => Arc::new(MemoryVelocity::new(
-                cfg.velocity.windows.clone(),
-                caps,
-                cfg.memory.max_keys,
-                cfg.memory.max_events,
-            )),
-            StoreKind::Redis => Arc::new(RedisVelocity::new(
-                redis_conn::connect(&cfg.redis)?,
-                &cfg.redis.key_prefix,
-                cfg.velocity.windows.clone(),
-                caps,
-                Duration::from_millis(cfg.redis.deadline_ms),
-                Duration::from_millis(cfg.redis.breaker_ms),
-            )),
+            StoreKind::Memory => Arc::new(
+                MemoryVelocity::new(
+                    cfg.velocity.windows.clone(),
+                    caps,
+                    cfg.memory.max_keys,
+                    cfg.memory.max_events,
+                )
+                .with_history_ttl(cfg.history_ttl_s, cfg.memory.max_keys),
+            ),
+            StoreKind::Redis => Arc::new(
+                RedisVelocity::new(
+                    redis_conn::connect(&cfg.redis)?,
+                    &cfg.redis.key_prefix,
+                    cfg.velocity.windows.clone(),
+                    caps,
+                    Duration::from_millis(cfg.redis.deadline_ms),
+                    Duration::from_millis(cfg.redis.breaker_ms),
+                )
+                .with_history_ttl(cfg.history_ttl_s),
+            ),
         };
         // Lists get their own connection: a large HGETALL must not delay a call's script.
         let lists = open_list_store(cfg, base_dir)?;
@@ -312,6 +320,10 @@ impl RiskEngine {
         if let Some(q) = &verify_queue {
             signals.push(info("verify-queue", q.clone()));
         }
+        let history = match &velocity {
+            Some(Ok(c)) => c.history.clone(),
+            _ => None,
+        };
         let (attestation, verification) = identity
             .flatten()
             .map(|o| (o.attestation, o.verification))
@@ -340,6 +352,21 @@ impl RiskEngine {
             assessment,
             verify_queue,
             policy: policy.name.clone(),
+            history,
+        }
+    }
+
+    /// Remembers where the ANI's call was routed, so the next call's verdict carries it
+    /// (`history`). Best effort: a store error is logged at debug level and dropped.
+    pub async fn remember(
+        &self,
+        ani: &tollgate_core::E164,
+        npa_nxx: Option<(u16, u16)>,
+        queue: &str,
+        now: SystemTime,
+    ) {
+        if let Err(e) = self.velocity.remember(ani, npa_nxx, queue, now).await {
+            tracing::debug!(error = %e, "caller history not stored");
         }
     }
 

@@ -129,10 +129,47 @@ async fn one_round_trip_per_call_all_windows_and_dimensions() {
         from_client[0]
     );
     assert!(from_client[0].contains(v.script_sha()));
-    // Inside the script: ZADD, ZREMRANGEBYSCORE, ZCARD, 3 ZCOUNT, PEXPIRE for each of 3 keys.
+    // Inside the script: ZADD, ZREMRANGEBYSCORE, ZCARD, 3 ZCOUNT, PEXPIRE for each of 3 keys,
+    // then one GET of the caller's history.
     let in_script = lines.iter().filter(|l| l.contains("lua]")).count();
-    assert_eq!(in_script, 3 * 7, "{lines:#?}");
+    assert_eq!(in_script, 3 * 7 + 1, "{lines:#?}");
     assert_eq!(server.calls("evalsha") - evalsha_before, 1);
+}
+
+#[tokio::test]
+async fn the_last_routed_queue_comes_back_with_the_next_calls_counts() {
+    let server = RedisServer::start_cluster();
+    let v = velocity(&server, Duration::from_millis(500)).with_history_ttl(3600);
+    let a = e164(ANI);
+    let first = v.record(obs("h1", &a, Some(DNIS), 0)).await.unwrap();
+    assert_eq!(first.history, None);
+    let o = obs("h1", &a, Some(DNIS), 0);
+    v.remember(&a, o.npa_nxx, "support", at(10)).await.unwrap();
+    let second = v.record(obs("h2", &a, Some(DNIS), 20)).await.unwrap();
+    let h = second.history.unwrap();
+    assert_eq!(h.last_queue, "support");
+    assert_eq!(h.last_seen, i64::try_from(T0 + 10).unwrap());
+    assert_eq!(second.ani, vec![2, 2, 2], "counting unchanged");
+    // One slot with the counters (the cluster would refuse the script otherwise), with a TTL.
+    let key = tollgate_risk::velocity::history_key("tg", ANI, o.npa_nxx);
+    assert_eq!(key_slot(&key), key_slot(&keys_for("tg", &o)[0]));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(ttl > 3500 && ttl <= 3600, "{ttl}");
+    // Another caller has none; TTL 0 turns remembering off.
+    let b = e164("12125550000");
+    assert_eq!(
+        v.record(obs("h3", &b, None, 30)).await.unwrap().history,
+        None
+    );
+    let off = velocity(&server, Duration::from_millis(500)).with_history_ttl(0);
+    off.remember(&b, None, "sales", at(40)).await.unwrap();
+    assert_eq!(
+        v.record(obs("h4", &b, None, 50)).await.unwrap().history,
+        None
+    );
 }
 
 #[tokio::test]

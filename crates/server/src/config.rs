@@ -30,6 +30,15 @@ pub struct Config {
     pub cli: CliSection,
     #[serde(default)]
     pub log: LogSection,
+    /// CRM lookups (tollgate-lookup); absent: no CRM.
+    #[serde(default)]
+    pub crm: Option<Spanned<tollgate_lookup::LookupConfig>>,
+    /// Velocity, lists and the score (tollgate-risk); absent: calls are not assessed.
+    #[serde(default)]
+    pub risk: Option<Spanned<tollgate_risk::RiskConfig>>,
+    /// STIR/SHAKEN verification of Identity headers from trusted trunks (tollgate-stir).
+    #[serde(default)]
+    pub stir: Option<Spanned<tollgate_stir::StirConfig>>,
 }
 
 /// CLI validation rules and approved-CLI policy (global, or per trunk as `[trunk.cli]`).
@@ -100,6 +109,13 @@ pub struct TrunkSection {
     pub dnis_source: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub cli: Option<CliSection>,
+    /// Take the carrier's own STIR/SHAKEN result (`verstat`) as this trunk's verification.
+    #[serde(default)]
+    pub trust_verstat: bool,
+    /// "annotate" (default: route with the verdict as a fact) or "require" (answer unsigned or
+    /// unverifiable calls 428/436/437/438/403 Stale Date).
+    #[serde(default)]
+    pub identity: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +236,16 @@ pub struct Loaded {
     pub cli: std::collections::HashMap<String, CliConfig>,
     pub cli_default: CliConfig,
     pub log: LogSection,
+    /// The config file's folder: relative paths in `[crm]` and `[risk]` are resolved from it.
+    pub base_dir: PathBuf,
+    /// `[crm]`; None: no CRM.
+    pub crm: Option<tollgate_lookup::LookupConfig>,
+    /// `[risk]`; None: calls are not assessed.
+    pub risk: Option<tollgate_risk::RiskConfig>,
+    /// `[stir]`, its `trust_anchors_dir` resolved against `base_dir`.
+    pub stir: Option<tollgate_stir::StirConfig>,
+    /// How each trunk's caller identity is judged (by trunk name).
+    pub identity: std::collections::HashMap<String, crate::adapters::TrunkIdentity>,
 }
 
 struct Errors<'a> {
@@ -529,6 +555,9 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         None => (crate::rules::RuleSource::Table(table.clone()), Vec::new()),
     };
 
+    let base_dir = path.parent().unwrap_or_else(|| Path::new(".")).to_owned();
+    let (crm, risk, stir, identity) = adapter_sections(&mut errs, &raw, &base_dir);
+
     if !errs.list.is_empty() || !rule_errors.is_empty() {
         errs.list.sort_by_key(|e| e.line);
         errs.list
@@ -563,7 +592,178 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         cli,
         cli_default,
         log: raw.log,
+        base_dir,
+        crm,
+        risk,
+        stir,
+        identity,
     })
+}
+
+type AdapterSections = (
+    Option<tollgate_lookup::LookupConfig>,
+    Option<tollgate_risk::RiskConfig>,
+    Option<tollgate_stir::StirConfig>,
+    std::collections::HashMap<String, crate::adapters::TrunkIdentity>,
+);
+
+/// `[crm]`, `[risk]`, `[stir]` and the trunks' identity settings. The adapter crates validate
+/// their own sections and name keys rather than spans: the line is found from the key.
+fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> AdapterSections {
+    let report = |errs: &mut Errors<'_>, section: usize, problems: Vec<(String, String)>| {
+        for (key, message) in problems {
+            let line = line_of_key(errs.text, &key).or(Some(section));
+            errs.list.push(ConfigError {
+                file: errs.file.to_owned(),
+                line,
+                key,
+                message,
+            });
+        }
+    };
+    let section_line =
+        |errs: &Errors<'_>, span: std::ops::Range<usize>| line_of(errs.text, span.start);
+    let crm = raw.crm.as_ref().map(|c| {
+        let at = section_line(errs, c.span());
+        let cfg = c.get_ref().clone();
+        let problems = cfg.validate();
+        if problems.is_empty() && cfg.kind == tollgate_lookup::Kind::File {
+            // Read the directory once now so `check` reports bad rows with their lines.
+            let mut probe = cfg.clone();
+            probe.file.poll_ms = 0;
+            if let Err(e) = tollgate_lookup::Lookup::from_config(&probe, base) {
+                report(errs, at, vec![("crm.file.path".into(), e.to_string())]);
+            }
+        }
+        report(errs, at, problems);
+        cfg
+    });
+    let risk = raw.risk.as_ref().map(|r| {
+        let at = section_line(errs, r.span());
+        report(errs, at, r.get_ref().validate());
+        r.get_ref().clone()
+    });
+    let stir = raw.stir.as_ref().map(|s| {
+        let at = section_line(errs, s.span());
+        let mut cfg = s.get_ref().clone();
+        cfg.trust_anchors_dir = base.join(&cfg.trust_anchors_dir);
+        if let Err(e) = tollgate_stir::Verifier::new(&cfg) {
+            report(
+                errs,
+                at,
+                vec![("stir.trust_anchors_dir".into(), e.to_string())],
+            );
+        }
+        cfg
+    });
+    let mut identity = std::collections::HashMap::new();
+    for (i, t) in raw.trunks.iter().enumerate() {
+        let require = match t.identity.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "annotate")) => false,
+            Some((s, "require")) => {
+                if !t.trusted {
+                    errs.push(
+                        s,
+                        format!("trunk[{i}].identity"),
+                        "\"require\" needs trusted = true: Identity headers from an untrusted trunk are ignored",
+                    );
+                } else if raw.stir.is_none() && !t.trust_verstat {
+                    errs.push(
+                        s,
+                        format!("trunk[{i}].identity"),
+                        "\"require\" needs a [stir] section (or trust_verstat = true) to verify with",
+                    );
+                }
+                true
+            }
+            Some((s, other)) => {
+                errs.push(
+                    s,
+                    format!("trunk[{i}].identity"),
+                    format!("{other:?}: expected \"annotate\" or \"require\""),
+                );
+                false
+            }
+        };
+        if t.trust_verstat && !t.trusted {
+            errs.push(
+                &t.name,
+                format!("trunk[{i}].trust_verstat"),
+                "needs trusted = true: verstat from an untrusted trunk is never read",
+            );
+        }
+        if (require || t.trust_verstat) && raw.risk.is_none() {
+            errs.push(
+                &t.name,
+                format!("trunk[{i}]"),
+                "identity checks run in the risk engine: add a [risk] section",
+            );
+        }
+        identity.insert(
+            t.name.get_ref().clone(),
+            crate::adapters::TrunkIdentity {
+                trust_verstat: t.trust_verstat,
+                require_signed: require,
+            },
+        );
+    }
+    (crm, risk, stir, identity)
+}
+
+/// The line that sets a dotted key (`crm.http.url`, `risk.policy[0].name`), else the line of
+/// the deepest table header it is under.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let key: String = {
+        let mut out = String::new();
+        let mut depth = 0usize;
+        for c in key.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth = depth.saturating_sub(1),
+                c if depth == 0 => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let under =
+        |prefix: &str| prefix.is_empty() || key == prefix || key.starts_with(&format!("{prefix}."));
+    let mut table = String::new();
+    let mut best: Option<(usize, usize)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            table = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .replace([' ', '"'], "");
+            if !table.is_empty() && under(&table) && best.is_none_or(|(len, _)| table.len() > len) {
+                best = Some((table.len(), i + 1));
+            }
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        if line.starts_with('#') {
+            continue;
+        }
+        let k = k.trim().replace([' ', '"'], "");
+        let full = if table.is_empty() {
+            k
+        } else {
+            format!("{table}.{k}")
+        };
+        if full == key {
+            return Some(i + 1);
+        }
+        if under(&full) && !full.is_empty() && best.is_none_or(|(len, _)| full.len() > len) {
+            best = Some((full.len(), i + 1));
+        }
+    }
+    best.map(|(_, line)| line)
 }
 
 /// Builds one CLI config; `inherit` supplies rules a trunk does not set.

@@ -3,6 +3,7 @@
 //! The `tollgate` binary is a thin CLI over [`serve`] and [`config::load`]; tests start the
 //! same [`serve`] in-process on port 0.
 
+pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod pipeline;
@@ -63,6 +64,21 @@ pub fn pipeline(
     }
 }
 
+/// Builds the pipeline with the adapters `[crm]`, `[risk]` and `[stir]` configure (the no-op
+/// seams for absent sections); what `serve` runs.
+pub async fn wired_pipeline(
+    cfg: &Loaded,
+    plan: Arc<NumberPlan>,
+    intel: Arc<NumberIntel>,
+    rules: Arc<rules::RuleStore>,
+) -> Result<(Pipeline, adapters::Adapters), adapters::AdapterError> {
+    let built = adapters::build(cfg, &plan).await?;
+    let mut p = pipeline(cfg, plan, intel, rules);
+    p.risk = Arc::clone(&built.risk);
+    p.directory = Arc::clone(&built.directory);
+    Ok((p, built))
+}
+
 /// Binds the configured listeners and returns the bound addresses and a future that serves
 /// until `shutdown`, then drains.
 pub async fn serve(
@@ -84,7 +100,9 @@ pub async fn serve(
             async move { stop.notified().await }
         }),
     );
-    let handler = pipeline(&cfg, Arc::clone(&plan), intel, rules);
+    let (handler, _adapters) = wired_pipeline(&cfg, Arc::clone(&plan), intel, rules)
+        .await
+        .map_err(std::io::Error::other)?;
     let server = Server::new(Context {
         handler,
         trunks: cfg.trunks,

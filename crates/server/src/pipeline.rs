@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate_core::{
-    CallFacts, CallerProfile, CliConfig, Decision, DecisionAction, LookupStatus, NumberIntel,
-    NumberPlan, RiskAssessment,
+    CallFacts, CallerHistory, CallerProfile, CliConfig, Decision, DecisionAction, LookupStatus,
+    NumberIntel, NumberPlan, RiskAssessment,
 };
 use tollgate_sip::{Call, CallHandler};
 use tracing::Instrument;
@@ -17,9 +17,24 @@ use tracing::Instrument;
 /// A boxed future: the seams are object-safe so adapters can be chosen from config.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The risk seam: velocity, lists, STIR/SHAKEN and the score (the risk crate implements it).
+/// What the risk seam knows about a call: the assessment, and the caller's previous routed
+/// call (read from the risk store with the velocity counters).
+#[derive(Clone, Debug, Default)]
+pub struct RiskAnswer {
+    pub assessment: Option<RiskAssessment>,
+    pub history: Option<CallerHistory>,
+}
+
+/// The risk seam: velocity, lists, STIR/SHAKEN and the score ([`crate::adapters::RiskAdapter`]).
 pub trait RiskCheck: Send + Sync + std::fmt::Debug {
-    fn assess<'a>(&'a self, facts: &'a CallFacts) -> BoxFuture<'a, Option<RiskAssessment>>;
+    fn assess<'a>(
+        &'a self,
+        facts: &'a CallFacts,
+        now: std::time::SystemTime,
+    ) -> BoxFuture<'a, RiskAnswer>;
+
+    /// After a decision: remember where the caller went (repeat-caller rules). Must not block.
+    fn remember(&self, _facts: &CallFacts, _decision: &Decision, _now: std::time::SystemTime) {}
 }
 
 /// The CRM seam: a caller profile for the ANI (the lookup crate implements it).
@@ -35,8 +50,12 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
 pub struct NoRisk;
 
 impl RiskCheck for NoRisk {
-    fn assess<'a>(&'a self, _: &'a CallFacts) -> BoxFuture<'a, Option<RiskAssessment>> {
-        Box::pin(std::future::ready(None))
+    fn assess<'a>(
+        &'a self,
+        _: &'a CallFacts,
+        _: std::time::SystemTime,
+    ) -> BoxFuture<'a, RiskAnswer> {
+        Box::pin(std::future::ready(RiskAnswer::default()))
     }
 }
 
@@ -92,7 +111,27 @@ impl Pipeline {
                 return Decision::reject(rej.code, rej.reason.clone(), rej.headers.clone(), "risk");
             }
         }
-        self.route(facts)
+        let mut decision = self.route(facts);
+        // The risk policy's verification queue (gray list, high risk) takes the call from an
+        // agent queue; a rule that already verifies, and emergency calls, keep theirs.
+        let verify = facts.risk.as_ref().and_then(|r| {
+            r.signals
+                .iter()
+                .find(|s| s.name == "verify-queue")
+                .map(|s| s.detail.clone())
+        });
+        if let (DecisionAction::Route(t), Some(q), false) =
+            (&mut decision.action, verify, facts.emergency)
+        {
+            if !t.verify {
+                t.queue = q;
+                t.verify = true;
+                t.priority = None;
+                t.skills.clear();
+                decision.rule = format!("{}+risk-verify", decision.rule);
+            }
+        }
+        decision
     }
 
     /// The whole decision for facts fresh from extraction, without the async enrichment:
@@ -109,8 +148,9 @@ impl Pipeline {
     async fn enrich(&self, facts: &mut CallFacts) -> &'static str {
         let deadline = tokio::time::Instant::now() + self.enrich_deadline;
         let f = &*facts;
+        let now = std::time::SystemTime::from((self.clock)());
         let (risk, lookup) = tokio::join!(
-            tokio::time::timeout_at(deadline, self.risk.assess(f)),
+            tokio::time::timeout_at(deadline, self.risk.assess(f, now)),
             tokio::time::timeout_at(deadline, self.directory.lookup(f)),
         );
         let note = match (&risk, &lookup) {
@@ -119,7 +159,9 @@ impl Pipeline {
             (Ok(_), Err(_)) => "crm-timeout",
             (Err(_), Err(_)) => "timeout",
         };
-        facts.risk = risk.unwrap_or_default();
+        let risk = risk.unwrap_or_default();
+        facts.risk = risk.assessment;
+        facts.history = risk.history;
         let (status, profile) = lookup.unwrap_or((LookupStatus::Timeout, None));
         facts.lookup = status;
         facts.profile = profile;
@@ -140,13 +182,37 @@ impl CallHandler for Pipeline {
                 Some(reject) => (reject, "skipped"),
                 None => {
                     let note = self.enrich(&mut call.facts).await;
-                    (self.finish(&call.facts), note)
+                    let decision = self.finish(&call.facts);
+                    let now = std::time::SystemTime::from((self.clock)());
+                    self.risk.remember(&call.facts, &decision, now);
+                    (decision, note)
                 }
             };
             log_decision(call, &decision.0, decision.1);
             decision.0
         }
         .instrument(span)
+    }
+}
+
+/// Every signal with its weight, `name:+w` comma-separated (the explain trace has the details).
+fn risk_signals(risk: Option<&RiskAssessment>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for s in risk.map(|r| r.signals.as_slice()).unwrap_or_default() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{:+}", s.name, s.weight);
+    }
+    out
+}
+
+fn verification(v: &tollgate_core::Verification) -> std::borrow::Cow<'_, str> {
+    match v {
+        tollgate_core::Verification::Absent => "absent".into(),
+        tollgate_core::Verification::Verified => "verified".into(),
+        tollgate_core::Verification::Failed(why) => format!("failed: {why}").into(),
     }
 }
 
@@ -186,6 +252,12 @@ fn log_decision(call: &Call, decision: &Decision, enrich: &str) {
         crm = f.lookup.as_str(),
         risk = f.risk.as_ref().map_or("-", |r| r.level.as_str()),
         risk_score = f.risk.as_ref().map_or(0, |r| r.score),
+        risk_signals = %risk_signals(f.risk.as_ref()),
+        risk_degraded = f.risk.as_ref().is_some_and(|r| r.degraded),
+        lists = %f.risk.as_ref().map_or(String::new(), |r| r.list_hits.join(",")),
+        attestation = f.risk.as_ref().and_then(|r| r.attestation).map_or("-", |a| a.as_str()),
+        verification = %f.risk.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |r| verification(&r.verification)),
+        repeat_of = f.history.as_ref().map_or("-", |h| h.last_queue.as_str()),
         outcome,
         queue,
         rule = %decision.rule,

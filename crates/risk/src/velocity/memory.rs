@@ -35,6 +35,8 @@ const NPA_TAG: u64 = 1 << 62;
 const SHARDS: usize = 16;
 /// Entries whose calls all left the longest window, freed per call (amortised cleanup).
 const EXPIRE_PER_CALL: usize = 2;
+/// Repeat-caller memory when the config does not say (a day).
+const DEFAULT_HISTORY_TTL_S: u64 = 86_400;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Event {
@@ -339,6 +341,7 @@ pub struct MemoryVelocity {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     calls: AtomicU64,
+    history: super::MemoryHistory,
 }
 
 impl MemoryVelocity {
@@ -369,7 +372,15 @@ impl MemoryVelocity {
             shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
             hasher: RandomState::new(),
             calls: AtomicU64::new(0),
+            history: super::MemoryHistory::new(max_keys, DEFAULT_HISTORY_TTL_S),
         }
+    }
+
+    /// How long a routed call is remembered for repeat-caller rules (0: not at all); the
+    /// history holds at most `max_keys` callers.
+    pub fn with_history_ttl(mut self, ttl_s: u64, max_keys: usize) -> Self {
+        self.history = super::MemoryHistory::new(max_keys, ttl_s);
+        self
     }
 
     fn shard(&self, key: u64) -> MutexGuard<'_, Shard> {
@@ -457,6 +468,7 @@ impl MemoryVelocity {
             ani,
             ani_dnis,
             npa_nxx,
+            history: self.history.get(obs.ani, i64::from(now)),
         }
     }
 
@@ -502,6 +514,18 @@ impl VelocityStore for MemoryVelocity {
         obs: Observation<'a>,
     ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
         Box::pin(std::future::ready(Ok(self.record_now(obs))))
+    }
+
+    fn remember<'a>(
+        &'a self,
+        ani: &'a tollgate_core::E164,
+        _npa_nxx: Option<(u16, u16)>,
+        queue: &'a str,
+        now: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<(), RiskError>> {
+        let at = i64::try_from(unix_secs(now)).unwrap_or(i64::MAX);
+        self.history.put(ani, queue, at);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

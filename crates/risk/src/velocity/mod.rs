@@ -6,18 +6,20 @@
 //! calls whose time `t` satisfies `now - window < t`, this call included; a signal fires when a
 //! count is *over* the window's threshold.
 
+mod history;
 mod memory;
 mod redis_store;
 
 use std::time::SystemTime;
 
-use tollgate_core::E164;
+use tollgate_core::{CallerHistory, E164};
 
 use crate::error::RiskError;
 use crate::BoxFuture;
 
+pub use history::MemoryHistory;
 pub use memory::{MemoryStats, MemoryVelocity};
-pub use redis_store::{call_member, keys_for, RedisVelocity};
+pub use redis_store::{call_member, history_key, keys_for, RedisVelocity};
 
 /// One call as the counters see it.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +41,9 @@ pub struct VelocityCounts {
     pub ani_dnis: Option<Vec<u32>>,
     /// Present when the observation had an NPA-NXX.
     pub npa_nxx: Option<Vec<u32>>,
+    /// The ANI's previous routed call ([`VelocityStore::remember`]), read in the same round
+    /// trip as the counts.
+    pub history: Option<CallerHistory>,
 }
 
 /// How many calls per key a store keeps: one more than the largest threshold, so every
@@ -70,6 +75,15 @@ pub trait VelocityStore: Send + Sync + std::fmt::Debug {
         &'a self,
         obs: Observation<'a>,
     ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>>;
+    /// Remembers where the ANI's call was routed, for the next call's
+    /// [`VelocityCounts::history`] (repeat-caller rules). `npa_nxx` as in [`Observation`].
+    fn remember<'a>(
+        &'a self,
+        ani: &'a E164,
+        npa_nxx: Option<(u16, u16)>,
+        queue: &'a str,
+        now: SystemTime,
+    ) -> BoxFuture<'a, Result<(), RiskError>>;
 }
 
 /// "1m", "1h", "1d", "90s": for signal names.

@@ -30,35 +30,58 @@ use crate::BoxFuture;
 
 const STORE: &str = "redis";
 
-/// KEYS: the call's sorted sets. ARGV: now_ms, member, trim_at, ttl_ms, n_windows,
-/// one exclusive lower bound per window (`(cutoff`), then one cap per key.
+/// KEYS: the call's sorted sets, then the ANI's history string. ARGV: now_ms, member, trim_at,
+/// ttl_ms, n_windows, n_sorted_sets, one exclusive lower bound per window (`(cutoff`), then one
+/// cap per sorted set. Returns the counts, then the history value (`""` when none).
 const SCRIPT: &str = r"
 local now, member, trim, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local nwin = tonumber(ARGV[5])
+local nsets = tonumber(ARGV[6])
 local out = {}
-for i, key in ipairs(KEYS) do
+for i = 1, nsets do
+  local key = KEYS[i]
   redis.call('ZADD', key, 'NX', now, member)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', trim)
-  local cap = tonumber(ARGV[5 + nwin + i])
+  local cap = tonumber(ARGV[6 + nwin + i])
   local n = redis.call('ZCARD', key)
   if n > cap then
     redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
   end
   for w = 1, nwin do
-    out[#out + 1] = redis.call('ZCOUNT', key, ARGV[5 + w], '+inf')
+    out[#out + 1] = redis.call('ZCOUNT', key, ARGV[6 + w], '+inf')
   end
   redis.call('PEXPIRE', key, ttl)
 end
+out[#out + 1] = redis.call('GET', KEYS[nsets + 1]) or ''
 return out
 ";
+
+/// The hash tag of an ANI's keys: its NANP exchange when it has one, else itself.
+fn tag(ani: &str, npa_nxx: Option<(u16, u16)>) -> String {
+    match npa_nxx {
+        Some((npa, nxx)) => format!("1{npa:03}{nxx:03}"),
+        None => ani.to_owned(),
+    }
+}
+
+/// The string holding the ANI's last routed call (`"<unix secs> <queue>"`), in the same slot
+/// as its counters so the velocity script reads it in the same round trip.
+pub fn history_key(prefix: &str, ani: &str, npa_nxx: Option<(u16, u16)>) -> String {
+    format!("{prefix}:{{{}}}:h:{ani}", tag(ani, npa_nxx))
+}
+
+fn parse_history(v: &str) -> Option<tollgate_core::CallerHistory> {
+    let (secs, queue) = v.split_once(' ')?;
+    Some(tollgate_core::CallerHistory {
+        last_seen: secs.parse().ok()?,
+        last_queue: queue.to_owned(),
+    })
+}
 
 /// The sorted sets one call touches, in the order the script returns their counts.
 pub fn keys_for(prefix: &str, obs: &Observation<'_>) -> Vec<String> {
     let ani = obs.ani.digits();
-    let tag = match obs.npa_nxx {
-        Some((npa, nxx)) => format!("1{npa:03}{nxx:03}"),
-        None => ani.to_owned(),
-    };
+    let tag = tag(ani, obs.npa_nxx);
     let mut keys = Vec::with_capacity(3);
     keys.push(format!("{prefix}:{{{tag}}}:a:{ani}"));
     if let Some(d) = obs.dnis {
@@ -97,6 +120,8 @@ pub struct RedisVelocity {
     caps: Caps,
     deadline: Duration,
     breaker: Breaker,
+    /// How long a routed call is remembered (0: never).
+    history_ttl_s: u64,
 }
 
 impl std::fmt::Debug for RedisVelocity {
@@ -128,6 +153,42 @@ impl RedisVelocity {
             caps,
             deadline,
             breaker: Breaker::new(breaker),
+            history_ttl_s: 86_400,
+        }
+    }
+
+    /// How long a routed call is remembered for repeat-caller rules (0: not at all).
+    pub fn with_history_ttl(mut self, ttl_s: u64) -> Self {
+        self.history_ttl_s = ttl_s;
+        self
+    }
+
+    async fn remember_inner(
+        &self,
+        ani: &tollgate_core::E164,
+        npa_nxx: Option<(u16, u16)>,
+        queue: &str,
+        now: std::time::SystemTime,
+    ) -> Result<(), RiskError> {
+        if self.history_ttl_s == 0 || !self.breaker.allows() {
+            return Ok(());
+        }
+        let key = history_key(&self.prefix, ani.digits(), npa_nxx);
+        let value = format!("{} {queue}", crate::unix_secs(now));
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("EX")
+            .arg(self.history_ttl_s)
+            .clone();
+        match tokio::time::timeout(self.deadline, cmd.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RiskError::from_redis(STORE, &e)),
+            Err(_) => Err(RiskError::Timeout {
+                store: STORE,
+                after: self.deadline,
+            }),
         }
     }
 
@@ -150,11 +211,13 @@ impl RedisVelocity {
         for k in &keys {
             inv.key(k);
         }
+        inv.key(history_key(&self.prefix, obs.ani.digits(), obs.npa_nxx));
         inv.arg(now_ms)
             .arg(call_member(obs.call_id))
             .arg(now_ms.saturating_sub(max_ms))
             .arg(max_ms + 60_000)
-            .arg(self.windows.len());
+            .arg(self.windows.len())
+            .arg(keys.len());
         for &w in &self.windows {
             inv.arg(format!("({}", now_ms.saturating_sub(u64::from(w) * 1000)));
         }
@@ -167,8 +230,11 @@ impl RedisVelocity {
         }
         let mut conn = self.conn.clone();
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.deadline, inv.invoke_async::<Vec<u32>>(&mut conn)).await;
+        let result = tokio::time::timeout(
+            self.deadline,
+            inv.invoke_async::<Vec<redis::Value>>(&mut conn),
+        )
+        .await;
         metrics::histogram!("tollgate_risk_store_seconds", "store" => STORE)
             .record(started.elapsed().as_secs_f64());
         let counts = match result {
@@ -190,6 +256,26 @@ impl RedisVelocity {
         };
         self.breaker.close();
         let n = self.windows.len();
+        let mut counts = counts;
+        let history = match counts.pop() {
+            Some(redis::Value::BulkString(b)) => {
+                std::str::from_utf8(&b).ok().and_then(parse_history)
+            }
+            _ => None,
+        };
+        let Some(counts) = counts
+            .iter()
+            .map(|v| match v {
+                redis::Value::Int(i) => u32::try_from(*i).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<u32>>>()
+        else {
+            return Err(RiskError::Protocol {
+                store: STORE,
+                message: "script returned a count that is not a small integer".into(),
+            });
+        };
         if counts.len() != n * keys.len() {
             return Err(RiskError::Protocol {
                 store: STORE,
@@ -205,6 +291,7 @@ impl RedisVelocity {
             ani: chunks.next().unwrap_or_default(),
             ani_dnis: obs.dnis.and_then(|_| chunks.next()),
             npa_nxx: obs.npa_nxx.and_then(|_| chunks.next()),
+            history,
         })
     }
 }
@@ -223,6 +310,16 @@ impl VelocityStore for RedisVelocity {
         obs: Observation<'a>,
     ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
         Box::pin(self.record_inner(obs))
+    }
+
+    fn remember<'a>(
+        &'a self,
+        ani: &'a tollgate_core::E164,
+        npa_nxx: Option<(u16, u16)>,
+        queue: &'a str,
+        now: std::time::SystemTime,
+    ) -> BoxFuture<'a, Result<(), RiskError>> {
+        Box::pin(self.remember_inner(ani, npa_nxx, queue, now))
     }
 }
 

@@ -1,0 +1,241 @@
+//! The adapters behind the pipeline's seams, built from the config: CRM lookups
+//! (tollgate-lookup) as the [`Directory`], the risk engine (tollgate-risk) as the
+//! [`RiskCheck`], and STIR/SHAKEN (tollgate-stir) as the risk engine's identity verifier. The
+//! adapter crates never see each other; this module is where they meet.
+//!
+//! Every adapter fails open: a dead CRM or Redis changes what the router knows, never whether
+//! the call is answered, and neither stops the server from starting.
+
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tollgate_core::{
+    CallFacts, CallerProfile, Decision, DecisionAction, LookupStatus, NumberPlan, Rejection,
+    Verification,
+};
+use tollgate_lookup::Lookup;
+use tollgate_risk::{IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
+use tollgate_stir::Verifier;
+
+use crate::config::Loaded;
+use crate::pipeline::{BoxFuture, Directory, NoDirectory, NoRisk, RiskAnswer, RiskCheck};
+
+/// How one trunk's caller identity is judged (`[[trunk]] trust_verstat`, `identity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrunkIdentity {
+    /// The carrier's `verstat` counts as verification (only ever read from trusted trunks).
+    pub trust_verstat: bool,
+    /// Calls that do not verify are answered 428/436/437/438/403 (never emergency calls).
+    pub require_signed: bool,
+}
+
+/// Why an adapter could not be built (configuration the section validators cannot see:
+/// unreadable files, a directory with bad rows, no trust anchors).
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("[crm]: {0}")]
+    Crm(#[from] tollgate_lookup::LookupError),
+    #[error("[risk]: {0}")]
+    Risk(#[from] tollgate_risk::RiskError),
+    #[error("[stir]: {0}")]
+    Stir(#[from] tollgate_stir::ConfigError),
+}
+
+/// The built adapters; the handles are kept for admin commands and tests.
+#[derive(Debug)]
+pub struct Adapters {
+    pub risk: Arc<dyn RiskCheck>,
+    pub directory: Arc<dyn Directory>,
+    pub engine: Option<Arc<RiskEngine>>,
+    pub lookup: Option<Lookup>,
+}
+
+impl Adapters {
+    /// Nothing configured: the no-op seams.
+    pub fn none() -> Self {
+        Self {
+            risk: Arc::new(NoRisk),
+            directory: Arc::new(NoDirectory),
+            engine: None,
+            lookup: None,
+        }
+    }
+}
+
+/// Builds what `[crm]`, `[risk]` and `[stir]` configure. Must run inside a Tokio runtime (the
+/// risk engine refreshes its lists in the background). Redis being down is not an error.
+pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, AdapterError> {
+    let mut out = Adapters::none();
+    if let Some(crm) = &cfg.crm {
+        let lookup = Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan)))?;
+        if lookup.kind() != tollgate_lookup::Kind::None {
+            out.directory = Arc::new(CrmDirectory(lookup.clone()));
+            out.lookup = Some(lookup);
+        }
+    }
+    if let Some(risk) = &cfg.risk {
+        let mut engine = RiskEngine::from_config(risk, &cfg.base_dir).await?;
+        let verifier = cfg.stir.as_ref().map(Verifier::new).transpose()?;
+        let any_trunk = cfg
+            .identity
+            .values()
+            .any(|t| t.trust_verstat || t.require_signed);
+        if verifier.is_some() || any_trunk {
+            engine = engine.with_identity_verifier(Arc::new(StirIdentity {
+                verifier: verifier.map(Arc::new),
+                trunks: cfg.identity.clone(),
+            }));
+        }
+        let engine = Arc::new(engine);
+        out.risk = Arc::new(RiskAdapter {
+            engine: Arc::clone(&engine),
+        });
+        out.engine = Some(engine);
+    }
+    Ok(out)
+}
+
+/// The CRM seam over tollgate-lookup's protected stack (cache, breaker, rate cap, deadline).
+#[derive(Debug)]
+pub struct CrmDirectory(pub Lookup);
+
+impl Directory for CrmDirectory {
+    fn lookup<'a>(
+        &'a self,
+        facts: &'a CallFacts,
+    ) -> BoxFuture<'a, (LookupStatus, Option<CallerProfile>)> {
+        Box::pin(async move {
+            match facts.ani.e164() {
+                Some(ani) => self.0.lookup(ani).await,
+                // Withheld or unusable numbers have no CRM record to find.
+                None => (LookupStatus::Skipped, None),
+            }
+        })
+    }
+}
+
+/// The risk seam over tollgate-risk's engine.
+#[derive(Debug)]
+pub struct RiskAdapter {
+    pub engine: Arc<RiskEngine>,
+}
+
+impl RiskCheck for RiskAdapter {
+    fn assess<'a>(&'a self, facts: &'a CallFacts, now: SystemTime) -> BoxFuture<'a, RiskAnswer> {
+        Box::pin(async move {
+            let v = self.engine.evaluate(facts, now).await;
+            RiskAnswer {
+                assessment: Some(v.assessment),
+                history: v.history,
+            }
+        })
+    }
+
+    fn remember(&self, facts: &CallFacts, decision: &Decision, now: SystemTime) {
+        let (DecisionAction::Route(target), Some(ani)) = (&decision.action, facts.ani.e164())
+        else {
+            return;
+        };
+        let engine = Arc::clone(&self.engine);
+        let (ani, queue, npa_nxx) = (ani.clone(), target.queue.clone(), npa_nxx(facts));
+        let mut write = Box::pin(async move { engine.remember(&ani, npa_nxx, &queue, now).await });
+        // The memory store finishes on the first poll, so the caller's next call sees it; a
+        // Redis write goes on in the background: the answer never waits for it.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if write.as_mut().poll(&mut cx).is_pending() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(write);
+            }
+        }
+    }
+}
+
+fn npa_nxx(facts: &CallFacts) -> Option<(u16, u16)> {
+    facts
+        .ani_info
+        .as_ref()
+        .and_then(|i| i.npa.zip(i.nxx))
+        .filter(|_| {
+            facts
+                .ani
+                .e164()
+                .is_some_and(|a| a.digits().starts_with('1'))
+        })
+}
+
+/// STIR/SHAKEN for the risk engine: the PASSporTs in Identity headers (tollgate-stir), and the
+/// carrier's verstat on trunks that trust it. Both come only from trusted trunks: extraction
+/// drops them elsewhere, and this checks again.
+#[derive(Debug)]
+pub struct StirIdentity {
+    pub verifier: Option<Arc<Verifier>>,
+    pub trunks: HashMap<String, TrunkIdentity>,
+}
+
+impl IdentityVerifier for StirIdentity {
+    fn verify<'a>(
+        &'a self,
+        facts: &'a CallFacts,
+        now: SystemTime,
+    ) -> BoxFuture<'a, IdentityOutcome> {
+        Box::pin(async move {
+            if !facts.trusted {
+                return IdentityOutcome::default();
+            }
+            let trunk = self.trunks.get(&facts.trunk).copied().unwrap_or_default();
+            let passport = match &self.verifier {
+                Some(v) if !facts.identity.is_empty() => {
+                    let ani = facts.ani.e164().map_or("", |a| a.digits());
+                    let dnis = facts.dnis.key().unwrap_or("");
+                    Some(v.verify(&facts.identity, ani, dnis, now).await)
+                }
+                _ => None,
+            };
+            let verstat = facts
+                .verstat
+                .as_deref()
+                .filter(|_| trunk.trust_verstat)
+                .map(tollgate_stir::from_verstat);
+            let mut out = match (&passport, &verstat) {
+                (Some(p), _) if p.attestation.is_some() => IdentityOutcome {
+                    attestation: p.attestation,
+                    verification: p.core_verification(),
+                    source: IdentitySource::Passport,
+                    reject: None,
+                },
+                (_, Some((att, ver))) if *ver != Verification::Absent || passport.is_none() => {
+                    IdentityOutcome {
+                        attestation: *att,
+                        verification: ver.clone(),
+                        source: IdentitySource::Verstat,
+                        reject: None,
+                    }
+                }
+                (Some(p), _) => IdentityOutcome {
+                    attestation: None,
+                    verification: p.core_verification(),
+                    source: IdentitySource::Passport,
+                    reject: None,
+                },
+                _ => IdentityOutcome::default(),
+            };
+            if trunk.require_signed && out.verification != Verification::Verified {
+                // STANDARDS 3.4: the PASSporT's own failure class, else 438 for a failed
+                // carrier verification, else 428 (nothing signed).
+                let (code, reason) = match (&passport, &out.verification) {
+                    (Some(p), _) => p.sip_response().unwrap_or((428, "Use Identity Header")),
+                    (None, Verification::Failed(_)) => (438, "Invalid Identity Header"),
+                    (None, _) => (428, "Use Identity Header"),
+                };
+                out.reject = Some(Rejection {
+                    code,
+                    reason: reason.into(),
+                    headers: Vec::new(),
+                });
+            }
+            out
+        })
+    }
+}
