@@ -6,6 +6,7 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod list_cmd;
 pub mod pipeline;
 pub mod rules;
 

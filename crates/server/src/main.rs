@@ -70,6 +70,14 @@ enum Cmd {
         #[arg(long)]
         calls: PathBuf,
     },
+    /// Manage the block, gray and allow lists in the configured store (file or Redis); running
+    /// nodes see changes within risk.list_refresh_ms.
+    List {
+        #[arg(long, global = true, default_value = "config/tollgate.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: tollgate_server::list_cmd::ListAction,
+    },
 }
 
 fn main() -> ExitCode {
@@ -139,6 +147,18 @@ fn main() -> ExitCode {
                 .map(|(text, _)| text)
                 .map_err(|e| e.to_string())
         }),
+        Cmd::List { config, action } => {
+            match tollgate_server::list_cmd::run(&config, &plan, action) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Serve { config } => {
             let cfg = match tollgate_server::config::load(&config, &plan) {
                 Ok(c) => c,
