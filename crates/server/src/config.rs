@@ -30,6 +30,9 @@ pub struct Config {
     pub cli: CliSection,
     #[serde(default)]
     pub log: LogSection,
+    /// The HTTP API: screen pops, admin, metrics (absent: no API).
+    #[serde(default)]
+    pub http: Option<crate::http::HttpSection>,
     /// CRM lookups (tollgate-lookup); absent: no CRM.
     #[serde(default)]
     pub crm: Option<Spanned<tollgate_lookup::LookupConfig>>,
@@ -236,6 +239,8 @@ pub struct Loaded {
     pub cli: std::collections::HashMap<String, CliConfig>,
     pub cli_default: CliConfig,
     pub log: LogSection,
+    /// `[http]`; None: no HTTP API.
+    pub http: Option<crate::http::HttpSettings>,
     /// The config file's folder: relative paths in `[crm]` and `[risk]` are resolved from it.
     pub base_dir: PathBuf,
     /// `[crm]`; None: no CRM.
@@ -558,6 +563,8 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
     let base_dir = path.parent().unwrap_or_else(|| Path::new(".")).to_owned();
     let (crm, risk, stir, identity) = adapter_sections(&mut errs, &raw, &base_dir);
 
+    let http = crate::http::settings(raw.http.as_ref(), path, text, &mut errs.list);
+
     if !errs.list.is_empty() || !rule_errors.is_empty() {
         errs.list.sort_by_key(|e| e.line);
         errs.list
@@ -592,6 +599,7 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         cli,
         cli_default,
         log: raw.log,
+        http,
         base_dir,
         crm,
         risk,

@@ -6,6 +6,7 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod list_cmd;
 pub mod pipeline;
 pub mod rules;
@@ -25,6 +26,8 @@ pub use pipeline::{Directory, NoDirectory, NoRisk, Pipeline, RiskCheck};
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// The HTTP API, when `[http]` is configured.
+    pub http: Option<SocketAddr>,
 }
 
 /// Builds the live rule store for a loaded config.
@@ -62,6 +65,7 @@ pub fn pipeline(
         directory: Arc::new(NoDirectory),
         enrich_deadline: cfg.enrich_deadline,
         clock: jiff::Timestamp::now,
+        pops: None,
     }
 }
 
@@ -89,9 +93,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(Bound, impl Future<Output = ()> + Send)> {
     let (udp, tcp) = tollgate_sip::bind(&cfg.udp, &cfg.tcp).await?;
-    let bound = Bound {
+    let mut bound = Bound {
         udp: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
         tcp: tcp.iter().filter_map(|s| s.local_addr().ok()).collect(),
+        http: None,
     };
     let rules = rule_store(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
     let watch_stop = Arc::new(tokio::sync::Notify::new());
@@ -101,9 +106,23 @@ pub async fn serve(
             async move { stop.notified().await }
         }),
     );
-    let (handler, _adapters) = wired_pipeline(&cfg, Arc::clone(&plan), intel, rules)
+    let admin = cfg.http.as_ref().map(|h| {
+        http::ServerAdmin::new(h, Arc::clone(&plan), Arc::clone(&intel), Arc::clone(&rules))
+    });
+    let (mut handler, adapters) = wired_pipeline(&cfg, Arc::clone(&plan), intel, rules)
         .await
         .map_err(std::io::Error::other)?;
+    let api = match admin {
+        Some(admin) => {
+            let admin = Arc::new(admin.with_adapters(&cfg, &adapters));
+            http::start(cfg.http.as_ref(), admin).await?
+        }
+        None => None,
+    };
+    if let Some(h) = &api {
+        handler.pops = Some(h.api.publisher());
+        bound.http = Some(h.addr);
+    }
     let server = Server::new(Context {
         handler,
         trunks: cfg.trunks,
@@ -112,8 +131,13 @@ pub async fn serve(
         config: cfg.sip,
     });
     let run = async move {
+        // The API serves until SIP has drained, so desktops see the last calls' pops.
+        let api = api.map(http::Http::spawn);
         server.run(udp, tcp, shutdown).await;
         watch_stop.notify_one();
+        if let Some(api) = api {
+            api.stop().await;
+        }
     };
     Ok((bound, run))
 }

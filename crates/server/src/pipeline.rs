@@ -87,6 +87,8 @@ pub struct Pipeline {
     pub enrich_deadline: Duration,
     /// The wall clock rules see (business hours, repeat windows); tests pin it.
     pub clock: fn() -> jiff::Timestamp,
+    /// Screen pops for routed calls (the HTTP API's hub); publishing never waits.
+    pub pops: Option<tollgate_api::Publisher>,
 }
 
 impl Pipeline {
@@ -189,6 +191,9 @@ impl CallHandler for Pipeline {
                 }
             };
             log_decision(call, &decision.0, decision.1);
+            if let Some(pops) = &self.pops {
+                crate::http::publish_pop(pops, call, &decision.0);
+            }
             decision.0
         }
         .instrument(span)

@@ -1,0 +1,750 @@
+//! Wiring of the HTTP API (tollgate-api): the `[http]` config section, the admin operations the
+//! API exposes, the Prometheus recorder, and publishing a screen pop per routed call.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_api::{
+    Admin, AdminError, AdminResult, Api, ApiConfig, BoxFuture, BusConfig, ExplainRequest,
+    HubConfig, ListAdd, PrometheusHandle, Publisher, Scope, ScreenPop, Secret, Token,
+    WebhookConfig, WebhookSettings,
+};
+use tollgate_core::{Attestation, CallerProfile, Decision, NumberIntel, NumberPlan, RiskLevel};
+use tollgate_sip::Call;
+use toml::Spanned;
+
+use crate::config::ConfigError;
+use crate::rules::RuleStore;
+
+/// `[http]`: the API listener, tokens, webhooks, pop retention and cross-node fan-out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `IP:port` of the API (its own listener, never the SIP one).
+    pub listen: Spanned<String>,
+    /// This node's name in pops (default: random per process).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How long a pop stays fetchable by call reference.
+    #[serde(default = "d3600")]
+    pub retention_s: u64,
+    /// At most this many pops are kept (oldest dropped first).
+    #[serde(default = "d100000")]
+    pub max_pops: usize,
+    /// Fan-out across nodes through Redis pub/sub; absent: pops stay on this node.
+    #[serde(default)]
+    pub redis_url: Option<Spanned<String>>,
+    #[serde(default = "default_channel")]
+    pub redis_channel: String,
+    /// How long a desktop's stream ticket is valid.
+    #[serde(default = "d60")]
+    pub ticket_ttl_s: u64,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenSection>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookSection>,
+    #[serde(default = "d1024")]
+    pub webhook_queue: usize,
+    #[serde(default = "d5")]
+    pub webhook_attempts: u32,
+    #[serde(default = "d500")]
+    pub webhook_backoff_ms: u64,
+    #[serde(default = "d5000")]
+    pub webhook_timeout_ms: u64,
+}
+
+/// `[[http.token]]`: one bearer token. Its value comes from exactly one of `token_env`,
+/// `token_file` or (examples only) `token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    pub name: Spanned<String>,
+    /// "agent" (the listed queues' pops) or "admin" (everything).
+    pub scope: Spanned<String>,
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub token: Option<Spanned<String>>,
+    #[serde(default)]
+    pub token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
+}
+
+/// `[[http.webhook]]`: pops POSTed to a URL, signed with a secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    /// Only these queues' pops; empty: every queue.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secret_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secret_file: Option<Spanned<String>>,
+}
+
+fn default_channel() -> String {
+    "tollgate:pops".into()
+}
+const fn d60() -> u64 {
+    60
+}
+const fn d3600() -> u64 {
+    3600
+}
+const fn d100000() -> usize {
+    100_000
+}
+const fn d1024() -> usize {
+    1024
+}
+const fn d5() -> u32 {
+    5
+}
+const fn d500() -> u64 {
+    500
+}
+const fn d5000() -> u64 {
+    5000
+}
+
+/// The validated `[http]` section.
+#[derive(Debug)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub api: ApiConfig,
+    /// The config file and its text: the API's explain re-reads it, and its config view shows
+    /// it with secrets redacted.
+    pub source: (PathBuf, String),
+    /// Names of tokens written inline in the config (warned about at start-up).
+    pub inline_tokens: Vec<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+/// Validates `[http]`; problems are appended to `errors`.
+pub fn settings(
+    section: Option<&HttpSection>,
+    path: &Path,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<HttpSettings> {
+    let s = section?;
+    let err =
+        |errors: &mut Vec<ConfigError>, span: std::ops::Range<usize>, key: String, m: String| {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: (span.end > 0).then(|| line_of(text, span.start)),
+                key,
+                message: m,
+            });
+        };
+    let before = errors.len();
+    let listen = match s.listen.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            err(
+                errors,
+                s.listen.span(),
+                "http.listen".into(),
+                format!("{:?} is not an IP:port address", s.listen.get_ref()),
+            );
+            None
+        }
+    };
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    // One of inline / env / file: the secret's value, or an error message.
+    let value = |inline: &Option<Spanned<String>>,
+                 env: &Option<Spanned<String>>,
+                 file: &Option<Spanned<String>>,
+                 what: &str|
+     -> Result<(String, bool), String> {
+        match (inline, env, file) {
+            (Some(v), None, None) => Ok((v.get_ref().clone(), true)),
+            (None, Some(var), None) => std::env::var(var.get_ref())
+                .map(|v| (v.trim().to_owned(), false))
+                .map_err(|_| format!("environment variable {:?} is not set", var.get_ref())),
+            (None, None, Some(f)) => std::fs::read_to_string(base.join(f.get_ref()))
+                .map(|v| (v.trim().to_owned(), false))
+                .map_err(|e| format!("cannot read {:?}: {e}", f.get_ref())),
+            _ => Err(format!(
+                "set exactly one of `{what}_env`, `{what}_file` or `{what}`"
+            )),
+        }
+    };
+    let mut tokens = Vec::new();
+    let mut inline_tokens = Vec::new();
+    let mut names = HashSet::new();
+    for (i, t) in s.tokens.iter().enumerate() {
+        let key = |k: &str| format!("http.token[{i}].{k}");
+        let name = t.name.get_ref().clone();
+        if !names.insert(name.clone()) {
+            err(
+                errors,
+                t.name.span(),
+                key("name"),
+                format!("duplicate token name {name:?}"),
+            );
+        }
+        let scope = match t.scope.get_ref().as_str() {
+            "admin" => Some(Scope::Admin),
+            "agent" if t.queues.is_empty() => {
+                err(
+                    errors,
+                    t.scope.span(),
+                    key("queues"),
+                    "an agent token needs `queues` (the queues it may read, or [\"*\"])".into(),
+                );
+                None
+            }
+            "agent" => Some(Scope::Agent {
+                queues: t.queues.clone(),
+            }),
+            other => {
+                err(
+                    errors,
+                    t.scope.span(),
+                    key("scope"),
+                    format!("{other:?}: expected \"agent\" or \"admin\""),
+                );
+                None
+            }
+        };
+        match value(&t.token, &t.token_env, &t.token_file, "token") {
+            Ok((v, _)) if v.len() < 16 => err(
+                errors,
+                t.name.span(),
+                key("token"),
+                "the token is shorter than 16 characters".into(),
+            ),
+            Ok((v, inline)) => {
+                if inline {
+                    inline_tokens.push(name.clone());
+                }
+                if let Some(scope) = scope {
+                    tokens.push(Token {
+                        name,
+                        secret: Secret::new(v),
+                        scope,
+                    });
+                }
+            }
+            Err(m) => err(errors, t.name.span(), key("token"), m),
+        }
+    }
+    let mut webhooks = Vec::new();
+    for (i, w) in s.webhooks.iter().enumerate() {
+        let key = |k: &str| format!("http.webhook[{i}].{k}");
+        let url = w.url.get_ref();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            err(
+                errors,
+                w.url.span(),
+                key("url"),
+                "expected an http:// or https:// URL".into(),
+            );
+        }
+        match value(&w.secret, &w.secret_env, &w.secret_file, "secret") {
+            Ok((secret, _)) => webhooks.push(WebhookConfig {
+                name: w.name.get_ref().clone(),
+                url: url.clone(),
+                secret: Secret::new(secret),
+                queues: w.queues.clone(),
+            }),
+            Err(m) => err(errors, w.name.span(), key("secret"), m),
+        }
+    }
+    if let Some(u) = &s.redis_url {
+        if redis_url_ok(u.get_ref()).is_err() {
+            err(
+                errors,
+                u.span(),
+                "http.redis_url".into(),
+                "expected redis://[user:password@]host[:port][/db]".into(),
+            );
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let mut tokens_seen = HashSet::new();
+    for t in &tokens {
+        if !tokens_seen.insert(t.secret.expose().to_owned()) {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: "http.token".into(),
+                message: format!("token {:?} has the same value as another token", t.name),
+            });
+            return None;
+        }
+    }
+    Some(HttpSettings {
+        listen: listen?,
+        api: ApiConfig {
+            hub: HubConfig {
+                retention: Duration::from_secs(s.retention_s),
+                capacity: s.max_pops.max(1),
+                node: s.node.clone().unwrap_or_else(tollgate_api::default_node),
+                ..HubConfig::default()
+            },
+            tokens,
+            ticket_ttl: Duration::from_secs(s.ticket_ttl_s.max(1)),
+            webhooks,
+            webhook_settings: WebhookSettings {
+                queue: s.webhook_queue.max(1),
+                attempts: s.webhook_attempts.max(1),
+                backoff: Duration::from_millis(s.webhook_backoff_ms),
+                timeout: Duration::from_millis(s.webhook_timeout_ms.max(1)),
+                ..WebhookSettings::default()
+            },
+            bus: s.redis_url.as_ref().map(|u| BusConfig {
+                url: u.get_ref().clone(),
+                channel: s.redis_channel.clone(),
+            }),
+        },
+        source: (path.to_owned(), text.to_owned()),
+        inline_tokens,
+    })
+}
+
+fn redis_url_ok(url: &str) -> Result<(), ()> {
+    redis_url_parts(url).map(|_| ())
+}
+
+fn redis_url_parts(url: &str) -> Result<&str, ()> {
+    url.strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .filter(|rest| !rest.is_empty())
+        .ok_or(())
+}
+
+/// The process-wide Prometheus recorder, installed on first use; `None` when another recorder
+/// was installed first (an embedding program's, or a test's).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            // Latency histograms in seconds, from 10 µs (a routed call) to 5 s (a timeout).
+            let buckets = [
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15,
+                0.25, 0.5, 1.0, 2.0, 5.0,
+            ];
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// The screen pop for a routed call, handed to the hub without waiting.
+pub fn publish_pop(publisher: &Publisher, call: &Call, decision: &Decision) {
+    if let Some(pop) = ScreenPop::build(
+        &call.facts,
+        decision,
+        &call.call_ref,
+        publisher.node(),
+        jiff::Timestamp::now(),
+        call.received.elapsed(),
+    ) {
+        publisher.publish(pop);
+    }
+}
+
+/// The admin operations this engine has.
+#[derive(Debug)]
+pub struct ServerAdmin {
+    /// A copy of the config for explain (the live one's trunks belong to the SIP server).
+    explain_cfg: Option<crate::Loaded>,
+    plan: Arc<NumberPlan>,
+    intel: Arc<NumberIntel>,
+    rules: Arc<RuleStore>,
+    source_text: String,
+    /// The configured list store (`[risk]`), as `tollgate list` opens it.
+    lists: Option<tollgate_risk::ListAdmin>,
+    /// The CRM cache (`[crm]`).
+    lookup: Option<tollgate_lookup::Lookup>,
+}
+
+impl ServerAdmin {
+    pub fn new(
+        settings: &HttpSettings,
+        plan: Arc<NumberPlan>,
+        intel: Arc<NumberIntel>,
+        rules: Arc<RuleStore>,
+    ) -> Self {
+        let (path, text) = &settings.source;
+        let explain_cfg = crate::config::parse(path, text, &plan).ok();
+        Self {
+            explain_cfg,
+            plan,
+            intel,
+            rules,
+            source_text: text.clone(),
+            lists: None,
+            lookup: None,
+        }
+    }
+
+    /// Adds list management and CRM invalidation for what `[risk]` and `[crm]` configure. Must
+    /// run inside a Tokio runtime (a Redis list store connects on open).
+    pub fn with_adapters(
+        mut self,
+        cfg: &crate::Loaded,
+        adapters: &crate::adapters::Adapters,
+    ) -> Self {
+        if let Some(risk) = &cfg.risk {
+            match tollgate_risk::ListAdmin::open(risk, &cfg.base_dir) {
+                Ok(a) => self.lists = Some(a),
+                Err(e) => tracing::warn!(error = %e, "admin API: list management unavailable"),
+            }
+        }
+        self.lookup = adapters.lookup.clone();
+        self
+    }
+
+    fn lists(&self) -> Result<&tollgate_risk::ListAdmin, AdminError> {
+        self.lists.as_ref().ok_or_else(|| {
+            AdminError::NotImplemented("no [risk] section: there are no lists to manage".into())
+        })
+    }
+}
+
+fn list_kind(name: &str) -> Result<tollgate_risk::ListKind, AdminError> {
+    name.parse()
+        .map_err(|_| AdminError::BadRequest(format!("list {name:?}: block, gray or allow")))
+}
+
+fn risk_error(e: &tollgate_risk::RiskError) -> AdminError {
+    match e {
+        tollgate_risk::RiskError::InvalidEntry(_) => AdminError::BadRequest(e.to_string()),
+        _ => AdminError::Unavailable(e.to_string()),
+    }
+}
+
+fn entry_json(e: &tollgate_risk::ListEntry) -> serde_json::Value {
+    serde_json::json!({
+        "list": e.list.to_string(),
+        "pattern": e.pattern.to_string(),
+        "reason": e.reason,
+        "who": e.who,
+        "added_at": e.added_at,
+        "expires_at": e.expires_at,
+    })
+}
+
+fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl Admin for ServerAdmin {
+    fn lists_show(&self, list: Option<String>) -> BoxFuture<'_, AdminResult> {
+        Box::pin(async move {
+            let kind = list.as_deref().map(list_kind).transpose()?;
+            let entries = self.lists()?.show().await.map_err(|e| risk_error(&e))?;
+            let shown: Vec<_> = entries
+                .iter()
+                .filter(|e| kind.is_none_or(|k| e.list == k))
+                .map(entry_json)
+                .collect();
+            Ok(serde_json::json!({ "entries": shown }))
+        })
+    }
+
+    fn lists_add(&self, list: String, entry: ListAdd) -> BoxFuture<'_, AdminResult> {
+        Box::pin(async move {
+            let kind = list_kind(&list)?;
+            let who = entry.who.unwrap_or_else(|| "api".into());
+            let e = self
+                .lists()?
+                .add(
+                    kind,
+                    &entry.pattern,
+                    &entry.reason,
+                    &who,
+                    entry.expires_at,
+                    std::time::SystemTime::now(),
+                )
+                .await
+                .map_err(|e| risk_error(&e))?;
+            Ok(entry_json(&e))
+        })
+    }
+
+    fn lists_remove(&self, list: String, pattern: String) -> BoxFuture<'_, AdminResult> {
+        Box::pin(async move {
+            let kind = list_kind(&list)?;
+            let removed = self
+                .lists()?
+                .remove(kind, &pattern)
+                .await
+                .map_err(|e| risk_error(&e))?;
+            if removed {
+                Ok(serde_json::json!({ "removed": true }))
+            } else {
+                Err(AdminError::NotFound(format!(
+                    "{list} {pattern}: no such entry"
+                )))
+            }
+        })
+    }
+
+    fn crm_invalidate(&self, number: Option<String>) -> BoxFuture<'_, AdminResult> {
+        Box::pin(async move {
+            let lookup = self.lookup.as_ref().ok_or_else(|| {
+                AdminError::NotImplemented("no [crm] section: there is no CRM cache".into())
+            })?;
+            match number {
+                None => {
+                    lookup.invalidate_all();
+                    Ok(serde_json::json!({ "invalidated": "all" }))
+                }
+                Some(n) => {
+                    let e164 = n
+                        .strip_prefix('+')
+                        .and_then(tollgate_core::E164::from_digits)
+                        .ok_or_else(|| {
+                            AdminError::BadRequest(format!("{n:?}: expected E.164 with +"))
+                        })?;
+                    lookup.invalidate(&e164).await;
+                    Ok(serde_json::json!({ "invalidated": n }))
+                }
+            }
+        })
+    }
+
+    fn reload_rules(&self) -> BoxFuture<'_, AdminResult> {
+        let result = match self.rules.reload() {
+            Ok(version) => Ok(serde_json::json!({ "version": version })),
+            Err(errors) => Err(AdminError::Failed {
+                message: "the rules have errors; the old rules stay live".into(),
+                details: errors.iter().map(ToString::to_string).collect(),
+            }),
+        };
+        ready(result)
+    }
+
+    fn explain(&self, call: ExplainRequest) -> BoxFuture<'_, AdminResult> {
+        ready(self.explain_now(call))
+    }
+
+    fn config(&self) -> AdminResult {
+        let value: toml::Table = toml::from_str(&self.source_text)
+            .map_err(|e| AdminError::Unavailable(format!("config: {}", e.message())))?;
+        let mut json = serde_json::to_value(value)
+            .map_err(|e| AdminError::Unavailable(format!("config: {e}")))?;
+        redact(&mut json, false);
+        Ok(json)
+    }
+}
+
+impl ServerAdmin {
+    fn explain_now(&self, call: ExplainRequest) -> AdminResult {
+        let cfg = self
+            .explain_cfg
+            .as_ref()
+            .ok_or_else(|| AdminError::Unavailable("the config file no longer loads".into()))?;
+        let bad = |m: String| AdminError::BadRequest(m);
+        let at = call
+            .at
+            .as_deref()
+            .map(|s| {
+                s.parse::<jiff::Timestamp>()
+                    .map_err(|e| bad(format!("at: {e}")))
+            })
+            .transpose()?;
+        let risk = call
+            .risk
+            .as_deref()
+            .map(|r| {
+                RiskLevel::from_name(r)
+                    .ok_or_else(|| bad(format!("risk {r:?}: low, elevated, high or blocked")))
+            })
+            .transpose()?;
+        let attestation = match call.attestation.as_deref() {
+            None => None,
+            Some("A") => Some(Attestation::A),
+            Some("B") => Some(Attestation::B),
+            Some("C") => Some(Attestation::C),
+            Some(o) => return Err(bad(format!("attestation {o:?}: A, B or C"))),
+        };
+        let profile = call.profile.map(|p| CallerProfile {
+            customer_id: p.customer_id.unwrap_or_default(),
+            name: p.name,
+            tier: p.tier,
+            language: p.language,
+            tags: p.tags,
+            open_cases: p.open_cases,
+            attributes: p.attributes,
+            ..CallerProfile::default()
+        });
+        let spec = crate::cli::CallSpec {
+            ani: call.ani,
+            dnis: call.dnis,
+            trunk: call.trunk,
+            at,
+            profile,
+            risk,
+            lists: call.lists,
+            attestation,
+            ..Default::default()
+        };
+        let pipeline = crate::pipeline(
+            cfg,
+            Arc::clone(&self.plan),
+            Arc::clone(&self.intel),
+            Arc::clone(&self.rules),
+        );
+        let live = self.rules.current();
+        let text =
+            crate::cli::explain(&spec, cfg, &pipeline, &live).map_err(|e| bad(e.to_string()))?;
+        let decision = text
+            .lines()
+            .find_map(|l| l.strip_prefix("decision  "))
+            .unwrap_or_default()
+            .to_owned();
+        Ok(serde_json::json!({ "decision": decision, "rules_version": live.version, "text": text }))
+    }
+}
+
+/// Replaces secrets in a config tree: token/secret/password values, every header value, and
+/// passwords inside URLs.
+fn redact(v: &mut serde_json::Value, secret: bool) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                // `token_env`/`token_file` name where a secret lives, not the secret.
+                let named = [
+                    "token",
+                    "secret",
+                    "password",
+                    "authorization",
+                    "api_key",
+                    "apikey",
+                ]
+                .iter()
+                .any(|s| k == *s || k.ends_with(&format!("_{s}")));
+                if k == "headers" {
+                    redact(child, true);
+                } else if named && child.is_string() {
+                    *child = serde_json::Value::String("***".into());
+                } else {
+                    redact(child, secret);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|c| redact(c, secret)),
+        serde_json::Value::String(s) if secret => *s = "***".into(),
+        serde_json::Value::String(s) => {
+            if let Some(clean) = strip_url_password(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `scheme://user:pass@host...` → `scheme://user:***@host...`.
+fn strip_url_password(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = rest.get(..authority_end)?;
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let tail = rest.get(authority_end..).unwrap_or("");
+    Some(format!("{scheme}://{user}:***@{host}{tail}"))
+}
+
+/// The API, built and bound (not yet serving).
+#[derive(Debug)]
+pub struct Http {
+    pub api: Api,
+    pub listener: tokio::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+/// Binds `[http].listen` and starts the pop hub (webhooks, Redis). `None` without `[http]`.
+pub async fn start(
+    settings: Option<&HttpSettings>,
+    admin: Arc<dyn Admin>,
+) -> std::io::Result<Option<Http>> {
+    let Some(s) = settings else {
+        return Ok(None);
+    };
+    for name in &s.inline_tokens {
+        tracing::warn!(token = %name, "http token written inline in the config: use token_env or token_file outside examples");
+    }
+    let api = Api::start(s.api.clone(), admin, metrics_handle()).map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind(s.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(http = %addr, node = %s.api.hub.node, "HTTP API listening");
+    Ok(Some(Http {
+        api,
+        listener,
+        addr,
+    }))
+}
+
+impl Http {
+    /// Serves in a task until [`Serving::stop`].
+    pub fn spawn(self) -> Serving {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.api.run(self.listener, async move {
+            let _ = rx.await;
+        }));
+        Serving { stop, task }
+    }
+}
+
+/// The API serving in the background.
+#[derive(Debug)]
+pub struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Ends every stream, stops the listener and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %e, "HTTP API stopped with an error");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_secrets_and_url_passwords() {
+        let mut v = serde_json::json!({
+            "http": {"redis_url": "redis://u:pw@r:6379/0",
+                     "token": [{"name": "a", "token": "abc", "token_env": "VAR"}]},
+            "crm": {"http": {"headers": {"X-Key": "k"}, "url": "https://crm/x"}}
+        });
+        redact(&mut v, false);
+        assert_eq!(v["http"]["redis_url"], "redis://u:***@r:6379/0");
+        assert_eq!(v["http"]["token"][0]["token"], "***");
+        assert_eq!(v["http"]["token"][0]["token_env"], "VAR");
+        assert_eq!(v["http"]["token"][0]["name"], "a");
+        assert_eq!(v["crm"]["http"]["headers"]["X-Key"], "***");
+        assert_eq!(v["crm"]["http"]["url"], "https://crm/x");
+    }
+}
