@@ -321,7 +321,7 @@ struct Pki {
     anchors_path: String,
     x5u: String,
     sp: sti::Sp,
-    _server: sti::CertServer,
+    server: sti::CertServer,
 }
 
 async fn pki() -> Pki {
@@ -335,7 +335,7 @@ async fn pki() -> Pki {
         _anchors: anchors,
         x5u,
         sp,
-        _server: server,
+        server,
     }
 }
 
@@ -441,6 +441,46 @@ async fn a_trunk_that_requires_signed_calls_rejects_per_rfc_8224() {
     let wrong_orig = pki.identity("A", "12125550000", "18005550100", 0);
     let r = send(wrong_orig, "req3", "+18005550100").await;
     assert!(r.starts_with("SIP/2.0 438 "), "{r}");
+    // x5u on a host we may not fetch from: the credential cannot be had.
+    let elsewhere = pki.x5u.replace("127.0.0.1", "localhost");
+    let token = pki.sp.sign(
+        &sti::shaken_header(&elsewhere),
+        &sti::shaken_claims(
+            "A",
+            "18005550100",
+            sti::unix(SystemTime::now()),
+            "12125550119",
+        ),
+    );
+    let r = send(
+        format!("Identity: {}\r\n", sti::identity(&token, &elsewhere)),
+        "req6",
+        "+18005550100",
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 436 Bad Identity Info\r\n"), "{r}");
+    // Signed by a CA that is not a trust anchor: obtained, but untrusted.
+    let rogue = sti::Ca::new("Rogue CA").issue(sti::LeafSpec::default());
+    let rogue_x5u = pki.server.serve("/rogue.pem", sti::Route::pem(&rogue.pem));
+    let token = rogue.sign(
+        &sti::shaken_header(&rogue_x5u),
+        &sti::shaken_claims(
+            "A",
+            "18005550100",
+            sti::unix(SystemTime::now()),
+            "12125550119",
+        ),
+    );
+    let r = send(
+        format!("Identity: {}\r\n", sti::identity(&token, &rogue_x5u)),
+        "req7",
+        "+18005550100",
+    )
+    .await;
+    assert!(
+        r.starts_with("SIP/2.0 437 Unsupported Credential\r\n"),
+        "{r}"
+    );
     let good = pki.identity("B", "12125550119", "18005550100", 0);
     let r = send(good, "req4", "+18005550100").await;
     assert_eq!(status(&r), 302, "{r}");

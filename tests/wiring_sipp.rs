@@ -83,6 +83,7 @@ async fn sipp_with_the_crm_down_answers_every_call() {
         LookupStatus::Error | LookupStatus::BreakerOpen | LookupStatus::Timeout
     ) && d.queue().is_some()
         && f.risk.is_some()));
+    eprintln!("slowest decision with the CRM down: {:?}", node.slowest());
     let open = calls
         .iter()
         .filter(|(f, _)| f.lookup == LookupStatus::BreakerOpen)
@@ -91,4 +92,130 @@ async fn sipp_with_the_crm_down_answers_every_call() {
         open > 0,
         "the breaker opened and calls stopped asking the CRM"
     );
+}
+
+#[path = "../crates/risk/tests/common/mod.rs"]
+mod redis_support;
+
+/// Runs the sipp scenario at `rate` calls/s for `calls` calls (blocking: call it on a blocking
+/// thread); returns the final (FailedCall, SuccessfulCall) and sipp's stderr.
+fn sipp(
+    target: String,
+    dir: std::path::PathBuf,
+    calls: usize,
+    rate: usize,
+) -> (usize, usize, String) {
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/sipp/invite_302.xml");
+    let out = Command::new("sipp")
+        .arg(&target)
+        .args(["-sf", scenario.to_str().unwrap()])
+        .args(["-inf", dir.join("calls.csv").to_str().unwrap()])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-l",
+            "300",
+        ])
+        .args(["-i", "127.0.0.1", "-p", "0"])
+        .args([
+            "-timeout",
+            "120s",
+            "-timeout_error",
+            "-recv_timeout",
+            "5000",
+            "-nostdin",
+        ])
+        .args([
+            "-trace_stat",
+            "-stf",
+            dir.join("stat.csv").to_str().unwrap(),
+        ])
+        .output()
+        .expect("sipp runs (apt-get install sip-tester)");
+    let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = stat.lines().map(|l| l.split(';').collect()).collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(rows.len() >= 2, "sipp stats missing; stderr: {stderr}");
+    let col = |name: &str| {
+        let i = rows[0].iter().position(|h| *h == name).unwrap();
+        rows.last().unwrap()[i].parse::<usize>().unwrap()
+    };
+    (col("FailedCall(C)"), col("SuccessfulCall(C)"), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_every_call_answered_and_counting_resumes() {
+    let mut redis = redis_support::RedisServer::start();
+    let s = Scratch::new();
+    let text = format!(
+        "{}[risk]\nstore = \"redis\"\n[risk.redis]\nurl = \"{}\"\nkey_prefix = \"tgk\"\n",
+        base_config(false),
+        redis.url()
+    );
+    let node = s.start(&text).await;
+    const CALLS: usize = 600;
+    let mut csv = String::from("SEQUENTIAL\n");
+    for i in 0..CALLS {
+        writeln!(csv, "1312555{:04};18005550100;{:07}", i % 100, i).unwrap();
+    }
+    std::fs::write(s.path("calls.csv"), csv).unwrap();
+    let (target, dir) = (node.udp.to_string(), s.dir.path().to_owned());
+    let run = tokio::task::spawn_blocking(move || sipp(target, dir, CALLS, 100));
+    let wait_for = |n: usize| {
+        let node = &node;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while node.calls().len() < n {
+                assert!(std::time::Instant::now() < deadline, "sipp stalled");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(150).await;
+    redis.kill();
+    let killed_at = node.calls().len();
+    wait_for(350).await;
+    redis.restart();
+    let restarted_at = node.calls().len();
+    let (failed, ok, stderr) = run.await.unwrap();
+    assert_eq!(failed, 0, "failed calls; {stderr}");
+    assert_eq!(ok, CALLS);
+    let calls = node.calls();
+    assert_eq!(calls.len(), CALLS);
+    let degraded = |range: std::ops::Range<usize>| {
+        calls[range]
+            .iter()
+            .filter(|(f, _)| f.risk.as_ref().unwrap().degraded)
+            .count()
+    };
+    assert_eq!(
+        degraded(0..killed_at.saturating_sub(5)),
+        0,
+        "Redis up: counted"
+    );
+    assert!(
+        degraded(killed_at + 5..restarted_at) > 0,
+        "Redis down: calls routed with the fail-open flag"
+    );
+    assert_eq!(
+        degraded(CALLS - 20..CALLS),
+        0,
+        "Redis back: counting resumed without a restart"
+    );
+    assert!(calls.iter().all(|(_, d)| d.queue().is_some()));
+    // The risk deadline is 120 ms (inside the 150 ms enrich deadline); a wide margin for CI.
+    let slowest = node.slowest();
+    assert!(
+        slowest < std::time::Duration::from_millis(1000),
+        "slowest decision {slowest:?}"
+    );
+    eprintln!("slowest decision with Redis killed mid-run: {slowest:?}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tgk:*")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(!keys.is_empty(), "counters written after the restart");
 }

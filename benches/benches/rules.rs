@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_bench::{sipp_invite, CALLS};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tollgate_bench::{CALLS, sipp_invite};
 use tollgate_core::{CallFacts, NumberIntel, NumberPlan};
 use tollgate_router::{Settings, Source};
 use tollgate_sip::extract::extract;
@@ -181,7 +181,11 @@ fn rules(c: &mut Criterion) {
     assert_eq!(d.rule, "line57/everyone", "{d:?}");
     let routed_by_lines = mix
         .iter()
-        .filter(|f| tollgate_router::route(f, &rules, monday).rule.starts_with("line"))
+        .filter(|f| {
+            tollgate_router::route(f, &rules, monday)
+                .rule
+                .starts_with("line")
+        })
         .count();
     assert!(routed_by_lines > 0, "the mix reaches the generated lines");
 

@@ -128,12 +128,19 @@ pub struct Rec {
     pub calls: Mutex<Vec<(CallFacts, Decision)>>,
     /// Pipeline runs: a retransmission must not add one.
     pub runs: AtomicUsize,
+    /// The longest any decision took (enrichment included).
+    pub slowest: Mutex<std::time::Duration>,
 }
 
 impl CallHandler for Rec {
     async fn decide(&self, call: &mut Call) -> Decision {
         self.runs.fetch_add(1, Ordering::SeqCst);
+        let started = std::time::Instant::now();
         let d = CallHandler::decide(&self.inner, call).await;
+        let took = started.elapsed();
+        let mut slowest = self.slowest.lock().unwrap();
+        *slowest = (*slowest).max(took);
+        drop(slowest);
         self.calls
             .lock()
             .unwrap()
@@ -166,6 +173,7 @@ impl Node {
                 inner,
                 calls: Mutex::new(Vec::new()),
                 runs: AtomicUsize::new(0),
+                slowest: Mutex::new(std::time::Duration::ZERO),
             },
             trunks: cfg.trunks,
             plan,
@@ -195,6 +203,10 @@ impl Node {
             .into_iter()
             .find(|(f, _)| f.call_id == call_id)
             .unwrap_or_else(|| panic!("no call {call_id} recorded"))
+    }
+
+    pub fn slowest(&self) -> std::time::Duration {
+        *self.server.handler().slowest.lock().unwrap()
     }
 
     pub fn runs(&self) -> usize {
