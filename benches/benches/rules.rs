@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use tollgate_bench::{CALLS, sipp_invite};
+use criterion::{criterion_group, criterion_main, Criterion};
+use tollgate_bench::{sipp_invite, CALLS};
 use tollgate_core::{CallFacts, NumberIntel, NumberPlan};
 use tollgate_router::{Settings, Source};
 use tollgate_sip::extract::extract;
