@@ -19,11 +19,19 @@ impl E164 {
 
     /// Builds from digits (no `+`); `None` if not 1..=15 ASCII digits.
     pub fn from_digits(digits: &str) -> Option<Self> {
-        let ok = !digits.is_empty()
+        Self::valid_digits(digits).then(|| Self(digits.to_owned()))
+    }
+
+    /// [`Self::from_digits`] without a copy.
+    fn from_digit_string(digits: String) -> Option<Self> {
+        Self::valid_digits(&digits).then_some(Self(digits))
+    }
+
+    fn valid_digits(digits: &str) -> bool {
+        !digits.is_empty()
             && digits.len() <= 15
             && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        ok.then(|| Self(digits.to_owned()))
+            && !digits.starts_with('0')
     }
 }
 
@@ -251,7 +259,9 @@ impl NumberPlan {
             return PartyNumber::Short(digits);
         }
         if plus {
-            return self.global(&digits).unwrap_or_else(|| unusable(trimmed));
+            return self
+                .global_owned(digits)
+                .unwrap_or_else(|| unusable(trimmed));
         }
         if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix('+')) {
             let cc: String = ctx.chars().filter(char::is_ascii_digit).collect();
@@ -267,6 +277,13 @@ impl NumberPlan {
         self.calling_code(digits)?;
         (digits.len() >= 7).then_some(())?;
         E164::from_digits(digits).map(PartyNumber::E164)
+    }
+
+    /// [`Self::global`] that keeps the caller's string instead of copying it.
+    fn global_owned(&self, digits: String) -> Option<PartyNumber> {
+        self.calling_code(&digits)?;
+        (digits.len() >= 7).then_some(())?;
+        E164::from_digit_string(digits).map(PartyNumber::E164)
     }
 
     fn national(&self, digits: &str, region: &RegionPlan) -> Option<PartyNumber> {
@@ -285,7 +302,10 @@ impl NumberPlan {
                 _ => None,
             };
             if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
-                return E164::from_digits(&format!("1{ten}")).map(PartyNumber::E164);
+                let mut e164 = String::with_capacity(11);
+                e164.push('1');
+                e164.push_str(ten);
+                return E164::from_digit_string(e164).map(PartyNumber::E164);
             }
         } else {
             let np = region

@@ -33,11 +33,13 @@ impl Emergency {
     /// The dialed string itself, before normalization: a region whose national numbers can be
     /// three digits long would otherwise turn 112 into an E.164 number.
     fn matches_raw(&self, user: &str) -> bool {
-        let digits: String = user
-            .chars()
-            .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
-            .collect();
-        self.is_listed(digits.trim_start_matches('+'))
+        // The user without visual separators and leading `+`s, compared without a copy.
+        let digits = || {
+            user.chars()
+                .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+                .skip_while(|&c| c == '+')
+        };
+        self.numbers.iter().any(|e| e.chars().eq(digits()))
     }
 }
 
@@ -71,7 +73,7 @@ fn telephone_user(uri: &Uri<'_>) -> bool {
 
 /// P-Asserted-Identity URIs in the order they count: tel first, then sip/sips with a telephone
 /// user; schemes other than sip/sips/tel and second URIs of one scheme ignored (RFC 5876 §4.5).
-fn pai_uris<'a>(req: &Request<'a>) -> Vec<Uri<'a>> {
+fn pai_uris<'a>(req: &Request<'a>) -> impl Iterator<Item = Uri<'a>> {
     let mut tel = None;
     let mut sip = None;
     for v in req.msg.values(HeaderName::PAssertedIdentity) {
@@ -83,7 +85,7 @@ fn pai_uris<'a>(req: &Request<'a>) -> Vec<Uri<'a>> {
             _ => {}
         }
     }
-    tel.into_iter().chain(sip.filter(telephone_user)).collect()
+    tel.into_iter().chain(sip.filter(telephone_user))
 }
 
 /// Extracts the facts of an INVITE from `trunk`.
@@ -200,17 +202,17 @@ pub fn extract(
     let mut privacy = Privacy::default();
     for line in req.msg.lines(HeaderName::Privacy) {
         for v in line.split([';', ',']).map(crate::hdr::trim_lws) {
-            let v = v.to_ascii_lowercase();
-            match v.as_str() {
-                "id" => privacy.id = true,
-                "user" => privacy.user = true,
-                "header" => privacy.header = true,
-                "session" => privacy.session = true,
-                "history" => privacy.history = true,
-                "critical" => privacy.critical = true,
-                "none" => privacy.none = true,
-                _ => {}
-            }
+            let flag = match v.len() {
+                2 if v.eq_ignore_ascii_case("id") => &mut privacy.id,
+                4 if v.eq_ignore_ascii_case("user") => &mut privacy.user,
+                4 if v.eq_ignore_ascii_case("none") => &mut privacy.none,
+                6 if v.eq_ignore_ascii_case("header") => &mut privacy.header,
+                7 if v.eq_ignore_ascii_case("session") => &mut privacy.session,
+                7 if v.eq_ignore_ascii_case("history") => &mut privacy.history,
+                8 if v.eq_ignore_ascii_case("critical") => &mut privacy.critical,
+                _ => continue,
+            };
+            *flag = true;
         }
     }
 

@@ -22,16 +22,24 @@ pub enum ValueError {
     Range,
 }
 
+#[inline(always)]
 pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// `s` without leading and trailing spaces, tabs, CRs and LFs.
+#[inline]
 pub(crate) fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |i| i + 1);
+    // Both cuts are next to ASCII bytes, so on char boundaries.
+    s.get(start..end).unwrap_or_default()
 }
 
+#[inline(always)]
 fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    uri::is(b, uri::class::TOKEN)
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
@@ -139,11 +147,12 @@ impl<'a> NameAddr<'a> {
                 return Err(ValueError::Malformed);
             }
             (Some(d), rest)
-        } else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = uri::pos(s, b'<') {
             let d = trim_lws(s.get(..lt).unwrap_or_default());
+            // Tokens separated by LWS.
             if !d
-                .split(|c: char| c.is_ascii() && is_lws(c as u8))
-                .all(|t| t.is_empty() || is_token(t))
+                .bytes()
+                .all(|b| uri::is(b, uri::class::TOKEN | uri::class::LWS))
             {
                 return Err(ValueError::DisplayName);
             }
@@ -155,11 +164,11 @@ impl<'a> NameAddr<'a> {
             (None, s)
         };
         let (uri_text, params) = if let Some(inner) = rest.strip_prefix('<') {
-            let gt = inner.find('>').ok_or(ValueError::Malformed)?;
+            let gt = uri::pos(inner, b'>').ok_or(ValueError::Malformed)?;
             let (u, p) = inner.split_at(gt);
             (u, trim_lws(p.get(1..).unwrap_or_default()))
         } else {
-            match rest.find(';') {
+            match uri::pos(rest, b';') {
                 Some(i) => {
                     let (u, p) = rest.split_at(i);
                     (trim_lws(u), p)
@@ -201,7 +210,8 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
     while !rest.is_empty() {
         rest = trim_lws(rest.strip_prefix(';').ok_or(ValueError::Malformed)?);
         let end = rest
-            .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
+            .bytes()
+            .position(|c| !is_token_char(c))
             .unwrap_or(rest.len());
         if end == 0 {
             return Err(ValueError::Malformed);
@@ -213,9 +223,8 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
                 rest = trim_lws(quoted_string(v)?.1);
             } else {
                 let end = v
-                    .find(|c: char| {
-                        !(c.is_ascii() && (is_token_char(c as u8) || b"[]:".contains(&(c as u8))))
-                    })
+                    .bytes()
+                    .position(|c| !(is_token_char(c) || matches!(c, b'[' | b']' | b':')))
                     .unwrap_or(v.len());
                 if end == 0 {
                     return Err(ValueError::Malformed);
@@ -229,8 +238,7 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
 
 /// A header parameter's value (quotes kept off), or `Some("")` for a flag.
 pub fn generic_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').skip(1).find_map(|p| {
-        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+    uri::param_pairs(params).find_map(|(n, v)| {
         trim_lws(n)
             .eq_ignore_ascii_case(name)
             .then(|| trim_lws(v).trim_matches('"'))
@@ -257,33 +265,28 @@ impl<'a> Via<'a> {
         if !is_token(name) || !is_token(version) {
             return Err(ValueError::Malformed);
         }
-        let tend = rest
-            .find(|c: char| c.is_ascii() && is_lws(c as u8))
-            .ok_or(ValueError::Malformed)?;
+        let tend = rest.bytes().position(is_lws).ok_or(ValueError::Malformed)?;
         let (transport, rest) = rest.split_at(tend);
         if !is_token(transport) {
             return Err(ValueError::Malformed);
         }
         let rest = trim_lws(rest);
-        let params = rest
-            .find(';')
-            .map_or("", |i| rest.get(i..).unwrap_or_default());
-        let hostport: String;
-        let hp = {
-            let raw = trim_lws(rest.get(..rest.len() - params.len()).unwrap_or_default());
-            // LWS is allowed around the ':' of sent-by.
-            if raw.bytes().any(is_lws) {
-                hostport = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-                hostport.as_str()
-            } else {
-                raw
-            }
-        };
-        let (host_tmp, port) = uri::split_hostport(hp).map_err(|_| ValueError::Malformed)?;
-        // Keep `host` borrowed from the message: find it in the original text.
-        let host = match rest.find(host_tmp) {
-            Some(i) => rest.get(i..i + host_tmp.len()).unwrap_or_default(),
-            None => return Err(ValueError::Malformed),
+        let params = uri::pos(rest, b';').map_or("", |i| rest.get(i..).unwrap_or_default());
+        let raw = trim_lws(rest.get(..rest.len() - params.len()).unwrap_or_default());
+        // LWS is allowed around the ':' of sent-by.
+        let (host, port) = if raw.bytes().any(is_lws) {
+            let hostport: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let (host_tmp, port) =
+                uri::split_hostport(&hostport).map_err(|_| ValueError::Malformed)?;
+            // Keep `host` borrowed from the message: find it in the original text.
+            let host = match rest.find(host_tmp) {
+                Some(i) => rest.get(i..i + host_tmp.len()).unwrap_or_default(),
+                None => return Err(ValueError::Malformed),
+            };
+            (host, port)
+        } else {
+            // `raw` starts where `rest` does, so the host is already a slice of the message.
+            uri::split_hostport(raw).map_err(|_| ValueError::Malformed)?
         };
         check_generic_params(params)?;
         Ok(Self {
@@ -314,10 +317,11 @@ impl<'a> CSeq<'a> {
     pub fn parse(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
         let end = s
-            .find(|c: char| !c.is_ascii_digit())
+            .bytes()
+            .position(|c| !c.is_ascii_digit())
             .ok_or(ValueError::Malformed)?;
         let (num, method) = s.split_at(end);
-        if num.is_empty() || !method.starts_with(|c: char| c.is_ascii() && is_lws(c as u8)) {
+        if num.is_empty() || !method.bytes().next().is_some_and(is_lws) {
             return Err(ValueError::Malformed);
         }
         let method = trim_lws(method);

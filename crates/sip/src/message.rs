@@ -60,35 +60,48 @@ impl HeaderName {
                 _ => H::Other,
             };
         }
-        const TABLE: &[(&str, HeaderName)] = &[
-            ("Via", H::Via),
-            ("From", H::From),
-            ("To", H::To),
-            ("Call-ID", H::CallId),
-            ("CSeq", H::CSeq),
-            ("Max-Forwards", H::MaxForwards),
-            ("Contact", H::Contact),
-            ("Content-Length", H::ContentLength),
-            ("Content-Type", H::ContentType),
-            ("P-Asserted-Identity", H::PAssertedIdentity),
-            ("Remote-Party-ID", H::RemotePartyId),
-            ("P-Charge-Info", H::PChargeInfo),
-            ("Privacy", H::Privacy),
-            ("Diversion", H::Diversion),
-            ("History-Info", H::HistoryInfo),
-            ("Identity", H::Identity),
-            ("Require", H::Require),
-            ("Supported", H::Supported),
-            ("Subject", H::Subject),
-            ("Content-Encoding", H::ContentEncoding),
-            ("P-Preferred-Identity", H::PPreferredIdentity),
-            ("P-Called-Party-ID", H::PCalledPartyId),
-            ("Resource-Priority", H::ResourcePriority),
-        ];
-        TABLE
+        // Candidates by first letter, so a lookup compares against one to six names.
+        let candidates: &[(&str, HeaderName)] =
+            match n.as_bytes().first().map(u8::to_ascii_lowercase) {
+                Some(b'v') => &[("Via", H::Via)],
+                Some(b'f') => &[("From", H::From)],
+                Some(b't') => &[("To", H::To)],
+                Some(b'c') => &[
+                    ("Call-ID", H::CallId),
+                    ("CSeq", H::CSeq),
+                    ("Contact", H::Contact),
+                    ("Content-Length", H::ContentLength),
+                    ("Content-Type", H::ContentType),
+                    ("Content-Encoding", H::ContentEncoding),
+                ],
+                Some(b'm') => &[("Max-Forwards", H::MaxForwards)],
+                Some(b'p') => &[
+                    ("P-Asserted-Identity", H::PAssertedIdentity),
+                    ("P-Charge-Info", H::PChargeInfo),
+                    ("Privacy", H::Privacy),
+                    ("P-Preferred-Identity", H::PPreferredIdentity),
+                    ("P-Called-Party-ID", H::PCalledPartyId),
+                ],
+                Some(b'r') => &[
+                    ("Remote-Party-ID", H::RemotePartyId),
+                    ("Require", H::Require),
+                    ("Resource-Priority", H::ResourcePriority),
+                ],
+                Some(b'd') => &[("Diversion", H::Diversion)],
+                Some(b'h') => &[("History-Info", H::HistoryInfo)],
+                Some(b'i') => &[("Identity", H::Identity)],
+                Some(b's') => &[("Supported", H::Supported), ("Subject", H::Subject)],
+                _ => &[],
+            };
+        candidates
             .iter()
-            .find(|(name, _)| name.len() == n.len() && name.eq_ignore_ascii_case(n))
+            .find(|(name, _)| name.len() == n.len() && (*name == n || name.eq_ignore_ascii_case(n)))
             .map_or(H::Other, |(_, h)| *h)
+    }
+
+    /// This name's bit in a set of header names.
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 
     /// Headers that may appear once only (RFC 3261 §7.3.1, §20).
@@ -199,8 +212,52 @@ pub struct Message<'a> {
     pub problem: Option<Problem>,
 }
 
+/// The first `needle` in `hay`, eight bytes at a time.
+#[inline]
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(needle));
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?) ^ pattern;
+        // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
+        let zero = word.wrapping_sub(LO) & !word & HI;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| base + i)
+}
+
+/// The first CRLF in `b` at or after `from`, as an index into `b`.
+#[inline]
+fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let lf = at + find_byte(b.get(at..)?, b'\n')?;
+        if lf > from && b.get(lf - 1) == Some(&b'\r') {
+            return Some(lf - 1);
+        }
+        at = lf + 1;
+    }
+}
+
 fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n")
+    let mut at = 0;
+    loop {
+        let lf = at + find_byte(b.get(at..)?, b'\n')?;
+        if lf >= 3 && b.get(lf - 3..=lf) == Some(b"\r\n\r\n") {
+            return Some(lf - 3);
+        }
+        at = lf + 1;
+    }
 }
 
 /// TCP framing result for [`frame`].
@@ -297,7 +354,13 @@ impl<'a> Message<'a> {
         let text = std::str::from_utf8(buf.get(..head).unwrap_or_default())
             .map_err(|_| Garbage::NotUtf8)?;
         let rest = buf.get(body_start..).unwrap_or_default();
-        let (first, header_text) = text.split_once("\r\n").unwrap_or((text, ""));
+        let (first, header_text) = match find_crlf(text.as_bytes(), 0) {
+            Some(i) => (
+                text.get(..i).unwrap_or_default(),
+                text.get(i + 2..).unwrap_or_default(),
+            ),
+            None => (text, ""),
+        };
 
         let mut problem = None;
         let start = if let Some(status) = first.strip_prefix("SIP/2.0 ") {
@@ -366,21 +429,26 @@ impl<'a> Message<'a> {
             }
         };
         while line_start <= lines.len() && !lines.is_empty() {
-            let end = lines
-                .get(line_start..)
-                .and_then(|l| l.find("\r\n"))
-                .map_or(lines.len(), |i| line_start + i);
+            let end = find_crlf(lines.as_bytes(), line_start).unwrap_or(lines.len());
             let line = lines.get(line_start..end).unwrap_or_default();
-            if line.starts_with([' ', '\t']) {
+            if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
                 if current.is_none() {
                     problem.get_or_insert(Problem::bad("Continuation line without a header"));
                 }
                 // Folded: the value runs on to this line's end.
             } else {
                 push(&mut headers, current.take(), offset, &mut problem);
-                match line.split_once(':') {
-                    Some((name, _)) => {
-                        let trimmed = name.trim_end_matches([' ', '\t']);
+                match crate::uri::pos(line, b':') {
+                    Some(colon) => {
+                        let name = line.get(..colon).unwrap_or_default();
+                        let trimmed = name
+                            .get(
+                                ..name
+                                    .bytes()
+                                    .rposition(|b| b != b' ' && b != b'\t')
+                                    .map_or(0, |i| i + 1),
+                            )
+                            .unwrap_or_default();
                         if !hdr::is_token(trimmed) {
                             problem.get_or_insert(Problem::bad("Malformed header name"));
                         } else {
@@ -595,8 +663,33 @@ impl<'a> Request<'a> {
                 reason: p.reason,
             });
         }
+        // One pass: which single-instance headers repeat, and the first of each kind read below.
+        let (mut seen, mut repeated) = (0u32, 0u32);
+        let (mut via, mut call_id, mut cseq, mut from, mut to) = (None, None, None, None, None);
+        let (mut max_forwards, mut content_length, mut contact) = (None, None, false);
         for h in &msg.headers {
-            if h.name.single() && msg.headers.iter().filter(|o| o.name == h.name).count() > 1 {
+            let bit = h.name.bit();
+            if h.name.single() {
+                repeated |= seen & bit;
+            }
+            if seen & bit == 0 {
+                match h.name {
+                    HeaderName::Via => via = Some(h.value),
+                    HeaderName::CallId => call_id = Some(h.value),
+                    HeaderName::CSeq => cseq = Some(h.value),
+                    HeaderName::From => from = Some(h.value),
+                    HeaderName::To => to = Some(h.value),
+                    HeaderName::MaxForwards => max_forwards = Some(h.value),
+                    HeaderName::ContentLength => content_length = Some(h.value),
+                    HeaderName::Contact => contact = true,
+                    _ => {}
+                }
+            }
+            seen |= bit;
+        }
+        if repeated != 0 {
+            // Named after the first header line whose kind repeats.
+            if let Some(h) = msg.headers.iter().find(|h| repeated & h.name.bit() != 0) {
                 return Err(bad(format!("Multiple {} headers", h.name.as_str())));
             }
         }
@@ -625,38 +718,30 @@ impl<'a> Request<'a> {
                 return Err(bad("Request-URI has headers"));
             }
         }
-        let via = msg
-            .header(HeaderName::Via)
-            .ok_or_else(|| bad("Missing Via header"))?;
+        let via = via.ok_or_else(|| bad("Missing Via header"))?;
         let via = Via::parse(hdr::split_list(via).next().unwrap_or_default())
             .map_err(|e| malformed(HeaderName::Via, e))?;
         for v in msg.values(HeaderName::Via).skip(1) {
             Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
         }
-        let call_id = msg
-            .header(HeaderName::CallId)
-            .ok_or_else(|| bad("Missing Call-ID header"))?;
+        let call_id = call_id.ok_or_else(|| bad("Missing Call-ID header"))?;
         if call_id.is_empty() || call_id.bytes().any(hdr::is_lws) {
             return Err(bad("Malformed Call-ID header"));
         }
-        let cseq = msg
-            .header(HeaderName::CSeq)
-            .ok_or_else(|| bad("Missing CSeq header"))?;
+        let cseq = cseq.ok_or_else(|| bad("Missing CSeq header"))?;
         let cseq = CSeq::parse(cseq).map_err(|e| malformed(HeaderName::CSeq, e))?;
-        let from = msg
-            .header(HeaderName::From)
-            .ok_or_else(|| bad("Missing From header"))?;
+        let from = from.ok_or_else(|| bad("Missing From header"))?;
         let from = NameAddr::parse(from).map_err(|e| malformed(HeaderName::From, e))?;
-        let to = msg
-            .header(HeaderName::To)
-            .ok_or_else(|| bad("Missing To header"))?;
+        let to = to.ok_or_else(|| bad("Missing To header"))?;
         let to = NameAddr::parse(to).map_err(|e| malformed(HeaderName::To, e))?;
-        for c in msg.values(HeaderName::Contact) {
-            if c != "*" {
-                NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+        if contact {
+            for c in msg.values(HeaderName::Contact) {
+                if c != "*" {
+                    NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+                }
             }
         }
-        let max_forwards = match msg.header(HeaderName::MaxForwards) {
+        let max_forwards = match max_forwards {
             Some(v) => Some(
                 u8::try_from(
                     hdr::bounded_number(v, 255)
@@ -677,7 +762,7 @@ impl<'a> Request<'a> {
                 bad("CSeq method does not match the Request-Line")
             });
         }
-        if let Some(cl) = msg.header(HeaderName::ContentLength) {
+        if let Some(cl) = content_length {
             let n = hdr::bounded_number(cl, MAX_MESSAGE as u64)
                 .map_err(|e| malformed(HeaderName::ContentLength, e))?;
             let n = usize::try_from(n).unwrap_or(usize::MAX);

@@ -49,11 +49,11 @@ pub struct Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses an absolute sip, sips or tel URI (no surrounding whitespace).
     pub fn parse(s: &'a str) -> Result<Self, UriError> {
-        let (scheme, rest) = s.split_once(':').ok_or(UriError::Malformed)?;
+        let (scheme, rest) = split_once_b(s, b':').ok_or(UriError::Malformed)?;
         if scheme.is_empty()
             || !scheme
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         {
             return Err(UriError::Malformed);
         }
@@ -94,7 +94,7 @@ impl<'a> Uri<'a> {
 }
 
 fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
-    let (number, params) = match rest.find(';') {
+    let (number, params) = match pos(rest, b';') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
@@ -120,7 +120,7 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
 fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
     // userinfo ends at the last '@' before any '?' of the header part; '@' is not legal unescaped
     // in user or password, so the first '@' is also the only one in a well-formed URI.
-    let (userinfo, hostpart) = match rest.find('@') {
+    let (userinfo, hostpart) = match pos(rest, b'@') {
         Some(i) => {
             let (u, h) = rest.split_at(i);
             (Some(u), h.get(1..).unwrap_or_default())
@@ -132,16 +132,16 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
             if ui.is_empty() {
                 return Err(UriError::Malformed);
             }
-            let user_and_params = match ui.find(':') {
+            let user_and_params = match pos(ui, b':') {
                 Some(i) => {
                     let (u, pw) = ui.split_at(i);
-                    check_chars(pw.get(1..).unwrap_or_default(), PASSWORD)?;
+                    check_chars(pw.get(1..).unwrap_or_default(), class::PASSWORD)?;
                     u
                 }
                 None => ui,
             };
-            check_chars(user_and_params, USER)?;
-            match user_and_params.find(';') {
+            check_chars(user_and_params, class::USER)?;
+            match pos(user_and_params, b';') {
                 Some(i) => {
                     let (u, p) = user_and_params.split_at(i);
                     (Some(u), p)
@@ -151,11 +151,11 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
         }
         None => (None, ""),
     };
-    let (hostport, after) = match hostpart.find([';', '?']) {
+    let (hostport, after) = match hostpart.bytes().position(|c| c == b';' || c == b'?') {
         Some(i) => hostpart.split_at(i),
         None => (hostpart, ""),
     };
-    let (params, headers) = match after.find('?') {
+    let (params, headers) = match pos(after, b'?') {
         Some(i) => {
             let (p, h) = after.split_at(i);
             (p, h.get(1..).unwrap_or_default())
@@ -163,7 +163,7 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
         None => (after, ""),
     };
     check_params(params)?;
-    check_chars(headers, HEADERS)?;
+    check_chars(headers, class::HEADERS)?;
     let (host, port) = split_hostport(hostport)?;
     Ok(Uri {
         scheme,
@@ -179,7 +179,7 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
 /// Splits `host[:port]`, validating a hostname, IPv4 address or `[IPv6]` reference.
 pub fn split_hostport(hp: &str) -> Result<(&str, Option<u16>), UriError> {
     let (host, port) = if hp.starts_with('[') {
-        let end = hp.find(']').ok_or(UriError::Malformed)?;
+        let end = pos(hp, b']').ok_or(UriError::Malformed)?;
         let (h, rest) = hp.split_at(end + 1);
         let inner = h.get(1..h.len() - 1).unwrap_or_default();
         if inner.is_empty()
@@ -194,16 +194,14 @@ pub fn split_hostport(hp: &str) -> Result<(&str, Option<u16>), UriError> {
             _ => (h, Some(rest.strip_prefix(':').ok_or(UriError::Malformed)?)),
         }
     } else {
-        match hp.split_once(':') {
+        match split_once_b(hp, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (hp, None),
         }
     };
     if !host.starts_with('[') {
         let ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && host.bytes().all(|b| is(b, class::HOST))
             && !host.starts_with(['-', '.']);
         if !ok {
             return Err(UriError::Malformed);
@@ -226,7 +224,85 @@ const PASSWORD: &[u8] = b"-_.!~*'()&=+$,";
 const PARAM: &[u8] = b"-_.!~*'()[]/:&+$=;";
 const HEADERS: &[u8] = b"-_.!~*'()[]/?:+$=&";
 
-fn check_chars(s: &str, extra: &[u8]) -> Result<(), UriError> {
+/// Character classes as bits of one 256-entry table, so a grammar check costs a load per byte.
+pub(crate) mod class {
+    pub const USER: u8 = 1;
+    pub const PASSWORD: u8 = 2;
+    pub const PARAM: u8 = 4;
+    pub const HEADERS: u8 = 8;
+    /// RFC 3261 `token`.
+    pub const TOKEN: u8 = 16;
+    /// Space, tab, CR, LF.
+    pub const LWS: u8 = 32;
+    /// Alphanumerics, `-` and `.` (hostnames and IPv4 addresses).
+    pub const HOST: u8 = 64;
+}
+
+const fn has(set: &[u8], c: u8) -> bool {
+    let mut i = 0;
+    while i < set.len() {
+        #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
+        if set[i] == c {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn build_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        let unreserved = alnum || has(UNRESERVED_MARK, c);
+        let mut m = 0;
+        if unreserved || has(USER, c) {
+            m |= class::USER;
+        }
+        if unreserved || has(PASSWORD, c) {
+            m |= class::PASSWORD;
+        }
+        if unreserved || has(PARAM, c) {
+            m |= class::PARAM;
+        }
+        if unreserved || has(HEADERS, c) {
+            m |= class::HEADERS;
+        }
+        if alnum || has(b"-.!%*_+`'~", c) {
+            m |= class::TOKEN;
+        }
+        if has(b" \t\r\n", c) {
+            m |= class::LWS;
+        }
+        if alnum || c == b'-' || c == b'.' {
+            m |= class::HOST;
+        }
+        #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
+        {
+            t[i] = m;
+        }
+        i += 1;
+    }
+    t
+}
+
+static CLASSES: [u8; 256] = build_classes();
+
+/// The class bits of a byte.
+#[inline(always)]
+pub(crate) fn classes(b: u8) -> u8 {
+    CLASSES.get(usize::from(b)).copied().unwrap_or(0)
+}
+
+/// True when the byte is in any of the classes in `mask`.
+#[inline(always)]
+pub(crate) fn is(b: u8, mask: u8) -> bool {
+    classes(b) & mask != 0
+}
+
+fn check_chars(s: &str, class: u8) -> Result<(), UriError> {
     let b = s.as_bytes();
     let mut i = 0;
     while let Some(&c) = b.get(i) {
@@ -238,7 +314,7 @@ fn check_chars(s: &str, extra: &[u8]) -> Result<(), UriError> {
             i += 3;
             continue;
         }
-        if !(c.is_ascii_alphanumeric() || extra.contains(&c) || UNRESERVED_MARK.contains(&c)) {
+        if !is(c, class) {
             return Err(UriError::Malformed);
         }
         i += 1;
@@ -250,23 +326,49 @@ fn check_params(p: &str) -> Result<(), UriError> {
     if p.is_empty() {
         return Ok(());
     }
-    if !p.starts_with(';') || p.contains(";;") {
+    if !p.starts_with(';') || p.as_bytes().windows(2).any(|w| w == b";;") {
         return Err(UriError::Malformed);
     }
-    check_chars(p, PARAM)
+    check_chars(p, class::PARAM)
 }
 
 /// Finds `;name[=value]` in a raw parameter string, comparing names case-insensitively.
 pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').skip(1).find_map(|p| {
-        let (n, v) = p.split_once('=').unwrap_or((p, ""));
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    param_pairs(params).find_map(|(n, v)| n.trim().eq_ignore_ascii_case(name).then(|| v.trim()))
+}
+
+/// Byte index of the first `b` (ASCII) in `s`: a plain loop, cheaper than a char searcher on the
+/// short strings of a header.
+#[inline]
+pub(crate) fn pos(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|c| c == b)
+}
+
+/// `str::split_once` at an ASCII byte.
+#[inline]
+pub(crate) fn split_once_b(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = pos(s, b)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// `(name, value)` of each `;`-separated segment after the first (value `""` without `=`),
+/// untrimmed: `params.split(';').skip(1)` split once at `=`.
+pub(crate) fn param_pairs(params: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = pos(params, b';').and_then(|i| params.get(i + 1..));
+    std::iter::from_fn(move || {
+        let s = rest?;
+        let (seg, next) = match pos(s, b';') {
+            Some(i) => (s.get(..i)?, s.get(i + 1..)),
+            None => (s, None),
+        };
+        rest = next;
+        Some(split_once_b(seg, b'=').unwrap_or((seg, "")))
     })
 }
 
 /// %-unescapes; invalid escapes are left as they are (the grammar check rejects them earlier).
 pub fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
+    if !s.as_bytes().contains(&b'%') {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
