@@ -172,6 +172,12 @@ async fn a_routed_call_pops_on_its_queue_streams_webhook_and_by_reference() {
     );
     assert!(text.contains("tollgate_pops_published_total"), "{text}");
     assert!(text.contains("tollgate_decision_seconds_bucket"), "{text}");
+    for stage in ["numbers", "enrich", "route"] {
+        assert!(
+            text.contains(&format!("tollgate_stage_seconds_bucket{{stage=\"{stage}\"")),
+            "{text}"
+        );
+    }
 
     engine.stop().await;
 }

@@ -180,11 +180,23 @@ impl CallHandler for Pipeline {
             dnis = %call.facts.dnis,
         );
         async move {
-            let decision = match self.annotate(&mut call.facts) {
+            // Per-stage latency, so /metrics shows where a slow call spent its time.
+            let stage = |name: &'static str, since: std::time::Instant| {
+                metrics::histogram!("tollgate_stage_seconds", "stage" => name)
+                    .record(since.elapsed().as_secs_f64());
+            };
+            let t = std::time::Instant::now();
+            let annotated = self.annotate(&mut call.facts);
+            stage("numbers", t);
+            let decision = match annotated {
                 Some(reject) => (reject, "skipped"),
                 None => {
+                    let t = std::time::Instant::now();
                     let note = self.enrich(&mut call.facts).await;
+                    stage("enrich", t);
+                    let t = std::time::Instant::now();
                     let decision = self.finish(&call.facts);
+                    stage("route", t);
                     let now = std::time::SystemTime::from((self.clock)());
                     self.risk.remember(&call.facts, &decision, now);
                     (decision, note)
