@@ -347,6 +347,13 @@ fn nanp_shape(ten: &str) -> bool {
 }
 
 fn withheld(s: &str) -> Option<Withheld> {
+    // Every word below is empty or starts with a letter: numbers skip the table.
+    if s.as_bytes()
+        .first()
+        .is_some_and(|b| !b.is_ascii_alphabetic())
+    {
+        return None;
+    }
     const TABLE: &[(&str, Withheld)] = &[
         ("anonymous", Withheld::Anonymous),
         ("restricted", Withheld::Restricted),

@@ -7,7 +7,7 @@ use tollgate_core::{
 use crate::hdr::NameAddr;
 use crate::message::{HeaderName, Request, RequestUri};
 use crate::trunk::Trunk;
-use crate::uri::{Scheme, Uri};
+use crate::uri::{self, Scheme, Uri};
 
 /// Numbers that are always routed, never validated, rejected or blocked.
 #[derive(Clone, Debug)]
@@ -176,13 +176,27 @@ pub fn extract(
     };
 
     // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
-    let tel_param = |name: &str| -> Option<String> {
-        trusted
-            .then(|| identity_uris.iter().find_map(|u| u.tel_param(name)))
-            .flatten()
-            .map(str::to_owned)
-    };
-    let (cpc, oli, verstat) = (tel_param("cpc"), tel_param("oli"), tel_param("verstat"));
+    // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`),
+    // read in one pass over each URI's parameters.
+    let (mut cpc, mut oli, mut verstat) = (None, None, None);
+    if trusted {
+        'uris: for u in &identity_uris {
+            let pairs = uri::param_pairs(u.user_params).chain(uri::param_pairs(u.params));
+            for (n, v) in pairs {
+                let n = uri::trim_fast(n);
+                let slot = match n.len() {
+                    3 if n.eq_ignore_ascii_case("cpc") => &mut cpc,
+                    3 if n.eq_ignore_ascii_case("oli") => &mut oli,
+                    7 if n.eq_ignore_ascii_case("verstat") => &mut verstat,
+                    _ => continue,
+                };
+                slot.get_or_insert_with(|| uri::trim_fast(v).to_owned());
+                if cpc.is_some() && oli.is_some() && verstat.is_some() {
+                    break 'uris;
+                }
+            }
+        }
+    }
     let charge_number = trusted
         .then(|| {
             let v = req.msg.header(HeaderName::PChargeInfo)?;

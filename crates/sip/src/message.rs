@@ -221,7 +221,10 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     let mut chunks = hay.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
-        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?) ^ pattern;
+        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
+            break;
+        };
+        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) ^ pattern;
         // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
         let zero = word.wrapping_sub(LO) & !word & HI;
         if zero != 0 {

@@ -326,15 +326,50 @@ fn check_params(p: &str) -> Result<(), UriError> {
     if p.is_empty() {
         return Ok(());
     }
-    if !p.starts_with(';') || p.as_bytes().windows(2).any(|w| w == b";;") {
+    if !p.starts_with(';') {
         return Err(UriError::Malformed);
     }
-    check_chars(p, class::PARAM)
+    // check_chars with `;;` refused on the way.
+    let b = p.as_bytes();
+    let mut i = 0;
+    let mut prev = 0u8;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(UriError::Malformed)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(UriError::Malformed);
+            }
+            prev = c;
+            i += 3;
+            continue;
+        }
+        if !is(c, class::PARAM) || (c == b';' && prev == b';') {
+            return Err(UriError::Malformed);
+        }
+        prev = c;
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Finds `;name[=value]` in a raw parameter string, comparing names case-insensitively.
 pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    param_pairs(params).find_map(|(n, v)| n.trim().eq_ignore_ascii_case(name).then(|| v.trim()))
+    param_pairs(params).find_map(|(n, v)| {
+        trim_fast(n)
+            .eq_ignore_ascii_case(name)
+            .then(|| trim_fast(v))
+    })
+}
+
+/// `str::trim`, skipping the Unicode tables when both ends are visibly not whitespace.
+#[inline]
+pub(crate) fn trim_fast(s: &str) -> &str {
+    let solid = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if solid(s.as_bytes().first()) && solid(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
 }
 
 /// Byte index of the first `b` (ASCII) in `s`: a plain loop, cheaper than a char searcher on the
@@ -368,7 +403,7 @@ pub(crate) fn param_pairs(params: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// %-unescapes; invalid escapes are left as they are (the grammar check rejects them earlier).
 pub fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.as_bytes().contains(&b'%') {
+    if !s.bytes().any(|c| c == b'%') {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
