@@ -1,7 +1,7 @@
 #!/bin/bash
 # compare.sh: Tollgate vs Kamailio side by side with sipp, on this machine, in one run.
 #
-# Starts both engines (Tollgate on 127.0.0.1:5080 with parity.toml, Kamailio on 127.0.0.1:5070
+# Starts both engines (Tollgate on 127.0.0.1:5080 with parity.toml or $PARITY, Kamailio on 127.0.0.1:5070
 # with ../shared/bench/kamailio/kamailio.cfg), then, alternating engines:
 #   1. CPU ms per 1000 calls at CPU_RATE calls/s offered (CPU_CALLS calls), REPS times each;
 #   2. the offered-rate steps (RATES, STEP_CALLS calls each) until a step has a failed call or
@@ -49,7 +49,15 @@ if [ -z "${NO_BUILD:-}" ] && [ -z "${TOLLGATE_BIN:-}" ]; then
   echo "building tollgate (release)..." >&2
   cargo build --quiet --release -p tollgate-server --manifest-path "$repo/Cargo.toml"
 fi
-"$tollgate_bin" serve --config "$repo/benches/sipp/parity.toml" \
+# PARITY=benches/sipp/parity-redis.toml adds the Redis work Kamailio's config does (velocity
+# counter, blocklist); its block entries are added to Redis first.
+parity=${PARITY:-$repo/benches/sipp/parity.toml}
+if grep -q '^store = "redis"' "$parity"; then
+  for n in +12125550000 +4930000000; do
+    "$tollgate_bin" list add --config "$parity" block "$n" --reason "kamailio parity" >/dev/null
+  done
+fi
+"$tollgate_bin" serve --config "$parity" \
   >"$work/tollgate.log" 2>&1 &
 tg_pid=$!
 
