@@ -223,7 +223,7 @@ async fn desktop_shows_a_live_card_with_the_caller_and_risk_badge() {
     );
 
     // Aisha Johnson (config/directory.csv) calls a number that routes to `general`.
-    let mut sse = Sse::open(
+    let mut sse = Sse::subscribe(
         &format!("{}/v1/pops/stream?queue=general", engine.base()),
         AGENT_GENERAL,
     )

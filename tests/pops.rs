@@ -21,13 +21,13 @@ async fn a_routed_call_pops_on_its_queue_streams_webhook_and_by_reference() {
     );
     let engine = Engine::start(&config(&extra)).await;
     let b = engine.base();
-    let mut sse = Sse::open(&format!("{b}/v1/pops/stream?queue=general"), AGENT_GENERAL).await;
+    let mut sse = Sse::subscribe(&format!("{b}/v1/pops/stream?queue=general"), AGENT_GENERAL).await;
     let mut ws = ws(
         &format!("ws://{}/v1/pops/ws?queue=general", engine.http),
         AGENT_GENERAL,
     )
     .await;
-    let mut other = Sse::open(&format!("{b}/v1/pops/stream"), AGENT_DE).await;
+    let mut other = Sse::subscribe(&format!("{b}/v1/pops/stream"), AGENT_DE).await;
 
     let r = call(engine.udp, DNIS, US, "pop-us-1").await;
     let call_ref = contact_ref(&r);
@@ -196,7 +196,7 @@ async fn a_call_through_node_a_reaches_a_desktop_stream_on_node_b() {
     // Node B is ready once its Redis subscription is up.
     ready(&b.base()).await;
     ready(&a.base()).await;
-    let mut desk_b = Sse::open(
+    let mut desk_b = Sse::subscribe(
         &format!("{}/v1/pops/stream?queue=general", b.base()),
         AGENT_GENERAL,
     )

@@ -15,12 +15,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use futures_util::StreamExt;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_core::{NumberIntel, NumberPlan};
 
 pub const WAIT: Duration = Duration::from_secs(15);
+
+// The SSE, WebSocket and HTTP clients, shared with the API crate's own tests.
+#[path = "../../crates/api/tests/common/clients.rs"]
+mod clients;
+pub use clients::*;
 pub const AGENT_GENERAL: &str = "agent-general-token-0001";
 pub const AGENT_DE: &str = "agent-general-de-token-02";
 pub const ADMIN: &str = "admin-token-0000000000003";
@@ -192,11 +196,6 @@ pub fn contact_ref(resp: &str) -> String {
         .expect("ref= in Contact")
 }
 
-pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 /// Status and JSON body of a request.
 pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let resp = req.send().await.unwrap();
@@ -206,87 +205,6 @@ pub async fn json(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
-}
-
-/// One SSE subscription on a real HTTP response, past its `hello` event.
-pub struct Sse {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl Sse {
-    pub async fn open(url: &str, token: &str) -> Self {
-        let resp = http().get(url).bearer_auth(token).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "stream refused: {url}");
-        let mut s = Self {
-            resp,
-            buf: String::new(),
-        };
-        assert_eq!(s.next().await.0, "hello");
-        s
-    }
-
-    pub async fn next(&mut self) -> (String, String) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut name = String::from("message");
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_owned();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                        }
-                    }
-                    if data.is_empty() && name == "message" {
-                        continue;
-                    }
-                    return (name, data);
-                }
-                let chunk = self.resp.chunk().await.unwrap().expect("stream ended");
-                self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-            }
-        })
-        .await
-        .expect("no SSE event in time")
-    }
-
-    pub async fn pop(&mut self) -> serde_json::Value {
-        loop {
-            let (ev, data) = self.next().await;
-            if ev == "pop" {
-                return serde_json::from_str(&data).unwrap();
-            }
-        }
-    }
-}
-
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-pub async fn ws(url: &str, token: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(ws_next(&mut ws).await["type"], "hello");
-    ws
-}
-
-pub async fn ws_next(ws: &mut Ws) -> serde_json::Value {
-    use tokio_tungstenite::tungstenite::Message;
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Message::Text(t) = ws.next().await.expect("ws ended").unwrap() {
-                return serde_json::from_str(t.as_str()).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("no WebSocket message in time")
 }
 
 /// A real HTTP webhook receiver: answers the n-th POST with `script[n]` (then 200).
