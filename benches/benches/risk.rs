@@ -1,5 +1,7 @@
 //! The risk engine per call: `RiskEngine::evaluate` with the embedded stores (in-memory
-//! velocity, list snapshot with 3,000 entries), its parts (list check, velocity record), and,
+//! velocity, list snapshot with 3,000 entries), its parts (list check, velocity record: the
+//! flood of the evaluate case, 10,000 callers each calling every 10 s, and a million callers
+//! calling back every 14 hours or so), and,
 //! when `redis-server` is installed, the same call against a local Redis started here (one
 //! EVALSHA round trip per call).
 
@@ -181,20 +183,56 @@ fn risk(c: &mut Criterion) {
     });
 
     let store = Arc::clone(engine.velocity_store());
-    let mut k = 0u64;
+    let mut id = String::with_capacity(32);
     g.bench_function("velocity_record_memory", |b| {
         b.iter(|| {
-            k += 1;
+            // The same clock as above: the store already holds evaluate_memory's calls, and
+            // time running backwards would be no traffic's pattern.
+            n += 1;
             let f = calls
-                .get(usize::try_from(k % 10_000).unwrap_or(0))
+                .get(usize::try_from(n % 10_000).unwrap_or(0))
                 .expect("in range");
-            let id = format!("v-{k}");
+            id.clear();
+            let _ = write!(id, "v-{n}");
             let obs = Observation {
                 call_id: &id,
                 ani: f.ani.e164().expect("E.164"),
                 dnis: f.dnis.key(),
-                npa_nxx: Some((212, 500)),
-                now: now + Duration::from_millis(k),
+                npa_nxx: f.ani_info.and_then(|i| i.npa.zip(i.nxx)),
+                now: now + Duration::from_millis(n),
+            };
+            rt.block_on(store.record(obs))
+        });
+    });
+
+    // The common case: a million distinct callers, each calling back about every 14 hours
+    // (a call every 50 ms), so most keys hold one or two calls and few thresholds fire. The
+    // store is the default one (1 million keys, 4 million events).
+    let typical = rt
+        .block_on(RiskEngine::from_config(&RiskConfig::default(), dir.path()))
+        .expect("engine");
+    let store = Arc::clone(typical.velocity_store());
+    let million: Vec<E164> = (0..1_000_000u64)
+        .map(|i| E164::from_digits(&(12_000_000_000 + i * 7919 % 10_000_000_000).to_string()))
+        .collect::<Option<_>>()
+        .expect("E.164");
+    let mut m = 0u64;
+    g.bench_function("velocity_record_memory_1m_callers", |b| {
+        b.iter(|| {
+            m += 1;
+            let ani = million
+                .get(usize::try_from(m % 1_000_000).unwrap_or(0))
+                .expect("in range");
+            id.clear();
+            let _ = write!(id, "t-{m}");
+            let d = ani.digits();
+            let part = |r: std::ops::Range<usize>| d.get(r).and_then(|s| s.parse().ok());
+            let obs = Observation {
+                call_id: &id,
+                ani,
+                dnis: DNIS.get(usize::try_from(m % 4).unwrap_or(0)).copied(),
+                npa_nxx: part(1..4).zip(part(4..7)),
+                now: now + Duration::from_millis(50 * m),
             };
             rt.block_on(store.record(obs))
         });
