@@ -3,7 +3,7 @@
 //! same mix for comparison, geography lookup, and the start-up cost of building the tables.
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -57,6 +57,64 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Threads that classify the mix on request: `run` hands each of the first `counts.len()`
+/// workers its count and returns the wall time until all are done.
+struct Workers {
+    jobs: Vec<mpsc::Sender<u64>>,
+    done: mpsc::Receiver<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(n: usize, classifier: &Arc<Classifier>, numbers: &[E164]) -> Self {
+        let (done_tx, done) = mpsc::channel();
+        let mut jobs = Vec::new();
+        let mut threads = Vec::new();
+        for t in 0..n {
+            let (tx, rx) = mpsc::channel::<u64>();
+            let (classifier, numbers, done_tx) =
+                (Arc::clone(classifier), numbers.to_vec(), done_tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut it = numbers.iter().cycle().skip(t * 17);
+                for count in rx {
+                    for _ in 0..count {
+                        black_box(classifier.classify(it.next().expect("cycle")));
+                    }
+                    if done_tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            }));
+            jobs.push(tx);
+        }
+        Self {
+            jobs,
+            done,
+            threads,
+        }
+    }
+
+    fn run(&self, counts: &[u64]) -> Duration {
+        let start = Instant::now();
+        for (tx, &count) in self.jobs.iter().zip(counts) {
+            tx.send(count).expect("worker alive");
+        }
+        for _ in counts {
+            self.done.recv().expect("worker alive");
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 fn numbers(c: &mut Criterion) {
     let before = rss_kib();
     let t = Instant::now();
@@ -89,35 +147,17 @@ fn numbers(c: &mut Criterion) {
     g.bench_function("fast/1_thread", |b| {
         b.iter(|| classifier.classify(black_box(it.next().expect("cycle"))))
     });
-    // Two threads, each classifying half of the iterations: time per number across both.
+    // Two long-lived threads (as the server's workers are), each classifying half of the
+    // iterations: time per number across both. The one-thread figure beside it runs on one of
+    // the same workers, so the two differ only in the number of threads.
+    let workers = Workers::start(2, &classifier, &numbers);
     g.bench_function("fast/2_threads_per_number", |b| {
-        b.iter_custom(|iters| {
-            let half = iters / 2 + 1;
-            let start = Instant::now();
-            std::thread::scope(|s| {
-                for t in 0..2 {
-                    let (classifier, numbers) = (&classifier, &numbers);
-                    s.spawn(move || {
-                        let mut it = numbers.iter().cycle().skip(t * 17);
-                        for _ in 0..half {
-                            black_box(classifier.classify(it.next().expect("cycle")));
-                        }
-                    });
-                }
-            });
-            start.elapsed()
-        });
+        b.iter_custom(|iters| workers.run(&[iters / 2 + 1, iters / 2 + 1]));
     });
     g.bench_function("fast/1_thread_per_number_same_harness", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            let mut it = numbers.iter().cycle();
-            for _ in 0..iters {
-                black_box(classifier.classify(it.next().expect("cycle")));
-            }
-            start.elapsed()
-        });
+        b.iter_custom(|iters| workers.run(&[iters]));
     });
+    drop(workers);
     let mut it = numbers.iter().cycle();
     g.bench_function("geography_lookup", |b| {
         b.iter(|| geography.lookup(black_box(it.next().expect("cycle"))))
