@@ -235,6 +235,54 @@ async fn retransmissions_count_once_and_a_flood_raises_the_risk() {
 }
 
 #[tokio::test]
+async fn a_risk_policy_applies_its_own_thresholds_and_queue_to_its_dialed_numbers() {
+    let s = Scratch::new();
+    // Default thresholds are loose; the fraud line's policy trips on a second call a minute
+    // and sends the caller to its own verification queue.
+    let text = format!(
+        "{}{RISK}gray_queue = \"verify-ivr\"\n[risk.velocity]\nwindows = [60]\nani = [5]\n\
+         ani_dnis = [0]\nnpa_nxx = [0]\n[risk.levels]\nelevated = 20\nhigh = 25\n\
+         [[risk.policy]]\nname = \"fraud-line\"\ndnis = [\"18005550100\"]\n\
+         gray_queue = \"verify-fraud\"\nvelocity = {{ ani = [1] }}\n",
+        base_config(false)
+    );
+    let node = s.start(&text).await;
+    for (i, dnis) in ["+18005550199", "+18005550199", "+18005550100"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("pol{i}");
+        let r = call(&node, &invite_pai(dnis, "+12125550177", "", &id, 1)).await;
+        assert_eq!(status(&r), 302, "{r}");
+        let (f, d) = node.call(&call_id(&id));
+        let risk = f.risk.unwrap();
+        let policy = risk.signals.iter().find(|s| s.name == "risk-policy");
+        if i < 2 {
+            // Two calls to another line: within the default five a minute.
+            assert!(policy.is_none(), "{:?}", risk.signals);
+            assert!(risk.level < RiskLevel::High, "{risk:?}");
+            assert!(!header(&r, "Contact").unwrap().contains(";verify"), "{r}");
+        } else {
+            // The third call from the same ANI, to the fraud line: over its one a minute.
+            assert_eq!(policy.map(|p| p.detail.as_str()), Some("fraud-line"));
+            assert!(
+                risk.signals.iter().any(|s| s.name == "velocity-ani-1m"),
+                "{:?}",
+                risk.signals
+            );
+            assert!(risk.level >= RiskLevel::High, "{risk:?}");
+            let contact = header(&r, "Contact").unwrap();
+            assert!(
+                contact.starts_with("<sip:verify-fraud@acd.example.net;")
+                    && contact.contains(";verify"),
+                "{contact}"
+            );
+            assert!(d.rule.ends_with("+risk-verify"), "{}", d.rule);
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_repeat_caller_is_recognised_from_the_memory_store() {
     let s = Scratch::new();
     let node = s.start(&format!("{}{RISK}", base_config(false))).await;

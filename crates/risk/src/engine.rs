@@ -320,6 +320,10 @@ impl RiskEngine {
         if let Some(q) = &verify_queue {
             signals.push(info("verify-queue", q.clone()));
         }
+        if !std::ptr::eq(policy, &self.default_policy) {
+            // Which thresholds and fail mode applied, for explain and the decision log.
+            signals.push(info("risk-policy", policy.name.clone()));
+        }
         let history = match &velocity {
             Some(Ok(c)) => c.history.clone(),
             _ => None,

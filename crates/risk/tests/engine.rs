@@ -161,6 +161,10 @@ async fn velocity_signals_per_window_per_policy_and_call_ids_count_once() {
     let other = "14155550100";
     let v = e.evaluate(&facts("h1", other, "18885550101"), at(0)).await;
     assert_eq!(v.policy, "hotline");
+    assert!(
+        names(&v.assessment).contains(&("risk-policy", 0)),
+        "explain names the policy"
+    );
     let v = e.evaluate(&facts("h2", other, "18885550101"), at(1)).await;
     let n = names(&v.assessment);
     for w in [
