@@ -111,13 +111,19 @@ fn check_reports_cli_policy_errors() {
 
 /// Runs the binary from a directory other than the repo's, as an operator would.
 fn tollgate(args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = tollgate_status(args);
+    (code == Some(0), out, err)
+}
+
+/// The exit code (None when killed by a signal), stdout and stderr.
+fn tollgate_status(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .current_dir(std::env::temp_dir())
         .args(args)
         .output()
         .unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -263,10 +269,10 @@ fn diff_replays_calls_against_candidate_rules() {
     )
     .unwrap();
     let (rules, calls_s) = (candidate.to_str().unwrap(), calls.to_str().unwrap());
-    let (ok, out, err) = tollgate(&[
+    let (code, out, err) = tollgate_status(&[
         "diff", "--config", config, "--rules", rules, "--calls", calls_s,
     ]);
-    assert!(ok, "{err}");
+    assert_eq!(code, Some(1), "calls move: exit 1 as diff(1) does; {err}");
     // Only the plain US caller to support moves: German, gold and sales callers do not.
     assert!(
         out.starts_with("line 2: +12125550123 → +18005550100"),
@@ -283,12 +289,26 @@ fn diff_replays_calls_against_candidate_rules() {
     assert!(out.contains("4 calls replayed, 1 change"), "{out}");
     assert_eq!(out.matches("line ").count(), 1, "{out}");
 
+    // The live rules against themselves: nothing moves, exit 0.
+    let live = root().join("config/routes");
+    let (code, out, err) = tollgate_status(&[
+        "diff",
+        "--config",
+        config,
+        "--rules",
+        live.to_str().unwrap(),
+        "--calls",
+        calls_s,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("4 calls replayed, 0 changes"), "{out}");
+
     // A candidate that does not load is reported with file, line and key, and nothing replays.
     std::fs::write(candidate.join("sales.toml"), "oops = 1\n").unwrap();
-    let (ok, out, err) = tollgate(&[
+    let (code, out, err) = tollgate_status(&[
         "diff", "--config", config, "--rules", rules, "--calls", calls_s,
     ]);
-    assert!(!ok && out.is_empty());
+    assert!(code == Some(2) && out.is_empty(), "{code:?}");
     assert!(
         err.contains("sales.toml:1: oops: unknown field `oops`"),
         "{err}"

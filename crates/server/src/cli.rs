@@ -414,8 +414,9 @@ pub fn diff(
     }
     let _ = writeln!(
         out,
-        "{} calls replayed, {changed} change (live {} → candidate {})",
+        "{} calls replayed, {changed} change{} (live {} → candidate {})",
         calls.len(),
+        if changed == 1 { "" } else { "s" },
         live.version,
         candidate.version
     );

@@ -60,6 +60,7 @@ enum Cmd {
         rules: Option<PathBuf>,
     },
     /// Replay calls against the live and a candidate rules directory; print what would change.
+    /// Exit status as diff(1): 0 no call moves, 1 some do, 2 an error.
     Diff {
         #[arg(long, default_value = "config/tollgate.toml")]
         config: PathBuf,
@@ -127,26 +128,50 @@ fn main() -> ExitCode {
                     ..Default::default()
                 })
             };
-            offline(&config, &plan, rules.as_deref(), |cfg, pipeline, live| {
+            let result = offline(&config, &plan, rules.as_deref(), |cfg, pipeline, live| {
                 let spec = spec()?;
                 tollgate_server::cli::explain(&spec, cfg, pipeline, live).map_err(|e| e.to_string())
-            })
+            });
+            match result {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Diff {
             config,
             rules,
             calls,
-        } => offline(&config, &plan, None, |cfg, pipeline, live| {
-            let candidate =
-                tollgate_server::rules::load_dir(&rules, &cfg.rule_settings).map_err(|errs| {
-                    let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                    format!("the candidate rules do not load:\n{}", list.join("\n"))
-                })?;
-            let calls = tollgate_server::cli::calls_from_csv(&calls).map_err(|e| e.to_string())?;
-            tollgate_server::cli::diff(&calls, cfg, pipeline, live, &candidate)
-                .map(|(text, _)| text)
-                .map_err(|e| e.to_string())
-        }),
+        } => {
+            let result = offline(&config, &plan, None, |cfg, pipeline, live| {
+                let candidate = tollgate_server::rules::load_dir(&rules, &cfg.rule_settings)
+                    .map_err(|errs| {
+                        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                        format!("the candidate rules do not load:\n{}", list.join("\n"))
+                    })?;
+                let calls =
+                    tollgate_server::cli::calls_from_csv(&calls).map_err(|e| e.to_string())?;
+                tollgate_server::cli::diff(&calls, cfg, pipeline, live, &candidate)
+                    .map_err(|e| e.to_string())
+            });
+            // As diff(1) does, so a review script can gate on it: 0 nothing moves, 1 some
+            // calls move, 2 trouble.
+            match result {
+                Ok((text, changed)) => {
+                    print!("{text}");
+                    ExitCode::from(u8::from(changed > 0))
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::List { config, action } => {
             match tollgate_server::list_cmd::run(&config, &plan, action) {
                 Ok(text) => {
@@ -208,7 +233,9 @@ fn main() -> ExitCode {
 
 /// Loads config, numbering tables and rules for a command that runs no server, prints what `run`
 /// returns, and exits non-zero on any error.
-fn offline(
+/// Loads the config, the number tables and the rules (the configured ones or `rules_override`)
+/// as `serve` would, without binding anything, and hands them to `run`.
+fn offline<T>(
     config: &std::path::Path,
     plan: &Arc<NumberPlan>,
     rules_override: Option<&std::path::Path>,
@@ -216,39 +243,27 @@ fn offline(
         &tollgate_server::Loaded,
         &tollgate_server::Pipeline,
         &tollgate_router::Rules,
-    ) -> Result<String, String>,
-) -> ExitCode {
-    let result = (|| -> Result<String, String> {
-        let cfg = tollgate_server::config::load(config, plan).map_err(|e| e.to_string())?;
-        let intel = Arc::new(NumberIntel::load().map_err(|e| e.to_string())?);
-        let store = match rules_override {
-            Some(dir) => {
-                let source = tollgate_server::rules::RuleSource::Dir(dir.to_owned());
-                tollgate_server::rules::RuleStore::new(source, cfg.rule_settings.clone())
-                    .map(Arc::new)
-                    .map_err(|errs| {
-                        errs.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })?
-            }
-            None => tollgate_server::rule_store(&cfg).map_err(|e| e.to_string())?,
-        };
-        let pipeline = tollgate_server::pipeline(&cfg, Arc::clone(plan), intel, Arc::clone(&store));
-        let live = store.current();
-        run(&cfg, &pipeline, &live)
-    })();
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+    ) -> Result<T, String>,
+) -> Result<T, String> {
+    let cfg = tollgate_server::config::load(config, plan).map_err(|e| e.to_string())?;
+    let intel = Arc::new(NumberIntel::load().map_err(|e| e.to_string())?);
+    let store = match rules_override {
+        Some(dir) => {
+            let source = tollgate_server::rules::RuleSource::Dir(dir.to_owned());
+            tollgate_server::rules::RuleStore::new(source, cfg.rule_settings.clone())
+                .map(Arc::new)
+                .map_err(|errs| {
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?
         }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+        None => tollgate_server::rule_store(&cfg).map_err(|e| e.to_string())?,
+    };
+    let pipeline = tollgate_server::pipeline(&cfg, Arc::clone(plan), intel, Arc::clone(&store));
+    let live = store.current();
+    run(&cfg, &pipeline, &live)
 }
 
 async fn serve(
