@@ -420,10 +420,12 @@ async fn signed_calls_verify_from_trusted_trunks_only() {
         &invite_pai("+18005550100", "+12125550117", &identity, "sig1", 1),
     )
     .await;
+    let contact = header(&r, "Contact").unwrap();
     assert!(
-        header(&r, "Contact").unwrap().starts_with("<sip:attested@"),
+        contact.starts_with("<sip:attested@") && contact.contains(";attest=A"),
         "{r}"
     );
+    assert_eq!(header(&r, "X-Identity"), Some("verified;attest=A"));
     let (f, d) = node.call(&call_id("sig1"));
     let risk = f.risk.unwrap();
     assert_eq!(risk.attestation, Some(Attestation::A));
@@ -441,10 +443,12 @@ async fn signed_calls_verify_from_trusted_trunks_only() {
     ))
     .await;
     let r = peer.recv_final().await;
+    let contact = header(&r, "Contact").unwrap();
     assert!(
-        header(&r, "Contact").unwrap().starts_with("<sip:general@"),
+        contact.starts_with("<sip:general@") && !contact.contains(";attest="),
         "{r}"
     );
+    assert_eq!(header(&r, "X-Identity"), None, "nothing verified: {r}");
     let (f, _) = node.call(&call_id("sig2"));
     assert!(!f.trusted && f.identity.is_empty());
     let risk = f.risk.unwrap();
@@ -458,6 +462,11 @@ async fn signed_calls_verify_from_trusted_trunks_only() {
     )
     .await;
     assert_eq!(status(&r), 302, "annotate mode never rejects: {r}");
+    assert!(!header(&r, "Contact").unwrap().contains(";attest="), "{r}");
+    assert!(
+        header(&r, "X-Identity").is_some_and(|h| h.starts_with("failed;reason=\"invalid-identity")),
+        "{r}"
+    );
     let risk = node.call(&call_id("sig3")).0.risk.unwrap();
     assert!(
         matches!(&risk.verification, Verification::Failed(why) if why.starts_with("invalid-identity")),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
-use tollgate_core::{CallFacts, Decision, DecisionAction, NumberPlan};
+use tollgate_core::{CallFacts, Decision, DecisionAction, NumberPlan, Verification};
 use tracing::{debug, warn};
 
 use crate::extract::{extract, Emergency};
@@ -806,11 +806,26 @@ impl ResponseTemplate {
                 if let Some(e) = facts.ani.e164() {
                     contact.push_str(&format!(";ani=%2B{}", e.digits()));
                 }
+                // The verification outcome for the ACD (STIR/SHAKEN or the carrier's trusted
+                // verstat): an attestation only when the signature verified.
+                let mut identity = None;
                 if let Some(risk) = &facts.risk {
                     contact.push_str(&format!(";risk={}", risk.level.as_str()));
+                    identity = match (&risk.verification, risk.attestation) {
+                        (Verification::Verified, Some(a)) => {
+                            contact.push_str(&format!(";attest={}", a.as_str()));
+                            Some(format!("X-Identity: verified;attest={}", a.as_str()))
+                        }
+                        (Verification::Verified, None) => Some("X-Identity: verified".to_owned()),
+                        (Verification::Failed(why), _) => Some(format!(
+                            "X-Identity: failed;reason=\"{}\"",
+                            response::sanitize(why).replace(['"', '\\'], "'")
+                        )),
+                        (Verification::Absent, _) => None,
+                    };
                 }
                 contact.push('>');
-                let extra = [
+                let mut extra = vec![
                     contact,
                     format!("X-Call-Ref: {}", call.call_ref),
                     format!("X-ANI: {ani}"),
@@ -827,6 +842,7 @@ impl ResponseTemplate {
                     format!("X-Rule: {rule}"),
                     format!("X-Rules-Version: {}", response::sanitize(&decision.version)),
                 ];
+                extra.extend(identity);
                 self.with_status(302, reason_phrase(302), &extra)
             }
             DecisionAction::Reject {
