@@ -128,20 +128,16 @@ fn main() -> ExitCode {
                     ..Default::default()
                 })
             };
-            let result = offline(&config, &plan, rules.as_deref(), |cfg, pipeline, live| {
-                let spec = spec()?;
-                tollgate_server::cli::explain(&spec, cfg, pipeline, live).map_err(|e| e.to_string())
-            });
-            match result {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            report(offline(
+                &config,
+                &plan,
+                rules.as_deref(),
+                |cfg, pipeline, live| {
+                    let spec = spec()?;
+                    tollgate_server::cli::explain(&spec, cfg, pipeline, live)
+                        .map_err(|e| e.to_string())
+                },
+            ))
         }
         Cmd::Diff {
             config,
@@ -172,18 +168,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::List { config, action } => {
-            match tollgate_server::list_cmd::run(&config, &plan, action) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Cmd::List { config, action } => report(
+            tollgate_server::list_cmd::run(&config, &plan, action).map_err(|e| e.to_string()),
+        ),
         Cmd::Serve { config } => {
             let cfg = match tollgate_server::config::load(&config, &plan) {
                 Ok(c) => c,
@@ -233,6 +220,20 @@ fn main() -> ExitCode {
 
 /// Loads config, numbering tables and rules for a command that runs no server, prints what `run`
 /// returns, and exits non-zero on any error.
+/// Prints the command's output, or its error on stderr with a failing exit status.
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Loads the config, the number tables and the rules (the configured ones or `rules_override`)
 /// as `serve` would, without binding anything, and hands them to `run`.
 fn offline<T>(
