@@ -168,9 +168,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::List { config, action } => report(
-            tollgate_server::list_cmd::run(&config, &plan, action).map_err(|e| e.to_string()),
-        ),
+        Cmd::List { config, action } => {
+            report(tollgate_server::list_cmd::run(&config, &plan, action))
+        }
         Cmd::Serve { config } => {
             let cfg = match tollgate_server::config::load(&config, &plan) {
                 Ok(c) => c,
