@@ -401,19 +401,27 @@ fn info(name: &str, detail: String) -> RiskSignal {
     }
 }
 
-/// One more than the largest threshold of each dimension, over every policy.
+/// One more than the largest threshold of each dimension, over every policy; 0 for a
+/// dimension with no threshold anywhere (not counted).
 fn caps(cfg: &RiskConfig) -> Caps {
     let v = &cfg.velocity;
-    let max = |ts: &[&Vec<u32>]| ts.iter().flat_map(|t| t.iter()).copied().max().unwrap_or(0);
-    let mut ani = vec![&v.ani, &v.ani_dnis];
-    let mut npa = vec![&v.npa_nxx];
-    for p in &cfg.policy {
-        ani.extend(p.velocity.ani.iter());
-        ani.extend(p.velocity.ani_dnis.iter());
-        npa.extend(p.velocity.npa_nxx.iter());
-    }
+    let cap =
+        |top: &[u32], per_policy: &dyn Fn(&crate::config::PolicyConfig) -> Option<&Vec<u32>>| {
+            let max = top
+                .iter()
+                .chain(cfg.policy.iter().filter_map(per_policy).flatten())
+                .copied()
+                .max()
+                .unwrap_or(0);
+            if max == 0 {
+                0
+            } else {
+                max.saturating_add(1)
+            }
+        };
     Caps {
-        ani: max(&ani).saturating_add(1),
-        npa_nxx: max(&npa).saturating_add(1),
+        ani: cap(&v.ani, &|p| p.velocity.ani.as_ref()),
+        ani_dnis: cap(&v.ani_dnis, &|p| p.velocity.ani_dnis.as_ref()),
+        npa_nxx: cap(&v.npa_nxx, &|p| p.velocity.npa_nxx.as_ref()),
     }
 }

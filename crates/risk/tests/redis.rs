@@ -129,11 +129,58 @@ async fn one_round_trip_per_call_all_windows_and_dimensions() {
         from_client[0]
     );
     assert!(from_client[0].contains(v.script_sha()));
-    // Inside the script: ZADD, ZREMRANGEBYSCORE, ZCARD, 3 ZCOUNT, PEXPIRE for each of 3 keys,
-    // then one GET of the caller's history.
+    // Inside the script: ZADD, ZREMRANGEBYSCORE, ZCARD, 2 ZCOUNT (the day's count is the
+    // set's size), PEXPIRE for each of 3 keys, then one GET of the caller's history.
     let in_script = lines.iter().filter(|l| l.contains("lua]")).count();
-    assert_eq!(in_script, 3 * 7 + 1, "{lines:#?}");
+    assert_eq!(in_script, 3 * 6 + 1, "{lines:#?}");
     assert_eq!(server.calls("evalsha") - evalsha_before, 1);
+}
+
+#[tokio::test]
+async fn only_the_dimensions_with_thresholds_cost_redis_work() {
+    // Kamailio's reference work: calls per ANI over one minute, nothing else.
+    let server = RedisServer::start();
+    let cfg = redis_cfg(&server);
+    let caps = Caps {
+        ani: 11,
+        ani_dnis: 0,
+        npa_nxx: 0,
+    };
+    let v = RedisVelocity::new(
+        tollgate_risk::redis_connect(&cfg.redis).unwrap(),
+        "tg",
+        vec![60],
+        caps,
+        Duration::from_millis(500),
+        Duration::from_millis(300),
+    )
+    .with_history_ttl(0);
+    let a = e164(ANI);
+    v.record(obs("warm-up", &a, Some(DNIS), 0)).await.unwrap();
+    let mon = Monitor::start(server.port);
+    let r = v.record(obs("measured", &a, Some(DNIS), 1)).await.unwrap();
+    let again = v.record(obs("measured", &a, Some(DNIS), 2)).await.unwrap();
+    let late = v.record(obs("late", &a, Some(DNIS), 61)).await.unwrap();
+    let lines = mon.lines(Duration::from_millis(300));
+    assert_eq!(
+        (r.ani.clone(), r.ani_dnis, r.npa_nxx, r.history),
+        (vec![2], None, None, None)
+    );
+    assert_eq!(again.ani, vec![2], "the same Call-ID counts once");
+    assert_eq!(
+        late.ani,
+        vec![1],
+        "warm-up (t=0) and `measured` (t=1) have left the minute"
+    );
+    let in_script: Vec<&String> = lines.iter().filter(|l| l.contains("lua]")).collect();
+    // ZADD, ZREMRANGEBYSCORE, ZCARD, PEXPIRE on the ANI's set, for each of the three calls.
+    assert_eq!(in_script.len(), 3 * 4, "{lines:#?}");
+    assert!(
+        in_script
+            .iter()
+            .all(|l| l.contains(":a:") && !l.contains("ZCOUNT")),
+        "{in_script:#?}"
+    );
 }
 
 #[tokio::test]

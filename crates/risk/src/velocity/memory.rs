@@ -424,7 +424,10 @@ impl MemoryVelocity {
             dnis: dnis.unwrap_or(0),
         };
         let windows = &self.windows;
-        let ani_cap = self.caps.ani as usize;
+        // The ANI's entry carries the ANI + DNIS counts too, and always exists: it decides
+        // Call-ID dedup for the exchange's count.
+        let ani_cap = self.caps.ani.max(self.caps.ani_dnis).max(1) as usize;
+        let dnis = dnis.filter(|_| self.caps.ani_dnis > 0);
         let ((ani, ani_dnis), dup) = self.shard(ani_key).touch(
             ani_key,
             ev,
@@ -456,7 +459,7 @@ impl MemoryVelocity {
             },
         );
         let npa_cap = self.caps.npa_nxx as usize;
-        let npa_nxx = obs.npa_nxx.map(|(npa, nxx)| {
+        let npa_nxx = obs.npa_nxx.filter(|_| npa_cap > 0).map(|(npa, nxx)| {
             let key = NPA_TAG | (u64::from(npa) * 1000 + u64::from(nxx));
             let ev = Event { dnis: 0, ..ev };
             let add = if dup { Add::No } else { Add::Yes };
@@ -629,6 +632,7 @@ mod tests {
     fn a_flood_is_capped_per_key() {
         let caps = Caps {
             ani: 11,
+            ani_dnis: 11,
             npa_nxx: 21,
         };
         let s = MemoryVelocity::new(vec![60, 3600], caps, 100, 10_000);
@@ -652,6 +656,7 @@ mod tests {
     fn batched_trim_counts_as_an_exact_cap() {
         let caps = Caps {
             ani: 7,
+            ani_dnis: 7,
             npa_nxx: 13,
         };
         let windows = vec![5, 20, 50];
@@ -703,6 +708,22 @@ mod tests {
             assert_eq!(c.ani_dnis, Some(want_dnis), "call {i}");
             assert_eq!(c.npa_nxx, Some(want_npa), "call {i}");
         }
+    }
+
+    #[test]
+    fn dimensions_without_thresholds_are_not_counted() {
+        let caps = Caps {
+            ani: 6,
+            ani_dnis: 0,
+            npa_nxx: 0,
+        };
+        let s = MemoryVelocity::new(vec![60], caps, 100, 1000);
+        let a = E164::from_digits("12125551212").unwrap();
+        let c = s.record_now(obs("c1", &a, "18005550100", 0));
+        let c2 = s.record_now(obs("c2", &a, "18005550100", 1));
+        assert_eq!((c.ani, c2.ani), (vec![1], vec![2]));
+        assert_eq!((c2.ani_dnis, c2.npa_nxx), (None, None));
+        assert_eq!(s.stats().keys, 1, "no exchange entry");
     }
 
     #[test]

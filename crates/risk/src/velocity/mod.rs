@@ -48,11 +48,13 @@ pub struct VelocityCounts {
 
 /// How many calls per key a store keeps: one more than the largest threshold, so every
 /// threshold decision is exact while a flood cannot grow a key without bound (counts past the
-/// cap read as the cap).
+/// cap read as the cap). 0: no threshold of that dimension is set, so it is not counted at all
+/// (its counts come back `None`; the ANI's own calls are always kept, they decide Call-ID
+/// dedup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caps {
-    /// Per ANI key (which also carries the ANI + DNIS counts in memory).
     pub ani: u32,
+    pub ani_dnis: u32,
     pub npa_nxx: u32,
 }
 
@@ -60,6 +62,7 @@ impl Default for Caps {
     fn default() -> Self {
         Self {
             ani: 1000,
+            ani_dnis: 1000,
             npa_nxx: 10_001,
         }
     }

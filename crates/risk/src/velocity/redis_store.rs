@@ -14,7 +14,10 @@
 //!
 //! Per key, the script runs `ZADD NX now callid` (a Call-ID seen before keeps its first time
 //! and counts once), `ZREMRANGEBYSCORE` past the longest window, trims to the cap, `ZCOUNT`s
-//! each window and sets `PEXPIRE` to the longest window. `redis::Script` sends `EVALSHA`; after
+//! each shorter window (the longest window's count is the set's size by then) and sets
+//! `PEXPIRE` to the longest window. A dimension no policy sets a threshold for has no key, and
+//! with the repeat-caller memory off there is no history read: a configuration that counts
+//! calls per ANI over one minute costs four commands per call. `redis::Script` sends `EVALSHA`; after
 //! a Redis restart (empty script cache) it gets `NOSCRIPT`, loads the script and repeats the
 //! call, all inside the same deadline.
 
@@ -30,9 +33,11 @@ use crate::BoxFuture;
 
 const STORE: &str = "redis";
 
-/// KEYS: the call's sorted sets, then the ANI's history string. ARGV: now_ms, member, trim_at,
-/// ttl_ms, n_windows, n_sorted_sets, one exclusive lower bound per window (`(cutoff`), then one
-/// cap per sorted set. Returns the counts, then the history value (`""` when none).
+/// KEYS: the call's sorted sets, then (when the repeat-caller memory is on) the ANI's history
+/// string. ARGV: now_ms, member, trim_at, ttl_ms, n_windows, n_sorted_sets, one exclusive
+/// lower bound per window (`(cutoff`, or `all` for the longest window, whose lower bound is
+/// `trim_at`), then one cap per sorted set. Returns the counts, then the history value (`""`
+/// when none) if its key was given.
 const SCRIPT: &str = r"
 local now, member, trim, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local nwin = tonumber(ARGV[5])
@@ -46,13 +51,21 @@ for i = 1, nsets do
   local n = redis.call('ZCARD', key)
   if n > cap then
     redis.call('ZREMRANGEBYRANK', key, 0, n - cap - 1)
+    n = cap
   end
   for w = 1, nwin do
-    out[#out + 1] = redis.call('ZCOUNT', key, ARGV[6 + w], '+inf')
+    local from = ARGV[6 + w]
+    if from == 'all' then
+      out[#out + 1] = n
+    else
+      out[#out + 1] = redis.call('ZCOUNT', key, from, '+inf')
+    end
   end
   redis.call('PEXPIRE', key, ttl)
 end
-out[#out + 1] = redis.call('GET', KEYS[nsets + 1]) or ''
+if #KEYS > nsets then
+  out[#out + 1] = redis.call('GET', KEYS[nsets + 1]) or ''
+end
 return out
 ";
 
@@ -80,14 +93,20 @@ fn parse_history(v: &str) -> Option<tollgate_core::CallerHistory> {
 
 /// The sorted sets one call touches, in the order the script returns their counts.
 pub fn keys_for(prefix: &str, obs: &Observation<'_>) -> Vec<String> {
+    call_keys(prefix, obs, true, true)
+}
+
+/// The ANI's set, then the ANI + DNIS and NPA-NXX sets where the call has those and they
+/// are counted.
+fn call_keys(prefix: &str, obs: &Observation<'_>, ani_dnis: bool, npa_nxx: bool) -> Vec<String> {
     let ani = obs.ani.digits();
     let tag = tag(ani, obs.npa_nxx);
-    let mut keys = Vec::with_capacity(3);
+    let mut keys = Vec::with_capacity(4);
     keys.push(format!("{prefix}:{{{tag}}}:a:{ani}"));
-    if let Some(d) = obs.dnis {
+    if let (Some(d), true) = (obs.dnis, ani_dnis) {
         keys.push(format!("{prefix}:{{{tag}}}:ad:{ani}:{d}"));
     }
-    if obs.npa_nxx.is_some() {
+    if obs.npa_nxx.is_some() && npa_nxx {
         keys.push(format!("{prefix}:{{{tag}}}:n"));
     }
     keys
@@ -206,12 +225,17 @@ impl RedisVelocity {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let max_ms = u64::from(self.windows.iter().copied().max().unwrap_or(0)) * 1000;
-        let keys = keys_for(&self.prefix, &obs);
+        let by_dnis = obs.dnis.is_some() && self.caps.ani_dnis > 0;
+        let by_exchange = obs.npa_nxx.is_some() && self.caps.npa_nxx > 0;
+        let keys = call_keys(&self.prefix, &obs, by_dnis, by_exchange);
         let mut inv = self.script.prepare_invoke();
         for k in &keys {
             inv.key(k);
         }
-        inv.key(history_key(&self.prefix, obs.ani.digits(), obs.npa_nxx));
+        let with_history = self.history_ttl_s > 0;
+        if with_history {
+            inv.key(history_key(&self.prefix, obs.ani.digits(), obs.npa_nxx));
+        }
         inv.arg(now_ms)
             .arg(call_member(obs.call_id))
             .arg(now_ms.saturating_sub(max_ms))
@@ -219,13 +243,17 @@ impl RedisVelocity {
             .arg(self.windows.len())
             .arg(keys.len());
         for &w in &self.windows {
-            inv.arg(format!("({}", now_ms.saturating_sub(u64::from(w) * 1000)));
+            if u64::from(w) * 1000 == max_ms {
+                inv.arg("all");
+            } else {
+                inv.arg(format!("({}", now_ms.saturating_sub(u64::from(w) * 1000)));
+            }
         }
-        inv.arg(self.caps.ani);
-        if obs.dnis.is_some() {
-            inv.arg(self.caps.ani);
+        inv.arg(self.caps.ani.max(1));
+        if by_dnis {
+            inv.arg(self.caps.ani_dnis);
         }
-        if obs.npa_nxx.is_some() {
+        if by_exchange {
             inv.arg(self.caps.npa_nxx);
         }
         let mut conn = self.conn.clone();
@@ -257,7 +285,7 @@ impl RedisVelocity {
         self.breaker.close();
         let n = self.windows.len();
         let mut counts = counts;
-        let history = match counts.pop() {
+        let history = match with_history.then(|| counts.pop()).flatten() {
             Some(redis::Value::BulkString(b)) => {
                 std::str::from_utf8(&b).ok().and_then(parse_history)
             }
@@ -289,8 +317,8 @@ impl RedisVelocity {
         let mut chunks = counts.chunks(n.max(1)).map(<[u32]>::to_vec);
         Ok(VelocityCounts {
             ani: chunks.next().unwrap_or_default(),
-            ani_dnis: obs.dnis.and_then(|_| chunks.next()),
-            npa_nxx: obs.npa_nxx.and_then(|_| chunks.next()),
+            ani_dnis: by_dnis.then(|| chunks.next()).flatten(),
+            npa_nxx: by_exchange.then(|| chunks.next()).flatten(),
             history,
         })
     }
