@@ -8,23 +8,36 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// An E.164 number: 1 to 15 digits, country code first, stored without the `+`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct E164(String);
+///
+/// Held inline (no heap): extraction builds several per call and the pipeline copies them on.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct E164 {
+    // The digits, then zero bytes: a zero sorts below every digit, so the derived order is the
+    // order of the digit strings (as when this held a `String`).
+    digits: [u8; 15],
+    len: u8,
+}
 
 impl E164 {
     /// Digits only, country code first (the form RFC 8224 canonicalization produces).
     pub fn digits(&self) -> &str {
-        &self.0
+        let d = self.digits.get(..usize::from(self.len)).unwrap_or_default();
+        // Only ASCII digits are ever stored, so this never falls back.
+        std::str::from_utf8(d).unwrap_or_default()
     }
 
     /// Builds from digits (no `+`); `None` if not 1..=15 ASCII digits.
     pub fn from_digits(digits: &str) -> Option<Self> {
-        Self::valid_digits(digits).then(|| Self(digits.to_owned()))
-    }
-
-    /// [`Self::from_digits`] without a copy.
-    fn from_digit_string(digits: String) -> Option<Self> {
-        Self::valid_digits(&digits).then_some(Self(digits))
+        if !Self::valid_digits(digits) {
+            return None;
+        }
+        let mut out = [0u8; 15];
+        out.get_mut(..digits.len())?
+            .copy_from_slice(digits.as_bytes());
+        Some(Self {
+            digits: out,
+            len: u8::try_from(digits.len()).ok()?,
+        })
     }
 
     fn valid_digits(digits: &str) -> bool {
@@ -35,15 +48,22 @@ impl E164 {
     }
 }
 
+// Hashes as the digit string does, so hashes match those of the former `E164(String)`.
+impl std::hash::Hash for E164 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digits().hash(state);
+    }
+}
+
 impl fmt::Display for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "+{}", self.0)
+        write!(f, "+{}", self.digits())
     }
 }
 
 impl fmt::Debug for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "+{}", self.0)
+        write!(f, "+{}", self.digits())
     }
 }
 
@@ -225,17 +245,22 @@ impl NumberPlan {
         region: &RegionPlan,
         phone_context: Option<&str>,
     ) -> PartyNumber {
-        let trimmed = raw.trim();
+        let trimmed = trim(raw);
         if let Some(w) = withheld(trimmed) {
             return PartyNumber::Withheld(w);
         }
         let mut plus = false;
-        let mut digits = String::with_capacity(trimmed.len());
+        let mut short = false;
+        let mut digits = DigitBuf::new();
         let bytes = trimmed.as_bytes();
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
             match b {
-                b'0'..=b'9' | b'*' | b'#' => digits.push(char::from(b)),
+                b'0'..=b'9' => digits.push(b),
+                b'*' | b'#' => {
+                    short = true;
+                    digits.push(b);
+                }
                 b'+' if digits.is_empty() && !plus => plus = true,
                 b'%' if bytes
                     .get(i + 1..i + 3)
@@ -252,24 +277,23 @@ impl NumberPlan {
             }
             i += 1;
         }
+        let digits = digits.as_str();
         if digits.is_empty() {
             return unusable(trimmed);
         }
-        if digits.contains(['*', '#']) {
-            return PartyNumber::Short(digits);
+        if short {
+            return PartyNumber::Short(digits.to_owned());
         }
         if plus {
-            return self
-                .global_owned(digits)
-                .unwrap_or_else(|| unusable(trimmed));
+            return self.global(digits).unwrap_or_else(|| unusable(trimmed));
         }
         if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix('+')) {
-            let cc: String = ctx.chars().filter(char::is_ascii_digit).collect();
+            let cc = ctx.bytes().filter(u8::is_ascii_digit);
             return self
-                .global(&format!("{cc}{digits}"))
+                .global_joined(cc, digits)
                 .unwrap_or_else(|| unusable(trimmed));
         }
-        self.national(&digits, region)
+        self.national(digits, region)
             .unwrap_or_else(|| unusable(trimmed))
     }
 
@@ -279,11 +303,16 @@ impl NumberPlan {
         E164::from_digits(digits).map(PartyNumber::E164)
     }
 
-    /// [`Self::global`] that keeps the caller's string instead of copying it.
-    fn global_owned(&self, digits: String) -> Option<PartyNumber> {
-        self.calling_code(&digits)?;
-        (digits.len() >= 7).then_some(())?;
-        E164::from_digit_string(digits).map(PartyNumber::E164)
+    /// [`Self::global`] of `head` then `tail`, joined on the stack: longer than 15 digits is
+    /// never E.164, so such a join is `None` without being built.
+    fn global_joined(&self, head: impl Iterator<Item = u8>, tail: &str) -> Option<PartyNumber> {
+        let mut buf = [0u8; 15];
+        let mut len = 0;
+        for b in head.chain(tail.bytes()) {
+            *buf.get_mut(len)? = b;
+            len += 1;
+        }
+        self.global(std::str::from_utf8(buf.get(..len)?).ok()?)
     }
 
     fn national(&self, digits: &str, region: &RegionPlan) -> Option<PartyNumber> {
@@ -302,10 +331,9 @@ impl NumberPlan {
                 _ => None,
             };
             if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
-                let mut e164 = String::with_capacity(11);
-                e164.push('1');
-                e164.push_str(ten);
-                return E164::from_digit_string(e164).map(PartyNumber::E164);
+                let mut e164 = [b'1'; 11];
+                e164.get_mut(1..)?.copy_from_slice(ten.as_bytes());
+                return E164::from_digits(std::str::from_utf8(&e164).ok()?).map(PartyNumber::E164);
             }
         } else {
             let np = region
@@ -316,12 +344,12 @@ impl NumberPlan {
                 .and_then(|np| digits.strip_prefix(np))
                 .filter(|nsn| national_length(nsn))
             {
-                return self.global(&format!("{}{nsn}", region.country_code));
+                return self.global_joined(region.country_code.bytes(), nsn);
             }
             // A national significant number written without the national prefix (in regions
             // without one, leading zeros belong to the number: Italy, Ivory Coast).
             if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np)) {
-                return self.global(&format!("{}{digits}", region.country_code));
+                return self.global_joined(region.country_code.bytes(), digits);
             }
         }
         // A carrier that drops the `+`: international digits with an assigned calling code,
@@ -338,6 +366,62 @@ impl NumberPlan {
             return Some(PartyNumber::Short(digits.to_owned()));
         }
         None
+    }
+}
+
+/// Dialled digits (`0-9`, `*`, `#`) on the stack, so normalizing a number allocates nothing;
+/// a string too long for the buffer (never E.164, at most a long short code) moves to the heap.
+struct DigitBuf {
+    inline: [u8; 32],
+    len: usize,
+    heap: Option<String>,
+}
+
+impl DigitBuf {
+    fn new() -> Self {
+        Self {
+            inline: [0; 32],
+            len: 0,
+            heap: None,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, b: u8) {
+        if let Some(h) = &mut self.heap {
+            h.push(char::from(b));
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        } else {
+            let mut h = String::with_capacity(2 * self.inline.len());
+            h.push_str(self.as_str());
+            h.push(char::from(b));
+            self.heap = Some(h);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0 && self.heap.is_none()
+    }
+
+    fn as_str(&self) -> &str {
+        match &self.heap {
+            Some(h) => h,
+            // Only ASCII is pushed, so this never falls back.
+            None => std::str::from_utf8(self.inline.get(..self.len).unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// `str::trim`, skipping the Unicode tables when both ends are visibly not whitespace.
+fn trim(s: &str) -> &str {
+    let solid = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if solid(s.as_bytes().first()) && solid(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
     }
 }
 
