@@ -38,7 +38,7 @@ pub(crate) fn trim_lws(s: &str) -> &str {
 }
 
 #[inline(always)]
-fn is_token_char(b: u8) -> bool {
+pub(crate) fn is_token_char(b: u8) -> bool {
     uri::is(b, uri::class::TOKEN)
 }
 
