@@ -21,30 +21,34 @@ pub struct E164 {
 impl E164 {
     /// Digits only, country code first (the form RFC 8224 canonicalization produces).
     pub fn digits(&self) -> &str {
-        let d = self.digits.get(..usize::from(self.len)).unwrap_or_default();
         // Only ASCII digits are ever stored, so this never falls back.
-        std::str::from_utf8(d).unwrap_or_default()
+        std::str::from_utf8(self.digit_bytes()).unwrap_or_default()
     }
 
     /// Builds from digits (no `+`); `None` if not 1..=15 ASCII digits.
     pub fn from_digits(digits: &str) -> Option<Self> {
-        if !Self::valid_digits(digits) {
+        Self::from_digit_bytes(digits.as_bytes())
+    }
+
+    fn from_digit_bytes(digits: &[u8]) -> Option<Self> {
+        if digits.is_empty()
+            || digits.len() > 15
+            || !digits.iter().all(u8::is_ascii_digit)
+            || digits.first() == Some(&b'0')
+        {
             return None;
         }
         let mut out = [0u8; 15];
-        out.get_mut(..digits.len())?
-            .copy_from_slice(digits.as_bytes());
+        out.get_mut(..digits.len())?.copy_from_slice(digits);
         Some(Self {
             digits: out,
             len: u8::try_from(digits.len()).ok()?,
         })
     }
 
-    fn valid_digits(digits: &str) -> bool {
-        !digits.is_empty()
-            && digits.len() <= 15
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0')
+    /// The digits as bytes: [`Self::digits`] without the UTF-8 check.
+    pub fn digit_bytes(&self) -> &[u8] {
+        self.digits.get(..usize::from(self.len)).unwrap_or_default()
     }
 }
 
@@ -251,7 +255,7 @@ impl NumberPlan {
         }
         let mut plus = false;
         let mut short = false;
-        let mut digits = DigitBuf::new();
+        let mut digits = DigitBuf::with_capacity(trimmed.len());
         let bytes = trimmed.as_bytes();
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
@@ -277,12 +281,12 @@ impl NumberPlan {
             }
             i += 1;
         }
-        let digits = digits.as_str();
+        let digits = digits.as_bytes();
         if digits.is_empty() {
             return unusable(trimmed);
         }
         if short {
-            return PartyNumber::Short(digits.to_owned());
+            return PartyNumber::Short(String::from_utf8_lossy(digits).into_owned());
         }
         if plus {
             return self.global(digits).unwrap_or_else(|| unusable(trimmed));
@@ -297,28 +301,43 @@ impl NumberPlan {
             .unwrap_or_else(|| unusable(trimmed))
     }
 
-    fn global(&self, digits: &str) -> Option<PartyNumber> {
-        self.calling_code(digits)?;
+    /// [`Self::calling_code`]'s length, for ASCII digits.
+    fn calling_code_len(&self, digits: &[u8]) -> Option<usize> {
+        let mut code = 0usize;
+        for (i, &b) in digits.iter().take(3).enumerate() {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            code = code * 10 + usize::from(b - b'0');
+            if self.calling_codes.get(code) == Some(&true) {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    fn global(&self, digits: &[u8]) -> Option<PartyNumber> {
+        self.calling_code_len(digits)?;
         (digits.len() >= 7).then_some(())?;
-        E164::from_digits(digits).map(PartyNumber::E164)
+        E164::from_digit_bytes(digits).map(PartyNumber::E164)
     }
 
     /// [`Self::global`] of `head` then `tail`, joined on the stack: longer than 15 digits is
     /// never E.164, so such a join is `None` without being built.
-    fn global_joined(&self, head: impl Iterator<Item = u8>, tail: &str) -> Option<PartyNumber> {
+    fn global_joined(&self, head: impl Iterator<Item = u8>, tail: &[u8]) -> Option<PartyNumber> {
         let mut buf = [0u8; 15];
         let mut len = 0;
-        for b in head.chain(tail.bytes()) {
+        for b in head.chain(tail.iter().copied()) {
             *buf.get_mut(len)? = b;
             len += 1;
         }
-        self.global(std::str::from_utf8(buf.get(..len)?).ok()?)
+        self.global(buf.get(..len)?)
     }
 
-    fn national(&self, digits: &str, region: &RegionPlan) -> Option<PartyNumber> {
+    fn national(&self, digits: &[u8], region: &RegionPlan) -> Option<PartyNumber> {
         let national_length =
-            |d: &str| u8::try_from(d.len()).is_ok_and(|l| region.national_lengths.contains(&l));
-        if let Some(rest) = digits.strip_prefix(region.international_prefix.as_str()) {
+            |d: &[u8]| u8::try_from(d.len()).is_ok_and(|l| region.national_lengths.contains(&l));
+        if let Some(rest) = digits.strip_prefix(region.international_prefix.as_bytes()) {
             if let Some(n) = self.global(rest) {
                 return Some(n);
             }
@@ -327,13 +346,13 @@ impl NumberPlan {
             // NANP: NPA and NXX start with 2-9; 1 + 10 digits is the long-distance form.
             let ten = match digits.len() {
                 10 => Some(digits),
-                11 => digits.strip_prefix('1'),
+                11 => digits.strip_prefix(b"1"),
                 _ => None,
             };
             if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
                 let mut e164 = [b'1'; 11];
-                e164.get_mut(1..)?.copy_from_slice(ten.as_bytes());
-                return E164::from_digits(std::str::from_utf8(&e164).ok()?).map(PartyNumber::E164);
+                e164.get_mut(1..)?.copy_from_slice(ten);
+                return E164::from_digit_bytes(&e164).map(PartyNumber::E164);
             }
         } else {
             let np = region
@@ -341,76 +360,75 @@ impl NumberPlan {
                 .as_deref()
                 .filter(|np| !np.is_empty());
             if let Some(nsn) = np
-                .and_then(|np| digits.strip_prefix(np))
+                .and_then(|np| digits.strip_prefix(np.as_bytes()))
                 .filter(|nsn| national_length(nsn))
             {
                 return self.global_joined(region.country_code.bytes(), nsn);
             }
             // A national significant number written without the national prefix (in regions
             // without one, leading zeros belong to the number: Italy, Ivory Coast).
-            if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np)) {
+            if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np.as_bytes())) {
                 return self.global_joined(region.country_code.bytes(), digits);
             }
         }
         // A carrier that drops the `+`: international digits with an assigned calling code,
         // not the trunk's own (such a number already failed the national rules).
         if digits.len() >= 8
-            && !digits.starts_with('0')
-            && self.calling_code(digits) != Some(region.country_code.as_str())
+            && digits.first() != Some(&b'0')
+            && self.calling_code_len(digits).and_then(|n| digits.get(..n))
+                != Some(region.country_code.as_bytes())
         {
             if let Some(n) = self.global(digits) {
                 return Some(n);
             }
         }
         if digits.len() <= 6 {
-            return Some(PartyNumber::Short(digits.to_owned()));
+            return Some(PartyNumber::Short(
+                String::from_utf8_lossy(digits).into_owned(),
+            ));
         }
         None
     }
 }
 
 /// Dialled digits (`0-9`, `*`, `#`) on the stack, so normalizing a number allocates nothing;
-/// a string too long for the buffer (never E.164, at most a long short code) moves to the heap.
-struct DigitBuf {
-    inline: [u8; 32],
-    len: usize,
-    heap: Option<String>,
+/// input too long for the buffer (never E.164, at most a long short code) uses the heap.
+enum DigitBuf {
+    Inline([u8; 32], usize),
+    Heap(Vec<u8>),
 }
 
 impl DigitBuf {
-    fn new() -> Self {
-        Self {
-            inline: [0; 32],
-            len: 0,
-            heap: None,
+    /// Room for `n` digits (a string of `n` bytes holds no more).
+    fn with_capacity(n: usize) -> Self {
+        if n <= 32 {
+            Self::Inline([0; 32], 0)
+        } else {
+            Self::Heap(Vec::with_capacity(n))
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, b: u8) {
-        if let Some(h) = &mut self.heap {
-            h.push(char::from(b));
-        } else if let Some(slot) = self.inline.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        } else {
-            let mut h = String::with_capacity(2 * self.inline.len());
-            h.push_str(self.as_str());
-            h.push(char::from(b));
-            self.heap = Some(h);
+        match self {
+            Self::Inline(buf, len) => {
+                if let Some(slot) = buf.get_mut(*len) {
+                    *slot = b;
+                    *len += 1;
+                }
+            }
+            Self::Heap(v) => v.push(b),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.len == 0 && self.heap.is_none()
+        self.as_bytes().is_empty()
     }
 
-    fn as_str(&self) -> &str {
-        match &self.heap {
-            Some(h) => h,
-            // Only ASCII is pushed, so this never falls back.
-            None => std::str::from_utf8(self.inline.get(..self.len).unwrap_or_default())
-                .unwrap_or_default(),
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(buf, len) => buf.get(..*len).unwrap_or_default(),
+            Self::Heap(v) => v,
         }
     }
 }
@@ -425,8 +443,7 @@ fn trim(s: &str) -> &str {
     }
 }
 
-fn nanp_shape(ten: &str) -> bool {
-    let b = ten.as_bytes();
+fn nanp_shape(b: &[u8]) -> bool {
     matches!(b.first(), Some(b'2'..=b'9')) && matches!(b.get(3), Some(b'2'..=b'9'))
 }
 

@@ -138,6 +138,15 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
     // malformed either way: it fails the host, parameter or header check below).
     let (mut i, mut colon, mut semi, mut password_ok) = (0, None, None, true);
     let at = loop {
+        // Most bytes need no second look: a user part's (before any ':'), a password's after.
+        let plain = if colon.is_some() {
+            class::PASSWORD
+        } else {
+            class::USER_PLAIN
+        };
+        while b.get(i).is_some_and(|&c| is(c, plain)) {
+            i += 1;
+        }
         match b.get(i) {
             Some(b'@') => break Some(i),
             Some(b'%') => {
@@ -153,7 +162,7 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
             }
             Some(&c) if is(c, class::USER) => {
                 if colon.is_some() {
-                    password_ok &= is(c, class::PASSWORD);
+                    password_ok = false; // not PASSWORD, or the loop above took it
                 } else if c == b';' && semi.is_none() {
                     semi = Some(i);
                 }
@@ -239,26 +248,25 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
 /// `?` or the end of `b` (a `;;` or a byte outside the class is malformed).
 fn scan_params(b: &[u8], start: usize) -> Result<usize, UriError> {
     let mut i = start;
-    let mut prev = 0u8;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            if !hex2(b, i + 1) {
-                return Err(UriError::Malformed);
+    loop {
+        while b.get(i).is_some_and(|&c| c != b';' && is(c, class::PARAM)) {
+            i += 1;
+        }
+        match b.get(i) {
+            None | Some(b'?') => return Ok(i),
+            Some(b'%') => {
+                if !hex2(b, i + 1) {
+                    return Err(UriError::Malformed);
+                }
+                i += 3;
             }
-            prev = c;
-            i += 3;
-            continue;
+            // An escape ends in a hex digit, so only a literal ';' before this one is `;;`.
+            Some(b';') if i == start || i.checked_sub(1).and_then(|p| b.get(p)) != Some(&b';') => {
+                i += 1;
+            }
+            Some(_) => return Err(UriError::Malformed),
         }
-        if c == b'?' {
-            break;
-        }
-        if !is(c, class::PARAM) || (c == b';' && prev == b';') {
-            return Err(UriError::Malformed);
-        }
-        prev = c;
-        i += 1;
     }
-    Ok(i)
 }
 
 /// Splits `host[:port]`, validating a hostname, IPv4 address or `[IPv6]` reference.
@@ -321,6 +329,8 @@ pub(crate) mod class {
     pub const LWS: u8 = 32;
     /// Alphanumerics, `-` and `.` (hostnames and IPv4 addresses).
     pub const HOST: u8 = 64;
+    /// `USER` but `;`: the bytes of a user part that need no second look.
+    pub const USER_PLAIN: u8 = 128;
 }
 
 const fn has(set: &[u8], c: u8) -> bool {
@@ -363,6 +373,9 @@ const fn build_classes() -> [u8; 256] {
         }
         if alnum || c == b'-' || c == b'.' {
             m |= class::HOST;
+        }
+        if (unreserved || has(USER, c)) && c != b';' {
+            m |= class::USER_PLAIN;
         }
         #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
         {
