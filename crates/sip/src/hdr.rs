@@ -48,9 +48,20 @@ pub(crate) fn is_token(s: &str) -> bool {
 
 /// Splits a comma-separated header value, ignoring commas inside quotes and angle brackets.
 pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    // Most values hold one item: without a comma there is nothing to split.
+    let mut one = uri::find_byte(s.as_bytes(), b',').is_none();
     let mut rest = Some(s);
     std::iter::from_fn(move || loop {
         let s = rest?;
+        if one {
+            rest = None;
+            one = false;
+            let item = trim_lws(s);
+            if item.is_empty() {
+                return None;
+            }
+            return Some(item);
+        }
         let b = s.as_bytes();
         let (mut quoted, mut angle, mut i) = (false, false, 0);
         let mut cut = None;

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use crate::hdr::{self, CSeq, NameAddr, ValueError, Via};
-use crate::uri::{Uri, UriError};
+use crate::uri::{find_byte, Uri, UriError};
 
 /// Largest message accepted on any transport.
 pub const MAX_MESSAGE: usize = 65_535;
@@ -249,33 +249,6 @@ fn eq_lowercase(s: &[u8], lower: &[u8]) -> bool {
     }
     let last = s.len() - 8;
     lower_word(word_at(s, last)) == word_at(lower, last)
-}
-
-/// The first `needle` in `hay`, eight bytes at a time.
-#[inline]
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO.wrapping_mul(u64::from(needle));
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
-            break;
-        };
-        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) ^ pattern;
-        // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
-        let zero = word.wrapping_sub(LO) & !word & HI;
-        if zero != 0 {
-            return Some(base + (zero.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| base + i)
 }
 
 /// The first CRLF in `b` at or after `from`, as an index into `b`.

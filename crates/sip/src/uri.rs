@@ -440,11 +440,37 @@ pub(crate) fn trim_fast(s: &str) -> &str {
     }
 }
 
-/// Byte index of the first `b` (ASCII) in `s`: a plain loop, cheaper than a char searcher on the
-/// short strings of a header.
+/// Byte index of the first `b` (ASCII) in `s`, eight bytes at a time.
 #[inline]
 pub(crate) fn pos(s: &str, b: u8) -> Option<usize> {
-    s.bytes().position(|c| c == b)
+    find_byte(s.as_bytes(), b)
+}
+
+/// The first `needle` in `hay`, eight bytes at a time.
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(needle));
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
+            break;
+        };
+        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) ^ pattern;
+        // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
+        let zero = word.wrapping_sub(LO) & !word & HI;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| base + i)
 }
 
 /// `str::split_once` at an ASCII byte.
@@ -457,15 +483,26 @@ pub(crate) fn split_once_b(s: &str, b: u8) -> Option<(&str, &str)> {
 /// `(name, value)` of each `;`-separated segment after the first (value `""` without `=`),
 /// untrimmed: `params.split(';').skip(1)` split once at `=`.
 pub(crate) fn param_pairs(params: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut rest = pos(params, b';').and_then(|i| params.get(i + 1..));
+    let b = params.as_bytes();
+    // Start of the next segment; each is read once, its first '=' noted on the way.
+    let mut next = pos(params, b';').map(|i| i + 1);
     std::iter::from_fn(move || {
-        let s = rest?;
-        let (seg, next) = match pos(s, b';') {
-            Some(i) => (s.get(..i)?, s.get(i + 1..)),
-            None => (s, None),
-        };
-        rest = next;
-        Some(split_once_b(seg, b'=').unwrap_or((seg, "")))
+        let start = next?;
+        let (mut j, mut eq) = (start, None);
+        while let Some(&c) = b.get(j) {
+            if c == b';' {
+                break;
+            }
+            if c == b'=' && eq.is_none() {
+                eq = Some(j);
+            }
+            j += 1;
+        }
+        next = (j < b.len()).then_some(j + 1);
+        Some(match eq {
+            Some(e) => (params.get(start..e)?, params.get(e + 1..j)?),
+            None => (params.get(start..j)?, ""),
+        })
     })
 }
 
