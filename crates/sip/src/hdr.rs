@@ -249,6 +249,10 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
 
 /// A header parameter's value (quotes kept off), or `Some("")` for a flag.
 pub fn generic_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    // A match needs `;` and the name: shorter parameter strings need no scan.
+    if params.len() <= name.len() {
+        return None;
+    }
     uri::param_pairs(params).find_map(|(n, v)| {
         trim_lws(n)
             .eq_ignore_ascii_case(name)

@@ -422,6 +422,10 @@ fn check_chars(s: &str, class: u8) -> Result<(), UriError> {
 
 /// Finds `;name[=value]` in a raw parameter string, comparing names case-insensitively.
 pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    // A match needs `;` and the name: shorter parameter strings (most) need no scan.
+    if params.len() <= name.len() {
+        return None;
+    }
     param_pairs(params).find_map(|(n, v)| {
         trim_fast(n)
             .eq_ignore_ascii_case(name)
