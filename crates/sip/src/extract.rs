@@ -38,6 +38,14 @@ impl Emergency {
     /// The dialed string itself, before normalization: a region whose national numbers can be
     /// three digits long would otherwise turn 112 into an E.164 number.
     fn matches_raw(&self, user: &str) -> bool {
+        // Without separators the filter below keeps every char: compare the strings as they are.
+        if !user
+            .bytes()
+            .any(|b| matches!(b, b'-' | b'.' | b'(' | b')' | b' '))
+        {
+            let digits = user.trim_start_matches('+');
+            return self.numbers.iter().any(|e| e == digits);
+        }
         // The user without visual separators and leading `+`s, compared without a copy.
         let digits = || {
             user.chars()

@@ -215,32 +215,46 @@ impl<'a> NameAddr<'a> {
     }
 }
 
-/// Checks `*( SEMI generic-param )` with LWS around separators.
+/// Checks `*( SEMI generic-param )` with LWS around separators, in one pass of byte indices.
 fn check_generic_params(p: &str) -> Result<(), ValueError> {
-    let mut rest = trim_lws(p);
-    while !rest.is_empty() {
-        rest = trim_lws(rest.strip_prefix(';').ok_or(ValueError::Malformed)?);
-        let end = rest
-            .bytes()
-            .position(|c| !is_token_char(c))
-            .unwrap_or(rest.len());
-        if end == 0 {
+    let b = p.as_bytes();
+    let skip_lws = |mut i: usize| {
+        while b.get(i).is_some_and(|&c| is_lws(c)) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_lws(0);
+    while i < b.len() {
+        if b.get(i) != Some(&b';') {
             return Err(ValueError::Malformed);
         }
-        rest = trim_lws(rest.get(end..).unwrap_or_default());
-        if let Some(v) = rest.strip_prefix('=') {
-            let v = trim_lws(v);
-            if v.starts_with('"') {
-                rest = trim_lws(quoted_string(v)?.1);
+        i = skip_lws(i + 1);
+        let start = i;
+        while b.get(i).is_some_and(|&c| is_token_char(c)) {
+            i += 1;
+        }
+        if i == start {
+            return Err(ValueError::Malformed);
+        }
+        i = skip_lws(i);
+        if b.get(i) == Some(&b'=') {
+            i = skip_lws(i + 1);
+            if b.get(i) == Some(&b'"') {
+                let rest = quoted_string(p.get(i..).unwrap_or_default())?.1;
+                i = skip_lws(p.len() - rest.len());
             } else {
-                let end = v
-                    .bytes()
-                    .position(|c| !(is_token_char(c) || matches!(c, b'[' | b']' | b':')))
-                    .unwrap_or(v.len());
-                if end == 0 {
+                let start = i;
+                while b
+                    .get(i)
+                    .is_some_and(|&c| is_token_char(c) || matches!(c, b'[' | b']' | b':'))
+                {
+                    i += 1;
+                }
+                if i == start {
                     return Err(ValueError::Malformed);
                 }
-                rest = trim_lws(v.get(end..).unwrap_or_default());
+                i = skip_lws(i);
             }
         }
     }

@@ -488,7 +488,7 @@ impl<'a> Message<'a> {
             if uri.is_empty()
                 || version.is_empty()
                 || version.contains(' ')
-                || uri.contains(['\t', '<', '>'])
+                || uri.bytes().any(|b| matches!(b, b'\t' | b'<' | b'>'))
             {
                 problem = Some(Problem::bad("Malformed Request-Line"));
             } else if !version.eq_ignore_ascii_case("SIP/2.0") {

@@ -512,7 +512,7 @@ pub(crate) fn param_pairs(params: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// %-unescapes; invalid escapes are left as they are (the grammar check rejects them earlier).
 pub fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|c| c == b'%') {
+    if pos(s, b'%').is_none() {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
