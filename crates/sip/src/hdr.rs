@@ -287,10 +287,10 @@ impl<'a> Via<'a> {
     /// Parses one via-parm (`SIP / 2.0 / UDP host[:port] *(;param)`), LWS allowed around `/`.
     pub fn parse(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
-        let mut parts = s.splitn(3, '/');
-        let name = trim_lws(parts.next().unwrap_or_default());
-        let version = trim_lws(parts.next().ok_or(ValueError::Malformed)?);
-        let rest = trim_lws(parts.next().ok_or(ValueError::Malformed)?);
+        // `splitn(3, '/')` at byte positions ('/' is ASCII).
+        let (name, after) = uri::split_once_b(s, b'/').ok_or(ValueError::Malformed)?;
+        let (version, rest) = uri::split_once_b(after, b'/').ok_or(ValueError::Malformed)?;
+        let (name, version, rest) = (trim_lws(name), trim_lws(version), trim_lws(rest));
         if !is_token(name) || !is_token(version) {
             return Err(ValueError::Malformed);
         }

@@ -87,10 +87,12 @@ impl HeaderName {
                 (20, Some(b'p')) => &[("p-preferred-identity", H::PPreferredIdentity)],
                 _ => &[],
             };
-        candidates
-            .iter()
-            .find(|(name, _)| eq_lowercase(n.as_bytes(), name.as_bytes()))
-            .map_or(H::Other, |(_, h)| *h)
+        for (name, h) in candidates {
+            if eq_lowercase(n.as_bytes(), name.as_bytes()) {
+                return *h;
+            }
+        }
+        H::Other
     }
 
     /// This name's bit in a set of header names.
@@ -209,9 +211,12 @@ pub struct Message<'a> {
 /// Eight bytes from `b[i..]` as a little-endian word (0 when fewer remain).
 #[inline(always)]
 fn word_at(b: &[u8], i: usize) -> u64 {
-    b.get(i..i + 8)
-        .and_then(|w| <[u8; 8]>::try_from(w).ok())
-        .map_or(0, u64::from_le_bytes)
+    match b.get(i..i + 8) {
+        Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) => {
+            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
+        }
+        _ => 0,
+    }
 }
 
 /// ASCII upper-case letters of a word turned lower-case, other bytes untouched.
