@@ -8,42 +8,66 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// An E.164 number: 1 to 15 digits, country code first, stored without the `+`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct E164(String);
+///
+/// Held inline (no heap): extraction builds several per call and the pipeline copies them on.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct E164 {
+    // The digits, then zero bytes: a zero sorts below every digit, so the derived order is the
+    // order of the digit strings (as when this held a `String`).
+    digits: [u8; 15],
+    len: u8,
+}
 
 impl E164 {
     /// Digits only, country code first (the form RFC 8224 canonicalization produces).
     pub fn digits(&self) -> &str {
-        &self.0
+        // Only ASCII digits are ever stored, so this never falls back.
+        std::str::from_utf8(self.digit_bytes()).unwrap_or_default()
     }
 
     /// Builds from digits (no `+`); `None` if not 1..=15 ASCII digits.
     pub fn from_digits(digits: &str) -> Option<Self> {
-        Self::valid_digits(digits).then(|| Self(digits.to_owned()))
+        Self::from_digit_bytes(digits.as_bytes())
     }
 
-    /// [`Self::from_digits`] without a copy.
-    fn from_digit_string(digits: String) -> Option<Self> {
-        Self::valid_digits(&digits).then_some(Self(digits))
+    fn from_digit_bytes(digits: &[u8]) -> Option<Self> {
+        if digits.is_empty()
+            || digits.len() > 15
+            || !digits.iter().all(u8::is_ascii_digit)
+            || digits.first() == Some(&b'0')
+        {
+            return None;
+        }
+        let mut out = [0u8; 15];
+        out.get_mut(..digits.len())?.copy_from_slice(digits);
+        Some(Self {
+            digits: out,
+            len: u8::try_from(digits.len()).ok()?,
+        })
     }
 
-    fn valid_digits(digits: &str) -> bool {
-        !digits.is_empty()
-            && digits.len() <= 15
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0')
+    /// The digits as bytes: [`Self::digits`] without the UTF-8 check.
+    pub fn digit_bytes(&self) -> &[u8] {
+        self.digits.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+// Hashes as the digit string does, so hashes match those of the former `E164(String)`.
+impl std::hash::Hash for E164 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digits().hash(state);
     }
 }
 
 impl fmt::Display for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "+{}", self.0)
+        write!(f, "+{}", self.digits())
     }
 }
 
 impl fmt::Debug for E164 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "+{}", self.0)
+        write!(f, "+{}", self.digits())
     }
 }
 
@@ -225,17 +249,22 @@ impl NumberPlan {
         region: &RegionPlan,
         phone_context: Option<&str>,
     ) -> PartyNumber {
-        let trimmed = raw.trim();
+        let trimmed = trim(raw);
         if let Some(w) = withheld(trimmed) {
             return PartyNumber::Withheld(w);
         }
         let mut plus = false;
-        let mut digits = String::with_capacity(trimmed.len());
+        let mut short = false;
+        let mut digits = DigitBuf::with_capacity(trimmed.len());
         let bytes = trimmed.as_bytes();
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
             match b {
-                b'0'..=b'9' | b'*' | b'#' => digits.push(char::from(b)),
+                b'0'..=b'9' => digits.push(b),
+                b'*' | b'#' => {
+                    short = true;
+                    digits.push(b);
+                }
                 b'+' if digits.is_empty() && !plus => plus = true,
                 b'%' if bytes
                     .get(i + 1..i + 3)
@@ -252,44 +281,63 @@ impl NumberPlan {
             }
             i += 1;
         }
+        let digits = digits.as_bytes();
         if digits.is_empty() {
             return unusable(trimmed);
         }
-        if digits.contains(['*', '#']) {
-            return PartyNumber::Short(digits);
+        if short {
+            return PartyNumber::Short(String::from_utf8_lossy(digits).into_owned());
         }
         if plus {
-            return self
-                .global_owned(digits)
-                .unwrap_or_else(|| unusable(trimmed));
+            return self.global(digits).unwrap_or_else(|| unusable(trimmed));
         }
         if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix('+')) {
-            let cc: String = ctx.chars().filter(char::is_ascii_digit).collect();
+            let cc = ctx.bytes().filter(u8::is_ascii_digit);
             return self
-                .global(&format!("{cc}{digits}"))
+                .global_joined(cc, digits)
                 .unwrap_or_else(|| unusable(trimmed));
         }
-        self.national(&digits, region)
+        self.national(digits, region)
             .unwrap_or_else(|| unusable(trimmed))
     }
 
-    fn global(&self, digits: &str) -> Option<PartyNumber> {
-        self.calling_code(digits)?;
-        (digits.len() >= 7).then_some(())?;
-        E164::from_digits(digits).map(PartyNumber::E164)
+    /// [`Self::calling_code`]'s length, for ASCII digits.
+    fn calling_code_len(&self, digits: &[u8]) -> Option<usize> {
+        let mut code = 0usize;
+        for (i, &b) in digits.iter().take(3).enumerate() {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            code = code * 10 + usize::from(b - b'0');
+            if self.calling_codes.get(code) == Some(&true) {
+                return Some(i + 1);
+            }
+        }
+        None
     }
 
-    /// [`Self::global`] that keeps the caller's string instead of copying it.
-    fn global_owned(&self, digits: String) -> Option<PartyNumber> {
-        self.calling_code(&digits)?;
+    fn global(&self, digits: &[u8]) -> Option<PartyNumber> {
+        self.calling_code_len(digits)?;
         (digits.len() >= 7).then_some(())?;
-        E164::from_digit_string(digits).map(PartyNumber::E164)
+        E164::from_digit_bytes(digits).map(PartyNumber::E164)
     }
 
-    fn national(&self, digits: &str, region: &RegionPlan) -> Option<PartyNumber> {
+    /// [`Self::global`] of `head` then `tail`, joined on the stack: longer than 15 digits is
+    /// never E.164, so such a join is `None` without being built.
+    fn global_joined(&self, head: impl Iterator<Item = u8>, tail: &[u8]) -> Option<PartyNumber> {
+        let mut buf = [0u8; 15];
+        let mut len = 0;
+        for b in head.chain(tail.iter().copied()) {
+            *buf.get_mut(len)? = b;
+            len += 1;
+        }
+        self.global(buf.get(..len)?)
+    }
+
+    fn national(&self, digits: &[u8], region: &RegionPlan) -> Option<PartyNumber> {
         let national_length =
-            |d: &str| u8::try_from(d.len()).is_ok_and(|l| region.national_lengths.contains(&l));
-        if let Some(rest) = digits.strip_prefix(region.international_prefix.as_str()) {
+            |d: &[u8]| u8::try_from(d.len()).is_ok_and(|l| region.national_lengths.contains(&l));
+        if let Some(rest) = digits.strip_prefix(region.international_prefix.as_bytes()) {
             if let Some(n) = self.global(rest) {
                 return Some(n);
             }
@@ -298,14 +346,13 @@ impl NumberPlan {
             // NANP: NPA and NXX start with 2-9; 1 + 10 digits is the long-distance form.
             let ten = match digits.len() {
                 10 => Some(digits),
-                11 => digits.strip_prefix('1'),
+                11 => digits.strip_prefix(b"1"),
                 _ => None,
             };
             if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
-                let mut e164 = String::with_capacity(11);
-                e164.push('1');
-                e164.push_str(ten);
-                return E164::from_digit_string(e164).map(PartyNumber::E164);
+                let mut e164 = [b'1'; 11];
+                e164.get_mut(1..)?.copy_from_slice(ten);
+                return E164::from_digit_bytes(&e164).map(PartyNumber::E164);
             }
         } else {
             let np = region
@@ -313,36 +360,90 @@ impl NumberPlan {
                 .as_deref()
                 .filter(|np| !np.is_empty());
             if let Some(nsn) = np
-                .and_then(|np| digits.strip_prefix(np))
+                .and_then(|np| digits.strip_prefix(np.as_bytes()))
                 .filter(|nsn| national_length(nsn))
             {
-                return self.global(&format!("{}{nsn}", region.country_code));
+                return self.global_joined(region.country_code.bytes(), nsn);
             }
             // A national significant number written without the national prefix (in regions
             // without one, leading zeros belong to the number: Italy, Ivory Coast).
-            if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np)) {
-                return self.global(&format!("{}{digits}", region.country_code));
+            if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np.as_bytes())) {
+                return self.global_joined(region.country_code.bytes(), digits);
             }
         }
         // A carrier that drops the `+`: international digits with an assigned calling code,
         // not the trunk's own (such a number already failed the national rules).
         if digits.len() >= 8
-            && !digits.starts_with('0')
-            && self.calling_code(digits) != Some(region.country_code.as_str())
+            && digits.first() != Some(&b'0')
+            && self.calling_code_len(digits).and_then(|n| digits.get(..n))
+                != Some(region.country_code.as_bytes())
         {
             if let Some(n) = self.global(digits) {
                 return Some(n);
             }
         }
         if digits.len() <= 6 {
-            return Some(PartyNumber::Short(digits.to_owned()));
+            return Some(PartyNumber::Short(
+                String::from_utf8_lossy(digits).into_owned(),
+            ));
         }
         None
     }
 }
 
-fn nanp_shape(ten: &str) -> bool {
-    let b = ten.as_bytes();
+/// Dialled digits (`0-9`, `*`, `#`) on the stack, so normalizing a number allocates nothing;
+/// input too long for the buffer (never E.164, at most a long short code) uses the heap.
+enum DigitBuf {
+    Inline([u8; 32], usize),
+    Heap(Vec<u8>),
+}
+
+impl DigitBuf {
+    /// Room for `n` digits (a string of `n` bytes holds no more).
+    fn with_capacity(n: usize) -> Self {
+        if n <= 32 {
+            Self::Inline([0; 32], 0)
+        } else {
+            Self::Heap(Vec::with_capacity(n))
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        match self {
+            Self::Inline(buf, len) => {
+                if let Some(slot) = buf.get_mut(*len) {
+                    *slot = b;
+                    *len += 1;
+                }
+            }
+            Self::Heap(v) => v.push(b),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(buf, len) => buf.get(..*len).unwrap_or_default(),
+            Self::Heap(v) => v,
+        }
+    }
+}
+
+/// `str::trim`, skipping the Unicode tables when both ends are visibly not whitespace.
+fn trim(s: &str) -> &str {
+    let solid = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if solid(s.as_bytes().first()) && solid(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
+fn nanp_shape(b: &[u8]) -> bool {
     matches!(b.first(), Some(b'2'..=b'9')) && matches!(b.get(3), Some(b'2'..=b'9'))
 }
 

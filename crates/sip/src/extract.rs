@@ -23,7 +23,12 @@ impl Emergency {
     }
 
     fn matches(&self, n: &PartyNumber) -> bool {
-        n.key().is_some_and(|k| self.is_listed(k))
+        match n {
+            // Compared as bytes: `E164::digits` would check UTF-8 on every call.
+            PartyNumber::E164(e) => self.numbers.iter().any(|x| x.as_bytes() == e.digit_bytes()),
+            PartyNumber::Short(s) => self.is_listed(s),
+            _ => false,
+        }
     }
 
     fn is_listed(&self, digits: &str) -> bool {
@@ -33,6 +38,14 @@ impl Emergency {
     /// The dialed string itself, before normalization: a region whose national numbers can be
     /// three digits long would otherwise turn 112 into an E.164 number.
     fn matches_raw(&self, user: &str) -> bool {
+        // Without separators the filter below keeps every char: compare the strings as they are.
+        if !user
+            .bytes()
+            .any(|b| matches!(b, b'-' | b'.' | b'(' | b')' | b' '))
+        {
+            let digits = user.trim_start_matches('+');
+            return self.numbers.iter().any(|e| e == digits);
+        }
         // The user without visual separators and leading `+`s, compared without a copy.
         let digits = || {
             user.chars()
@@ -49,9 +62,50 @@ impl Default for Emergency {
     }
 }
 
-fn number(uri: &Uri<'_>, plan: &NumberPlan, trunk: &Trunk) -> PartyNumber {
-    let user = uri.user_unescaped().unwrap_or_default();
-    plan.normalize(&user, &trunk.region, uri.tel_param("phone-context"))
+/// `PartyNumber::key().is_some()` without building the key.
+fn has_key(n: &PartyNumber) -> bool {
+    matches!(n, PartyNumber::E164(_) | PartyNumber::Short(_))
+}
+
+/// Normalizes URI users for one call, each distinct user (and phone-context) once: a carrier
+/// repeats the caller's number in From, P-Asserted-Identity and Remote-Party-ID.
+struct Numbers<'r, 'a> {
+    plan: &'r NumberPlan,
+    trunk: &'r Trunk,
+    done: [Option<(&'a str, Option<&'a str>, PartyNumber)>; 6],
+}
+
+impl<'r, 'a> Numbers<'r, 'a> {
+    fn new(plan: &'r NumberPlan, trunk: &'r Trunk) -> Self {
+        Self {
+            plan,
+            trunk,
+            done: Default::default(),
+        }
+    }
+
+    fn number(&mut self, uri: &Uri<'a>) -> PartyNumber {
+        // The raw (escaped) user is the key: equal raw users unescape alike.
+        let raw = uri.user.unwrap_or_default();
+        let ctx = uri.tel_param("phone-context");
+        let mut free = None;
+        for slot in &mut self.done {
+            match slot {
+                Some((r, c, n)) if *r == raw && *c == ctx => return n.clone(),
+                Some(_) => {}
+                None => {
+                    free = Some(slot);
+                    break;
+                }
+            }
+        }
+        let user = uri.user_unescaped().unwrap_or_default();
+        let n = self.plan.normalize(&user, &self.trunk.region, ctx);
+        if let Some(slot) = free {
+            *slot = Some((raw, ctx, n.clone()));
+        }
+        n
+    }
 }
 
 /// Whether a sip URI's user is meant as a telephone number (`user=phone` or digits).
@@ -96,14 +150,38 @@ pub fn extract(
     emergency: &Emergency,
 ) -> CallFacts {
     let trusted = trunk.trusted;
+    let mut numbers = Numbers::new(plan, trunk);
     let from_uri = req.from.uri;
     let presented = from_uri.map_or(
         PartyNumber::Withheld(tollgate_core::Withheld::Unavailable),
-        |u| number(&u, plan, trunk),
+        |u| numbers.number(&u),
     );
 
+    // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
+    // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`),
+    // read in one pass over each URI's parameters as the URI is counted.
+    let (mut cpc, mut oli, mut verstat) = (None, None, None);
+    let mut identity_uri = |u: &Uri<'_>| {
+        if !trusted || (cpc.is_some() && oli.is_some() && verstat.is_some()) {
+            return;
+        }
+        let pairs = uri::param_pairs(u.user_params).chain(uri::param_pairs(u.params));
+        for (n, v) in pairs {
+            let n = uri::trim_fast(n);
+            let slot = match n.len() {
+                3 if n.eq_ignore_ascii_case("cpc") => &mut cpc,
+                3 if n.eq_ignore_ascii_case("oli") => &mut oli,
+                7 if n.eq_ignore_ascii_case("verstat") => &mut verstat,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| uri::trim_fast(v).to_owned());
+            if cpc.is_some() && oli.is_some() && verstat.is_some() {
+                return;
+            }
+        }
+    };
+
     let mut candidates = Vec::new();
-    let mut identity_uris: Vec<Uri<'_>> = Vec::new();
     let precedence: &[AniSource] = if trusted {
         &trunk.ani_precedence
     } else {
@@ -115,12 +193,12 @@ pub fn extract(
                 for uri in pai_uris(req) {
                     candidates.push(AniCandidate {
                         source: AniSource::Pai,
-                        number: number(&uri, plan, trunk),
+                        number: numbers.number(&uri),
                         scheme: uri.scheme.as_str(),
                         screened: None,
                         privacy: None,
                     });
-                    identity_uris.push(uri);
+                    identity_uri(&uri);
                 }
             }
             AniSource::Rpid => {
@@ -134,12 +212,12 @@ pub fn extract(
                     };
                     candidates.push(AniCandidate {
                         source: AniSource::Rpid,
-                        number: number(&uri, plan, trunk),
+                        number: numbers.number(&uri),
                         scheme: uri.scheme.as_str(),
                         screened: na.param("screen").map(|s| s.eq_ignore_ascii_case("yes")),
                         privacy: na.param("privacy").map(str::to_owned),
                     });
-                    identity_uris.push(uri);
+                    identity_uri(&uri);
                     break;
                 }
             }
@@ -152,14 +230,14 @@ pub fn extract(
                         screened: None,
                         privacy: None,
                     });
-                    identity_uris.push(uri);
+                    identity_uri(&uri);
                 }
             }
         }
     }
     let chosen = candidates
         .iter()
-        .find(|c| c.number.key().is_some())
+        .find(|c| has_key(&c.number))
         .or_else(|| candidates.first());
     let (ani, ani_source, ani_verified) = match chosen {
         Some(c) => (
@@ -175,33 +253,11 @@ pub fn extract(
         None => false,
     };
 
-    // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
-    // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`),
-    // read in one pass over each URI's parameters.
-    let (mut cpc, mut oli, mut verstat) = (None, None, None);
-    if trusted {
-        'uris: for u in &identity_uris {
-            let pairs = uri::param_pairs(u.user_params).chain(uri::param_pairs(u.params));
-            for (n, v) in pairs {
-                let n = uri::trim_fast(n);
-                let slot = match n.len() {
-                    3 if n.eq_ignore_ascii_case("cpc") => &mut cpc,
-                    3 if n.eq_ignore_ascii_case("oli") => &mut oli,
-                    7 if n.eq_ignore_ascii_case("verstat") => &mut verstat,
-                    _ => continue,
-                };
-                slot.get_or_insert_with(|| uri::trim_fast(v).to_owned());
-                if cpc.is_some() && oli.is_some() && verstat.is_some() {
-                    break 'uris;
-                }
-            }
-        }
-    }
     let charge_number = trusted
         .then(|| {
             let v = req.msg.header(HeaderName::PChargeInfo)?;
             let uri = NameAddr::parse(v).ok()?.uri?;
-            Some(number(&uri, plan, trunk))
+            Some(numbers.number(&uri))
         })
         .flatten();
     let identity = if trusted {
@@ -264,7 +320,7 @@ pub fn extract(
                 .is_some_and(|u| emergency.matches_raw(&u));
             dnis_candidates.push(DnisCandidate {
                 source: *source,
-                number: number(&uri, plan, trunk),
+                number: numbers.number(&uri),
             });
         }
     }
@@ -273,7 +329,7 @@ pub fn extract(
     }
     let (dnis, dnis_source) = dnis_candidates
         .iter()
-        .find(|c| c.number.key().is_some())
+        .find(|c| has_key(&c.number))
         .or_else(|| dnis_candidates.first())
         .map_or(
             (PartyNumber::Unusable(String::new()), DnisSource::RequestUri),

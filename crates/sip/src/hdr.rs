@@ -38,7 +38,7 @@ pub(crate) fn trim_lws(s: &str) -> &str {
 }
 
 #[inline(always)]
-fn is_token_char(b: u8) -> bool {
+pub(crate) fn is_token_char(b: u8) -> bool {
     uri::is(b, uri::class::TOKEN)
 }
 
@@ -48,9 +48,20 @@ pub(crate) fn is_token(s: &str) -> bool {
 
 /// Splits a comma-separated header value, ignoring commas inside quotes and angle brackets.
 pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    // Most values hold one item: without a comma there is nothing to split.
+    let mut one = uri::find_byte(s.as_bytes(), b',').is_none();
     let mut rest = Some(s);
     std::iter::from_fn(move || loop {
         let s = rest?;
+        if one {
+            rest = None;
+            one = false;
+            let item = trim_lws(s);
+            if item.is_empty() {
+                return None;
+            }
+            return Some(item);
+        }
         let b = s.as_bytes();
         let (mut quoted, mut angle, mut i) = (false, false, 0);
         let mut cut = None;
@@ -204,32 +215,46 @@ impl<'a> NameAddr<'a> {
     }
 }
 
-/// Checks `*( SEMI generic-param )` with LWS around separators.
+/// Checks `*( SEMI generic-param )` with LWS around separators, in one pass of byte indices.
 fn check_generic_params(p: &str) -> Result<(), ValueError> {
-    let mut rest = trim_lws(p);
-    while !rest.is_empty() {
-        rest = trim_lws(rest.strip_prefix(';').ok_or(ValueError::Malformed)?);
-        let end = rest
-            .bytes()
-            .position(|c| !is_token_char(c))
-            .unwrap_or(rest.len());
-        if end == 0 {
+    let b = p.as_bytes();
+    let skip_lws = |mut i: usize| {
+        while b.get(i).is_some_and(|&c| is_lws(c)) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_lws(0);
+    while i < b.len() {
+        if b.get(i) != Some(&b';') {
             return Err(ValueError::Malformed);
         }
-        rest = trim_lws(rest.get(end..).unwrap_or_default());
-        if let Some(v) = rest.strip_prefix('=') {
-            let v = trim_lws(v);
-            if v.starts_with('"') {
-                rest = trim_lws(quoted_string(v)?.1);
+        i = skip_lws(i + 1);
+        let start = i;
+        while b.get(i).is_some_and(|&c| is_token_char(c)) {
+            i += 1;
+        }
+        if i == start {
+            return Err(ValueError::Malformed);
+        }
+        i = skip_lws(i);
+        if b.get(i) == Some(&b'=') {
+            i = skip_lws(i + 1);
+            if b.get(i) == Some(&b'"') {
+                let rest = quoted_string(p.get(i..).unwrap_or_default())?.1;
+                i = skip_lws(p.len() - rest.len());
             } else {
-                let end = v
-                    .bytes()
-                    .position(|c| !(is_token_char(c) || matches!(c, b'[' | b']' | b':')))
-                    .unwrap_or(v.len());
-                if end == 0 {
+                let start = i;
+                while b
+                    .get(i)
+                    .is_some_and(|&c| is_token_char(c) || matches!(c, b'[' | b']' | b':'))
+                {
+                    i += 1;
+                }
+                if i == start {
                     return Err(ValueError::Malformed);
                 }
-                rest = trim_lws(v.get(end..).unwrap_or_default());
+                i = skip_lws(i);
             }
         }
     }
@@ -238,6 +263,10 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
 
 /// A header parameter's value (quotes kept off), or `Some("")` for a flag.
 pub fn generic_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    // A match needs `;` and the name: shorter parameter strings need no scan.
+    if params.len() <= name.len() {
+        return None;
+    }
     uri::param_pairs(params).find_map(|(n, v)| {
         trim_lws(n)
             .eq_ignore_ascii_case(name)
@@ -258,10 +287,10 @@ impl<'a> Via<'a> {
     /// Parses one via-parm (`SIP / 2.0 / UDP host[:port] *(;param)`), LWS allowed around `/`.
     pub fn parse(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
-        let mut parts = s.splitn(3, '/');
-        let name = trim_lws(parts.next().unwrap_or_default());
-        let version = trim_lws(parts.next().ok_or(ValueError::Malformed)?);
-        let rest = trim_lws(parts.next().ok_or(ValueError::Malformed)?);
+        // `splitn(3, '/')` at byte positions ('/' is ASCII).
+        let (name, after) = uri::split_once_b(s, b'/').ok_or(ValueError::Malformed)?;
+        let (version, rest) = uri::split_once_b(after, b'/').ok_or(ValueError::Malformed)?;
+        let (name, version, rest) = (trim_lws(name), trim_lws(version), trim_lws(rest));
         if !is_token(name) || !is_token(version) {
             return Err(ValueError::Malformed);
         }

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use crate::hdr::{self, CSeq, NameAddr, ValueError, Via};
-use crate::uri::{Uri, UriError};
+use crate::uri::{find_byte, Uri, UriError};
 
 /// Largest message accepted on any transport.
 pub const MAX_MESSAGE: usize = 65_535;
@@ -60,43 +60,39 @@ impl HeaderName {
                 _ => H::Other,
             };
         }
-        // Candidates by first letter, so a lookup compares against one to six names.
+        // Candidates by length and first letter, so a lookup compares against one or two names.
         let candidates: &[(&str, HeaderName)] =
-            match n.as_bytes().first().map(u8::to_ascii_lowercase) {
-                Some(b'v') => &[("Via", H::Via)],
-                Some(b'f') => &[("From", H::From)],
-                Some(b't') => &[("To", H::To)],
-                Some(b'c') => &[
-                    ("Call-ID", H::CallId),
-                    ("CSeq", H::CSeq),
-                    ("Contact", H::Contact),
-                    ("Content-Length", H::ContentLength),
-                    ("Content-Type", H::ContentType),
-                    ("Content-Encoding", H::ContentEncoding),
-                ],
-                Some(b'm') => &[("Max-Forwards", H::MaxForwards)],
-                Some(b'p') => &[
-                    ("P-Asserted-Identity", H::PAssertedIdentity),
-                    ("P-Charge-Info", H::PChargeInfo),
-                    ("Privacy", H::Privacy),
-                    ("P-Preferred-Identity", H::PPreferredIdentity),
-                    ("P-Called-Party-ID", H::PCalledPartyId),
-                ],
-                Some(b'r') => &[
-                    ("Remote-Party-ID", H::RemotePartyId),
-                    ("Require", H::Require),
-                    ("Resource-Priority", H::ResourcePriority),
-                ],
-                Some(b'd') => &[("Diversion", H::Diversion)],
-                Some(b'h') => &[("History-Info", H::HistoryInfo)],
-                Some(b'i') => &[("Identity", H::Identity)],
-                Some(b's') => &[("Supported", H::Supported), ("Subject", H::Subject)],
+            match (n.len(), n.as_bytes().first().map(u8::to_ascii_lowercase)) {
+                (2, Some(b't')) => &[("to", H::To)],
+                (3, Some(b'v')) => &[("via", H::Via)],
+                (4, Some(b'f')) => &[("from", H::From)],
+                (4, Some(b'c')) => &[("cseq", H::CSeq)],
+                (7, Some(b'c')) => &[("call-id", H::CallId), ("contact", H::Contact)],
+                (7, Some(b'p')) => &[("privacy", H::Privacy)],
+                (7, Some(b'r')) => &[("require", H::Require)],
+                (7, Some(b's')) => &[("subject", H::Subject)],
+                (8, Some(b'i')) => &[("identity", H::Identity)],
+                (9, Some(b'd')) => &[("diversion", H::Diversion)],
+                (9, Some(b's')) => &[("supported", H::Supported)],
+                (12, Some(b'm')) => &[("max-forwards", H::MaxForwards)],
+                (12, Some(b'c')) => &[("content-type", H::ContentType)],
+                (12, Some(b'h')) => &[("history-info", H::HistoryInfo)],
+                (13, Some(b'p')) => &[("p-charge-info", H::PChargeInfo)],
+                (14, Some(b'c')) => &[("content-length", H::ContentLength)],
+                (15, Some(b'r')) => &[("remote-party-id", H::RemotePartyId)],
+                (16, Some(b'c')) => &[("content-encoding", H::ContentEncoding)],
+                (17, Some(b'p')) => &[("p-called-party-id", H::PCalledPartyId)],
+                (17, Some(b'r')) => &[("resource-priority", H::ResourcePriority)],
+                (19, Some(b'p')) => &[("p-asserted-identity", H::PAssertedIdentity)],
+                (20, Some(b'p')) => &[("p-preferred-identity", H::PPreferredIdentity)],
                 _ => &[],
             };
-        candidates
-            .iter()
-            .find(|(name, _)| name.len() == n.len() && (*name == n || name.eq_ignore_ascii_case(n)))
-            .map_or(H::Other, |(_, h)| *h)
+        for (name, h) in candidates {
+            if eq_lowercase(n.as_bytes(), name.as_bytes()) {
+                return *h;
+            }
+        }
+        H::Other
     }
 
     /// This name's bit in a set of header names.
@@ -212,31 +208,52 @@ pub struct Message<'a> {
     pub problem: Option<Problem>,
 }
 
-/// The first `needle` in `hay`, eight bytes at a time.
-#[inline]
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO.wrapping_mul(u64::from(needle));
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
-            break;
-        };
-        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) ^ pattern;
-        // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
-        let zero = word.wrapping_sub(LO) & !word & HI;
-        if zero != 0 {
-            return Some(base + (zero.trailing_zeros() / 8) as usize);
+/// Eight bytes from `b[i..]` as a little-endian word (0 when fewer remain).
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 8) {
+        Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) => {
+            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
         }
-        base += 8;
+        _ => 0,
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| base + i)
+}
+
+/// ASCII upper-case letters of a word turned lower-case, other bytes untouched.
+#[inline(always)]
+fn lower_word(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let h = x & LOW7;
+    // Per byte, without carries between bytes: high bit set when h >= 'A', and when h > 'Z'.
+    let ge_a = h + 0x3f3f_3f3f_3f3f_3f3f;
+    let gt_z = h + 0x2525_2525_2525_2525;
+    let upper = ge_a & !gt_z & !x & HI;
+    x | (upper >> 2)
+}
+
+/// `s.eq_ignore_ascii_case(lower)` for an all-lower-case `lower`, eight bytes at a time
+/// (overlapping loads at the end), as header names are compared on every line.
+#[inline]
+fn eq_lowercase(s: &[u8], lower: &[u8]) -> bool {
+    if s.len() != lower.len() {
+        return false;
+    }
+    if s.len() < 8 {
+        return s
+            .iter()
+            .zip(lower)
+            .all(|(a, b)| a.to_ascii_lowercase() == *b);
+    }
+    let mut i = 0;
+    while i + 8 < s.len() {
+        if lower_word(word_at(s, i)) != word_at(lower, i) {
+            return false;
+        }
+        i += 8;
+    }
+    let last = s.len() - 8;
+    lower_word(word_at(s, last)) == word_at(lower, last)
 }
 
 /// The first CRLF in `b` at or after `from`, as an index into `b`.
@@ -347,25 +364,112 @@ impl<'a> Message<'a> {
             .position(|&b| b != b'\r' && b != b'\n')
             .ok_or(Garbage::Empty)?;
         let buf = buf.get(skip..).unwrap_or_default();
-        // A datagram whose headers end with CRLF but no empty line carries no body (RFC 4475's
-        // baddn.dat is such a message): accept it rather than drop an answerable request.
-        let (head, body_start) = match find_crlfcrlf(buf) {
-            Some(h) => (h, h + 4),
-            None if buf.ends_with(b"\r\n") => (buf.len() - 2, buf.len()),
-            None => return Err(Garbage::NoEndOfHeaders),
-        };
-        let text = std::str::from_utf8(buf.get(..head).unwrap_or_default())
-            .map_err(|_| Garbage::NotUtf8)?;
-        let rest = buf.get(body_start..).unwrap_or_default();
-        let (first, header_text) = match find_crlf(text.as_bytes(), 0) {
-            Some(i) => (
-                text.get(..i).unwrap_or_default(),
-                text.get(i + 2..).unwrap_or_default(),
+        // The whole datagram is checked as UTF-8 at once (bodies are text too, as a rule), so the
+        // walk below can slice header lines as it meets them; behind a binary body only the valid
+        // prefix is walked, and the head must end inside it.
+        let (text, complete) = match std::str::from_utf8(buf) {
+            Ok(t) => (t, true),
+            Err(e) => (
+                std::str::from_utf8(buf.get(..e.valid_up_to()).unwrap_or_default())
+                    .unwrap_or_default(),
+                false,
             ),
-            None => (text, ""),
         };
-
+        let tb = text.as_bytes();
+        let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
         let mut problem = None;
+        let push = |headers: &mut Vec<Header<'a>>,
+                    cur: Option<(HeaderName, &'a str, usize)>,
+                    end: usize,
+                    problem: &mut Option<Problem>| {
+            if let Some((name, raw_name, vstart)) = cur {
+                match text.get(vstart..end) {
+                    Some(v) => headers.push(Header {
+                        name,
+                        raw_name,
+                        value: hdr::trim_lws(v),
+                    }),
+                    None => {
+                        problem.get_or_insert(Problem::bad("Malformed header"));
+                    }
+                }
+            }
+        };
+        // One pass over the header lines: each name is checked and looked up as it is read, and
+        // the first empty line (the first CRLF CRLF) ends the head.
+        let first_end = find_crlf(tb, 0);
+        // Name, raw name, and where the value starts.
+        let mut current: Option<(HeaderName, &'a str, usize)> = None;
+        let mut value_end = 0;
+        let mut head_end = None; // (end of the head, start of the body)
+        if let Some(first_end) = first_end {
+            let mut ls = first_end + 2;
+            loop {
+                if tb.get(ls..ls + 2) == Some(b"\r\n") {
+                    head_end = Some((ls - 2, ls + 2));
+                    break;
+                }
+                if ls >= tb.len() {
+                    // Headers ended by a CRLF but no empty line: a datagram with no body (RFC
+                    // 4475's baddn.dat is such a message), accepted rather than drop an
+                    // answerable request.
+                    if complete {
+                        head_end = Some((ls - 2, ls));
+                    }
+                    break;
+                }
+                let line_end = if matches!(tb.get(ls), Some(b' ' | b'\t')) {
+                    if current.is_none() {
+                        problem.get_or_insert(Problem::bad("Continuation line without a header"));
+                    }
+                    // Folded: the value runs on to this line's end.
+                    find_crlf(tb, ls)
+                } else {
+                    push(&mut headers, current.take(), value_end, &mut problem);
+                    let mut j = ls;
+                    while tb.get(j).is_some_and(|&c| hdr::is_token_char(c)) {
+                        j += 1;
+                    }
+                    let name_end = j;
+                    while matches!(tb.get(j), Some(b' ' | b'\t')) {
+                        j += 1;
+                    }
+                    if name_end > ls && tb.get(j) == Some(&b':') {
+                        let name = text.get(ls..name_end).unwrap_or_default();
+                        current = Some((HeaderName::from_name(name), name, j + 1));
+                        find_crlf(tb, j + 1)
+                    } else {
+                        let end = find_crlf(tb, ls);
+                        let line = text.get(ls..end.unwrap_or(tb.len())).unwrap_or_default();
+                        problem.get_or_insert(Problem::bad(
+                            if crate::uri::pos(line, b':').is_some() {
+                                "Malformed header name"
+                            } else {
+                                "Header line without a colon"
+                            },
+                        ));
+                        end
+                    }
+                };
+                let Some(line_end) = line_end else { break };
+                value_end = line_end;
+                ls = line_end + 2;
+            }
+        }
+        let Some((head, body_start)) = head_end else {
+            // The valid prefix holds no end of headers: say why as a split of the bytes would.
+            if !complete && (find_crlfcrlf(buf).is_some() || buf.ends_with(b"\r\n")) {
+                return Err(Garbage::NotUtf8);
+            }
+            return Err(Garbage::NoEndOfHeaders);
+        };
+        push(&mut headers, current.take(), value_end, &mut problem);
+        let rest = buf.get(body_start..).unwrap_or_default();
+        let first = text
+            .get(..first_end.unwrap_or(head).min(head))
+            .unwrap_or_default();
+
+        // A start-line problem comes first: it replaces any the header walk found.
         let start = if let Some(status) = first.strip_prefix("SIP/2.0 ") {
             let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
             if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -389,7 +493,7 @@ impl<'a> Message<'a> {
             if uri.is_empty()
                 || version.is_empty()
                 || version.contains(' ')
-                || uri.contains(['\t', '<', '>'])
+                || uri.bytes().any(|b| matches!(b, b'\t' | b'<' | b'>'))
             {
                 problem = Some(Problem::bad("Malformed Request-Line"));
             } else if !version.eq_ignore_ascii_case("SIP/2.0") {
@@ -408,69 +512,6 @@ impl<'a> Message<'a> {
                 version,
             }
         };
-
-        let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
-        let mut offset = 0;
-        let lines: &'a str = header_text;
-        let mut current: Option<(HeaderName, &'a str, usize)> = None; // name, raw name, value start
-        let mut line_start = 0;
-        let push = |headers: &mut Vec<Header<'a>>,
-                    cur: Option<(HeaderName, &'a str, usize)>,
-                    end: usize,
-                    problem: &mut Option<Problem>| {
-            if let Some((name, raw_name, vstart)) = cur {
-                match lines.get(vstart..end) {
-                    Some(v) => headers.push(Header {
-                        name,
-                        raw_name,
-                        value: hdr::trim_lws(v),
-                    }),
-                    None => {
-                        problem.get_or_insert(Problem::bad("Malformed header"));
-                    }
-                }
-            }
-        };
-        while line_start <= lines.len() && !lines.is_empty() {
-            let end = find_crlf(lines.as_bytes(), line_start).unwrap_or(lines.len());
-            let line = lines.get(line_start..end).unwrap_or_default();
-            if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
-                if current.is_none() {
-                    problem.get_or_insert(Problem::bad("Continuation line without a header"));
-                }
-                // Folded: the value runs on to this line's end.
-            } else {
-                push(&mut headers, current.take(), offset, &mut problem);
-                match crate::uri::pos(line, b':') {
-                    Some(colon) => {
-                        let name = line.get(..colon).unwrap_or_default();
-                        let trimmed = name
-                            .get(
-                                ..name
-                                    .bytes()
-                                    .rposition(|b| b != b' ' && b != b'\t')
-                                    .map_or(0, |i| i + 1),
-                            )
-                            .unwrap_or_default();
-                        if !hdr::is_token(trimmed) {
-                            problem.get_or_insert(Problem::bad("Malformed header name"));
-                        } else {
-                            current = Some((
-                                HeaderName::from_name(trimmed),
-                                trimmed,
-                                line_start + name.len() + 1,
-                            ));
-                        }
-                    }
-                    None => {
-                        problem.get_or_insert(Problem::bad("Header line without a colon"));
-                    }
-                }
-            }
-            offset = end;
-            line_start = end + 2;
-        }
-        push(&mut headers, current.take(), offset, &mut problem);
 
         Ok(Self {
             start,

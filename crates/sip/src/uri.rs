@@ -48,23 +48,28 @@ pub struct Uri<'a> {
 
 impl<'a> Uri<'a> {
     /// Parses an absolute sip, sips or tel URI (no surrounding whitespace).
+    ///
+    /// One pass over the text: each part is checked against its character class as it is
+    /// split off (this runs for every URI of every INVITE, nine times for a carrier's).
     pub fn parse(s: &'a str) -> Result<Self, UriError> {
-        let (scheme, rest) = split_once_b(s, b':').ok_or(UriError::Malformed)?;
-        if scheme.is_empty()
-            || !scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
-            return Err(UriError::Malformed);
-        }
-        let scheme = if scheme.eq_ignore_ascii_case("sip") {
-            Scheme::Sip
-        } else if scheme.eq_ignore_ascii_case("sips") {
-            Scheme::Sips
-        } else if scheme.eq_ignore_ascii_case("tel") {
-            Scheme::Tel
-        } else {
-            return Err(UriError::UnsupportedScheme);
+        let colon = pos(s, b':').ok_or(UriError::Malformed)?;
+        let (scheme, rest) = (
+            s.get(..colon).unwrap_or_default(),
+            s.get(colon + 1..).unwrap_or_default(),
+        );
+        let lower = |b: &u8| b.to_ascii_lowercase();
+        let scheme = match scheme.as_bytes() {
+            [a, b, c] if [lower(a), lower(b), lower(c)] == *b"sip" => Scheme::Sip,
+            [a, b, c] if [lower(a), lower(b), lower(c)] == *b"tel" => Scheme::Tel,
+            [a, b, c, d] if [lower(a), lower(b), lower(c), lower(d)] == *b"sips" => Scheme::Sips,
+            _ if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) =>
+            {
+                return Err(UriError::UnsupportedScheme)
+            }
+            _ => return Err(UriError::Malformed),
         };
         if scheme == Scheme::Tel {
             return parse_tel(rest);
@@ -94,22 +99,24 @@ impl<'a> Uri<'a> {
 }
 
 fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
-    let (number, params) = match pos(rest, b';') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if number.is_empty()
-        || !number
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.()*#%".contains(&b))
-    {
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b';' {
+            break;
+        }
+        if !(c.is_ascii_alphanumeric() || b"+-.()*#%".contains(&c)) {
+            return Err(UriError::Malformed);
+        }
+        i += 1;
+    }
+    if i == 0 || scan_params(b, i)? != b.len() {
         return Err(UriError::Malformed);
     }
-    check_params(params)?;
     Ok(Uri {
         scheme: Scheme::Tel,
-        user: Some(number),
-        user_params: params,
+        user: Some(rest.get(..i).unwrap_or_default()),
+        user_params: rest.get(i..).unwrap_or_default(),
         host: "",
         port: None,
         params: "",
@@ -117,54 +124,115 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
     })
 }
 
+/// Whether `b[i..i + 2]` are two hex digits (the tail of a `%` escape).
+#[inline]
+fn hex2(b: &[u8], i: usize) -> bool {
+    b.get(i..i + 2)
+        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+}
+
 fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
-    // userinfo ends at the last '@' before any '?' of the header part; '@' is not legal unescaped
-    // in user or password, so the first '@' is also the only one in a well-formed URI.
-    let (userinfo, hostpart) = match pos(rest, b'@') {
-        Some(i) => {
-            let (u, h) = rest.split_at(i);
-            (Some(u), h.get(1..).unwrap_or_default())
+    let b = rest.as_bytes();
+    // userinfo, if any, ends at the first '@'. '@' is legal nowhere else unescaped, so a byte that
+    // cannot be in a userinfo before any '@' means there is none (and a later '@' makes the URI
+    // malformed either way: it fails the host, parameter or header check below).
+    let (mut i, mut colon, mut semi, mut password_ok) = (0, None, None, true);
+    let at = loop {
+        // Most bytes need no second look: a user part's (before any ':'), a password's after.
+        let plain = if colon.is_some() {
+            class::PASSWORD
+        } else {
+            class::USER_PLAIN
+        };
+        while b.get(i).is_some_and(|&c| is(c, plain)) {
+            i += 1;
         }
-        None => (None, rest),
+        match b.get(i) {
+            Some(b'@') => break Some(i),
+            Some(b'%') => {
+                if !hex2(b, i + 1) {
+                    return Err(UriError::Malformed);
+                }
+                i += 3;
+                continue;
+            }
+            Some(b':') => {
+                password_ok &= colon.is_none();
+                colon.get_or_insert(i);
+            }
+            Some(&c) if is(c, class::USER) => {
+                if colon.is_some() {
+                    password_ok = false; // not PASSWORD, or the loop above took it
+                } else if c == b';' && semi.is_none() {
+                    semi = Some(i);
+                }
+            }
+            _ => break None,
+        }
+        i += 1;
     };
-    let (user, user_params) = match userinfo {
-        Some(ui) => {
-            if ui.is_empty() {
+    let (user, user_params, host_start) = match at {
+        Some(0) => return Err(UriError::Malformed),
+        Some(at) => {
+            if !password_ok {
                 return Err(UriError::Malformed);
             }
-            let user_and_params = match pos(ui, b':') {
-                Some(i) => {
-                    let (u, pw) = ui.split_at(i);
-                    check_chars(pw.get(1..).unwrap_or_default(), class::PASSWORD)?;
-                    u
-                }
-                None => ui,
+            // The user and its tel-style parameters end at the password's ':'.
+            let user_end = colon.unwrap_or(at);
+            let (user, params) = match semi {
+                Some(semi) => (rest.get(..semi), rest.get(semi..user_end)),
+                None => (rest.get(..user_end), Some("")),
             };
-            check_chars(user_and_params, class::USER)?;
-            match pos(user_and_params, b';') {
-                Some(i) => {
-                    let (u, p) = user_and_params.split_at(i);
-                    (Some(u), p)
-                }
-                None => (Some(user_and_params), ""),
+            (user, params.unwrap_or_default(), at + 1)
+        }
+        None => (None, "", 0),
+    };
+    let hostpart = rest.get(host_start..).unwrap_or_default();
+    let hb = hostpart.as_bytes();
+    let (host, port, mut j) = if hostpart.starts_with('[') {
+        let end = hb
+            .iter()
+            .position(|&c| c == b';' || c == b'?')
+            .unwrap_or(hb.len());
+        let (host, port) = split_hostport(hostpart.get(..end).unwrap_or_default())?;
+        (host, port, end)
+    } else {
+        let mut j = 0;
+        while hb.get(j).is_some_and(|&c| is(c, class::HOST)) {
+            j += 1;
+        }
+        let host = hostpart.get(..j).unwrap_or_default();
+        if host.is_empty() || host.starts_with(['-', '.']) {
+            return Err(UriError::Malformed);
+        }
+        let port = if hb.get(j) == Some(&b':') {
+            j += 1;
+            let digits = j;
+            while hb.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
             }
-        }
-        None => (None, ""),
+            let p = hostpart.get(digits..j).unwrap_or_default();
+            if p.is_empty() || p.len() > 5 {
+                return Err(UriError::Malformed);
+            }
+            Some(p.parse::<u16>().map_err(|_| UriError::Malformed)?)
+        } else {
+            None
+        };
+        (host, port, j)
     };
-    let (hostport, after) = match hostpart.bytes().position(|c| c == b';' || c == b'?') {
-        Some(i) => hostpart.split_at(i),
-        None => (hostpart, ""),
+    let params_start = j;
+    match hb.get(j) {
+        None | Some(b'?') => {}
+        Some(b';') => j = scan_params(hb, j)?,
+        Some(_) => return Err(UriError::Malformed),
+    }
+    let params = hostpart.get(params_start..j).unwrap_or_default();
+    let headers = match hb.get(j) {
+        Some(b'?') => hostpart.get(j + 1..).unwrap_or_default(),
+        _ => "",
     };
-    let (params, headers) = match pos(after, b'?') {
-        Some(i) => {
-            let (p, h) = after.split_at(i);
-            (p, h.get(1..).unwrap_or_default())
-        }
-        None => (after, ""),
-    };
-    check_params(params)?;
     check_chars(headers, class::HEADERS)?;
-    let (host, port) = split_hostport(hostport)?;
     Ok(Uri {
         scheme,
         user,
@@ -174,6 +242,31 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
         params,
         headers,
     })
+}
+
+/// Checks URI parameters from the `;` at `b[start]` (when any) and returns where they end: at a
+/// `?` or the end of `b` (a `;;` or a byte outside the class is malformed).
+fn scan_params(b: &[u8], start: usize) -> Result<usize, UriError> {
+    let mut i = start;
+    loop {
+        while b.get(i).is_some_and(|&c| c != b';' && is(c, class::PARAM)) {
+            i += 1;
+        }
+        match b.get(i) {
+            None | Some(b'?') => return Ok(i),
+            Some(b'%') => {
+                if !hex2(b, i + 1) {
+                    return Err(UriError::Malformed);
+                }
+                i += 3;
+            }
+            // An escape ends in a hex digit, so only a literal ';' before this one is `;;`.
+            Some(b';') if i == start || i.checked_sub(1).and_then(|p| b.get(p)) != Some(&b';') => {
+                i += 1;
+            }
+            Some(_) => return Err(UriError::Malformed),
+        }
+    }
 }
 
 /// Splits `host[:port]`, validating a hostname, IPv4 address or `[IPv6]` reference.
@@ -236,6 +329,8 @@ pub(crate) mod class {
     pub const LWS: u8 = 32;
     /// Alphanumerics, `-` and `.` (hostnames and IPv4 addresses).
     pub const HOST: u8 = 64;
+    /// `USER` but `;`: the bytes of a user part that need no second look.
+    pub const USER_PLAIN: u8 = 128;
 }
 
 const fn has(set: &[u8], c: u8) -> bool {
@@ -278,6 +373,9 @@ const fn build_classes() -> [u8; 256] {
         }
         if alnum || c == b'-' || c == b'.' {
             m |= class::HOST;
+        }
+        if (unreserved || has(USER, c)) && c != b';' {
+            m |= class::USER_PLAIN;
         }
         #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
         {
@@ -322,38 +420,12 @@ fn check_chars(s: &str, class: u8) -> Result<(), UriError> {
     Ok(())
 }
 
-fn check_params(p: &str) -> Result<(), UriError> {
-    if p.is_empty() {
-        return Ok(());
-    }
-    if !p.starts_with(';') {
-        return Err(UriError::Malformed);
-    }
-    // check_chars with `;;` refused on the way.
-    let b = p.as_bytes();
-    let mut i = 0;
-    let mut prev = 0u8;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hex = b.get(i + 1..i + 3).ok_or(UriError::Malformed)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return Err(UriError::Malformed);
-            }
-            prev = c;
-            i += 3;
-            continue;
-        }
-        if !is(c, class::PARAM) || (c == b';' && prev == b';') {
-            return Err(UriError::Malformed);
-        }
-        prev = c;
-        i += 1;
-    }
-    Ok(())
-}
-
 /// Finds `;name[=value]` in a raw parameter string, comparing names case-insensitively.
 pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    // A match needs `;` and the name: shorter parameter strings (most) need no scan.
+    if params.len() <= name.len() {
+        return None;
+    }
     param_pairs(params).find_map(|(n, v)| {
         trim_fast(n)
             .eq_ignore_ascii_case(name)
@@ -372,11 +444,37 @@ pub(crate) fn trim_fast(s: &str) -> &str {
     }
 }
 
-/// Byte index of the first `b` (ASCII) in `s`: a plain loop, cheaper than a char searcher on the
-/// short strings of a header.
+/// Byte index of the first `b` (ASCII) in `s`, eight bytes at a time.
 #[inline]
 pub(crate) fn pos(s: &str, b: u8) -> Option<usize> {
-    s.bytes().position(|c| c == b)
+    find_byte(s.as_bytes(), b)
+}
+
+/// The first `needle` in `hay`, eight bytes at a time.
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(needle));
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
+            break;
+        };
+        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) ^ pattern;
+        // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
+        let zero = word.wrapping_sub(LO) & !word & HI;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| base + i)
 }
 
 /// `str::split_once` at an ASCII byte.
@@ -389,21 +487,32 @@ pub(crate) fn split_once_b(s: &str, b: u8) -> Option<(&str, &str)> {
 /// `(name, value)` of each `;`-separated segment after the first (value `""` without `=`),
 /// untrimmed: `params.split(';').skip(1)` split once at `=`.
 pub(crate) fn param_pairs(params: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut rest = pos(params, b';').and_then(|i| params.get(i + 1..));
+    let b = params.as_bytes();
+    // Start of the next segment; each is read once, its first '=' noted on the way.
+    let mut next = pos(params, b';').map(|i| i + 1);
     std::iter::from_fn(move || {
-        let s = rest?;
-        let (seg, next) = match pos(s, b';') {
-            Some(i) => (s.get(..i)?, s.get(i + 1..)),
-            None => (s, None),
-        };
-        rest = next;
-        Some(split_once_b(seg, b'=').unwrap_or((seg, "")))
+        let start = next?;
+        let (mut j, mut eq) = (start, None);
+        while let Some(&c) = b.get(j) {
+            if c == b';' {
+                break;
+            }
+            if c == b'=' && eq.is_none() {
+                eq = Some(j);
+            }
+            j += 1;
+        }
+        next = (j < b.len()).then_some(j + 1);
+        Some(match eq {
+            Some(e) => (params.get(start..e)?, params.get(e + 1..j)?),
+            None => (params.get(start..j)?, ""),
+        })
     })
 }
 
 /// %-unescapes; invalid escapes are left as they are (the grammar check rejects them earlier).
 pub fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|c| c == b'%') {
+    if pos(s, b'%').is_none() {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
