@@ -171,6 +171,25 @@ impl Hub {
             .collect()
     }
 
+    /// The stored pops published after `last` (a call reference), oldest first, that `allow`
+    /// lets through: what a reconnecting stream missed. `None` when `last` is no longer stored
+    /// (past the retention or the capacity), so the gap cannot be filled.
+    pub fn since(&self, last: &str, allow: impl Fn(&str) -> bool) -> Option<Vec<Arc<PopEvent>>> {
+        let store = self.store.lock().ok()?;
+        let current = store.by_ref.get(last)?;
+        let at = store.order.iter().rposition(|e| Arc::ptr_eq(e, current))?;
+        Some(
+            store
+                .order
+                .iter()
+                .skip(at + 1)
+                .filter(|e| e.stored_at.elapsed() <= self.cfg.retention)
+                .filter(|e| allow(&e.queue))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Stores and broadcasts; returns the event for webhooks and Redis.
     pub(crate) fn deliver(&self, call_ref: String, queue: String, json: Arc<str>) -> Arc<PopEvent> {
         let ev = Arc::new(PopEvent {

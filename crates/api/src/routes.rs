@@ -1,9 +1,10 @@
 //! Endpoints. Every route is registered through [`Builder`], which records it so a test can
 //! check the OpenAPI document against what is actually served.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -326,31 +327,108 @@ async fn stream(
     let who = api.auth.bearer_or_ticket(&headers, param(&p, "ticket"))?;
     let filter = who.filter(&queues(&p))?;
     let first = Event::default().event("hello").data(hello(&api, &filter));
-    let state = (
-        api.hub.subscribe(),
-        api.hub.stopping(),
-        filter,
-        Open::new("sse"),
+    // Subscribe before reading the store, so a pop published in between is in one or both;
+    // `replayed` keeps it from being sent twice.
+    let rx = api.hub.subscribe();
+    let (missed, replayed) = replay(&api, &headers, &p, &filter)?;
+    let state = (rx, api.hub.stopping(), filter, replayed, Open::new("sse"));
+    let pops = futures_util::stream::unfold(
+        state,
+        |(mut rx, mut stop, filter, mut replayed, open)| async move {
+            loop {
+                let got = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = crate::hub::stopped(&mut stop) => return None,
+                };
+                let event = match got {
+                    Ok(ev) if replayed.seen(&ev) => continue,
+                    Ok(ev) if filter.allows(&ev.queue) => pop_event(&ev),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => Event::default()
+                        .event("lagged")
+                        .data(json!({"missed": n}).to_string()),
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), (rx, stop, filter, replayed, open)));
+            }
+        },
     );
-    let pops = futures_util::stream::unfold(state, |(mut rx, mut stop, filter, open)| async move {
-        loop {
-            let got = tokio::select! {
-                r = rx.recv() => r,
-                _ = crate::hub::stopped(&mut stop) => return None,
-            };
-            let event = match got {
-                Ok(ev) if filter.allows(&ev.queue) => pop_event(&ev),
-                Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => Event::default()
-                    .event("lagged")
-                    .data(json!({"missed": n}).to_string()),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Ok(event), (rx, stop, filter, open)));
-        }
-    });
-    let all = futures_util::stream::once(std::future::ready(Ok(first))).chain(pops);
+    let all = futures_util::stream::once(std::future::ready(Ok(first)))
+        .chain(futures_util::stream::iter(missed.into_iter().map(Ok)))
+        .chain(pops);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What a reconnecting client missed: the `Last-Event-ID` header (which `EventSource` sends
+/// on its own reconnects) or the `last_event_id` parameter (for clients that open a new stream
+/// with a new ticket) names the last pop it got. The events to send first, and the pops among
+/// them (skipped if the live subscription delivers them again). An id no longer stored gives
+/// one `lagged` event with `missed: null`: the client should re-read `GET /v1/pops`.
+fn replay(
+    api: &Api,
+    headers: &HeaderMap,
+    p: &[(String, String)],
+    filter: &QueueFilter,
+) -> Result<(Vec<Event>, Replayed), ApiError> {
+    let from_header =
+        match headers.get("last-event-id") {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::bad_request("Last-Event-ID: not visible ASCII".to_owned())
+            })?),
+            None => None,
+        };
+    let Some(last) = from_header
+        .or_else(|| param(p, "last_event_id"))
+        .map(str::trim)
+    else {
+        return Ok((Vec::new(), Replayed::default()));
+    };
+    if last.is_empty() {
+        return Ok((Vec::new(), Replayed::default()));
+    }
+    match api.hub.since(last, |q| filter.allows(q)) {
+        Some(pops) => {
+            metrics::counter!("tollgate_pops_replayed_total").increment(pops.len() as u64);
+            let sent = Replayed {
+                pops: pops
+                    .iter()
+                    .map(|e| (e.call_ref.clone(), e.stored_at))
+                    .collect(),
+                at: Some(Instant::now()),
+            };
+            Ok((pops.iter().map(|e| pop_event(e)).collect(), sent))
+        }
+        None => Ok((
+            vec![Event::default()
+                .event("lagged")
+                .data(json!({"missed": null, "last_event_id": last}).to_string())],
+            Replayed::default(),
+        )),
+    }
+}
+
+/// The pops a stream replayed, so the live subscription does not send them again.
+#[derive(Default)]
+struct Replayed {
+    pops: HashSet<(String, Instant)>,
+    at: Option<Instant>,
+}
+
+impl Replayed {
+    fn seen(&mut self, ev: &PopEvent) -> bool {
+        if self.pops.is_empty() {
+            return false;
+        }
+        // A pop stored well after the replay ends the window in which one could come twice.
+        if self
+            .at
+            .is_some_and(|at| ev.stored_at > at + Duration::from_secs(2))
+        {
+            self.pops = HashSet::new();
+            return false;
+        }
+        self.pops.contains(&(ev.call_ref.clone(), ev.stored_at))
+    }
 }
 
 fn pop_event(ev: &PopEvent) -> Event {

@@ -110,6 +110,72 @@ async fn sse_and_websocket_get_their_queues_pops_only() {
     assert_eq!(ws_next(&mut ws).await["pop"]["call_ref"], "ref-3");
 }
 
+#[tokio::test]
+async fn a_reconnecting_stream_gets_what_it_missed_once() {
+    let r = start(cfg()).await;
+    let b = base(r.addr);
+    let publisher = r.api.publisher();
+    let mut first = Sse::subscribe(&format!("{b}/v1/pops/stream"), AGENT).await;
+    publisher.publish(pop("seen-1", "support", "Ada Lovelace"));
+    assert_eq!(first.pop().await["call_ref"], "seen-1");
+    drop(first);
+    // While the agent is away: two pops of theirs, one of another queue.
+    publisher.publish(pop("missed-1", "support", "Grace Hopper"));
+    publisher.publish(pop("other-1", "billing", "Alan Turing"));
+    publisher.publish(pop("missed-2", "support-de", "Emmy Noether"));
+    wait_stored(&r, "missed-2").await;
+
+    // EventSource's own reconnect sends Last-Event-ID: the missed pops come first, in order.
+    let mut again = Sse::open_with(
+        &format!("{b}/v1/pops/stream"),
+        Some(AGENT),
+        &[("Last-Event-ID", "seen-1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.pop().await["call_ref"], "missed-1");
+    assert_eq!(again.pop().await["call_ref"], "missed-2");
+    publisher.publish(pop("live-1", "support", "Alan Kay"));
+    assert_eq!(
+        again.pop().await["call_ref"],
+        "live-1",
+        "then live, nothing twice"
+    );
+
+    // A new stream (a new ticket) names the last pop as a parameter, filtered by its queues.
+    let mut de = Sse::subscribe(
+        &format!("{b}/v1/pops/stream?queue=support-de&last_event_id=seen-1"),
+        AGENT,
+    )
+    .await;
+    assert_eq!(de.pop().await["call_ref"], "missed-2");
+
+    // An id no longer stored cannot be replayed: one `lagged` event says so.
+    let mut lost = Sse::open_with(
+        &format!("{b}/v1/pops/stream"),
+        Some(AGENT),
+        &[("Last-Event-ID", "long-gone")],
+    )
+    .await
+    .unwrap();
+    let (ev, data) = lost.next().await;
+    assert_eq!(ev, "lagged");
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["missed"], serde_json::Value::Null);
+    assert_eq!(data["last_event_id"], "long-gone");
+}
+
+/// Waits until the hub has stored a pop (publishing is asynchronous).
+async fn wait_stored(r: &Running, call_ref: &str) {
+    for _ in 0..200 {
+        if r.api.pop(call_ref).is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{call_ref} never stored");
+}
+
 async fn status_and_error(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let s = resp.status().as_u16();
     let text = resp.text().await.unwrap();

@@ -17,9 +17,21 @@ pub struct Sse {
 impl Sse {
     /// Opens the stream and waits for its `hello` event (the subscription is live after it).
     pub async fn open(url: &str, token: Option<&str>) -> Result<Self, (u16, String)> {
+        Self::open_with(url, token, &[]).await
+    }
+
+    /// [`Sse::open`] with extra request headers (`Last-Event-ID`, say).
+    pub async fn open_with(
+        url: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, (u16, String)> {
         let mut req = http().get(url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let resp = req.send().await.unwrap();
         if !resp.status().is_success() {
