@@ -5,7 +5,6 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -26,59 +25,14 @@ async fn sipp_calls_all_succeed() {
         writeln!(csv, "{ani};{};{:07}", dnis[i % 4], i).unwrap();
     }
     std::fs::write(dir.join("calls.csv"), csv).unwrap();
-    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/sipp/invite_302.xml");
     let target = run.udp.to_string();
-    let (d, s) = (dir.clone(), scenario.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("sipp")
-            .arg(&target)
-            .args([
-                "-sf",
-                s.to_str().unwrap(),
-                "-inf",
-                d.join("calls.csv").to_str().unwrap(),
-            ])
-            .args([
-                "-m",
-                &CALLS.to_string(),
-                "-r",
-                "200",
-                "-l",
-                "400",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                "0",
-            ])
-            .args([
-                "-timeout",
-                "60s",
-                "-timeout_error",
-                "-recv_timeout",
-                "5000",
-                "-nostdin",
-            ])
-            .args(["-trace_stat", "-stf", d.join("stat.csv").to_str().unwrap()])
-            .output()
-            .expect("sipp runs (apt-get install sip-tester)")
-    })
-    .await
-    .unwrap();
-    let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
-    let rows: Vec<Vec<&str>> = stat.lines().map(|l| l.split(';').collect()).collect();
-    assert!(
-        rows.len() >= 2,
-        "sipp stats missing; stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let col = |name: &str| {
-        let i = rows[0].iter().position(|h| *h == name).unwrap();
-        rows.last().unwrap()[i].parse::<usize>().unwrap()
-    };
-    assert_eq!(col("FailedCall(C)"), 0, "failed calls");
-    assert_eq!(col("SuccessfulCall(C)"), CALLS);
-    assert!(out.status.success(), "sipp exit {:?}", out.status);
+    let d = dir.clone();
+    let out = tokio::task::spawn_blocking(move || sipp(&target, &d, CALLS, 200, 400, "60s"))
+        .await
+        .unwrap();
+    assert_eq!(out.failed, 0, "failed calls; stderr: {}", out.stderr);
+    assert_eq!(out.successful, CALLS);
+    assert!(out.exit_ok, "sipp failed: {}", out.stderr);
     // Retransmitted INVITEs (if any) never ran the pipeline twice.
     assert_eq!(run.recorder().count.load(Ordering::SeqCst), CALLS);
     let facts = run.facts();

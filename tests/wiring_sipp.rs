@@ -6,8 +6,8 @@ mod common;
 mod node;
 
 use std::fmt::Write as _;
-use std::process::Command;
 
+use common::{sipp, SippRun};
 use node::{base_config, Scratch};
 use tollgate_core::LookupStatus;
 
@@ -33,48 +33,13 @@ async fn sipp_with_the_crm_down_answers_every_call() {
         writeln!(csv, "1212555{:04};18005550100;{:07}", i % 50, i).unwrap();
     }
     std::fs::write(s.path("calls.csv"), csv).unwrap();
-    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/sipp/invite_302.xml");
     let (target, dir) = (node.udp.to_string(), s.dir.path().to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("sipp")
-            .arg(&target)
-            .args(["-sf", scenario.to_str().unwrap()])
-            .args(["-inf", dir.join("calls.csv").to_str().unwrap()])
-            .args(["-m", &CALLS.to_string(), "-r", "150", "-l", "300"])
-            .args(["-i", "127.0.0.1", "-p", "0"])
-            .args([
-                "-timeout",
-                "60s",
-                "-timeout_error",
-                "-recv_timeout",
-                "5000",
-                "-nostdin",
-            ])
-            .args([
-                "-trace_stat",
-                "-stf",
-                dir.join("stat.csv").to_str().unwrap(),
-            ])
-            .output()
-            .expect("sipp runs (apt-get install sip-tester)")
-    })
-    .await
-    .unwrap();
-    let stat = std::fs::read_to_string(s.path("stat.csv")).unwrap_or_default();
-    let rows: Vec<Vec<&str>> = stat.lines().map(|l| l.split(';').collect()).collect();
-    assert!(
-        rows.len() >= 2,
-        "sipp stats missing; stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let col = |name: &str| {
-        let i = rows[0].iter().position(|h| *h == name).unwrap();
-        rows.last().unwrap()[i].parse::<usize>().unwrap()
-    };
-    assert_eq!(col("FailedCall(C)"), 0, "failed calls");
-    assert_eq!(col("SuccessfulCall(C)"), CALLS);
-    assert!(out.status.success(), "sipp exit {:?}", out.status);
+    let out = tokio::task::spawn_blocking(move || sipp(&target, &dir, CALLS, 150, 300, "60s"))
+        .await
+        .unwrap();
+    assert_eq!(out.failed, 0, "failed calls; stderr: {}", out.stderr);
+    assert_eq!(out.successful, CALLS);
+    assert!(out.exit_ok, "sipp failed: {}", out.stderr);
     let calls = node.calls();
     assert_eq!(calls.len(), CALLS);
     assert_eq!(node.runs(), CALLS, "each call decided once");
@@ -97,55 +62,6 @@ async fn sipp_with_the_crm_down_answers_every_call() {
 #[path = "../crates/risk/tests/common/mod.rs"]
 mod redis_support;
 
-/// Runs the sipp scenario at `rate` calls/s for `calls` calls (blocking: call it on a blocking
-/// thread); returns the final (FailedCall, SuccessfulCall) and sipp's stderr.
-fn sipp(
-    target: String,
-    dir: std::path::PathBuf,
-    calls: usize,
-    rate: usize,
-) -> (usize, usize, String) {
-    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/sipp/invite_302.xml");
-    let out = Command::new("sipp")
-        .arg(&target)
-        .args(["-sf", scenario.to_str().unwrap()])
-        .args(["-inf", dir.join("calls.csv").to_str().unwrap()])
-        .args([
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-            "-l",
-            "300",
-        ])
-        .args(["-i", "127.0.0.1", "-p", "0"])
-        .args([
-            "-timeout",
-            "120s",
-            "-timeout_error",
-            "-recv_timeout",
-            "5000",
-            "-nostdin",
-        ])
-        .args([
-            "-trace_stat",
-            "-stf",
-            dir.join("stat.csv").to_str().unwrap(),
-        ])
-        .output()
-        .expect("sipp runs (apt-get install sip-tester)");
-    let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
-    let rows: Vec<Vec<&str>> = stat.lines().map(|l| l.split(';').collect()).collect();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(rows.len() >= 2, "sipp stats missing; stderr: {stderr}");
-    let col = |name: &str| {
-        let i = rows[0].iter().position(|h| *h == name).unwrap();
-        rows.last().unwrap()[i].parse::<usize>().unwrap()
-    };
-    (col("FailedCall(C)"), col("SuccessfulCall(C)"), stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_every_call_answered_and_counting_resumes() {
     let mut redis = redis_support::RedisServer::start();
@@ -163,7 +79,7 @@ async fn redis_killed_mid_run_every_call_answered_and_counting_resumes() {
     }
     std::fs::write(s.path("calls.csv"), csv).unwrap();
     let (target, dir) = (node.udp.to_string(), s.dir.path().to_owned());
-    let run = tokio::task::spawn_blocking(move || sipp(target, dir, CALLS, 100));
+    let run = tokio::task::spawn_blocking(move || sipp(&target, &dir, CALLS, 100, 300, "120s"));
     let wait_for = |n: usize| {
         let node = &node;
         async move {
@@ -180,7 +96,12 @@ async fn redis_killed_mid_run_every_call_answered_and_counting_resumes() {
     wait_for(350).await;
     redis.restart();
     let restarted_at = node.calls().len();
-    let (failed, ok, stderr) = run.await.unwrap();
+    let SippRun {
+        failed,
+        successful: ok,
+        stderr,
+        ..
+    } = run.await.unwrap();
     assert_eq!(failed, 0, "failed calls; {stderr}");
     assert_eq!(ok, CALLS);
     let calls = node.calls();

@@ -13,62 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_core::{
-    AniCandidate, AniSource, CallFacts, DnisSource, LookupStatus, NumberInfo, NumberKind,
-    PartyNumber, Privacy, E164,
-};
+use tollgate_core::{CallFacts, E164};
 use tollgate_risk::{ListEntry, ListKind, Observation, RiskConfig, RiskEngine, Secret, StoreKind};
+
+#[allow(dead_code, clippy::unwrap_used)]
+#[path = "../../crates/risk/tests/common/facts.rs"]
+mod plain;
 
 const DNIS: [&str; 4] = ["18005550100", "18005550101", "18665550103", "18885550102"];
 
+/// The risk tests' plain call (trusted trunk, PAI, valid NANP ANI), for the ANI and dialed number.
 fn facts(ani: u64, dnis: &str) -> CallFacts {
-    let digits = ani.to_string();
-    let n = E164::from_digits(&digits).expect("E.164");
-    let part = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse().ok());
-    CallFacts {
-        call_id: String::with_capacity(32),
-        trunk: "carrier-a".into(),
-        trusted: true,
-        ani: PartyNumber::E164(n.clone()),
-        ani_source: AniSource::Pai,
-        ani_verified: true,
-        ani_candidates: vec![AniCandidate {
-            source: AniSource::Pai,
-            number: PartyNumber::E164(n.clone()),
-            scheme: "tel",
-            screened: None,
-            privacy: None,
-        }],
-        sources_disagree: false,
-        presented: PartyNumber::E164(n),
-        display_name: None,
-        privacy: Privacy::default(),
-        charge_number: None,
-        cpc: None,
-        oli: None,
-        verstat: None,
-        identity: Vec::new(),
-        dnis: PartyNumber::E164(E164::from_digits(dnis).expect("E.164")),
-        dnis_source: DnisSource::RequestUri,
-        dnis_candidates: Vec::new(),
-        emergency: false,
-        ani_info: Some(NumberInfo {
-            valid: true,
-            region: Some("US"),
-            calling_code: 1,
-            kind: NumberKind::FixedLineOrMobile,
-            nsn_len: 10,
-            npa: part(1..4),
-            nxx: part(4..7),
-        }),
-        ani_geo: None,
-        dnis_info: None,
-        cli: None,
-        profile: None,
-        lookup: LookupStatus::Skipped,
-        history: None,
-        risk: None,
-    }
+    plain::facts("", &ani.to_string(), dnis)
 }
 
 /// 10,000 callers over 100 exchanges, four dialed numbers.

@@ -252,3 +252,56 @@ pub fn ack_for(invite: &str, resp: &str) -> String {
     out.truncate(out.len() - 2);
     out
 }
+
+/// What one sipp run reported: its final counters, exit status and stderr.
+pub struct SippRun {
+    pub failed: usize,
+    pub successful: usize,
+    pub exit_ok: bool,
+    pub stderr: String,
+}
+
+/// Runs `tests/data/sipp/invite_302.xml` (INVITE, 302, ACK) against `target` with
+/// `dir/calls.csv` injected: `calls` calls at `rate` calls/s, at most `limit` at once, within
+/// `timeout` ("60s"). Blocking: call it on a blocking thread. Fails the test when sipp is not
+/// installed or left no statistics.
+pub fn sipp(
+    target: &str,
+    dir: &std::path::Path,
+    calls: usize,
+    rate: usize,
+    limit: usize,
+    timeout: &str,
+) -> SippRun {
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/sipp/invite_302.xml");
+    let out = std::process::Command::new("sipp")
+        .arg(target)
+        .args(["-sf", scenario.to_str().unwrap()])
+        .args(["-inf", dir.join("calls.csv").to_str().unwrap()])
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args(["-l", &limit.to_string(), "-i", "127.0.0.1", "-p", "0"])
+        .args(["-timeout", timeout, "-timeout_error"])
+        .args(["-recv_timeout", "5000", "-nostdin"])
+        .args([
+            "-trace_stat",
+            "-stf",
+            dir.join("stat.csv").to_str().unwrap(),
+        ])
+        .output()
+        .expect("sipp runs (apt-get install sip-tester)");
+    let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+    let rows: Vec<Vec<&str>> = stat.lines().map(|l| l.split(';').collect()).collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(rows.len() >= 2, "sipp stats missing; stderr: {stderr}");
+    let col = |name: &str| {
+        let i = rows[0].iter().position(|h| *h == name).unwrap();
+        rows.last().unwrap()[i].parse::<usize>().unwrap()
+    };
+    SippRun {
+        failed: col("FailedCall(C)"),
+        successful: col("SuccessfulCall(C)"),
+        exit_ok: out.status.success(),
+        stderr,
+    }
+}
