@@ -9,68 +9,17 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio::sync::Notify;
-use tollgate_api::{
-    Api, ApiConfig, Crm, Geo, HubConfig, NoAdmin, Presented, Profile, Risk, ScreenPop,
-};
+use tollgate_api::{Api, ApiConfig, HubConfig, NoAdmin, ScreenPop};
+
+#[path = "../../crates/api/tests/common/pop.rs"]
+mod test_pop;
 
 const SUBSCRIBERS: u64 = 1_000;
 const BATCH: u64 = 256;
 
+/// The API tests' pop, with a call reference of its own per pop.
 fn pop(n: u64) -> ScreenPop {
-    ScreenPop {
-        call_ref: format!("{n:016x}"),
-        call_id: format!("{n}@carrier.example.net"),
-        node: "bench".into(),
-        trunk: "carrier".into(),
-        ani: "+13125550147".into(),
-        ani_source: "pai".into(),
-        ani_verified: true,
-        presented: Presented {
-            number: "+13125550147".into(),
-            display_name: Some("Aisha Johnson".into()),
-            restricted: false,
-            privacy: vec![],
-        },
-        dnis: "+18005550100".into(),
-        geo: Geo {
-            region: Some("US".into()),
-            calling_code: Some(1),
-            kind: Some("fixed-line-or-mobile".into()),
-            valid: Some(true),
-            description: Some("Chicago, IL".into()),
-            time_zone: Some("America/Chicago".into()),
-        },
-        crm: Crm {
-            status: "found".into(),
-            profile: Some(Profile {
-                customer_id: "C-2003".into(),
-                name: Some("Aisha Johnson".into()),
-                company: Some("Lakeshore Dental Group".into()),
-                tier: Some("gold".into()),
-                language: Some("en".into()),
-                tags: vec!["healthcare".into()],
-                open_cases: Some(3),
-                last_agent: Some("agent-22".into()),
-                last_queue: Some("support".into()),
-            }),
-        },
-        risk: Some(Risk {
-            level: "low".into(),
-            score: 5,
-            ..Risk::default()
-        }),
-        attestation: Some("A".into()),
-        emergency: false,
-        queue: "support".into(),
-        priority: None,
-        skills: vec![],
-        language: None,
-        rule: "support/vip".into(),
-        rules_version: "v1".into(),
-        received_at: "2026-01-05T15:00:00.000Z".into(),
-        decided_at: "2026-01-05T15:00:00.000Z".into(),
-        latency_us: 40,
-    }
+    test_pop::pop(&format!("{n:016x}"), "support", "Aisha Johnson")
 }
 
 fn fanout(c: &mut Criterion) {
