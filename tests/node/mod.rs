@@ -14,19 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
-use tollgate_core::{CallFacts, Decision, NumberIntel, NumberPlan};
+use tollgate_core::{CallFacts, Decision};
 use tollgate_server::adapters::Adapters;
 use tollgate_sip::{Call, CallHandler, Context, Server};
 
-pub fn plan() -> Arc<NumberPlan> {
-    static PLAN: std::sync::OnceLock<Arc<NumberPlan>> = std::sync::OnceLock::new();
-    Arc::clone(PLAN.get_or_init(|| Arc::new(NumberPlan::load())))
-}
-
-pub fn intel() -> Arc<NumberIntel> {
-    static INTEL: std::sync::OnceLock<Arc<NumberIntel>> = std::sync::OnceLock::new();
-    Arc::clone(INTEL.get_or_init(|| Arc::new(NumberIntel::load().unwrap())))
-}
+// Every test that builds a node also has the SIP harness (tests/common): one copy of the
+// tables per test binary.
+pub use crate::common::{intel, plan};
 
 /// Rules every wiring test routes by: no business hours, one queue per fact under test.
 pub const RULES: &str = r#"name = "default"
