@@ -253,6 +253,20 @@ impl NumberPlan {
         if let Some(w) = withheld(trimmed) {
             return PartyNumber::Withheld(w);
         }
+        // Carriers send bare digits or `+` and digits, as a rule: those need no copy.
+        let (lead_plus, bare) = match trimmed.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, trimmed),
+        };
+        if !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit()) {
+            return self.normalize_digits(
+                bare.as_bytes(),
+                lead_plus,
+                region,
+                phone_context,
+                trimmed,
+            );
+        }
         let mut plus = false;
         let mut short = false;
         let mut digits = DigitBuf::with_capacity(trimmed.len());
@@ -288,6 +302,19 @@ impl NumberPlan {
         if short {
             return PartyNumber::Short(String::from_utf8_lossy(digits).into_owned());
         }
+        self.normalize_digits(digits, plus, region, phone_context, trimmed)
+    }
+
+    /// [`Self::normalize`] once the digits are known: `trimmed` is what an unusable number
+    /// keeps.
+    fn normalize_digits(
+        &self,
+        digits: &[u8],
+        plus: bool,
+        region: &RegionPlan,
+        phone_context: Option<&str>,
+        trimmed: &str,
+    ) -> PartyNumber {
         if plus {
             return self.global(digits).unwrap_or_else(|| unusable(trimmed));
         }

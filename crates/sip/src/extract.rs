@@ -4,10 +4,10 @@ use tollgate_core::{
     AniCandidate, AniSource, CallFacts, DnisCandidate, DnisSource, NumberPlan, PartyNumber, Privacy,
 };
 
-use crate::hdr::NameAddr;
-use crate::message::{HeaderName, Request, RequestUri};
+use crate::hdr::{self, NameAddr};
+use crate::message::{HeaderName, Request, RequestUri, StartLine};
 use crate::trunk::Trunk;
-use crate::uri::{self, Scheme, Uri};
+use crate::uri::{self, Scheme, TelParams, Uri};
 
 /// Numbers that are always routed, never validated, rejected or blocked.
 #[derive(Clone, Debug)]
@@ -84,10 +84,10 @@ impl<'r, 'a> Numbers<'r, 'a> {
         }
     }
 
-    fn number(&mut self, uri: &Uri<'a>) -> PartyNumber {
+    /// `ctx` is the URI's `phone-context` ([`TelParams::phone_context`]).
+    fn number(&mut self, uri: &Uri<'a>, ctx: Option<&'a str>) -> PartyNumber {
         // The raw (escaped) user is the key: equal raw users unescape alike.
         let raw = uri.user.unwrap_or_default();
-        let ctx = uri.tel_param("phone-context");
         let mut free = None;
         for slot in &mut self.done {
             match slot {
@@ -109,11 +109,9 @@ impl<'r, 'a> Numbers<'r, 'a> {
 }
 
 /// Whether a sip URI's user is meant as a telephone number (`user=phone` or digits).
-fn telephone_user(uri: &Uri<'_>) -> bool {
+fn telephone_user(uri: &Uri<'_>, params: &TelParams<'_>) -> bool {
     uri.scheme == Scheme::Tel
-        || uri
-            .param("user")
-            .is_some_and(|u| u.eq_ignore_ascii_case("phone"))
+        || params.user.is_some_and(|u| u.eq_ignore_ascii_case("phone"))
         || uri.user.is_some_and(|u| {
             let u = u
                 .strip_prefix("%2B")
@@ -127,11 +125,16 @@ fn telephone_user(uri: &Uri<'_>) -> bool {
 
 /// P-Asserted-Identity URIs in the order they count: tel first, then sip/sips with a telephone
 /// user; schemes other than sip/sips/tel and second URIs of one scheme ignored (RFC 5876 §4.5).
-fn pai_uris<'a>(req: &Request<'a>) -> impl Iterator<Item = Uri<'a>> {
+fn pai_uris<'a>(
+    req: &Request<'a>,
+    known: &Known<'a>,
+) -> impl Iterator<Item = (Uri<'a>, TelParams<'a>)> {
     let mut tel = None;
     let mut sip = None;
     for v in req.msg.values(HeaderName::PAssertedIdentity) {
-        let Ok(na) = NameAddr::parse(v) else { continue };
+        let Ok(na) = NameAddr::parse_reusing(v, known) else {
+            continue;
+        };
         let Some(uri) = na.uri else { continue };
         match uri.scheme {
             Scheme::Tel if tel.is_none() => tel = Some(uri),
@@ -139,12 +142,38 @@ fn pai_uris<'a>(req: &Request<'a>) -> impl Iterator<Item = Uri<'a>> {
             _ => {}
         }
     }
-    tel.into_iter().chain(sip.filter(telephone_user))
+    let with_params = |u: Uri<'a>| (u, u.tel_params());
+    tel.map(with_params)
+        .into_iter()
+        .chain(sip.map(with_params).filter(|(u, p)| telephone_user(u, p)))
+}
+
+/// The URIs From, To and the Request-URI already hold, by their text, for
+/// [`NameAddr::parse_reusing`].
+type Known<'a> = [(&'a str, Option<Uri<'a>>); 3];
+
+/// Remote-Party-ID's `party`, `screen` and `privacy` in one pass over its parameters, each as
+/// [`NameAddr::param`] gives it.
+fn rpid_params(params: &str) -> [Option<&str>; 3] {
+    let mut out = [None; 3];
+    for (n, v) in uri::param_pairs(params) {
+        let n = hdr::trim_lws(n);
+        let i = match n.len() {
+            5 if n.eq_ignore_ascii_case("party") => 0,
+            6 if n.eq_ignore_ascii_case("screen") => 1,
+            7 if n.eq_ignore_ascii_case("privacy") => 2,
+            _ => continue,
+        };
+        if let Some(slot @ None) = out.get_mut(i) {
+            *slot = Some(hdr::trim_lws(v).trim_matches('"'));
+        }
+    }
+    out
 }
 
 /// Extracts the facts of an INVITE from `trunk`.
-pub fn extract(
-    req: &Request<'_>,
+pub fn extract<'a>(
+    req: &Request<'a>,
     trunk: &Trunk,
     plan: &NumberPlan,
     emergency: &Emergency,
@@ -152,36 +181,33 @@ pub fn extract(
     let trusted = trunk.trusted;
     let mut numbers = Numbers::new(plan, trunk);
     let from_uri = req.from.uri;
+    let from_params = from_uri.map(|u| u.tel_params()).unwrap_or_default();
     let presented = from_uri.map_or(
         PartyNumber::Withheld(tollgate_core::Withheld::Unavailable),
-        |u| numbers.number(&u),
+        |u| numbers.number(&u, from_params.phone_context),
     );
+    let request_uri = match (req.msg.start, req.uri) {
+        (StartLine::Request { uri: text, .. }, RequestUri::Uri(u)) => (text, Some(u)),
+        _ => ("", None),
+    };
+    let known: Known<'a> = [
+        (req.from.uri_text, from_uri),
+        (req.to.uri_text, req.to.uri),
+        request_uri,
+    ];
 
     // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
-    // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`),
-    // read in one pass over each URI's parameters as the URI is counted.
+    // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`).
     let (mut cpc, mut oli, mut verstat) = (None, None, None);
-    let mut identity_uri = |u: &Uri<'_>| {
-        if !trusted || (cpc.is_some() && oli.is_some() && verstat.is_some()) {
-            return;
-        }
-        let pairs = uri::param_pairs(u.user_params).chain(uri::param_pairs(u.params));
-        for (n, v) in pairs {
-            let n = uri::trim_fast(n);
-            let slot = match n.len() {
-                3 if n.eq_ignore_ascii_case("cpc") => &mut cpc,
-                3 if n.eq_ignore_ascii_case("oli") => &mut oli,
-                7 if n.eq_ignore_ascii_case("verstat") => &mut verstat,
-                _ => continue,
-            };
-            slot.get_or_insert_with(|| uri::trim_fast(v).to_owned());
-            if cpc.is_some() && oli.is_some() && verstat.is_some() {
-                return;
-            }
+    let mut identity_uri = |p: &TelParams<'a>| {
+        if trusted {
+            cpc = cpc.or(p.cpc);
+            oli = oli.or(p.oli);
+            verstat = verstat.or(p.verstat);
         }
     };
 
-    let mut candidates = Vec::new();
+    let mut candidates = Vec::with_capacity(4);
     let precedence: &[AniSource] = if trusted {
         &trunk.ani_precedence
     } else {
@@ -190,34 +216,36 @@ pub fn extract(
     for source in precedence {
         match source {
             AniSource::Pai => {
-                for uri in pai_uris(req) {
+                for (uri, params) in pai_uris(req, &known) {
                     candidates.push(AniCandidate {
                         source: AniSource::Pai,
-                        number: numbers.number(&uri),
+                        number: numbers.number(&uri, params.phone_context),
                         scheme: uri.scheme.as_str(),
                         screened: None,
                         privacy: None,
                     });
-                    identity_uri(&uri);
+                    identity_uri(&params);
                 }
             }
             AniSource::Rpid => {
                 for v in req.msg.values(HeaderName::RemotePartyId) {
-                    let Ok(na) = NameAddr::parse(v) else { continue };
-                    let calling = na
-                        .param("party")
-                        .is_none_or(|p| p.eq_ignore_ascii_case("calling"));
+                    let Ok(na) = NameAddr::parse_reusing(v, &known) else {
+                        continue;
+                    };
+                    let [party, screen, privacy] = rpid_params(na.params);
+                    let calling = party.is_none_or(|p| p.eq_ignore_ascii_case("calling"));
                     let Some(uri) = na.uri.filter(|_| calling) else {
                         continue;
                     };
+                    let params = uri.tel_params();
                     candidates.push(AniCandidate {
                         source: AniSource::Rpid,
-                        number: numbers.number(&uri),
+                        number: numbers.number(&uri, params.phone_context),
                         scheme: uri.scheme.as_str(),
-                        screened: na.param("screen").map(|s| s.eq_ignore_ascii_case("yes")),
-                        privacy: na.param("privacy").map(str::to_owned),
+                        screened: screen.map(|s| s.eq_ignore_ascii_case("yes")),
+                        privacy: privacy.map(str::to_owned),
                     });
-                    identity_uri(&uri);
+                    identity_uri(&params);
                     break;
                 }
             }
@@ -230,7 +258,7 @@ pub fn extract(
                         screened: None,
                         privacy: None,
                     });
-                    identity_uri(&uri);
+                    identity_uri(&from_params);
                 }
             }
         }
@@ -256,8 +284,8 @@ pub fn extract(
     let charge_number = trusted
         .then(|| {
             let v = req.msg.header(HeaderName::PChargeInfo)?;
-            let uri = NameAddr::parse(v).ok()?.uri?;
-            Some(numbers.number(&uri))
+            let uri = NameAddr::parse_reusing(v, &known).ok()?.uri?;
+            Some(numbers.number(&uri, uri.tel_params().phone_context))
         })
         .flatten();
     let identity = if trusted {
@@ -286,7 +314,7 @@ pub fn extract(
         }
     }
 
-    let mut dnis_candidates = Vec::new();
+    let mut dnis_candidates = Vec::with_capacity(4);
     let mut sos = false;
     for source in &trunk.dnis_precedence {
         let uri = match source {
@@ -302,17 +330,17 @@ pub fn extract(
                 .msg
                 .values(HeaderName::Diversion)
                 .last()
-                .and_then(|v| NameAddr::parse(v).ok()?.uri),
+                .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
             DnisSource::HistoryInfo => req
                 .msg
                 .values(HeaderName::HistoryInfo)
                 .next()
-                .and_then(|v| NameAddr::parse(v).ok()?.uri),
+                .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
             DnisSource::To => req.to.uri,
             DnisSource::PCalledPartyId => req
                 .msg
                 .header(HeaderName::PCalledPartyId)
-                .and_then(|v| NameAddr::parse(v).ok()?.uri),
+                .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
         };
         if let Some(uri) = uri.filter(|u| u.user.is_some()) {
             sos |= uri
@@ -320,7 +348,7 @@ pub fn extract(
                 .is_some_and(|u| emergency.matches_raw(&u));
             dnis_candidates.push(DnisCandidate {
                 source: *source,
-                number: numbers.number(&uri),
+                number: numbers.number(&uri, uri.tel_params().phone_context),
             });
         }
     }
@@ -350,9 +378,9 @@ pub fn extract(
         display_name: req.from.display.as_deref().map(str::to_owned),
         privacy,
         charge_number,
-        cpc,
-        oli,
-        verstat,
+        cpc: cpc.map(str::to_owned),
+        oli: oli.map(str::to_owned),
+        verstat: verstat.map(str::to_owned),
         identity,
         dnis,
         dnis_source,

@@ -777,7 +777,13 @@ impl<'a> Request<'a> {
         let from = from.ok_or_else(|| bad("Missing From header"))?;
         let from = NameAddr::parse(from).map_err(|e| malformed(HeaderName::From, e))?;
         let to = to.ok_or_else(|| bad("Missing To header"))?;
-        let to = NameAddr::parse(to).map_err(|e| malformed(HeaderName::To, e))?;
+        // To names the dialed URI as a rule: its text repeats the Request-URI's.
+        let ruri = match req_uri {
+            RequestUri::Uri(u) => Some(u),
+            RequestUri::ServiceUrn(_) => None,
+        };
+        let to = NameAddr::parse_reusing(to, &[(uri, ruri)])
+            .map_err(|e| malformed(HeaderName::To, e))?;
         if contact {
             for c in msg.values(HeaderName::Contact) {
                 if c != "*" {

@@ -96,6 +96,63 @@ impl<'a> Uri<'a> {
     pub fn tel_param(&self, name: &str) -> Option<&'a str> {
         self.user_param(name).or_else(|| self.param(name))
     }
+
+    /// The parameters the extractor reads, in one pass over the user part's and the URI's
+    /// parameters (each lookup on its own would scan them again, four times per URI).
+    pub fn tel_params(&self) -> TelParams<'a> {
+        let mut out = TelParams::default();
+        out.scan(self.user_params, false);
+        out.scan(self.params, true);
+        out
+    }
+}
+
+/// What [`Uri::tel_params`] finds: each the first occurrence, values trimmed as
+/// [`Uri::tel_param`] gives them (`user` only from the URI parameters, as [`Uri::param`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TelParams<'a> {
+    pub user: Option<&'a str>,
+    pub phone_context: Option<&'a str>,
+    pub cpc: Option<&'a str>,
+    pub oli: Option<&'a str>,
+    pub verstat: Option<&'a str>,
+}
+
+impl<'a> TelParams<'a> {
+    /// Each `;name[=value]` after the first `;`, as [`param_pairs`] splits them, without the
+    /// iterator: this runs for every URI of a call.
+    fn scan(&mut self, params: &'a str, uri_param: bool) {
+        let Some((_, mut rest)) = split_once_b(params, b';') else {
+            return;
+        };
+        loop {
+            let (seg, next) = match split_once_b(rest, b';') {
+                Some((seg, next)) => (seg, Some(next)),
+                None => (rest, None),
+            };
+            let (n, v) = split_once_b(seg, b'=').unwrap_or((seg, ""));
+            self.take(trim_fast(n), v, uri_param);
+            match next {
+                Some(next) => rest = next,
+                None => return,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn take(&mut self, name: &str, value: &'a str, uri_param: bool) {
+        let slot = match name.len() {
+            3 if name.eq_ignore_ascii_case("cpc") => &mut self.cpc,
+            3 if name.eq_ignore_ascii_case("oli") => &mut self.oli,
+            4 if uri_param && name.eq_ignore_ascii_case("user") => &mut self.user,
+            7 if name.eq_ignore_ascii_case("verstat") => &mut self.verstat,
+            13 if name.eq_ignore_ascii_case("phone-context") => &mut self.phone_context,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = Some(trim_fast(value));
+        }
+    }
 }
 
 fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
@@ -486,27 +543,24 @@ pub(crate) fn split_once_b(s: &str, b: u8) -> Option<(&str, &str)> {
 
 /// `(name, value)` of each `;`-separated segment after the first (value `""` without `=`),
 /// untrimmed: `params.split(';').skip(1)` split once at `=`.
+#[inline]
 pub(crate) fn param_pairs(params: &str) -> impl Iterator<Item = (&str, &str)> {
-    let b = params.as_bytes();
-    // Start of the next segment; each is read once, its first '=' noted on the way.
-    let mut next = pos(params, b';').map(|i| i + 1);
+    // Word-at-a-time searches for the separators: parameter strings are short but many (every
+    // URI and name-addr of a call has some, and each is read for several names).
+    let mut rest = split_once_b(params, b';').map(|(_, r)| r);
     std::iter::from_fn(move || {
-        let start = next?;
-        let (mut j, mut eq) = (start, None);
-        while let Some(&c) = b.get(j) {
-            if c == b';' {
-                break;
+        let s = rest?;
+        let seg = match split_once_b(s, b';') {
+            Some((seg, next)) => {
+                rest = Some(next);
+                seg
             }
-            if c == b'=' && eq.is_none() {
-                eq = Some(j);
+            None => {
+                rest = None;
+                s
             }
-            j += 1;
-        }
-        next = (j < b.len()).then_some(j + 1);
-        Some(match eq {
-            Some(e) => (params.get(start..e)?, params.get(e + 1..j)?),
-            None => (params.get(start..j)?, ""),
-        })
+        };
+        Some(split_once_b(seg, b'=').unwrap_or((seg, "")))
     })
 }
 
