@@ -377,21 +377,21 @@ impl<'a> CSeq<'a> {
     }
 }
 
-/// A decimal header value with an upper bound (Max-Forwards ≤ 255, Content-Length).
+/// A decimal header value with an upper bound (Max-Forwards ≤ 255, Content-Length), in one
+/// pass: any non-digit is malformed, any value above `max` (which is below 10^19) out of range.
 pub fn bounded_number(s: &str, max: u64) -> Result<u64, ValueError> {
     let s = trim_lws(s);
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() {
         return Err(ValueError::Malformed);
     }
-    let digits = s.trim_start_matches('0');
-    if digits.len() > 19 {
-        return Err(ValueError::Range);
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return Err(ValueError::Malformed);
+        }
+        // Saturates: a value too large for u64 is still above `max`.
+        n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
     }
-    let n: u64 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().map_err(|_| ValueError::Range)?
-    };
     if n > max {
         return Err(ValueError::Range);
     }

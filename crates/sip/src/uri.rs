@@ -101,8 +101,13 @@ impl<'a> Uri<'a> {
     /// parameters (each lookup on its own would scan them again, four times per URI).
     pub fn tel_params(&self) -> TelParams<'a> {
         let mut out = TelParams::default();
-        out.scan(self.user_params, false);
-        out.scan(self.params, true);
+        // Most URIs have no user parameters.
+        if !self.user_params.is_empty() {
+            out.scan(self.user_params, false);
+        }
+        if !self.params.is_empty() {
+            out.scan(self.params, true);
+        }
         out
     }
 }
@@ -449,6 +454,15 @@ static CLASSES: [u8; 256] = build_classes();
 #[inline(always)]
 pub(crate) fn classes(b: u8) -> u8 {
     CLASSES.get(usize::from(b)).copied().unwrap_or(0)
+}
+
+/// The index of the first byte at or after `i` that fails `f` (or `b.len()`).
+#[inline(always)]
+pub(crate) fn skip_while(b: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
+    while b.get(i).is_some_and(|&c| f(c)) {
+        i += 1;
+    }
+    i
 }
 
 /// True when the byte is in any of the classes in `mask`.
