@@ -206,6 +206,9 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     /// The first problem found, if the message is still answerable (a request).
     pub problem: Option<Problem>,
+    /// The kinds in `headers`, one bit each (`1 << name as u32`), so a lookup of an absent kind
+    /// costs no walk. [`Message::parse`] fills it; code that edits `headers` must keep it in step.
+    pub present: u32,
 }
 
 /// Eight bytes from `b[i..]` as a little-endian word (0 when fewer remain).
@@ -377,18 +380,22 @@ impl<'a> Message<'a> {
         };
         let tb = text.as_bytes();
         let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
+        let mut present = 0u32;
         let mut problem = None;
-        let push = |headers: &mut Vec<Header<'a>>,
-                    cur: Option<(HeaderName, &'a str, usize)>,
-                    end: usize,
-                    problem: &mut Option<Problem>| {
+        let mut push = |headers: &mut Vec<Header<'a>>,
+                        cur: Option<(HeaderName, &'a str, usize)>,
+                        end: usize,
+                        problem: &mut Option<Problem>| {
             if let Some((name, raw_name, vstart)) = cur {
                 match text.get(vstart..end) {
-                    Some(v) => headers.push(Header {
-                        name,
-                        raw_name,
-                        value: hdr::trim_lws(v),
-                    }),
+                    Some(v) => {
+                        headers.push(Header {
+                            name,
+                            raw_name,
+                            value: hdr::trim_lws(v),
+                        });
+                        present |= name.bit();
+                    }
                     None => {
                         problem.get_or_insert(Problem::bad("Malformed header"));
                     }
@@ -518,12 +525,23 @@ impl<'a> Message<'a> {
             headers,
             body: rest,
             problem,
+            present,
         })
+    }
+
+    /// The headers to search for a kind: none when `present` says it is absent.
+    #[inline]
+    fn of_kind(&self, name: HeaderName) -> &[Header<'a>] {
+        if self.present & name.bit() == 0 {
+            &[]
+        } else {
+            &self.headers
+        }
     }
 
     /// The first header of a kind.
     pub fn header(&self, name: HeaderName) -> Option<&'a str> {
-        self.headers
+        self.of_kind(name)
             .iter()
             .find(|h| h.name == name)
             .map(|h| h.value)
@@ -531,7 +549,7 @@ impl<'a> Message<'a> {
 
     /// Every value of a kind, in order, list headers split at top-level commas.
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers
+        self.of_kind(name)
             .iter()
             .filter(move |h| h.name == name)
             .flat_map(|h| hdr::split_list(h.value))
@@ -539,7 +557,7 @@ impl<'a> Message<'a> {
 
     /// Every header line of a kind, unsplit (for headers whose values contain commas).
     pub fn lines(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers
+        self.of_kind(name)
             .iter()
             .filter(move |h| h.name == name)
             .map(|h| h.value)
