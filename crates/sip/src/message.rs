@@ -43,56 +43,70 @@ pub enum HeaderName {
 
 impl HeaderName {
     pub fn from_name(n: &str) -> Self {
+        Self::lookup(n.as_bytes())
+    }
+
+    /// [`HeaderName::from_name`], inlined into the parser's loop.
+    #[inline(always)]
+    fn lookup(b: &[u8]) -> Self {
         use HeaderName as H;
-        if n.len() == 1 {
-            return match n.as_bytes().first().map(u8::to_ascii_lowercase) {
-                Some(b'i') => H::CallId,
-                Some(b'f') => H::From,
-                Some(b't') => H::To,
-                Some(b'v') => H::Via,
-                Some(b'm') => H::Contact,
-                Some(b'l') => H::ContentLength,
-                Some(b'c') => H::ContentType,
-                Some(b'k') => H::Supported,
-                Some(b's') => H::Subject,
-                Some(b'e') => H::ContentEncoding,
-                Some(b'y') => H::Identity,
-                _ => H::Other,
-            };
-        }
-        // Candidates by length and first letter, so a lookup compares against one or two names.
-        let candidates: &[(&str, HeaderName)] =
-            match (n.len(), n.as_bytes().first().map(u8::to_ascii_lowercase)) {
-                (2, Some(b't')) => &[("to", H::To)],
-                (3, Some(b'v')) => &[("via", H::Via)],
-                (4, Some(b'f')) => &[("from", H::From)],
-                (4, Some(b'c')) => &[("cseq", H::CSeq)],
-                (7, Some(b'c')) => &[("call-id", H::CallId), ("contact", H::Contact)],
-                (7, Some(b'p')) => &[("privacy", H::Privacy)],
-                (7, Some(b'r')) => &[("require", H::Require)],
-                (7, Some(b's')) => &[("subject", H::Subject)],
-                (8, Some(b'i')) => &[("identity", H::Identity)],
-                (9, Some(b'd')) => &[("diversion", H::Diversion)],
-                (9, Some(b's')) => &[("supported", H::Supported)],
-                (12, Some(b'm')) => &[("max-forwards", H::MaxForwards)],
-                (12, Some(b'c')) => &[("content-type", H::ContentType)],
-                (12, Some(b'h')) => &[("history-info", H::HistoryInfo)],
-                (13, Some(b'p')) => &[("p-charge-info", H::PChargeInfo)],
-                (14, Some(b'c')) => &[("content-length", H::ContentLength)],
-                (15, Some(b'r')) => &[("remote-party-id", H::RemotePartyId)],
-                (16, Some(b'c')) => &[("content-encoding", H::ContentEncoding)],
-                (17, Some(b'p')) => &[("p-called-party-id", H::PCalledPartyId)],
-                (17, Some(b'r')) => &[("resource-priority", H::ResourcePriority)],
-                (19, Some(b'p')) => &[("p-asserted-identity", H::PAssertedIdentity)],
-                (20, Some(b'p')) => &[("p-preferred-identity", H::PPreferredIdentity)],
-                _ => &[],
-            };
-        for (name, h) in candidates {
-            if eq_lowercase(n.as_bytes(), name.as_bytes()) {
-                return *h;
+        let Some(&first) = b.first() else {
+            return H::Other;
+        };
+        // `| 0x20` lower-cases a letter and turns no other byte into a lower-case letter, so it
+        // picks the same arm as `to_ascii_lowercase` at the cost of one instruction.
+        let f = first | 0x20;
+        // One candidate per length and first letter (Call-ID and Contact differ at the second),
+        // compared a word at a time against a literal the compiler folds into constants.
+        let is = |name: &[u8], h: HeaderName| {
+            if eq_lowercase(b, name) {
+                h
+            } else {
+                H::Other
             }
+        };
+        match (b.len(), f) {
+            (1, b'i') => H::CallId,
+            (1, b'f') => H::From,
+            (1, b't') => H::To,
+            (1, b'v') => H::Via,
+            (1, b'm') => H::Contact,
+            (1, b'l') => H::ContentLength,
+            (1, b'c') => H::ContentType,
+            (1, b'k') => H::Supported,
+            (1, b's') => H::Subject,
+            (1, b'e') => H::ContentEncoding,
+            (1, b'y') => H::Identity,
+            (2, b't') => is(b"to", H::To),
+            (3, b'v') => is(b"via", H::Via),
+            (4, b'f') => is(b"from", H::From),
+            (4, b'c') => is(b"cseq", H::CSeq),
+            (7, b'c') => {
+                if b.get(1).map(|c| c | 0x20) == Some(b'a') {
+                    is(b"call-id", H::CallId)
+                } else {
+                    is(b"contact", H::Contact)
+                }
+            }
+            (7, b'p') => is(b"privacy", H::Privacy),
+            (7, b'r') => is(b"require", H::Require),
+            (7, b's') => is(b"subject", H::Subject),
+            (8, b'i') => is(b"identity", H::Identity),
+            (9, b'd') => is(b"diversion", H::Diversion),
+            (9, b's') => is(b"supported", H::Supported),
+            (12, b'm') => is(b"max-forwards", H::MaxForwards),
+            (12, b'c') => is(b"content-type", H::ContentType),
+            (12, b'h') => is(b"history-info", H::HistoryInfo),
+            (13, b'p') => is(b"p-charge-info", H::PChargeInfo),
+            (14, b'c') => is(b"content-length", H::ContentLength),
+            (15, b'r') => is(b"remote-party-id", H::RemotePartyId),
+            (16, b'c') => is(b"content-encoding", H::ContentEncoding),
+            (17, b'p') => is(b"p-called-party-id", H::PCalledPartyId),
+            (17, b'r') => is(b"resource-priority", H::ResourcePriority),
+            (19, b'p') => is(b"p-asserted-identity", H::PAssertedIdentity),
+            (20, b'p') => is(b"p-preferred-identity", H::PPreferredIdentity),
+            _ => H::Other,
         }
-        H::Other
     }
 
     /// This name's bit in a set of header names.
@@ -206,6 +220,9 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     /// The first problem found, if the message is still answerable (a request).
     pub problem: Option<Problem>,
+    /// The kinds in `headers`, one bit each (`1 << name as u32`), so a lookup of an absent kind
+    /// costs no walk. [`Message::parse`] fills it; code that edits `headers` must keep it in step.
+    pub present: u32,
 }
 
 /// Eight bytes from `b[i..]` as a little-endian word (0 when fewer remain).
@@ -219,49 +236,150 @@ fn word_at(b: &[u8], i: usize) -> u64 {
     }
 }
 
-/// ASCII upper-case letters of a word turned lower-case, other bytes untouched.
+/// 0x20 in each byte of `x` that is an ASCII lower-case letter: OR-ed into a word of input it
+/// maps both cases of those letters onto `x` and leaves every other byte to compare exactly.
 #[inline(always)]
-fn lower_word(x: u64) -> u64 {
+const fn case_bits(x: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HI: u64 = 0x8080_8080_8080_8080;
     let h = x & LOW7;
-    // Per byte, without carries between bytes: high bit set when h >= 'A', and when h > 'Z'.
-    let ge_a = h + 0x3f3f_3f3f_3f3f_3f3f;
-    let gt_z = h + 0x2525_2525_2525_2525;
-    let upper = ge_a & !gt_z & !x & HI;
-    x | (upper >> 2)
+    // Per byte, without carries between bytes: high bit set when h >= 'a', and when h > 'z'.
+    let ge_a = h + 0x1f1f_1f1f_1f1f_1f1f;
+    let gt_z = h + 0x0505_0505_0505_0505;
+    (ge_a & !gt_z & !x & HI) >> 2
 }
 
-/// `s.eq_ignore_ascii_case(lower)` for an all-lower-case `lower`, eight bytes at a time
-/// (overlapping loads at the end), as header names are compared on every line.
-#[inline]
+/// A word of input equals a word of a lower-case name, ignoring ASCII case (the name's words
+/// are constants once inlined, so this is an OR and a compare).
+#[inline(always)]
+fn eq_word(input: u64, lower: u64) -> bool {
+    input | case_bits(lower) == lower
+}
+
+/// Four bytes from `b[i..]` as a little-endian word (0 when fewer remain).
+#[inline(always)]
+fn word4_at(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 4) {
+        Some(&[b0, b1, b2, b3]) => u64::from(u32::from_le_bytes([b0, b1, b2, b3])),
+        _ => 0,
+    }
+}
+
+/// Two bytes from `b[i..]` as a little-endian word (0 when fewer remain).
+#[inline(always)]
+fn word2_at(b: &[u8], i: usize) -> u64 {
+    match b.get(i..i + 2) {
+        Some(&[b0, b1]) => u64::from(u16::from_le_bytes([b0, b1])),
+        _ => 0,
+    }
+}
+
+/// `s.eq_ignore_ascii_case(lower)` for an all-lower-case `lower`, a word at a time (two
+/// overlapping loads for short names), as header names are compared on every line.
+#[inline(always)]
 fn eq_lowercase(s: &[u8], lower: &[u8]) -> bool {
-    if s.len() != lower.len() {
+    let n = s.len();
+    if n != lower.len() {
         return false;
     }
-    if s.len() < 8 {
-        return s
-            .iter()
-            .zip(lower)
-            .all(|(a, b)| a.to_ascii_lowercase() == *b);
-    }
-    let mut i = 0;
-    while i + 8 < s.len() {
-        if lower_word(word_at(s, i)) != word_at(lower, i) {
-            return false;
+    match n {
+        0 => true,
+        1 => s.first().map(u8::to_ascii_lowercase) == lower.first().copied(),
+        2..=3 => {
+            eq_word(word2_at(s, 0), word2_at(lower, 0))
+                && eq_word(word2_at(s, n - 2), word2_at(lower, n - 2))
         }
-        i += 8;
+        4..=7 => {
+            eq_word(word4_at(s, 0), word4_at(lower, 0))
+                && eq_word(word4_at(s, n - 4), word4_at(lower, n - 4))
+        }
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if !eq_word(word_at(s, i), word_at(lower, i)) {
+                    return false;
+                }
+                i += 8;
+            }
+            eq_word(word_at(s, n - 8), word_at(lower, n - 8))
+        }
     }
-    let last = s.len() - 8;
-    lower_word(word_at(s, last)) == word_at(lower, last)
 }
 
-/// The first CRLF in `b` at or after `from`, as an index into `b`.
-#[inline]
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` equal to the byte repeated in `pattern`; the lowest flag is
+/// exact (a borrow can only flag bytes above a real match).
+#[inline(always)]
+fn eq_bytes(w: u64, pattern: u64) -> u64 {
+    let x = w ^ pattern;
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Sixteen bytes from `b[i..]` as two little-endian words.
+#[inline(always)]
+fn words16_at(b: &[u8], i: usize) -> Option<(u64, u64)> {
+    match b.get(i..i + 16) {
+        Some(&[b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7]) => Some((
+            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+            u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+        )),
+        _ => None,
+    }
+}
+
+/// The index of the first flagged byte of `(low, high)`, sixteen bytes read as one.
+#[inline(always)]
+fn first_flag(low: u64, high: u64) -> usize {
+    if low != 0 {
+        (low.trailing_zeros() / 8) as usize
+    } else {
+        8 + (high.trailing_zeros() / 8) as usize
+    }
+}
+
+/// The first byte at or after `from` that is `a` or `b`, sixteen bytes at a time. Not inlined:
+/// on its own the loop keeps its constants in registers, where inlined into the parser it
+/// spilled them.
+#[inline(never)]
+fn find_either(hay: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
+    let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
+    let mut i = from;
+    while let Some((w0, w1)) = words16_at(hay, i) {
+        let h0 = eq_bytes(w0, pa) | eq_bytes(w0, pb);
+        let h1 = eq_bytes(w1, pa) | eq_bytes(w1, pb);
+        if h0 | h1 != 0 {
+            return Some(i + first_flag(h0, h1));
+        }
+        i += 16;
+    }
+    let tail = hay.get(i..)?;
+    tail.iter().position(|&c| c == a || c == b).map(|k| i + k)
+}
+
+/// The first `\n` at or after `from`, sixteen bytes at a time.
+#[inline(always)]
+fn find_lf(hay: &[u8], from: usize) -> Option<usize> {
+    const P: u64 = LO * b'\n' as u64;
+    let mut i = from;
+    while let Some((w0, w1)) = words16_at(hay, i) {
+        let (h0, h1) = (eq_bytes(w0, P), eq_bytes(w1, P));
+        if h0 | h1 != 0 {
+            return Some(i + first_flag(h0, h1));
+        }
+        i += 16;
+    }
+    let tail = hay.get(i..)?;
+    tail.iter().position(|&c| c == b'\n').map(|k| i + k)
+}
+
+/// The first CRLF in `b` at or after `from`, as an index into `b`. Not inlined, as
+/// [`find_either`].
+#[inline(never)]
 fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     loop {
-        let lf = at + find_byte(b.get(at..)?, b'\n')?;
+        let lf = find_lf(b, at)?;
         if lf > from && b.get(lf - 1) == Some(&b'\r') {
             return Some(lf - 1);
         }
@@ -353,6 +471,34 @@ pub fn frame(buf: &[u8]) -> Frame {
     }
 }
 
+/// The header name of the line at `ls` whose first ':' is at `colon`: `(kind, name)`, or
+/// `None` unless the line starts with a token, then optional spaces and tabs, then the colon.
+#[inline(always)]
+fn header_name(text: &str, ls: usize, colon: usize) -> Option<(HeaderName, &str)> {
+    let before = text.as_bytes().get(ls..colon)?;
+    let len = before.iter().rposition(|&c| c != b' ' && c != b'\t')? + 1;
+    let name = text.get(ls..ls + len)?;
+    let kind = HeaderName::lookup(name.as_bytes());
+    // A known name matched letter for letter, so only an unknown one needs the token check.
+    if kind == HeaderName::Other && !name.bytes().all(hdr::is_token_char) {
+        return None;
+    }
+    Some((kind, name))
+}
+
+/// `text[start..end]` without leading and trailing spaces, tabs, CRs and LFs (`hdr::trim_lws`),
+/// cut once: `start` follows a colon and `end` is a CR, so both are char boundaries.
+#[inline(always)]
+fn trimmed(text: &str, start: usize, end: usize) -> &str {
+    let v = text.as_bytes().get(start..end).unwrap_or_default();
+    let lead = v.iter().position(|&c| !hdr::is_lws(c)).unwrap_or(v.len());
+    let trail = v
+        .iter()
+        .rposition(|&c| !hdr::is_lws(c))
+        .map_or(lead, |i| i + 1);
+    text.get(start + lead..start + trail).unwrap_or_default()
+}
+
 impl<'a> Message<'a> {
     /// Splits a whole message. `stream` is true on TCP, where the body is exactly Content-Length.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Garbage> {
@@ -377,82 +523,85 @@ impl<'a> Message<'a> {
         };
         let tb = text.as_bytes();
         let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
+        let mut present = 0u32;
         let mut problem = None;
-        let push = |headers: &mut Vec<Header<'a>>,
-                    cur: Option<(HeaderName, &'a str, usize)>,
-                    end: usize,
-                    problem: &mut Option<Problem>| {
-            if let Some((name, raw_name, vstart)) = cur {
-                match text.get(vstart..end) {
-                    Some(v) => headers.push(Header {
-                        name,
-                        raw_name,
-                        value: hdr::trim_lws(v),
-                    }),
-                    None => {
-                        problem.get_or_insert(Problem::bad("Malformed header"));
-                    }
-                }
-            }
-        };
         // One pass over the header lines: each name is checked and looked up as it is read, and
-        // the first empty line (the first CRLF CRLF) ends the head.
+        // the first empty line (the first CRLF CRLF) ends the head. A header is pushed as soon
+        // as its line is read; a folded continuation then widens the last one's value.
         let first_end = find_crlf(tb, 0);
-        // Name, raw name, and where the value starts.
-        let mut current: Option<(HeaderName, &'a str, usize)> = None;
-        let mut value_end = 0;
+        // Where the value of the last header pushed starts, while continuation lines may extend it.
+        let mut open: Option<usize> = None;
         let mut head_end = None; // (end of the head, start of the body)
         if let Some(first_end) = first_end {
             let mut ls = first_end + 2;
             loop {
-                if tb.get(ls..ls + 2) == Some(b"\r\n") {
-                    head_end = Some((ls - 2, ls + 2));
-                    break;
-                }
-                if ls >= tb.len() {
-                    // Headers ended by a CRLF but no empty line: a datagram with no body (RFC
-                    // 4475's baddn.dat is such a message), accepted rather than drop an
-                    // answerable request.
-                    if complete {
-                        head_end = Some((ls - 2, ls));
+                let line_end = match tb.get(ls) {
+                    None => {
+                        // Headers ended by a CRLF but no empty line: a datagram with no body (RFC
+                        // 4475's baddn.dat is such a message), accepted rather than drop an
+                        // answerable request.
+                        if complete {
+                            head_end = Some((ls - 2, ls));
+                        }
+                        break;
                     }
-                    break;
-                }
-                let line_end = if matches!(tb.get(ls), Some(b' ' | b'\t')) {
-                    if current.is_none() {
-                        problem.get_or_insert(Problem::bad("Continuation line without a header"));
+                    Some(b'\r') if tb.get(ls + 1) == Some(&b'\n') => {
+                        head_end = Some((ls - 2, ls + 2));
+                        break;
                     }
-                    // Folded: the value runs on to this line's end.
-                    find_crlf(tb, ls)
-                } else {
-                    push(&mut headers, current.take(), value_end, &mut problem);
-                    let mut j = ls;
-                    while tb.get(j).is_some_and(|&c| hdr::is_token_char(c)) {
-                        j += 1;
-                    }
-                    let name_end = j;
-                    while matches!(tb.get(j), Some(b' ' | b'\t')) {
-                        j += 1;
-                    }
-                    if name_end > ls && tb.get(j) == Some(&b':') {
-                        let name = text.get(ls..name_end).unwrap_or_default();
-                        current = Some((HeaderName::from_name(name), name, j + 1));
-                        find_crlf(tb, j + 1)
-                    } else {
+                    Some(b' ' | b'\t') => {
+                        // Folded: the value runs on to this line's end.
                         let end = find_crlf(tb, ls);
-                        let line = text.get(ls..end.unwrap_or(tb.len())).unwrap_or_default();
-                        problem.get_or_insert(Problem::bad(
-                            if crate::uri::pos(line, b':').is_some() {
-                                "Malformed header name"
-                            } else {
-                                "Header line without a colon"
-                            },
-                        ));
+                        match (open, end, headers.last_mut()) {
+                            (Some(vstart), Some(end), Some(h)) => {
+                                h.value = trimmed(text, vstart, end);
+                            }
+                            (Some(_), _, _) => {}
+                            (None, _, _) => {
+                                problem.get_or_insert(Problem::bad(
+                                    "Continuation line without a header",
+                                ));
+                            }
+                        }
                         end
+                    }
+                    Some(_) => {
+                        open = None;
+                        // The first ':' or CR: names hold neither, and a CR stops the search at
+                        // the line's end.
+                        let colon =
+                            find_either(tb, ls, b':', b'\r').filter(|&c| tb.get(c) == Some(&b':'));
+                        match colon.and_then(|c| Some((header_name(text, ls, c)?, c))) {
+                            Some(((name, raw_name), colon)) => {
+                                let end = find_crlf(tb, colon + 1);
+                                if let Some(end) = end {
+                                    headers.push(Header {
+                                        name,
+                                        raw_name,
+                                        value: trimmed(text, colon + 1, end),
+                                    });
+                                    present |= name.bit();
+                                    open = Some(colon + 1);
+                                }
+                                end
+                            }
+                            None => {
+                                let end = find_crlf(tb, ls);
+                                let line =
+                                    text.get(ls..end.unwrap_or(tb.len())).unwrap_or_default();
+                                problem.get_or_insert(Problem::bad(
+                                    if crate::uri::pos(line, b':').is_some() {
+                                        "Malformed header name"
+                                    } else {
+                                        "Header line without a colon"
+                                    },
+                                ));
+                                end
+                            }
+                        }
                     }
                 };
                 let Some(line_end) = line_end else { break };
-                value_end = line_end;
                 ls = line_end + 2;
             }
         }
@@ -463,7 +612,6 @@ impl<'a> Message<'a> {
             }
             return Err(Garbage::NoEndOfHeaders);
         };
-        push(&mut headers, current.take(), value_end, &mut problem);
         let rest = buf.get(body_start..).unwrap_or_default();
         let first = text
             .get(..first_end.unwrap_or(head).min(head))
@@ -493,7 +641,8 @@ impl<'a> Message<'a> {
             if uri.is_empty()
                 || version.is_empty()
                 || version.contains(' ')
-                || uri.bytes().any(|b| matches!(b, b'\t' | b'<' | b'>'))
+                // `b | 2` is '>' for '<' and '>' only.
+                || uri.bytes().any(|b| b == b'\t' || b | 2 == b'>')
             {
                 problem = Some(Problem::bad("Malformed Request-Line"));
             } else if !version.eq_ignore_ascii_case("SIP/2.0") {
@@ -518,12 +667,23 @@ impl<'a> Message<'a> {
             headers,
             body: rest,
             problem,
+            present,
         })
+    }
+
+    /// The headers to search for a kind: none when `present` says it is absent.
+    #[inline]
+    fn of_kind(&self, name: HeaderName) -> &[Header<'a>] {
+        if self.present & name.bit() == 0 {
+            &[]
+        } else {
+            &self.headers
+        }
     }
 
     /// The first header of a kind.
     pub fn header(&self, name: HeaderName) -> Option<&'a str> {
-        self.headers
+        self.of_kind(name)
             .iter()
             .find(|h| h.name == name)
             .map(|h| h.value)
@@ -531,7 +691,7 @@ impl<'a> Message<'a> {
 
     /// Every value of a kind, in order, list headers split at top-level commas.
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers
+        self.of_kind(name)
             .iter()
             .filter(move |h| h.name == name)
             .flat_map(|h| hdr::split_list(h.value))
@@ -539,7 +699,7 @@ impl<'a> Message<'a> {
 
     /// Every header line of a kind, unsplit (for headers whose values contain commas).
     pub fn lines(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers
+        self.of_kind(name)
             .iter()
             .filter(move |h| h.name == name)
             .map(|h| h.value)
