@@ -7,37 +7,29 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_bench::{sipp_invite, CALLS};
-use tollgate_core::{DecisionAction, NumberIntel, NumberPlan};
+use tollgate_core::DecisionAction;
 use tollgate_sip::extract::extract;
 use tollgate_sip::message::{Message, Request};
 use tollgate_sip::{Call, CallHandler};
 
+#[path = "common/parity.rs"]
+mod common_parity;
+use common_parity::{parity, Parity};
+
 const SOURCE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5061);
 
 fn decision(c: &mut Criterion) {
-    let plan = Arc::new(NumberPlan::load());
-    let loaded = tollgate_server::config::parse(
-        Path::new("parity.toml"),
-        include_str!("../sipp/parity.toml"),
-        &plan,
-    )
-    .expect("parity.toml is valid");
-    let trunk = Arc::clone(
-        loaded
-            .trunks
-            .classify(SOURCE.ip())
-            .expect("127.0.0.1 is the parity trunk"),
-    );
+    let Parity {
+        plan,
+        loaded,
+        trunk,
+        pipeline,
+    } = parity();
     let emergency = loaded.emergency.clone();
-    let intel = Arc::new(NumberIntel::load().expect("numbering tables"));
-    let rules = tollgate_server::rule_store(&loaded).expect("rules");
-    let pipeline = tollgate_server::pipeline(&loaded, Arc::clone(&plan), intel, rules);
     let invites: Vec<String> = CALLS
         .iter()
         .enumerate()

@@ -9,16 +9,17 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_bench::{sipp_invite, CALLS};
-use tollgate_core::{CallFacts, NumberIntel, NumberPlan};
+use tollgate_core::CallFacts;
 use tollgate_router::{Settings, Source};
 use tollgate_sip::extract::extract;
 use tollgate_sip::message::{Message, Request};
+
+#[path = "common/parity.rs"]
+mod common_parity;
+use common_parity::{parity, Parity};
 
 const LINES: usize = 100;
 
@@ -138,22 +139,12 @@ fn settings() -> Settings {
 }
 
 fn rules(c: &mut Criterion) {
-    let plan = Arc::new(NumberPlan::load());
-    let loaded = tollgate_server::config::parse(
-        Path::new("parity.toml"),
-        include_str!("../sipp/parity.toml"),
-        &plan,
-    )
-    .expect("parity.toml is valid");
-    let trunk = Arc::clone(
-        loaded
-            .trunks
-            .classify(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            .expect("127.0.0.1 is the parity trunk"),
-    );
-    let intel = Arc::new(NumberIntel::load().expect("numbering tables"));
-    let store = tollgate_server::rule_store(&loaded).expect("rules");
-    let pipeline = tollgate_server::pipeline(&loaded, Arc::clone(&plan), intel, store);
+    let Parity {
+        plan,
+        loaded,
+        trunk,
+        pipeline,
+    } = parity();
     let sources = sources();
     let rules = tollgate_router::parse(&sources, &settings()).expect("generated rules load");
     assert_eq!(rules.rule_count(), LINES * 10 + 2);
