@@ -5,7 +5,7 @@ use tollgate_core::{
 };
 
 use crate::hdr::{self, NameAddr};
-use crate::message::{Header, HeaderName, Request, RequestUri, StartLine};
+use crate::message::{HeaderName, Message, Request, RequestUri, StartLine};
 use crate::trunk::Trunk;
 use crate::uri::{self, Scheme, TelParams, Uri};
 
@@ -132,12 +132,12 @@ fn telephone_user(uri: &Uri<'_>, params: &TelParams<'_>) -> bool {
 /// P-Asserted-Identity URIs in the order they count: tel first, then sip/sips with a telephone
 /// user; schemes other than sip/sips/tel and second URIs of one scheme ignored (RFC 5876 §4.5).
 fn pai_uris<'a>(
-    lines: &Lines<'_, 'a>,
+    msg: &Message<'a>,
     known: &Known<'a>,
 ) -> impl Iterator<Item = (Uri<'a>, TelParams<'a>)> {
     let mut tel = None;
     let mut sip = None;
-    for v in lines.values(HeaderName::PAssertedIdentity) {
+    for v in msg.values(HeaderName::PAssertedIdentity) {
         let Ok(na) = NameAddr::parse_reusing(v, known) else {
             continue;
         };
@@ -152,67 +152,6 @@ fn pai_uris<'a>(
     tel.map(with_params)
         .into_iter()
         .chain(sip.map(with_params).filter(|(u, p)| telephone_user(u, p)))
-}
-
-/// The header lines of each kind the extractor reads, found in one pass over the headers:
-/// reading each kind by itself would walk every header line once per kind.
-struct Lines<'m, 'a> {
-    headers: &'m [Header<'a>],
-    /// Per kind ([`Lines::slot`]), the first line of the kind and one past its last.
-    spans: [(usize, usize); 8],
-}
-
-impl<'m, 'a> Lines<'m, 'a> {
-    fn new(headers: &'m [Header<'a>]) -> Self {
-        let mut spans = [(0, 0); 8];
-        for (i, h) in headers.iter().enumerate() {
-            if let Some(span) = Self::slot(h.name).and_then(|k| spans.get_mut(k)) {
-                if span.1 == 0 {
-                    span.0 = i;
-                }
-                span.1 = i + 1;
-            }
-        }
-        Self { headers, spans }
-    }
-
-    fn slot(name: HeaderName) -> Option<usize> {
-        Some(match name {
-            HeaderName::PAssertedIdentity => 0,
-            HeaderName::RemotePartyId => 1,
-            HeaderName::PChargeInfo => 2,
-            HeaderName::Identity => 3,
-            HeaderName::Privacy => 4,
-            HeaderName::Diversion => 5,
-            HeaderName::HistoryInfo => 6,
-            HeaderName::PCalledPartyId => 7,
-            _ => return None,
-        })
-    }
-
-    /// As [`crate::message::Message::lines`].
-    fn lines(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + 'm {
-        let (start, end) = Self::slot(name)
-            .and_then(|k| self.spans.get(k))
-            .copied()
-            .unwrap_or_default();
-        self.headers
-            .get(start..end)
-            .unwrap_or_default()
-            .iter()
-            .filter(move |h| h.name == name)
-            .map(|h| h.value)
-    }
-
-    /// As [`crate::message::Message::values`].
-    fn values(&self, name: HeaderName) -> impl Iterator<Item = &'a str> + 'm {
-        self.lines(name).flat_map(hdr::split_list)
-    }
-
-    /// As [`crate::message::Message::header`].
-    fn first(&self, name: HeaderName) -> Option<&'a str> {
-        self.lines(name).next()
-    }
 }
 
 /// The URIs From, To and the Request-URI already hold, by their text, for
@@ -246,7 +185,7 @@ pub fn extract<'a>(
     emergency: &Emergency,
 ) -> CallFacts {
     let trusted = trunk.trusted;
-    let lines = Lines::new(&req.msg.headers);
+    let msg = &req.msg;
     let mut numbers = Numbers::new(plan, trunk);
     let from_uri = req.from.uri;
     let from_params = from_uri.map(|u| u.tel_params()).unwrap_or_default();
@@ -284,7 +223,7 @@ pub fn extract<'a>(
     for source in precedence {
         match source {
             AniSource::Pai => {
-                for (uri, params) in pai_uris(&lines, &known) {
+                for (uri, params) in pai_uris(msg, &known) {
                     candidates.push(AniCandidate {
                         source: AniSource::Pai,
                         number: numbers.number(&uri, params.phone_context),
@@ -296,7 +235,7 @@ pub fn extract<'a>(
                 }
             }
             AniSource::Rpid => {
-                for v in lines.values(HeaderName::RemotePartyId) {
+                for v in msg.values(HeaderName::RemotePartyId) {
                     let Ok(na) = NameAddr::parse_reusing(v, &known) else {
                         continue;
                     };
@@ -351,22 +290,19 @@ pub fn extract<'a>(
 
     let charge_number = trusted
         .then(|| {
-            let v = lines.first(HeaderName::PChargeInfo)?;
+            let v = msg.header(HeaderName::PChargeInfo)?;
             let uri = NameAddr::parse_reusing(v, &known).ok()?.uri?;
             Some(numbers.number(&uri, uri.tel_params().phone_context))
         })
         .flatten();
     let identity = if trusted {
-        lines
-            .lines(HeaderName::Identity)
-            .map(str::to_owned)
-            .collect()
+        msg.lines(HeaderName::Identity).map(str::to_owned).collect()
     } else {
         Vec::new()
     };
 
     let mut privacy = Privacy::default();
-    for line in lines.lines(HeaderName::Privacy) {
+    for line in msg.lines(HeaderName::Privacy) {
         // priv-values separated by ';' (RFC 3323) or, leniently, ','.
         let b = line.as_bytes();
         let mut start = 0;
@@ -400,17 +336,17 @@ pub fn extract<'a>(
                 }
             },
             // The bottom-most Diversion is the originally dialed number (RFC 5806 §9.3).
-            DnisSource::Diversion => lines
+            DnisSource::Diversion => msg
                 .values(HeaderName::Diversion)
                 .last()
                 .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
-            DnisSource::HistoryInfo => lines
+            DnisSource::HistoryInfo => msg
                 .values(HeaderName::HistoryInfo)
                 .next()
                 .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
             DnisSource::To => req.to.uri,
-            DnisSource::PCalledPartyId => lines
-                .first(HeaderName::PCalledPartyId)
+            DnisSource::PCalledPartyId => msg
+                .header(HeaderName::PCalledPartyId)
                 .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
         };
         if let Some(uri) = uri.filter(|u| u.user.is_some()) {

@@ -53,7 +53,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 /// Splits a comma-separated header value, ignoring commas inside quotes and angle brackets.
 pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
     // Most values hold one item: without a comma there is nothing to split.
-    let mut one = uri::find_byte(s.as_bytes(), b',').is_none();
+    let mut one = crate::scan::find_byte(s.as_bytes(), b',').is_none();
     let mut rest = Some(s);
     std::iter::from_fn(move || loop {
         let s = rest?;

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod hdr;
 pub mod message;
 pub mod response;
+mod scan;
 pub mod server;
 pub mod trunk;
 pub mod uri;

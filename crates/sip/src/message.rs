@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 
 use crate::hdr::{self, CSeq, NameAddr, ValueError, Via};
-use crate::uri::{find_byte, split_once_b, Uri, UriError};
+use crate::scan::{find_byte, find_either, find_from, HI};
+use crate::uri::{split_once_b, Uri, UriError};
 
 /// Largest message accepted on any transport.
 pub const MAX_MESSAGE: usize = 65_535;
@@ -305,81 +306,13 @@ fn eq_lowercase(s: &[u8], lower: &[u8]) -> bool {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bit set in each byte of `w` equal to the byte repeated in `pattern`; the lowest flag is
-/// exact (a borrow can only flag bytes above a real match).
-#[inline(always)]
-fn eq_bytes(w: u64, pattern: u64) -> u64 {
-    let x = w ^ pattern;
-    x.wrapping_sub(LO) & !x & HI
-}
-
-/// Sixteen bytes from `b[i..]` as two little-endian words.
-#[inline(always)]
-fn words16_at(b: &[u8], i: usize) -> Option<(u64, u64)> {
-    match b.get(i..i + 16) {
-        Some(&[b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7]) => Some((
-            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
-            u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
-        )),
-        _ => None,
-    }
-}
-
-/// The index of the first flagged byte of `(low, high)`, sixteen bytes read as one.
-#[inline(always)]
-fn first_flag(low: u64, high: u64) -> usize {
-    if low != 0 {
-        (low.trailing_zeros() / 8) as usize
-    } else {
-        8 + (high.trailing_zeros() / 8) as usize
-    }
-}
-
-/// The first byte at or after `from` that is `a` or `b`, sixteen bytes at a time. Not inlined:
-/// on its own the loop keeps its constants in registers, where inlined into the parser it
-/// spilled them.
-#[inline(never)]
-fn find_either(hay: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
-    let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
-    let mut i = from;
-    while let Some((w0, w1)) = words16_at(hay, i) {
-        let h0 = eq_bytes(w0, pa) | eq_bytes(w0, pb);
-        let h1 = eq_bytes(w1, pa) | eq_bytes(w1, pb);
-        if h0 | h1 != 0 {
-            return Some(i + first_flag(h0, h1));
-        }
-        i += 16;
-    }
-    let tail = hay.get(i..)?;
-    tail.iter().position(|&c| c == a || c == b).map(|k| i + k)
-}
-
-/// The first `\n` at or after `from`, sixteen bytes at a time.
-#[inline(always)]
-fn find_lf(hay: &[u8], from: usize) -> Option<usize> {
-    const P: u64 = LO * b'\n' as u64;
-    let mut i = from;
-    while let Some((w0, w1)) = words16_at(hay, i) {
-        let (h0, h1) = (eq_bytes(w0, P), eq_bytes(w1, P));
-        if h0 | h1 != 0 {
-            return Some(i + first_flag(h0, h1));
-        }
-        i += 16;
-    }
-    let tail = hay.get(i..)?;
-    tail.iter().position(|&c| c == b'\n').map(|k| i + k)
-}
-
 /// The first CRLF in `b` at or after `from`, as an index into `b`. Not inlined, as
-/// [`find_either`].
+/// [`find_either`] is not.
 #[inline(never)]
 fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     loop {
-        let lf = find_lf(b, at)?;
+        let lf = find_from(b, at, b'\n')?;
         if lf > from && b.get(lf - 1) == Some(&b'\r') {
             return Some(lf - 1);
         }
@@ -486,19 +419,6 @@ fn header_name(text: &str, ls: usize, colon: usize) -> Option<(HeaderName, &str)
     Some((kind, name))
 }
 
-/// `text[start..end]` without leading and trailing spaces, tabs, CRs and LFs (`hdr::trim_lws`),
-/// cut once: `start` follows a colon and `end` is a CR, so both are char boundaries.
-#[inline(always)]
-fn trimmed(text: &str, start: usize, end: usize) -> &str {
-    let v = text.as_bytes().get(start..end).unwrap_or_default();
-    let lead = v.iter().position(|&c| !hdr::is_lws(c)).unwrap_or(v.len());
-    let trail = v
-        .iter()
-        .rposition(|&c| !hdr::is_lws(c))
-        .map_or(lead, |i| i + 1);
-    text.get(start + lead..start + trail).unwrap_or_default()
-}
-
 impl<'a> Message<'a> {
     /// Splits a whole message. `stream` is true on TCP, where the body is exactly Content-Length.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Garbage> {
@@ -554,7 +474,7 @@ impl<'a> Message<'a> {
                         let end = find_crlf(tb, ls);
                         match (open, end, headers.last_mut()) {
                             (Some(vstart), Some(end), Some(h)) => {
-                                h.value = trimmed(text, vstart, end);
+                                h.value = hdr::trim_lws(text.get(vstart..end).unwrap_or_default());
                             }
                             (Some(_), _, _) => {}
                             (None, _, _) => {
@@ -578,7 +498,9 @@ impl<'a> Message<'a> {
                                     headers.push(Header {
                                         name,
                                         raw_name,
-                                        value: trimmed(text, colon + 1, end),
+                                        value: hdr::trim_lws(
+                                            text.get(colon + 1..end).unwrap_or_default(),
+                                        ),
                                     });
                                     present |= name.bit();
                                     open = Some(colon + 1);

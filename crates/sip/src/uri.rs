@@ -124,23 +124,9 @@ pub struct TelParams<'a> {
 }
 
 impl<'a> TelParams<'a> {
-    /// Each `;name[=value]` after the first `;`, as [`param_pairs`] splits them, without the
-    /// iterator: this runs for every URI of a call.
     fn scan(&mut self, params: &'a str, uri_param: bool) {
-        let Some((_, mut rest)) = split_once_b(params, b';') else {
-            return;
-        };
-        loop {
-            let (seg, next) = match split_once_b(rest, b';') {
-                Some((seg, next)) => (seg, Some(next)),
-                None => (rest, None),
-            };
-            let (n, v) = split_once_b(seg, b'=').unwrap_or((seg, ""));
+        for (n, v) in param_pairs(params) {
             self.take(trim_fast(n), v, uri_param);
-            match next {
-                Some(next) => rest = next,
-                None => return,
-            }
         }
     }
 
@@ -515,37 +501,10 @@ pub(crate) fn trim_fast(s: &str) -> &str {
     }
 }
 
-/// Byte index of the first `b` (ASCII) in `s`, eight bytes at a time.
+/// Byte index of the first `b` (ASCII) in `s`.
 #[inline]
 pub(crate) fn pos(s: &str, b: u8) -> Option<usize> {
-    find_byte(s.as_bytes(), b)
-}
-
-/// The first `needle` in `hay`, eight bytes at a time.
-#[inline]
-pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO.wrapping_mul(u64::from(needle));
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
-            break;
-        };
-        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]) ^ pattern;
-        // The lowest flagged byte is the first zero byte (borrows only flag bytes above it).
-        let zero = word.wrapping_sub(LO) & !word & HI;
-        if zero != 0 {
-            return Some(base + (zero.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| base + i)
+    crate::scan::find_byte(s.as_bytes(), b)
 }
 
 /// `str::split_once` at an ASCII byte.

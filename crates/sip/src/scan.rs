@@ -1,0 +1,134 @@
+//! Word-at-a-time byte searches shared by the parsers: every header line and URI is searched
+//! for its separators, so these run dozens of times per INVITE.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` equal to the byte repeated in `pattern`; the lowest flag is
+/// exact (a borrow can only flag bytes above a real match).
+#[inline(always)]
+fn eq_bytes(w: u64, pattern: u64) -> u64 {
+    let x = w ^ pattern;
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Sixteen bytes from `b[i..]` as two little-endian words.
+#[inline(always)]
+fn words16_at(b: &[u8], i: usize) -> Option<(u64, u64)> {
+    match b.get(i..i + 16) {
+        Some(&[b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7]) => Some((
+            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+            u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+        )),
+        _ => None,
+    }
+}
+
+/// The index of the first flagged byte of `(low, high)`, sixteen bytes read as one.
+#[inline(always)]
+fn first_flag(low: u64, high: u64) -> usize {
+    if low != 0 {
+        (low.trailing_zeros() / 8) as usize
+    } else {
+        8 + (high.trailing_zeros() / 8) as usize
+    }
+}
+
+/// The first `needle` at or after `from`, sixteen bytes at a time: for header lines.
+#[inline(always)]
+pub(crate) fn find_from(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let p = LO * u64::from(needle);
+    let mut i = from;
+    while let Some((w0, w1)) = words16_at(hay, i) {
+        let (h0, h1) = (eq_bytes(w0, p), eq_bytes(w1, p));
+        if h0 | h1 != 0 {
+            return Some(i + first_flag(h0, h1));
+        }
+        i += 16;
+    }
+    let tail = hay.get(i..)?;
+    tail.iter().position(|&c| c == needle).map(|k| i + k)
+}
+
+/// The first `needle` in `hay`, eight bytes at a time: for the short strings of URIs and
+/// parameters, where [`find_from`]'s sixteen-byte steps leave most bytes to its byte loop.
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    let p = LO * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let &[b0, b1, b2, b3, b4, b5, b6, b7] = chunk else {
+            break;
+        };
+        let hit = eq_bytes(u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]), p);
+        if hit != 0 {
+            return Some(base + (hit.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| base + i)
+}
+
+/// The first byte at or after `from` that is `a` or `b`, sixteen bytes at a time. Not inlined:
+/// on its own the loop keeps its constants in registers, where inlined into the parser it
+/// spilled them.
+#[inline(never)]
+pub(crate) fn find_either(hay: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
+    let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
+    let mut i = from;
+    while let Some((w0, w1)) = words16_at(hay, i) {
+        let h0 = eq_bytes(w0, pa) | eq_bytes(w0, pb);
+        let h1 = eq_bytes(w1, pa) | eq_bytes(w1, pb);
+        if h0 | h1 != 0 {
+            return Some(i + first_flag(h0, h1));
+        }
+        i += 16;
+    }
+    let tail = hay.get(i..)?;
+    tail.iter().position(|&c| c == a || c == b).map(|k| i + k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every position, every length around the word boundaries, against a plain search.
+    #[test]
+    fn searches_agree_with_a_plain_scan() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut hay = vec![b'a'; len];
+                if let Some(c) = hay.get_mut(at) {
+                    *c = b';';
+                }
+                // A byte one above the needle must not match (the borrow case).
+                if let Some(c) = hay.get_mut(at.saturating_sub(1)) {
+                    if at > 0 {
+                        *c = b';' + 1;
+                    }
+                }
+                let plain = hay.iter().position(|&c| c == b';');
+                assert_eq!(find_byte(&hay, b';'), plain, "len {len} at {at}");
+                for from in 0..=len {
+                    let want = hay
+                        .iter()
+                        .skip(from)
+                        .position(|&c| c == b';')
+                        .map(|k| k + from);
+                    assert_eq!(find_from(&hay, from, b';'), want);
+                    let either = hay
+                        .iter()
+                        .skip(from)
+                        .position(|&c| c == b';' || c == b'<')
+                        .map(|k| k + from);
+                    assert_eq!(find_either(&hay, from, b';', b'<'), either);
+                }
+            }
+        }
+    }
+}
