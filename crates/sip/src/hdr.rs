@@ -426,6 +426,30 @@ mod tests {
         );
     }
 
+    /// A URI taken from `known` gives the same name-addr as parsing it; a different text is
+    /// parsed, never swapped for the known one.
+    #[test]
+    fn parse_reusing_gives_what_parse_gives() {
+        let from =
+            NameAddr::parse("\"A\" <sip:+12125551212@c.example;user=phone>;tag=1").expect("from");
+        let known = [(from.uri_text, from.uri)];
+        for v in [
+            "<sip:+12125551212@c.example;user=phone>;party=calling",
+            "<sip:+12125551213@c.example;user=phone>",
+            "<sip:+12125551212@c.example>",
+            "<tel:+12125551212>",
+        ] {
+            let reused = NameAddr::parse_reusing(v, &known).expect("valid");
+            assert_eq!(reused, NameAddr::parse(v).expect("valid"), "{v}");
+        }
+        // A known text with no parsed URI (unsupported scheme) is parsed as usual.
+        let urn = [("urn:service:sos", None)];
+        assert_eq!(
+            NameAddr::parse_reusing("<urn:service:sos>", &urn),
+            NameAddr::parse("<urn:service:sos>")
+        );
+    }
+
     #[test]
     fn lists_respect_quotes_and_brackets() {
         let v: Vec<_> = split_list("\"a, b\" <sip:x@y>, <tel:+1;x=1,2>,tel:+2").collect();
@@ -453,5 +477,16 @@ mod tests {
         assert_eq!(bounded_number("0070", 255), Ok(70));
         assert_eq!(bounded_number("300", 255), Err(ValueError::Range));
         assert_eq!(bounded_number("-1", 255), Err(ValueError::Malformed));
+        // Leading zeros do not count; a value past u64 is out of range, not malformed.
+        assert_eq!(bounded_number("000000000000000000000070", 255), Ok(70));
+        assert_eq!(
+            bounded_number("99999999999999999999999", 65_535),
+            Err(ValueError::Range)
+        );
+        assert_eq!(
+            bounded_number("99999999999999999999999x", 65_535),
+            Err(ValueError::Malformed)
+        );
+        assert_eq!(bounded_number("", 255), Err(ValueError::Malformed));
     }
 }

@@ -1085,4 +1085,42 @@ X-Empty: \r\n\
             Err(Garbage::NoEndOfHeaders)
         );
     }
+
+    /// `present` has exactly the bits of the kinds in `headers`, and the lookups it short-cuts
+    /// answer as a walk of `headers` does, on the RFC 4475 messages and the sample INVITE.
+    #[test]
+    fn present_matches_the_headers() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/rfc4475");
+        let mut inputs: Vec<Vec<u8>> = vec![INVITE.as_bytes().to_vec()];
+        for entry in std::fs::read_dir(dir).expect("rfc4475 data") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|x| x == "dat") {
+                inputs.push(std::fs::read(path).expect("read"));
+            }
+        }
+        assert!(inputs.len() > 40, "the RFC 4475 messages are there");
+        let kinds = [
+            HeaderName::CallId,
+            HeaderName::Via,
+            HeaderName::Contact,
+            HeaderName::PAssertedIdentity,
+            HeaderName::Identity,
+            HeaderName::Other,
+        ];
+        for input in &inputs {
+            let Ok(m) = Message::parse(input) else {
+                continue;
+            };
+            let bits = m.headers.iter().fold(0, |b, h| b | h.name.bit());
+            assert_eq!(m.present, bits);
+            for k in kinds {
+                let walk = m.headers.iter().filter(|h| h.name == k);
+                assert_eq!(
+                    m.lines(k).collect::<Vec<_>>(),
+                    walk.clone().map(|h| h.value).collect::<Vec<_>>()
+                );
+                assert_eq!(m.header(k), walk.map(|h| h.value).next());
+            }
+        }
+    }
 }

@@ -619,4 +619,49 @@ mod tests {
         assert_eq!(Uri::parse("sip:user@host%zz"), Err(UriError::Malformed));
         assert_eq!(Uri::parse("noscheme"), Err(UriError::Malformed));
     }
+
+    /// `tel_params` reads in one pass what the single lookups read: user part first, first
+    /// occurrence wins, names without case, `user` from the URI parameters only.
+    #[test]
+    fn tel_params_agree_with_single_lookups() {
+        use proptest::prelude::*;
+        let name = prop::sample::select(vec![
+            "cpc",
+            "CPC",
+            "oli",
+            "verstat",
+            "phone-context",
+            "user",
+            "User",
+            "npdi",
+            "rn",
+            "x",
+        ]);
+        let param = (name, prop::option::of("[a-z0-9+.-]{0,6}")).prop_map(|(n, v)| match v {
+            Some(v) => format!(";{n}={v}"),
+            None => format!(";{n}"),
+        });
+        let params = prop::collection::vec(param, 0..5).prop_map(|p| p.concat());
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &(params.clone(), params, any::<bool>()),
+                |(user_p, uri_p, tel)| {
+                    let text = if tel {
+                        format!("tel:+12125551212{user_p}")
+                    } else {
+                        format!("sip:+12125551212{user_p}@h.example{uri_p}")
+                    };
+                    let u = Uri::parse(&text).expect("generated URIs are valid");
+                    let p = u.tel_params();
+                    prop_assert_eq!(p.user, u.param("user"));
+                    prop_assert_eq!(p.phone_context, u.tel_param("phone-context"));
+                    prop_assert_eq!(p.cpc, u.tel_param("cpc"));
+                    prop_assert_eq!(p.oli, u.tel_param("oli"));
+                    prop_assert_eq!(p.verstat, u.tel_param("verstat"));
+                    Ok(())
+                },
+            )
+            .expect("tel_params matches the single lookups");
+    }
 }
