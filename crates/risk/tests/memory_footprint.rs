@@ -65,7 +65,17 @@ fn one_million_anis_stay_within_budget_and_more_do_not_grow_memory() {
         stats.approx_bytes as f64 / 1e6
     );
     assert!(stats.keys <= MILLION as usize);
-    assert!(stats.keys >= MILLION as usize - 2000, "{stats:?}");
+    // Every key inserted is held or was evicted: 1M ANIs and their 1,000 exchanges.
+    assert_eq!(
+        stats.keys as u64 + stats.evictions,
+        MILLION + 1000,
+        "{stats:?}"
+    );
+    // The cap is per shard (16 of 62,500 keys) and keys reach shards by a randomly keyed hash,
+    // so fuller shards evict early: besides the 1,000 keys over the cap, 0 to 2,324 more were
+    // seen to go (the spread of a binomial over 16 shards: one deviation is ~240 keys a shard).
+    // The former bound, 2,000 evictions in all, failed one run of five.
+    assert!(stats.keys >= MILLION as usize - 6000, "{stats:?}");
     assert!(per_key < 100.0, "{per_key} bytes per key");
     let est = stats.approx_bytes as f64;
     let measured = (full - base) as f64;
