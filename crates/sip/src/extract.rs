@@ -134,6 +134,7 @@ fn telephone_user(uri: &Uri<'_>, params: &TelParams<'_>) -> bool {
 fn pai_uris<'a>(
     msg: &Message<'a>,
     known: &Known<'a>,
+    tel_params: &KnownParams<'a>,
 ) -> impl Iterator<Item = (Uri<'a>, TelParams<'a>)> {
     let mut tel = None;
     let mut sip = None;
@@ -148,10 +149,27 @@ fn pai_uris<'a>(
             _ => {}
         }
     }
-    let with_params = |u: Uri<'a>| (u, u.tel_params());
+    let with_params = |u: Uri<'a>| (u, tel_params.of(&u));
     tel.map(with_params)
         .into_iter()
         .chain(sip.map(with_params).filter(|(u, p)| telephone_user(u, p)))
+}
+
+/// The tel parameters of the From and Request-URI URIs, read once: the URIs reused from them
+/// ([`NameAddr::parse_reusing`]) share their parameter slices, so a pointer comparison finds them.
+struct KnownParams<'a>([(Option<Uri<'a>>, TelParams<'a>); 2]);
+
+impl<'a> KnownParams<'a> {
+    fn of(&self, uri: &Uri<'a>) -> TelParams<'a> {
+        for (known, params) in &self.0 {
+            if known.is_some_and(|k| {
+                std::ptr::eq(k.params, uri.params) && std::ptr::eq(k.user_params, uri.user_params)
+            }) {
+                return *params;
+            }
+        }
+        uri.tel_params()
+    }
 }
 
 /// The URIs From, To and the Request-URI already hold, by their text, for
@@ -202,6 +220,13 @@ pub fn extract<'a>(
         (req.to.uri_text, req.to.uri),
         request_uri,
     ];
+    let tel = KnownParams([
+        (from_uri, from_params),
+        (
+            request_uri.1,
+            request_uri.1.map(|u| u.tel_params()).unwrap_or_default(),
+        ),
+    ]);
 
     // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
     // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`).
@@ -223,7 +248,7 @@ pub fn extract<'a>(
     for source in precedence {
         match source {
             AniSource::Pai => {
-                for (uri, params) in pai_uris(msg, &known) {
+                for (uri, params) in pai_uris(msg, &known, &tel) {
                     candidates.push(AniCandidate {
                         source: AniSource::Pai,
                         number: numbers.number(&uri, params.phone_context),
@@ -244,7 +269,7 @@ pub fn extract<'a>(
                     let Some(uri) = na.uri.filter(|_| calling) else {
                         continue;
                     };
-                    let params = uri.tel_params();
+                    let params = tel.of(&uri);
                     candidates.push(AniCandidate {
                         source: AniSource::Rpid,
                         number: numbers.number(&uri, params.phone_context),
@@ -292,7 +317,7 @@ pub fn extract<'a>(
         .then(|| {
             let v = msg.header(HeaderName::PChargeInfo)?;
             let uri = NameAddr::parse_reusing(v, &known).ok()?.uri?;
-            Some(numbers.number(&uri, uri.tel_params().phone_context))
+            Some(numbers.number(&uri, tel.of(&uri).phone_context))
         })
         .flatten();
     let identity = if trusted {
@@ -355,7 +380,7 @@ pub fn extract<'a>(
                 .is_some_and(|u| emergency.matches_raw(&u));
             dnis_candidates.push(DnisCandidate {
                 source: *source,
-                number: numbers.number(&uri, uri.tel_params().phone_context),
+                number: numbers.number(&uri, tel.of(&uri).phone_context),
             });
         }
     }
