@@ -1,9 +1,18 @@
 //! What the pipeline knows about one call, and what it decided.
 
+use std::sync::Arc;
+
 use crate::classify::NumberInfo;
 use crate::cli::CliCheck;
 use crate::geo::GeoInfo;
 use crate::number::PartyNumber;
+
+pub use compact_str::CompactString;
+
+/// The candidates one header kind's claims make: at most four for the ANI (two P-Asserted-Identity
+/// URIs, Remote-Party-ID, From) and, as a rule, for the DNIS; held inline so that extracting a call
+/// allocates nothing for them.
+pub type Candidates<T> = smallvec::SmallVec<[T; 4]>;
 
 /// Where the network ANI was taken from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,7 +69,7 @@ pub struct AniCandidate {
     /// RPID `screen=no` says the network did not screen the number.
     pub screened: Option<bool>,
     /// RPID `privacy=` value, verbatim.
-    pub privacy: Option<String>,
+    pub privacy: Option<CompactString>,
 }
 
 /// One header's claim about the dialed number.
@@ -231,7 +240,8 @@ pub struct Rejection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallFacts {
     pub call_id: String,
-    pub trunk: String,
+    /// The trunk's name, shared with the configuration that named it.
+    pub trunk: Arc<str>,
     pub trusted: bool,
     /// The network ANI the engine believes.
     pub ani: PartyNumber,
@@ -239,25 +249,25 @@ pub struct CallFacts {
     /// True when the ANI came from a trusted trunk's identity header (not From, not screen=no).
     pub ani_verified: bool,
     /// Every identity header counted, in the trunk's precedence order.
-    pub ani_candidates: Vec<AniCandidate>,
+    pub ani_candidates: Candidates<AniCandidate>,
     /// Counted sources name different numbers.
     pub sources_disagree: bool,
     /// The caller ID presented in From, and its display name.
     pub presented: PartyNumber,
-    pub display_name: Option<String>,
+    pub display_name: Option<CompactString>,
     pub privacy: Privacy,
     /// P-Charge-Info: the billing number (RFC 8496), never the ANI.
     pub charge_number: Option<PartyNumber>,
     /// Calling party category and ANI II (originating line information).
-    pub cpc: Option<String>,
-    pub oli: Option<String>,
+    pub cpc: Option<CompactString>,
+    pub oli: Option<CompactString>,
     /// Upstream STIR/SHAKEN verification status (3GPP `verstat`).
-    pub verstat: Option<String>,
+    pub verstat: Option<CompactString>,
     /// Raw Identity header values (RFC 8224), verified by the risk crate.
     pub identity: Vec<String>,
     pub dnis: PartyNumber,
     pub dnis_source: DnisSource,
-    pub dnis_candidates: Vec<DnisCandidate>,
+    pub dnis_candidates: Candidates<DnisCandidate>,
     /// Emergency or PSAP traffic: never validated, rejected or blocked.
     pub emergency: bool,
     /// Number intelligence, filled before routing ([`crate::NumberIntel::annotate`]).

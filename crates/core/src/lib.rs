@@ -16,9 +16,9 @@ pub use cli::{
     CliVerdict, PolicyOutcome, Unapproved,
 };
 pub use facts::{
-    AniCandidate, AniSource, Attestation, CallFacts, CallerHistory, CallerProfile, Decision,
-    DecisionAction, DnisCandidate, DnisSource, LookupStatus, Privacy, Rejection, RiskAssessment,
-    RiskLevel, RiskSignal, Target, Verification,
+    AniCandidate, AniSource, Attestation, CallFacts, CallerHistory, CallerProfile, Candidates,
+    CompactString, Decision, DecisionAction, DnisCandidate, DnisSource, LookupStatus, Privacy,
+    Rejection, RiskAssessment, RiskLevel, RiskSignal, Target, Verification,
 };
 pub use geo::{GeoError, GeoInfo, Geography};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};

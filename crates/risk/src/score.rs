@@ -258,7 +258,7 @@ fn trunk(s: &mut Scored, f: &CallFacts, w: &Weights) {
         let src = if f.trunk.is_empty() {
             "unknown source"
         } else {
-            f.trunk.as_str()
+            &f.trunk
         };
         s.add("untrusted-trunk", w.untrusted_trunk, src);
     } else if !f.ani_verified {

@@ -340,7 +340,7 @@ async fn the_identity_hook_is_scored_and_its_rejection_applied() {
         (Attestation::C, "attestation-c", 15),
     ] {
         let mut v = facts("v", ANI, DNIS);
-        v.verstat = Some(format!("TN-Validation-Passed-{}", att.as_str()));
+        v.verstat = Some(format!("TN-Validation-Passed-{}", att.as_str()).into());
         let e = with(IdentityOutcome {
             attestation: Some(att),
             verification: Verification::Verified,

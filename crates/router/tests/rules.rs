@@ -59,7 +59,7 @@ fn facts(ani: &str) -> CallFacts {
         ani: PartyNumber::E164(e.clone()),
         ani_source: AniSource::Pai,
         ani_verified: true,
-        ani_candidates: vec![],
+        ani_candidates: Default::default(),
         sources_disagree: false,
         presented: PartyNumber::E164(e),
         display_name: None,
@@ -71,7 +71,7 @@ fn facts(ani: &str) -> CallFacts {
         identity: vec![],
         dnis: PartyNumber::E164(E164::from_digits("18005550100").unwrap()),
         dnis_source: DnisSource::RequestUri,
-        dnis_candidates: vec![],
+        dnis_candidates: Default::default(),
         emergency: false,
         ani_info: Some(NumberInfo {
             valid: true,

@@ -184,7 +184,7 @@ impl IdentityVerifier for StirIdentity {
             if !facts.trusted {
                 return IdentityOutcome::default();
             }
-            let trunk = self.trunks.get(&facts.trunk).copied().unwrap_or_default();
+            let trunk = self.trunks.get(&*facts.trunk).copied().unwrap_or_default();
             let passport = match &self.verifier {
                 Some(v) if !facts.identity.is_empty() => {
                     let ani = facts.ani.e164().map_or("", |a| a.digits());

@@ -410,7 +410,7 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         };
         if let Some(region) = region(&mut errs, &t.region, &key("region")) {
             trunks.push(Trunk {
-                name: t.name.get_ref().clone(),
+                name: t.name.get_ref().as_str().into(),
                 cidrs,
                 trusted: t.trusted,
                 ani_precedence,

@@ -99,7 +99,7 @@ impl Pipeline {
 
     /// Number intelligence and the trunk's CLI policy; `Some` is a policy rejection.
     pub fn annotate(&self, facts: &mut CallFacts) -> Option<Decision> {
-        let cli = self.cli.get(&facts.trunk).unwrap_or(&self.cli_default);
+        let cli = self.cli.get(&*facts.trunk).unwrap_or(&self.cli_default);
         self.intel
             .annotate(facts, cli)
             .err()

@@ -1,7 +1,10 @@
 //! CallFacts from a request: which headers are believed depends on the trunk (STANDARDS.md 1.8).
 
+use std::sync::Arc;
+
 use tollgate_core::{
-    AniCandidate, AniSource, CallFacts, DnisCandidate, DnisSource, NumberPlan, PartyNumber, Privacy,
+    AniCandidate, AniSource, CallFacts, Candidates, CompactString, DnisCandidate, DnisSource,
+    NumberPlan, PartyNumber, Privacy,
 };
 
 use crate::hdr::{self, NameAddr};
@@ -239,7 +242,7 @@ pub fn extract<'a>(
         }
     };
 
-    let mut candidates = Vec::with_capacity(4);
+    let mut candidates = Candidates::new();
     let precedence: &[AniSource] = if trusted {
         &trunk.ani_precedence
     } else {
@@ -275,7 +278,7 @@ pub fn extract<'a>(
                         number: numbers.number(&uri, params.phone_context),
                         scheme: uri.scheme.as_str(),
                         screened: screen.map(|s| s.eq_ignore_ascii_case("yes")),
-                        privacy: privacy.map(str::to_owned),
+                        privacy: privacy.map(CompactString::from),
                     });
                     identity_uri(&params);
                     break;
@@ -349,7 +352,7 @@ pub fn extract<'a>(
         }
     }
 
-    let mut dnis_candidates = Vec::with_capacity(4);
+    let mut dnis_candidates = Candidates::new();
     let mut sos = false;
     for source in &trunk.dnis_precedence {
         let uri = match source {
@@ -399,7 +402,7 @@ pub fn extract<'a>(
 
     CallFacts {
         call_id: req.call_id.to_owned(),
-        trunk: trunk.name.clone(),
+        trunk: Arc::clone(&trunk.name),
         trusted,
         ani,
         ani_source,
@@ -407,12 +410,12 @@ pub fn extract<'a>(
         ani_candidates: candidates,
         sources_disagree,
         presented,
-        display_name: req.from.display.as_deref().map(str::to_owned),
+        display_name: req.from.display.as_deref().map(CompactString::from),
         privacy,
         charge_number,
-        cpc: cpc.map(str::to_owned),
-        oli: oli.map(str::to_owned),
-        verstat: verstat.map(str::to_owned),
+        cpc: cpc.map(CompactString::from),
+        oli: oli.map(CompactString::from),
+        verstat: verstat.map(CompactString::from),
         identity,
         dnis,
         dnis_source,

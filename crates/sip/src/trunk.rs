@@ -9,7 +9,8 @@ use tollgate_core::{AniSource, DnisSource, RegionPlan};
 /// One carrier or SBC connection, as configured.
 #[derive(Clone, Debug)]
 pub struct Trunk {
-    pub name: String,
+    /// Shared with every call's facts ([`tollgate_core::CallFacts::trunk`]).
+    pub name: Arc<str>,
     pub cidrs: Vec<IpNet>,
     /// Identity headers (PAI, RPID, P-Charge-Info, cpc/oli, verstat, Identity) count only when
     /// true (RFC 3325 §8, STANDARDS.md 1.1).
@@ -66,9 +67,9 @@ impl Trunks {
         self.by_prefix
             .iter()
             .map(|(_, t)| t)
-            .find(|t| t.name == name)
+            .find(|t| *t.name == *name)
             .or(match &self.unknown {
-                UnknownSource::Untrusted(t) if t.name == name => Some(t),
+                UnknownSource::Untrusted(t) if *t.name == *name => Some(t),
                 _ => None,
             })
     }
@@ -77,7 +78,7 @@ impl Trunks {
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = Vec::new();
         for (_, t) in &self.by_prefix {
-            if !v.contains(&t.name.as_str()) {
+            if !v.contains(&&*t.name) {
                 v.push(&t.name);
             }
         }

@@ -23,13 +23,15 @@ pub fn facts(call_id: &str, ani: &str, dnis: &str) -> CallFacts {
         ani: PartyNumber::E164(n.clone()),
         ani_source: AniSource::Pai,
         ani_verified: true,
-        ani_candidates: vec![AniCandidate {
+        ani_candidates: [AniCandidate {
             source: AniSource::Pai,
             number: PartyNumber::E164(n.clone()),
             scheme: "tel",
             screened: None,
             privacy: None,
-        }],
+        }]
+        .into_iter()
+        .collect(),
         sources_disagree: false,
         presented: PartyNumber::E164(n),
         display_name: None,
@@ -41,7 +43,7 @@ pub fn facts(call_id: &str, ani: &str, dnis: &str) -> CallFacts {
         identity: Vec::new(),
         dnis: PartyNumber::E164(e164(dnis)),
         dnis_source: DnisSource::RequestUri,
-        dnis_candidates: Vec::new(),
+        dnis_candidates: Default::default(),
         emergency: false,
         ani_info: Some(NumberInfo {
             valid: true,
