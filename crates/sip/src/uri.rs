@@ -44,6 +44,9 @@ pub struct Uri<'a> {
     pub params: &'a str,
     /// URI headers, raw, after `?` (or empty).
     pub headers: &'a str,
+    /// Whether the userinfo holds a `%` escape: without one the user is its own unescaped form
+    /// (the parser saw every byte; a second search for `%` per number would cost more).
+    escaped: bool,
 }
 
 impl<'a> Uri<'a> {
@@ -89,6 +92,9 @@ impl<'a> Uri<'a> {
 
     /// The user, %-unescaped.
     pub fn user_unescaped(&self) -> Option<Cow<'a, str>> {
+        if !self.escaped {
+            return self.user.map(Cow::Borrowed);
+        }
         self.user.map(unescape)
     }
 
@@ -149,6 +155,7 @@ impl<'a> TelParams<'a> {
 fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
     let b = rest.as_bytes();
     let mut i = 0;
+    let mut escaped = false;
     while let Some(&c) = b.get(i) {
         if c == b';' {
             break;
@@ -156,6 +163,7 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
         if !(c.is_ascii_alphanumeric() || b"+-.()*#%".contains(&c)) {
             return Err(UriError::Malformed);
         }
+        escaped |= c == b'%';
         i += 1;
     }
     if i == 0 || scan_params(b, i)? != b.len() {
@@ -169,6 +177,7 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
         port: None,
         params: "",
         headers: "",
+        escaped,
     })
 }
 
@@ -185,6 +194,7 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
     // cannot be in a userinfo before any '@' means there is none (and a later '@' makes the URI
     // malformed either way: it fails the host, parameter or header check below).
     let (mut i, mut colon, mut semi, mut password_ok) = (0, None, None, true);
+    let mut escaped = false;
     let at = loop {
         // Most bytes need no second look: a user part's (before any ':'), a password's after.
         let plain = if colon.is_some() {
@@ -201,6 +211,7 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
                 if !hex2(b, i + 1) {
                     return Err(UriError::Malformed);
                 }
+                escaped = true;
                 i += 3;
                 continue;
             }
@@ -289,6 +300,7 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
         port,
         params,
         headers,
+        escaped,
     })
 }
 
@@ -663,5 +675,32 @@ mod tests {
                 },
             )
             .expect("tel_params matches the single lookups");
+    }
+
+    /// The unescaped user without a second search for `%` ([`Uri::escaped`]) is what
+    /// [`unescape`] makes of the user, for sip and tel URIs with escapes anywhere in the
+    /// userinfo (user, user parameters, password) or none.
+    #[test]
+    fn user_unescaped_agrees_with_unescape() {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "1", "+", "%2B", "%2b", "%41", "a", "-", ".", ";cpc=x", ";p=%3B", ":pw", ":p%41",
+        ]);
+        let user = prop::collection::vec(piece, 1..6).prop_map(|p| p.concat());
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&(user, any::<bool>()), |(user, tel)| {
+                let text = if tel {
+                    format!("tel:{}", user.replace([':', ';'], ""))
+                } else {
+                    format!("sip:{user}@h.example")
+                };
+                // Generated passwords and parameters can make a URI malformed: skip those.
+                if let Ok(u) = Uri::parse(&text) {
+                    prop_assert_eq!(u.user_unescaped(), u.user.map(unescape));
+                }
+                Ok(())
+            })
+            .expect("user_unescaped matches unescape");
     }
 }
