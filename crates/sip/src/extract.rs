@@ -192,7 +192,10 @@ fn rpid_params(params: &str) -> [Option<&str>; 3] {
             _ => continue,
         };
         if let Some(slot @ None) = out.get_mut(i) {
-            *slot = Some(hdr::trim_lws(v).trim_matches('"'));
+            let v = hdr::trim_lws(v);
+            // Quoted values are rare: a check of both ends before the general trim.
+            let quoted = v.starts_with('"') || v.ends_with('"');
+            *slot = Some(if quoted { v.trim_matches('"') } else { v });
         }
     }
     out
