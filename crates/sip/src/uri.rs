@@ -649,6 +649,28 @@ mod tests {
         assert_eq!(u.port, Some(5070));
     }
 
+    /// Schemes are case-insensitive (RFC 3261 §19.1.4), whether the first bytes or the search
+    /// for the colon find them; near-misses are other schemes or malformed.
+    #[test]
+    fn scheme_case_and_near_misses() {
+        for (text, scheme) in [
+            ("SIP:a@h", Scheme::Sip),
+            ("sIp:a@h", Scheme::Sip),
+            ("Sips:a@h", Scheme::Sips),
+            ("SIPS:a@h", Scheme::Sips),
+            ("TEL:+1555", Scheme::Tel),
+            ("tEl:+1555", Scheme::Tel),
+        ] {
+            assert_eq!(Uri::parse(text).map(|u| u.scheme), Ok(scheme), "{text}");
+        }
+        for text in ["sipx:a@h", "si:a", "tels:1", "s1p:a@h", "sip-x:a"] {
+            assert_eq!(Uri::parse(text), Err(UriError::UnsupportedScheme), "{text}");
+        }
+        for text in ["sip", "tel", "sips", ":a@h", "si p:a@h", ""] {
+            assert_eq!(Uri::parse(text), Err(UriError::Malformed), "{text}");
+        }
+    }
+
     #[test]
     fn rejects() {
         assert_eq!(Uri::parse("http://x"), Err(UriError::UnsupportedScheme));
