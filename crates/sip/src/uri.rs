@@ -127,12 +127,17 @@ impl<'a> Uri<'a> {
         if !self.user_params.is_empty() {
             out.scan(self.user_params, false);
         }
-        if !self.params.is_empty() {
+        if self.params.len() == USER_PHONE.len() && self.params.eq_ignore_ascii_case(USER_PHONE) {
+            // What nearly every carrier's sip URI carries, read without splitting.
+            out.user = self.params.get(6..);
+        } else if !self.params.is_empty() {
             out.scan(self.params, true);
         }
         out
     }
 }
+
+const USER_PHONE: &str = ";user=phone";
 
 /// What [`Uri::tel_params`] finds: each the first occurrence, values trimmed as
 /// [`Uri::tel_param`] gives them (`user` only from the URI parameters, as [`Uri::param`]).
@@ -701,7 +706,13 @@ mod tests {
             "rn",
             "x",
         ]);
-        let param = (name, prop::option::of("[a-z0-9+.-]{0,6}")).prop_map(|(n, v)| match v {
+        // `phone` and `PHONE` often: `;user=phone` alone has a fast path.
+        let value = prop_oneof![
+            Just("phone".to_owned()),
+            Just("PHONE".to_owned()),
+            "[a-z0-9+.-]{0,6}"
+        ];
+        let param = (name, prop::option::of(value)).prop_map(|(n, v)| match v {
             Some(v) => format!(";{n}={v}"),
             None => format!(";{n}"),
         });
