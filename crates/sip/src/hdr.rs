@@ -165,7 +165,10 @@ impl<'a> NameAddr<'a> {
         known: &[(&'a str, Option<Uri<'a>>)],
     ) -> Result<Self, ValueError> {
         let s = trim_lws(s);
-        let (display, rest) = if s.starts_with('"') {
+        // Identity headers start at the `<` as a rule: no display name to look for.
+        let (display, rest) = if s.starts_with('<') {
+            (None, s)
+        } else if s.starts_with('"') {
             let (d, rest) = quoted_string(s)?;
             let rest = trim_lws(rest);
             if !rest.starts_with('<') {
