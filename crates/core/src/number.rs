@@ -31,15 +31,18 @@ impl E164 {
     }
 
     fn from_digit_bytes(digits: &[u8]) -> Option<Self> {
-        if digits.is_empty()
-            || digits.len() > 15
-            || !digits.iter().all(u8::is_ascii_digit)
-            || digits.first() == Some(&b'0')
-        {
+        if digits.is_empty() || digits.len() > 15 || digits.first() == Some(&b'0') {
             return None;
         }
+        // Checked and copied in one loop: a check pass, then `copy_from_slice` of at most 15
+        // bytes, cost a second pass and two library calls (memset, memcpy) per number.
         let mut out = [0u8; 15];
-        out.get_mut(..digits.len())?.copy_from_slice(digits);
+        for (o, &d) in out.iter_mut().zip(digits) {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            *o = d;
+        }
         Some(Self {
             digits: out,
             len: u8::try_from(digits.len()).ok()?,
