@@ -140,7 +140,7 @@ fn pai_uris<'a>(
     msg: &Message<'a>,
     known: &Known<'a>,
     tel_params: &KnownParams<'a>,
-) -> impl Iterator<Item = (Uri<'a>, TelParams<'a>)> {
+) -> [Option<(Uri<'a>, TelParams<'a>)>; 2] {
     let mut tel = None;
     let mut sip = None;
     for v in msg.values(HeaderName::PAssertedIdentity) {
@@ -155,22 +155,32 @@ fn pai_uris<'a>(
         }
     }
     let with_params = |u: Uri<'a>| (u, tel_params.of(&u));
-    tel.map(with_params)
-        .into_iter()
-        .chain(sip.map(with_params).filter(|(u, p)| telephone_user(u, p)))
+    [
+        tel.map(with_params),
+        sip.map(with_params).filter(|(u, p)| telephone_user(u, p)),
+    ]
 }
 
 /// The tel parameters of the From and Request-URI URIs, read once: the URIs reused from them
 /// ([`NameAddr::parse_reusing`]) share their parameter slices, so a pointer comparison finds them.
-struct KnownParams<'a>([(Option<Uri<'a>>, TelParams<'a>); 2]);
+struct KnownParams<'a>([(&'a str, &'a str, TelParams<'a>); 2]);
 
 impl<'a> KnownParams<'a> {
+    /// Known by its `user_params` and `params` slices (`None`: nothing to reuse).
+    fn new(uris: [Option<&Uri<'a>>; 2]) -> Self {
+        // An empty slice no URI's parameters can be: it starts outside the message.
+        let entry = |u: Option<&Uri<'a>>| match u {
+            Some(u) => (u.user_params, u.params, u.tel_params()),
+            None => ("\0", "\0", TelParams::default()),
+        };
+        let [a, b] = uris;
+        Self([entry(a), entry(b)])
+    }
+
     fn of(&self, uri: &Uri<'a>) -> TelParams<'a> {
-        for (known, params) in &self.0 {
-            if known.is_some_and(|k| {
-                std::ptr::eq(k.params, uri.params) && std::ptr::eq(k.user_params, uri.user_params)
-            }) {
-                return *params;
+        for (user_params, params, known) in &self.0 {
+            if std::ptr::eq(*params, uri.params) && std::ptr::eq(*user_params, uri.user_params) {
+                return *known;
             }
         }
         uri.tel_params()
@@ -214,27 +224,21 @@ pub fn extract<'a>(
     let msg = &req.msg;
     let mut numbers = Numbers::new(plan, trunk);
     let from_uri = req.from.uri;
-    let from_params = from_uri.map(|u| u.tel_params()).unwrap_or_default();
-    let presented = from_uri.map_or(
-        PartyNumber::Withheld(tollgate_core::Withheld::Unavailable),
-        |u| numbers.number(&u, from_params.phone_context),
-    );
     let request_uri = match (req.msg.start, req.uri) {
         (StartLine::Request { uri: text, .. }, RequestUri::Uri(u)) => (text, Some(u)),
         _ => ("", None),
     };
+    let tel = KnownParams::new([from_uri.as_ref(), request_uri.1.as_ref()]);
+    let from_params = from_uri.map(|u| tel.of(&u)).unwrap_or_default();
+    let presented = from_uri.map_or(
+        PartyNumber::Withheld(tollgate_core::Withheld::Unavailable),
+        |u| numbers.number(&u, from_params.phone_context),
+    );
     let known: Known<'a> = [
         (req.from.uri_text, from_uri),
         (req.to.uri_text, req.to.uri),
         request_uri,
     ];
-    let tel = KnownParams([
-        (from_uri, from_params),
-        (
-            request_uri.1,
-            request_uri.1.map(|u| u.tel_params()).unwrap_or_default(),
-        ),
-    ]);
 
     // ANI II and verification status ride on the identity URIs; only a trusted trunk's count.
     // The first identity URI that has each, user part before URI parameters (`Uri::tel_param`).
@@ -256,15 +260,15 @@ pub fn extract<'a>(
     for source in precedence {
         match source {
             AniSource::Pai => {
-                for (uri, params) in pai_uris(msg, &known, &tel) {
+                for (uri, params) in pai_uris(msg, &known, &tel).iter().flatten() {
                     candidates.push(AniCandidate {
                         source: AniSource::Pai,
-                        number: numbers.number(&uri, params.phone_context),
+                        number: numbers.number(uri, params.phone_context),
                         scheme: uri.scheme.as_str(),
                         screened: None,
                         privacy: None,
                     });
-                    identity_uri(&params);
+                    identity_uri(params);
                 }
             }
             AniSource::Rpid => {
