@@ -127,7 +127,7 @@ impl<'a> Uri<'a> {
         if !self.user_params.is_empty() {
             out.scan(self.user_params, false);
         }
-        if self.params.len() == USER_PHONE.len() && self.params.eq_ignore_ascii_case(USER_PHONE) {
+        if is_user_phone(self.params) {
             // What nearly every carrier's sip URI carries, read without splitting.
             out.user = self.params.get(6..);
         } else if !self.params.is_empty() {
@@ -137,7 +137,23 @@ impl<'a> Uri<'a> {
     }
 }
 
-const USER_PHONE: &str = ";user=phone";
+/// Whether `params` is `;user=phone` in any letter case, as two overlapping eight-byte words:
+/// letters compared with their case bit set, `;` and `=` exactly.
+#[inline]
+fn is_user_phone(params: &str) -> bool {
+    const fn word(b: &[u8; 8]) -> u64 {
+        u64::from_le_bytes(*b)
+    }
+    match params.as_bytes() {
+        &[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10] => {
+            let head = word(&[b0, b1, b2, b3, b4, b5, b6, b7]);
+            let tail = word(&[b3, b4, b5, b6, b7, b8, b9, b10]);
+            head | word(&[0, 32, 32, 32, 32, 0, 32, 32]) == word(b";user=ph")
+                && tail | word(&[32, 32, 0, 32, 32, 32, 32, 32]) == word(b"er=phone")
+        }
+        _ => false,
+    }
+}
 
 /// What [`Uri::tel_params`] finds: each the first occurrence, values trimmed as
 /// [`Uri::tel_param`] gives them (`user` only from the URI parameters, as [`Uri::param`]).
@@ -816,5 +832,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `is_user_phone` is a case-insensitive comparison with `;user=phone`: every letter in
+    /// either case, and every single-byte change of it, against `eq_ignore_ascii_case`.
+    #[test]
+    fn user_phone_word_compare() {
+        const TEXT: &[u8; 11] = b";user=phone";
+        for case in 0u32..(1 << 11) {
+            let mut b = *TEXT;
+            for (i, c) in b.iter_mut().enumerate() {
+                if case & (1 << i) != 0 {
+                    *c = c.to_ascii_uppercase();
+                }
+            }
+            let s = std::str::from_utf8(&b).expect("ASCII");
+            assert!(is_user_phone(s), "{s}");
+        }
+        for i in 0..TEXT.len() {
+            for v in 0u8..128 {
+                let mut b = *TEXT;
+                if let Some(c) = b.get_mut(i) {
+                    *c = v;
+                }
+                let s = std::str::from_utf8(&b).expect("ASCII");
+                assert_eq!(
+                    is_user_phone(s),
+                    s.eq_ignore_ascii_case(";user=phone"),
+                    "{s:?}"
+                );
+            }
+        }
+        assert!(!is_user_phone(";user=phon"));
+        assert!(!is_user_phone(";user=phonex"));
     }
 }
