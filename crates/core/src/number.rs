@@ -49,6 +49,19 @@ impl E164 {
         })
     }
 
+    /// [`Self::from_digit_bytes`] for bytes known to be ASCII digits.
+    fn from_ascii_digits(digits: &[u8]) -> Option<Self> {
+        if digits.is_empty() || digits.len() > 15 || digits.first() == Some(&b'0') {
+            return None;
+        }
+        let mut out = [0u8; 15];
+        out.get_mut(..digits.len())?.copy_from_slice(digits);
+        Some(Self {
+            digits: out,
+            len: u8::try_from(digits.len()).ok()?,
+        })
+    }
+
     /// The digits as bytes: [`Self::digits`] without the UTF-8 check.
     pub fn digit_bytes(&self) -> &[u8] {
         self.digits.get(..usize::from(self.len)).unwrap_or_default()
@@ -346,10 +359,13 @@ impl NumberPlan {
         None
     }
 
+    /// `digits` are ASCII digits already (every caller has checked them, the join below too):
+    /// not checked a second time.
     fn global(&self, digits: &[u8]) -> Option<PartyNumber> {
+        debug_assert!(digits.iter().all(u8::is_ascii_digit));
         self.calling_code_len(digits)?;
         (digits.len() >= 7).then_some(())?;
-        E164::from_digit_bytes(digits).map(PartyNumber::E164)
+        E164::from_ascii_digits(digits).map(PartyNumber::E164)
     }
 
     /// [`Self::global`] of `head` then `tail`, joined on the stack: longer than 15 digits is
@@ -358,6 +374,10 @@ impl NumberPlan {
         let mut buf = [0u8; 15];
         let mut len = 0;
         for b in head.chain(tail.iter().copied()) {
+            // The head is a region's country code, from configuration: checked here.
+            if !b.is_ascii_digit() {
+                return None;
+            }
             *buf.get_mut(len)? = b;
             len += 1;
         }
