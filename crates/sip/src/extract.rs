@@ -143,15 +143,18 @@ fn pai_uris<'a>(
 ) -> [Option<(Uri<'a>, TelParams<'a>)>; 2] {
     let mut tel = None;
     let mut sip = None;
-    for v in msg.values(HeaderName::PAssertedIdentity) {
-        let Ok(na) = NameAddr::parse_reusing(v, known) else {
-            continue;
-        };
-        let Some(uri) = na.uri else { continue };
-        match uri.scheme {
-            Scheme::Tel if tel.is_none() => tel = Some(uri),
-            Scheme::Sip | Scheme::Sips if sip.is_none() => sip = Some(uri),
-            _ => {}
+    // Lines, then the values of each: nested loops cost less than `values`' flattening iterator.
+    for line in msg.lines(HeaderName::PAssertedIdentity) {
+        for v in hdr::split_list(line) {
+            let Ok(na) = NameAddr::parse_reusing(v, known) else {
+                continue;
+            };
+            let Some(uri) = na.uri else { continue };
+            match uri.scheme {
+                Scheme::Tel if tel.is_none() => tel = Some(uri),
+                Scheme::Sip | Scheme::Sips if sip.is_none() => sip = Some(uri),
+                _ => {}
+            }
         }
     }
     let with_params = |u: Uri<'a>| (u, tel_params.of(&u));
@@ -272,25 +275,27 @@ pub fn extract<'a>(
                 }
             }
             AniSource::Rpid => {
-                for v in msg.values(HeaderName::RemotePartyId) {
-                    let Ok(na) = NameAddr::parse_reusing(v, &known) else {
-                        continue;
-                    };
-                    let [party, screen, privacy] = rpid_params(na.params);
-                    let calling = party.is_none_or(|p| p.eq_ignore_ascii_case("calling"));
-                    let Some(uri) = na.uri.filter(|_| calling) else {
-                        continue;
-                    };
-                    let params = tel.of(&uri);
-                    candidates.push(AniCandidate {
-                        source: AniSource::Rpid,
-                        number: numbers.number(&uri, params.phone_context),
-                        scheme: uri.scheme.as_str(),
-                        screened: screen.map(|s| s.eq_ignore_ascii_case("yes")),
-                        privacy: privacy.map(CompactString::from),
-                    });
-                    identity_uri(&params);
-                    break;
+                'rpid: for line in msg.lines(HeaderName::RemotePartyId) {
+                    for v in hdr::split_list(line) {
+                        let Ok(na) = NameAddr::parse_reusing(v, &known) else {
+                            continue;
+                        };
+                        let [party, screen, privacy] = rpid_params(na.params);
+                        let calling = party.is_none_or(|p| p.eq_ignore_ascii_case("calling"));
+                        let Some(uri) = na.uri.filter(|_| calling) else {
+                            continue;
+                        };
+                        let params = tel.of(&uri);
+                        candidates.push(AniCandidate {
+                            source: AniSource::Rpid,
+                            number: numbers.number(&uri, params.phone_context),
+                            scheme: uri.scheme.as_str(),
+                            screened: screen.map(|s| s.eq_ignore_ascii_case("yes")),
+                            privacy: privacy.map(CompactString::from),
+                        });
+                        identity_uri(&params);
+                        break 'rpid;
+                    }
                 }
             }
             AniSource::From => {
@@ -373,13 +378,16 @@ pub fn extract<'a>(
                 }
             },
             // The bottom-most Diversion is the originally dialed number (RFC 5806 §9.3).
-            DnisSource::Diversion => msg
-                .values(HeaderName::Diversion)
-                .last()
-                .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
+            DnisSource::Diversion => {
+                let mut last = None;
+                for line in msg.lines(HeaderName::Diversion) {
+                    last = hdr::split_list(line).last().or(last);
+                }
+                last.and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri)
+            }
             DnisSource::HistoryInfo => msg
-                .values(HeaderName::HistoryInfo)
-                .next()
+                .lines(HeaderName::HistoryInfo)
+                .find_map(|line| hdr::split_list(line).next())
                 .and_then(|v| NameAddr::parse_reusing(v, &known).ok()?.uri),
             DnisSource::To => req.to.uri,
             DnisSource::PCalledPartyId => msg
