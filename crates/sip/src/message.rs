@@ -404,6 +404,18 @@ pub fn frame(buf: &[u8]) -> Frame {
     }
 }
 
+/// `trim_lws(text[from..end])` for a header value: the one space after the colon that most
+/// lines have is stepped over first, so `trim_lws` finds nothing to trim and returns at once.
+#[inline(always)]
+fn header_value(text: &str, from: usize, end: usize) -> &str {
+    let from = if text.as_bytes().get(from) == Some(&b' ') {
+        from + 1
+    } else {
+        from
+    };
+    hdr::trim_lws(text.get(from..end).unwrap_or_default())
+}
+
 /// The header name of the line at `ls` whose first ':' is at `colon`: `(kind, name)`, or
 /// `None` unless the line starts with a token, then optional spaces and tabs, then the colon.
 #[inline(always)]
@@ -498,9 +510,7 @@ impl<'a> Message<'a> {
                                     headers.push(Header {
                                         name,
                                         raw_name,
-                                        value: hdr::trim_lws(
-                                            text.get(colon + 1..end).unwrap_or_default(),
-                                        ),
+                                        value: header_value(text, colon + 1, end),
                                     });
                                     present |= name.bit();
                                     open = Some(colon + 1);
@@ -1065,6 +1075,24 @@ X-Empty: \r\n\
             }
         }
         assert!(n >= 40, "only {n} RFC 4475 messages parsed");
+    }
+
+    /// `header_value` trims as `trim_lws` does, whatever whitespace follows the colon.
+    #[test]
+    fn header_value_trims_as_trim_lws() {
+        let parts = [
+            "", " ", "  ", "\t", " \t", "\r", " \n", "\r\n ", "x", "x y", "\u{e9}",
+        ];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let text = format!(":{a}{b}{c}\r\n");
+                    let end = text.len() - 2;
+                    let want = hdr::trim_lws(text.get(1..end).expect("value"));
+                    assert_eq!(header_value(&text, 1, end), want, "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
