@@ -111,23 +111,18 @@ impl HeaderName {
     }
 
     /// This name's bit in a set of header names.
-    fn bit(self) -> u32 {
+    const fn bit(self) -> u32 {
         1 << (self as u32)
     }
 
-    /// Headers that may appear once only (RFC 3261 §7.3.1, §20).
-    fn single(self) -> bool {
-        matches!(
-            self,
-            HeaderName::CallId
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CSeq
-                | HeaderName::MaxForwards
-                | HeaderName::ContentLength
-                | HeaderName::ContentType
-        )
-    }
+    /// Headers that may appear once only (RFC 3261 §7.3.1, §20), one bit each.
+    const SINGLE: u32 = HeaderName::CallId.bit()
+        | HeaderName::From.bit()
+        | HeaderName::To.bit()
+        | HeaderName::CSeq.bit()
+        | HeaderName::MaxForwards.bit()
+        | HeaderName::ContentLength.bit()
+        | HeaderName::ContentType.bit();
 
     /// Canonical name, for error reasons.
     pub fn as_str(self) -> &'static str {
@@ -799,30 +794,32 @@ impl<'a> Request<'a> {
                 reason: p.reason,
             });
         }
-        // One pass: which single-instance headers repeat, and the first of each kind read below.
-        let (mut seen, mut repeated) = (0u32, 0u32);
+        // One pass: which kinds repeat, and the first of each kind read below (with where the
+        // first Via and Contact are, so their later lines are looked for from there only).
+        let (mut seen, mut again) = (0u32, 0u32);
         let (mut via, mut call_id, mut cseq, mut from, mut to) = (None, None, None, None, None);
-        let (mut max_forwards, mut content_length, mut contact) = (None, None, false);
-        for h in &msg.headers {
+        let (mut max_forwards, mut content_length, mut contact) = (None, None, None);
+        let mut via_at = 0;
+        for (i, h) in msg.headers.iter().enumerate() {
             let bit = h.name.bit();
-            if h.name.single() {
-                repeated |= seen & bit;
-            }
-            if seen & bit == 0 {
-                match h.name {
-                    HeaderName::Via => via = Some(h.value),
-                    HeaderName::CallId => call_id = Some(h.value),
-                    HeaderName::CSeq => cseq = Some(h.value),
-                    HeaderName::From => from = Some(h.value),
-                    HeaderName::To => to = Some(h.value),
-                    HeaderName::MaxForwards => max_forwards = Some(h.value),
-                    HeaderName::ContentLength => content_length = Some(h.value),
-                    HeaderName::Contact => contact = true,
-                    _ => {}
-                }
+            if seen & bit != 0 {
+                again |= bit;
+                continue;
             }
             seen |= bit;
+            match h.name {
+                HeaderName::Via => (via, via_at) = (Some(h.value), i),
+                HeaderName::CallId => call_id = Some(h.value),
+                HeaderName::CSeq => cseq = Some(h.value),
+                HeaderName::From => from = Some(h.value),
+                HeaderName::To => to = Some(h.value),
+                HeaderName::MaxForwards => max_forwards = Some(h.value),
+                HeaderName::ContentLength => content_length = Some(h.value),
+                HeaderName::Contact => contact = Some(i),
+                _ => {}
+            }
         }
+        let repeated = again & HeaderName::SINGLE;
         if repeated != 0 {
             // Named after the first header line whose kind repeats.
             if let Some(h) = msg.headers.iter().find(|h| repeated & h.name.bit() != 0) {
@@ -855,10 +852,22 @@ impl<'a> Request<'a> {
             }
         }
         let via = via.ok_or_else(|| bad("Missing Via header"))?;
-        let via = Via::parse(hdr::split_list(via).next().unwrap_or_default())
+        // The top via-parm is kept; every other one (the rest of the first line, then the later
+        // Via lines) must parse too.
+        let mut first_line = hdr::split_list(via);
+        let via = Via::parse(first_line.next().unwrap_or_default())
             .map_err(|e| malformed(HeaderName::Via, e))?;
-        for v in msg.values(HeaderName::Via).skip(1) {
+        for v in first_line {
             Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
+        }
+        if again & HeaderName::Via.bit() != 0 {
+            for h in msg.headers.get(via_at + 1..).unwrap_or_default() {
+                if h.name == HeaderName::Via {
+                    for v in hdr::split_list(h.value) {
+                        Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
+                    }
+                }
+            }
         }
         let call_id = call_id.ok_or_else(|| bad("Missing Call-ID header"))?;
         if call_id.is_empty() || call_id.bytes().any(hdr::is_lws) {
@@ -876,10 +885,15 @@ impl<'a> Request<'a> {
         };
         let to = NameAddr::parse_reusing(to, &[(uri, ruri)])
             .map_err(|e| malformed(HeaderName::To, e))?;
-        if contact {
-            for c in msg.values(HeaderName::Contact) {
-                if c != "*" {
-                    NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+        if let Some(at) = contact {
+            for h in msg.headers.get(at..).unwrap_or_default() {
+                if h.name != HeaderName::Contact {
+                    continue;
+                }
+                for c in hdr::split_list(h.value) {
+                    if c != "*" {
+                        NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+                    }
                 }
             }
         }
