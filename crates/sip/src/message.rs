@@ -565,14 +565,19 @@ impl<'a> Message<'a> {
             if !hdr::is_token(method) {
                 return Err(Garbage::BadStatusLine);
             }
+            // The usual version holds no space, so only another needs the search for one.
+            let sip_2_0 = eq_lowercase(version.as_bytes(), b"sip/2.0");
             if uri.is_empty()
                 || version.is_empty()
-                || version.contains(' ')
-                // `b | 2` is '>' for '<' and '>' only.
-                || uri.bytes().any(|b| b == b'\t' || b | 2 == b'>')
+                || (!sip_2_0 && version.contains(' '))
+                // `b | 2` is '>' for '<' and '>' only. A fold over bytes rather than `any`:
+                // without an early exit the compiler tests many bytes at once.
+                || uri.bytes().fold(0u8, |bad, b| {
+                    bad | u8::from(b == b'\t') | u8::from(b | 2 == b'>')
+                }) != 0
             {
                 problem = Some(Problem::bad("Malformed Request-Line"));
-            } else if !version.eq_ignore_ascii_case("SIP/2.0") {
+            } else if !sip_2_0 {
                 problem = Some(if is_sip_version(version) {
                     Problem {
                         status: 505,
@@ -1089,6 +1094,47 @@ X-Empty: \r\n\
             }
         }
         assert!(n >= 40, "only {n} RFC 4475 messages parsed");
+    }
+
+    /// The Request-Line's checks: a tab or angle bracket anywhere in a URI of any length, and
+    /// versions other than SIP/2.0 (in any case) with and without spaces.
+    #[test]
+    fn request_line_problems() {
+        let problem = |line: &str| {
+            let raw = format!("{line}\r\n\r\n");
+            let m = Message::parse(raw.as_bytes()).expect("split");
+            m.problem.map(|p| (p.status, p.reason))
+        };
+        for len in 1..80 {
+            let uri = "s".repeat(len);
+            assert_eq!(problem(&format!("OPTIONS {uri} SIP/2.0")), None);
+            assert_eq!(problem(&format!("OPTIONS {uri} sip/2.0")), None);
+            for bad in ['\t', '<', '>'] {
+                for at in 0..len {
+                    let mut u = uri.clone();
+                    u.replace_range(at..=at, &bad.to_string());
+                    assert_eq!(
+                        problem(&format!("OPTIONS {u} SIP/2.0")),
+                        Some((400, "Malformed Request-Line".into())),
+                        "{u:?}"
+                    );
+                }
+            }
+            // '=' and '?' differ from '<' and '>' by the bit `| 2` ignores: not bad.
+            assert_eq!(problem(&format!("OPTIONS {uri}=? SIP/2.0")), None);
+        }
+        assert_eq!(
+            problem("OPTIONS sip:x SIP/2.0 x"),
+            Some((400, "Malformed Request-Line".into()))
+        );
+        assert_eq!(
+            problem("OPTIONS sip:x SIP/3.0"),
+            Some((505, "Version Not Supported".into()))
+        );
+        assert_eq!(
+            problem("OPTIONS sip:x SIP/2.0x"),
+            Some((400, "Malformed SIP-Version".into()))
+        );
     }
 
     /// `header_value` trims as `trim_lws` does, whatever whitespace follows the colon.
