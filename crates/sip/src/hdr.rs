@@ -318,7 +318,7 @@ impl<'a> Via<'a> {
         let params = uri::pos(rest, b';').map_or("", |i| rest.get(i..).unwrap_or_default());
         let raw = trim_lws(rest.get(..rest.len() - params.len()).unwrap_or_default());
         // LWS is allowed around the ':' of sent-by.
-        let (host, port) = if raw.bytes().any(is_lws) {
+        let (host, port) = if crate::scan::any_lws(raw.as_bytes()) {
             let hostport: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let (host_tmp, port) =
                 uri::split_hostport(&hostport).map_err(|_| ValueError::Malformed)?;

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use crate::hdr::{self, CSeq, NameAddr, ValueError, Via};
-use crate::scan::{find_byte, find_either, find_from, HI};
+use crate::scan::{self, find_byte, find_either, find_from, HI};
 use crate::uri::{split_once_b, Uri, UriError};
 
 /// Largest message accepted on any transport.
@@ -875,7 +875,7 @@ impl<'a> Request<'a> {
             }
         }
         let call_id = call_id.ok_or_else(|| bad("Missing Call-ID header"))?;
-        if call_id.is_empty() || call_id.bytes().any(hdr::is_lws) {
+        if call_id.is_empty() || scan::any_lws(call_id.as_bytes()) {
             return Err(bad("Malformed Call-ID header"));
         }
         let cseq = cseq.ok_or_else(|| bad("Missing CSeq header"))?;
