@@ -321,7 +321,7 @@ impl<'a> Via<'a> {
         let params = uri::pos(rest, b';').map_or("", |i| rest.get(i..).unwrap_or_default());
         let raw = trim_lws(rest.get(..rest.len() - params.len()).unwrap_or_default());
         // LWS is allowed around the ':' of sent-by.
-        let (host, port) = if raw.bytes().any(is_lws) {
+        let (host, port) = if crate::scan::any_lws(raw.as_bytes()) {
             let hostport: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let (host_tmp, port) =
                 uri::split_hostport(&hostport).map_err(|_| ValueError::Malformed)?;
@@ -363,19 +363,24 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     pub fn parse(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
-        let end = s
-            .bytes()
-            .position(|c| !c.is_ascii_digit())
-            .ok_or(ValueError::Malformed)?;
-        let (num, method) = s.split_at(end);
-        if num.is_empty() || !method.bytes().next().is_some_and(is_lws) {
+        let b = s.as_bytes();
+        // The number is read as its digits are found, in one pass, held at 2^32 once past u32
+        // (out of range, as `parse::<u32>` says, but only reported after the checks below).
+        const PAST: u64 = 1 << 32;
+        let (mut end, mut seq) = (0, 0u64);
+        while let Some(&c) = b.get(end).filter(|c| c.is_ascii_digit()) {
+            seq = (seq * 10 + u64::from(c - b'0')).min(PAST);
+            end += 1;
+        }
+        // Digits, then LWS, then the method.
+        if end == 0 || !b.get(end).is_some_and(|&c| is_lws(c)) {
             return Err(ValueError::Malformed);
         }
-        let method = trim_lws(method);
+        let method = trim_lws(s.get(end..).unwrap_or_default());
         if !is_token(method) {
             return Err(ValueError::Malformed);
         }
-        let seq = num.parse::<u32>().map_err(|_| ValueError::Range)?;
+        let seq = u32::try_from(seq).map_err(|_| ValueError::Range)?;
         Ok(Self { seq, method })
     }
 }
@@ -477,6 +482,17 @@ mod tests {
             Err(ValueError::Range)
         );
         assert_eq!(CSeq::parse("1INVITE"), Err(ValueError::Malformed));
+        assert_eq!(CSeq::parse("4294967295 A").expect("max").seq, u32::MAX);
+        assert_eq!(CSeq::parse("4294967296 A"), Err(ValueError::Range));
+        assert_eq!(
+            CSeq::parse("00000000000000000000001 A").expect("zeros").seq,
+            1
+        );
+        // A malformed method wins over a number out of range, as before.
+        assert_eq!(CSeq::parse("4294967296 A@"), Err(ValueError::Malformed));
+        for bad in ["", " ", "12", "12 ", "x1 A", "1\u{e9} A", "1 \u{e9}"] {
+            assert_eq!(CSeq::parse(bad), Err(ValueError::Malformed), "{bad:?}");
+        }
         assert_eq!(bounded_number("0070", 255), Ok(70));
         assert_eq!(bounded_number("300", 255), Err(ValueError::Range));
         assert_eq!(bounded_number("-1", 255), Err(ValueError::Malformed));

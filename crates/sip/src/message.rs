@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use crate::hdr::{self, CSeq, NameAddr, ValueError, Via};
-use crate::scan::{find_byte, find_either, find_from, HI};
+use crate::scan::{self, find_byte, find_either, find_from, HI};
 use crate::uri::{split_once_b, Uri, UriError};
 
 /// Largest message accepted on any transport.
@@ -111,23 +111,18 @@ impl HeaderName {
     }
 
     /// This name's bit in a set of header names.
-    fn bit(self) -> u32 {
+    const fn bit(self) -> u32 {
         1 << (self as u32)
     }
 
-    /// Headers that may appear once only (RFC 3261 §7.3.1, §20).
-    fn single(self) -> bool {
-        matches!(
-            self,
-            HeaderName::CallId
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CSeq
-                | HeaderName::MaxForwards
-                | HeaderName::ContentLength
-                | HeaderName::ContentType
-        )
-    }
+    /// Headers that may appear once only (RFC 3261 §7.3.1, §20), one bit each.
+    const SINGLE: u32 = HeaderName::CallId.bit()
+        | HeaderName::From.bit()
+        | HeaderName::To.bit()
+        | HeaderName::CSeq.bit()
+        | HeaderName::MaxForwards.bit()
+        | HeaderName::ContentLength.bit()
+        | HeaderName::ContentType.bit();
 
     /// Canonical name, for error reasons.
     pub fn as_str(self) -> &'static str {
@@ -404,6 +399,18 @@ pub fn frame(buf: &[u8]) -> Frame {
     }
 }
 
+/// `trim_lws(text[from..end])` for a header value: the one space after the colon that most
+/// lines have is stepped over first, so `trim_lws` finds nothing to trim and returns at once.
+#[inline(always)]
+fn header_value(text: &str, from: usize, end: usize) -> &str {
+    let from = if text.as_bytes().get(from) == Some(&b' ') {
+        from + 1
+    } else {
+        from
+    };
+    hdr::trim_lws(text.get(from..end).unwrap_or_default())
+}
+
 /// The header name of the line at `ls` whose first ':' is at `colon`: `(kind, name)`, or
 /// `None` unless the line starts with a token, then optional spaces and tabs, then the colon.
 #[inline(always)]
@@ -498,9 +505,7 @@ impl<'a> Message<'a> {
                                     headers.push(Header {
                                         name,
                                         raw_name,
-                                        value: hdr::trim_lws(
-                                            text.get(colon + 1..end).unwrap_or_default(),
-                                        ),
+                                        value: header_value(text, colon + 1, end),
                                     });
                                     present |= name.bit();
                                     open = Some(colon + 1);
@@ -560,14 +565,19 @@ impl<'a> Message<'a> {
             if !hdr::is_token(method) {
                 return Err(Garbage::BadStatusLine);
             }
+            // The usual version holds no space, so only another needs the search for one.
+            let sip_2_0 = eq_lowercase(version.as_bytes(), b"sip/2.0");
             if uri.is_empty()
                 || version.is_empty()
-                || version.contains(' ')
-                // `b | 2` is '>' for '<' and '>' only.
-                || uri.bytes().any(|b| b == b'\t' || b | 2 == b'>')
+                || (!sip_2_0 && version.contains(' '))
+                // `b | 2` is '>' for '<' and '>' only. A fold over bytes rather than `any`:
+                // without an early exit the compiler tests many bytes at once.
+                || uri.bytes().fold(0u8, |bad, b| {
+                    bad | u8::from(b == b'\t') | u8::from(b | 2 == b'>')
+                }) != 0
             {
                 problem = Some(Problem::bad("Malformed Request-Line"));
-            } else if !version.eq_ignore_ascii_case("SIP/2.0") {
+            } else if !sip_2_0 {
                 problem = Some(if is_sip_version(version) {
                     Problem {
                         status: 505,
@@ -789,30 +799,32 @@ impl<'a> Request<'a> {
                 reason: p.reason,
             });
         }
-        // One pass: which single-instance headers repeat, and the first of each kind read below.
-        let (mut seen, mut repeated) = (0u32, 0u32);
+        // One pass: which kinds repeat, and the first of each kind read below (with where the
+        // first Via and Contact are, so their later lines are looked for from there only).
+        let (mut seen, mut again) = (0u32, 0u32);
         let (mut via, mut call_id, mut cseq, mut from, mut to) = (None, None, None, None, None);
-        let (mut max_forwards, mut content_length, mut contact) = (None, None, false);
-        for h in &msg.headers {
+        let (mut max_forwards, mut content_length, mut contact) = (None, None, None);
+        let mut via_at = 0;
+        for (i, h) in msg.headers.iter().enumerate() {
             let bit = h.name.bit();
-            if h.name.single() {
-                repeated |= seen & bit;
-            }
-            if seen & bit == 0 {
-                match h.name {
-                    HeaderName::Via => via = Some(h.value),
-                    HeaderName::CallId => call_id = Some(h.value),
-                    HeaderName::CSeq => cseq = Some(h.value),
-                    HeaderName::From => from = Some(h.value),
-                    HeaderName::To => to = Some(h.value),
-                    HeaderName::MaxForwards => max_forwards = Some(h.value),
-                    HeaderName::ContentLength => content_length = Some(h.value),
-                    HeaderName::Contact => contact = true,
-                    _ => {}
-                }
+            if seen & bit != 0 {
+                again |= bit;
+                continue;
             }
             seen |= bit;
+            match h.name {
+                HeaderName::Via => (via, via_at) = (Some(h.value), i),
+                HeaderName::CallId => call_id = Some(h.value),
+                HeaderName::CSeq => cseq = Some(h.value),
+                HeaderName::From => from = Some(h.value),
+                HeaderName::To => to = Some(h.value),
+                HeaderName::MaxForwards => max_forwards = Some(h.value),
+                HeaderName::ContentLength => content_length = Some(h.value),
+                HeaderName::Contact => contact = Some(i),
+                _ => {}
+            }
         }
+        let repeated = again & HeaderName::SINGLE;
         if repeated != 0 {
             // Named after the first header line whose kind repeats.
             if let Some(h) = msg.headers.iter().find(|h| repeated & h.name.bit() != 0) {
@@ -845,13 +857,25 @@ impl<'a> Request<'a> {
             }
         }
         let via = via.ok_or_else(|| bad("Missing Via header"))?;
-        let via = Via::parse(hdr::split_list(via).next().unwrap_or_default())
+        // The top via-parm is kept; every other one (the rest of the first line, then the later
+        // Via lines) must parse too.
+        let mut first_line = hdr::split_list(via);
+        let via = Via::parse(first_line.next().unwrap_or_default())
             .map_err(|e| malformed(HeaderName::Via, e))?;
-        for v in msg.values(HeaderName::Via).skip(1) {
+        for v in first_line {
             Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
         }
+        if again & HeaderName::Via.bit() != 0 {
+            for h in msg.headers.get(via_at + 1..).unwrap_or_default() {
+                if h.name == HeaderName::Via {
+                    for v in hdr::split_list(h.value) {
+                        Via::parse(v).map_err(|e| malformed(HeaderName::Via, e))?;
+                    }
+                }
+            }
+        }
         let call_id = call_id.ok_or_else(|| bad("Missing Call-ID header"))?;
-        if call_id.is_empty() || call_id.bytes().any(hdr::is_lws) {
+        if call_id.is_empty() || scan::any_lws(call_id.as_bytes()) {
             return Err(bad("Malformed Call-ID header"));
         }
         let cseq = cseq.ok_or_else(|| bad("Missing CSeq header"))?;
@@ -866,10 +890,15 @@ impl<'a> Request<'a> {
         };
         let to = NameAddr::parse_reusing(to, &[(uri, ruri)])
             .map_err(|e| malformed(HeaderName::To, e))?;
-        if contact {
-            for c in msg.values(HeaderName::Contact) {
-                if c != "*" {
-                    NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+        if let Some(at) = contact {
+            for h in msg.headers.get(at..).unwrap_or_default() {
+                if h.name != HeaderName::Contact {
+                    continue;
+                }
+                for c in hdr::split_list(h.value) {
+                    if c != "*" {
+                        NameAddr::parse(c).map_err(|e| malformed(HeaderName::Contact, e))?;
+                    }
                 }
             }
         }
@@ -1065,6 +1094,65 @@ X-Empty: \r\n\
             }
         }
         assert!(n >= 40, "only {n} RFC 4475 messages parsed");
+    }
+
+    /// The Request-Line's checks: a tab or angle bracket anywhere in a URI of any length, and
+    /// versions other than SIP/2.0 (in any case) with and without spaces.
+    #[test]
+    fn request_line_problems() {
+        let problem = |line: &str| {
+            let raw = format!("{line}\r\n\r\n");
+            let m = Message::parse(raw.as_bytes()).expect("split");
+            m.problem.map(|p| (p.status, p.reason))
+        };
+        for len in 1..80 {
+            let uri = "s".repeat(len);
+            assert_eq!(problem(&format!("OPTIONS {uri} SIP/2.0")), None);
+            assert_eq!(problem(&format!("OPTIONS {uri} sip/2.0")), None);
+            for bad in ['\t', '<', '>'] {
+                for at in 0..len {
+                    let mut u = uri.clone();
+                    u.replace_range(at..=at, &bad.to_string());
+                    assert_eq!(
+                        problem(&format!("OPTIONS {u} SIP/2.0")),
+                        Some((400, "Malformed Request-Line".into())),
+                        "{u:?}"
+                    );
+                }
+            }
+            // '=' and '?' differ from '<' and '>' by the bit `| 2` ignores: not bad.
+            assert_eq!(problem(&format!("OPTIONS {uri}=? SIP/2.0")), None);
+        }
+        assert_eq!(
+            problem("OPTIONS sip:x SIP/2.0 x"),
+            Some((400, "Malformed Request-Line".into()))
+        );
+        assert_eq!(
+            problem("OPTIONS sip:x SIP/3.0"),
+            Some((505, "Version Not Supported".into()))
+        );
+        assert_eq!(
+            problem("OPTIONS sip:x SIP/2.0x"),
+            Some((400, "Malformed SIP-Version".into()))
+        );
+    }
+
+    /// `header_value` trims as `trim_lws` does, whatever whitespace follows the colon.
+    #[test]
+    fn header_value_trims_as_trim_lws() {
+        let parts = [
+            "", " ", "  ", "\t", " \t", "\r", " \n", "\r\n ", "x", "x y", "\u{e9}",
+        ];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let text = format!(":{a}{b}{c}\r\n");
+                    let end = text.len() - 2;
+                    let want = hdr::trim_lws(text.get(1..end).expect("value"));
+                    assert_eq!(header_value(&text, 1, end), want, "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -93,9 +93,40 @@ pub(crate) fn find_either(hay: &[u8], from: usize, a: u8, b: u8) -> Option<usize
     tail.iter().position(|&c| c == a || c == b).map(|k| i + k)
 }
 
+/// `b.iter().any(is_lws)` (space, tab, CR or LF), eight bytes at a time: a word with no byte
+/// below 0x21 holds none of them, and only a word that has one is looked at byte by byte.
+#[inline]
+pub(crate) fn any_lws(b: &[u8]) -> bool {
+    let is_lws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let (words, tail) = b.as_chunks::<8>();
+    words.iter().any(|w| {
+        let x = u64::from_le_bytes(*w);
+        // High bit set in some byte exactly when a byte is below 0x21 (a borrow can only carry
+        // from such a byte), so a clear result rules the word out.
+        x.wrapping_sub(LO * 0x21) & !x & HI != 0 && w.iter().any(|&c| is_lws(c))
+    }) || tail.iter().any(|&c| is_lws(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `any_lws` against a plain test: each byte value at every offset of short strings.
+    #[test]
+    fn any_lws_agrees_with_a_plain_test() {
+        let plain = |b: &[u8]| b.iter().any(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'));
+        for len in 0..20 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    if let Some(x) = b.get_mut(at) {
+                        *x = c;
+                    }
+                    assert_eq!(any_lws(&b), plain(&b), "{b:?}");
+                }
+            }
+        }
+    }
 
     /// Every position, every length around the word boundaries, against a plain search.
     #[test]
