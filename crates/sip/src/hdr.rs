@@ -160,6 +160,7 @@ impl<'a> NameAddr<'a> {
     /// [`Self::parse`], taking the URI from `known` when its text is there: a carrier repeats
     /// the caller's URI in From, P-Asserted-Identity and Remote-Party-ID, and the dialed one in
     /// the Request-URI and To, so each is parsed once per call.
+    #[inline]
     pub fn parse_reusing(
         s: &'a str,
         known: &[(&'a str, Option<Uri<'a>>)],
