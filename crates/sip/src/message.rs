@@ -315,6 +315,13 @@ fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// The first ':' or CR at or after `from`, by [`find_either`] with constants (not inlined, as
+/// [`find_crlf`] is not).
+#[inline(never)]
+fn find_colon_or_cr(b: &[u8], from: usize) -> Option<usize> {
+    find_either(b, from, b':', b'\r')
+}
+
 fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
     let mut at = 0;
     loop {
@@ -496,8 +503,7 @@ impl<'a> Message<'a> {
                         open = None;
                         // The first ':' or CR: names hold neither, and a CR stops the search at
                         // the line's end.
-                        let colon =
-                            find_either(tb, ls, b':', b'\r').filter(|&c| tb.get(c) == Some(&b':'));
+                        let colon = find_colon_or_cr(tb, ls).filter(|&c| tb.get(c) == Some(&b':'));
                         match colon.and_then(|c| Some((header_name(text, ls, c)?, c))) {
                             Some(((name, raw_name), colon)) => {
                                 let end = find_crlf(tb, colon + 1);
