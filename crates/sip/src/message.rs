@@ -423,7 +423,11 @@ fn header_value(text: &str, from: usize, end: usize) -> &str {
 #[inline(always)]
 fn header_name(text: &str, ls: usize, colon: usize) -> Option<(HeaderName, &str)> {
     let before = text.as_bytes().get(ls..colon)?;
-    let len = before.iter().rposition(|&c| c != b' ' && c != b'\t')? + 1;
+    // Most names end right at the colon: only a space or tab there needs the scan back.
+    let len = match before.last() {
+        Some(&c) if c != b' ' && c != b'\t' => before.len(),
+        _ => before.iter().rposition(|&c| c != b' ' && c != b'\t')? + 1,
+    };
     let name = text.get(ls..ls + len)?;
     let kind = HeaderName::lookup(name.as_bytes());
     // A known name matched letter for letter, so only an unknown one needs the token check.
@@ -1141,6 +1145,26 @@ X-Empty: \r\n\
             problem("OPTIONS sip:x SIP/2.0x"),
             Some((400, "Malformed SIP-Version".into()))
         );
+    }
+
+    /// A name ends before any spaces and tabs ahead of its colon, known or not.
+    #[test]
+    fn header_names_end_before_the_colon_and_whitespace() {
+        for name in ["Via", "v", "X-Custom", "P-Asserted-Identity", "a.b"] {
+            for gap in ["", " ", "\t", " \t ", "\t\t"] {
+                let raw = format!("OPTIONS sip:x SIP/2.0\r\n{name}{gap}: 1\r\n\r\n");
+                let m = Message::parse(raw.as_bytes()).expect("split");
+                assert!(m.problem.is_none(), "{raw:?}");
+                let h = m.headers.first().expect("one header");
+                assert_eq!((h.raw_name, h.value), (name, "1"));
+                assert_eq!(h.name, HeaderName::from_name(name));
+            }
+        }
+        // Whitespace alone is no name.
+        let m = Message::parse(b"OPTIONS sip:x SIP/2.0\r\nX \t:1\r\n\t:2\r\n\r\n").expect("split");
+        assert_eq!(m.headers.len(), 1);
+        let m = Message::parse(b"OPTIONS sip:x SIP/2.0\r\n :1\r\n\r\n").expect("split");
+        assert!(m.problem.is_some());
     }
 
     /// `header_value` trims as `trim_lws` does, whatever whitespace follows the colon.
