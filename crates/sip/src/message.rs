@@ -315,6 +315,13 @@ fn find_crlf(b: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// The first ':' or CR at or after `from`, by [`find_either`] with constants (not inlined, as
+/// [`find_crlf`] is not).
+#[inline(never)]
+fn find_colon_or_cr(b: &[u8], from: usize) -> Option<usize> {
+    find_either(b, from, b':', b'\r')
+}
+
 fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
     let mut at = 0;
     loop {
@@ -416,7 +423,11 @@ fn header_value(text: &str, from: usize, end: usize) -> &str {
 #[inline(always)]
 fn header_name(text: &str, ls: usize, colon: usize) -> Option<(HeaderName, &str)> {
     let before = text.as_bytes().get(ls..colon)?;
-    let len = before.iter().rposition(|&c| c != b' ' && c != b'\t')? + 1;
+    // Most names end right at the colon: only a space or tab there needs the scan back.
+    let len = match before.last() {
+        Some(&c) if c != b' ' && c != b'\t' => before.len(),
+        _ => before.iter().rposition(|&c| c != b' ' && c != b'\t')? + 1,
+    };
     let name = text.get(ls..ls + len)?;
     let kind = HeaderName::lookup(name.as_bytes());
     // A known name matched letter for letter, so only an unknown one needs the token check.
@@ -496,8 +507,7 @@ impl<'a> Message<'a> {
                         open = None;
                         // The first ':' or CR: names hold neither, and a CR stops the search at
                         // the line's end.
-                        let colon =
-                            find_either(tb, ls, b':', b'\r').filter(|&c| tb.get(c) == Some(&b':'));
+                        let colon = find_colon_or_cr(tb, ls).filter(|&c| tb.get(c) == Some(&b':'));
                         match colon.and_then(|c| Some((header_name(text, ls, c)?, c))) {
                             Some(((name, raw_name), colon)) => {
                                 let end = find_crlf(tb, colon + 1);
@@ -1135,6 +1145,26 @@ X-Empty: \r\n\
             problem("OPTIONS sip:x SIP/2.0x"),
             Some((400, "Malformed SIP-Version".into()))
         );
+    }
+
+    /// A name ends before any spaces and tabs ahead of its colon, known or not.
+    #[test]
+    fn header_names_end_before_the_colon_and_whitespace() {
+        for name in ["Via", "v", "X-Custom", "P-Asserted-Identity", "a.b"] {
+            for gap in ["", " ", "\t", " \t ", "\t\t"] {
+                let raw = format!("OPTIONS sip:x SIP/2.0\r\n{name}{gap}: 1\r\n\r\n");
+                let m = Message::parse(raw.as_bytes()).expect("split");
+                assert!(m.problem.is_none(), "{raw:?}");
+                let h = m.headers.first().expect("one header");
+                assert_eq!((h.raw_name, h.value), (name, "1"));
+                assert_eq!(h.name, HeaderName::from_name(name));
+            }
+        }
+        // Whitespace alone is no name.
+        let m = Message::parse(b"OPTIONS sip:x SIP/2.0\r\nX \t:1\r\n\t:2\r\n\r\n").expect("split");
+        assert_eq!(m.headers.len(), 1);
+        let m = Message::parse(b"OPTIONS sip:x SIP/2.0\r\n :1\r\n\r\n").expect("split");
+        assert!(m.problem.is_some());
     }
 
     /// `header_value` trims as `trim_lws` does, whatever whitespace follows the colon.

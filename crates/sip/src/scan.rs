@@ -34,20 +34,21 @@ fn first_flag(low: u64, high: u64) -> usize {
     }
 }
 
-/// The first `needle` at or after `from`, sixteen bytes at a time: for header lines.
+/// The first `needle` at or after `from`, sixteen bytes at a time: for header lines. Each block
+/// is tested with a fold the compiler turns into one vector compare of all sixteen bytes, and
+/// only the block that holds the needle is searched for where.
 #[inline(always)]
 pub(crate) fn find_from(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
-    let p = LO * u64::from(needle);
-    let mut i = from;
-    while let Some((w0, w1)) = words16_at(hay, i) {
-        let (h0, h1) = (eq_bytes(w0, p), eq_bytes(w1, p));
-        if h0 | h1 != 0 {
-            return Some(i + first_flag(h0, h1));
+    let (blocks, tail) = hay.get(from..)?.as_chunks::<16>();
+    for (j, b) in blocks.iter().enumerate() {
+        if b.iter().fold(false, |any, &c| any | (c == needle)) {
+            // 0xff in each byte equal to the needle: the lowest is the first.
+            let m = u128::from_le_bytes(b.map(|c| if c == needle { 0xff } else { 0 }));
+            return Some(from + 16 * j + (m.trailing_zeros() / 8) as usize);
         }
-        i += 16;
     }
-    let tail = hay.get(i..)?;
-    tail.iter().position(|&c| c == needle).map(|k| i + k)
+    let base = from + 16 * blocks.len();
+    tail.iter().position(|&c| c == needle).map(|k| base + k)
 }
 
 /// The first `needle` in `hay`, eight bytes at a time: for the short strings of URIs and
@@ -74,10 +75,10 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         .map(|i| base + i)
 }
 
-/// The first byte at or after `from` that is `a` or `b`, sixteen bytes at a time. Not inlined:
-/// on its own the loop keeps its constants in registers, where inlined into the parser it
-/// spilled them.
-#[inline(never)]
+/// The first byte at or after `from` that is `a` or `b`, sixteen bytes at a time. Inlined into
+/// a caller that is not inlined itself and passes constants: on its own the loop keeps its
+/// constants in registers, where inlined into the parser it spilled them.
+#[inline(always)]
 pub(crate) fn find_either(hay: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
     let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
     let mut i = from;
