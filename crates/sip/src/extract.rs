@@ -41,13 +41,13 @@ impl Emergency {
     /// The dialed string itself, before normalization: a region whose national numbers can be
     /// three digits long would otherwise turn 112 into an E.164 number.
     fn matches_raw(&self, user: &str) -> bool {
-        // Without separators the filter below keeps every char: compare the strings as they are.
-        if !user
-            .bytes()
-            .any(|b| matches!(b, b'-' | b'.' | b'(' | b')' | b' '))
-        {
-            let digits = user.trim_start_matches('+');
-            return self.numbers.iter().any(|e| e == digits);
+        // Without separators the filter below keeps every char: compare the strings as they are,
+        // without the leading `+`s. Every separator (and `*`, `#`) is below `0`, so one compare
+        // per byte tells (a `*` or `#` takes the general path, which gives the same answer).
+        let b = user.as_bytes();
+        let digits = b.get(b.iter().take_while(|&&c| c == b'+').count()..);
+        if let Some(digits) = digits.filter(|d| d.iter().all(|&c| c >= b'0')) {
+            return self.numbers.iter().any(|e| e.as_bytes() == digits);
         }
         // The user without visual separators and leading `+`s, compared without a copy.
         let digits = || {
