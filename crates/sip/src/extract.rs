@@ -448,3 +448,41 @@ pub fn extract<'a>(
         risk: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dialed string matches an emergency number with its visual separators and leading
+    /// `+`s removed, on both paths (with and without separators).
+    #[test]
+    fn emergency_dialed_strings() {
+        let e = Emergency::default();
+        for user in [
+            "911", "+911", "++911", "9-1-1", "(911)", "9 1 1", "+1.1.2", "-+112", "933",
+        ] {
+            assert!(e.matches_raw(user), "{user}");
+        }
+        for user in [
+            "",
+            "+",
+            "91",
+            "9111",
+            "+1-911",
+            "1911",
+            "911#",
+            "*911",
+            "9+11",
+            "+18005550100",
+            "abc",
+            "91١",
+        ] {
+            assert!(!e.matches_raw(user), "{user}");
+        }
+        let custom = Emergency::new(["*99".to_owned(), "1+1".to_owned()]);
+        assert!(custom.matches_raw("*99"));
+        assert!(custom.matches_raw("+*9-9"));
+        assert!(custom.matches_raw("1+1"));
+        assert!(!custom.matches_raw("99"));
+    }
+}
