@@ -327,6 +327,8 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Result<Uri<'_>, UriError> {
     let params_start = j;
     match hb.get(j) {
         None | Some(b'?') => {}
+        // `;user=phone` alone (most carrier URIs) is valid as it stands.
+        Some(b';') if is_user_phone(hostpart.get(j..).unwrap_or_default()) => j = hb.len(),
         Some(b';') => j = scan_params(hb, j)?,
         Some(_) => return Err(UriError::Malformed),
     }
