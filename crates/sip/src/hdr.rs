@@ -309,13 +309,21 @@ impl<'a> Via<'a> {
     /// Parses one via-parm (`SIP / 2.0 / UDP host[:port] *(;param)`), LWS allowed around `/`.
     pub fn parse(s: &'a str) -> Result<Self, ValueError> {
         let s = trim_lws(s);
-        // `splitn(3, '/')` at byte positions ('/' is ASCII).
-        let (name, after) = uri::split_once_b(s, b'/').ok_or(ValueError::Malformed)?;
-        let (version, rest) = uri::split_once_b(after, b'/').ok_or(ValueError::Malformed)?;
-        let (name, version, rest) = (trim_lws(name), trim_lws(version), trim_lws(rest));
-        if !is_token(name) || !is_token(version) {
-            return Err(ValueError::Malformed);
-        }
+        let rest = match s.strip_prefix("SIP/2.0/") {
+            // The protocol name and version almost every Via has: tokens without LWS, what the
+            // general split below would find.
+            Some(rest) => trim_lws(rest),
+            None => {
+                // `splitn(3, '/')` at byte positions ('/' is ASCII).
+                let (name, after) = uri::split_once_b(s, b'/').ok_or(ValueError::Malformed)?;
+                let (version, rest) =
+                    uri::split_once_b(after, b'/').ok_or(ValueError::Malformed)?;
+                if !is_token(trim_lws(name)) || !is_token(trim_lws(version)) {
+                    return Err(ValueError::Malformed);
+                }
+                trim_lws(rest)
+            }
+        };
         let tend = rest.bytes().position(is_lws).ok_or(ValueError::Malformed)?;
         let (transport, rest) = rest.split_at(tend);
         if !is_token(transport) {
@@ -466,6 +474,37 @@ mod tests {
     fn lists_respect_quotes_and_brackets() {
         let v: Vec<_> = split_list("\"a, b\" <sip:x@y>, <tel:+1;x=1,2>,tel:+2").collect();
         assert_eq!(v, ["\"a, b\" <sip:x@y>", "<tel:+1;x=1,2>", "tel:+2"]);
+    }
+
+    /// The usual "SIP/2.0/" prefix and the same with LWS or other tokens parse alike.
+    #[test]
+    fn via_protocol_forms() {
+        let usual = Via::parse("SIP/2.0/UDP h:5060;branch=z9hG4bK1").expect("usual");
+        for v in [
+            " SIP/2.0/UDP h:5060;branch=z9hG4bK1",
+            "SIP /2.0/UDP h:5060;branch=z9hG4bK1",
+            "SIP/ 2.0 / UDP h:5060;branch=z9hG4bK1",
+            "sip/2.0/UDP h:5060;branch=z9hG4bK1",
+            "SIP/2.0/\r\n UDP h:5060;branch=z9hG4bK1",
+        ] {
+            let via = Via::parse(v).expect("parses");
+            assert_eq!(
+                (via.transport, via.host, via.port),
+                ("UDP", "h", Some(5060)),
+                "{v:?}"
+            );
+            assert_eq!(via.params, usual.params);
+        }
+        for bad in [
+            "SIP/2.0/",
+            "SIP/2.0/UDP",
+            "SIP/2.0/U@P h",
+            "S@P/2.0/UDP h",
+            "SIP//UDP h",
+            "SIP/2.0",
+        ] {
+            assert_eq!(Via::parse(bad), Err(ValueError::Malformed), "{bad:?}");
+        }
     }
 
     #[test]

@@ -418,6 +418,49 @@ fn header_value(text: &str, from: usize, end: usize) -> &str {
     hdr::trim_lws(text.get(from..end).unwrap_or_default())
 }
 
+/// The lengths of the known names (compact forms included) that start with the letter `f`
+/// (lower case), one bit each: where a colon may follow a known name.
+fn name_lengths(f: u8) -> u32 {
+    match f {
+        b'c' => 1 << 1 | 1 << 4 | 1 << 7 | 1 << 12 | 1 << 14 | 1 << 16,
+        b'p' => 1 << 7 | 1 << 13 | 1 << 17 | 1 << 19 | 1 << 20,
+        b'r' => 1 << 7 | 1 << 15 | 1 << 17,
+        b's' => 1 << 1 | 1 << 7 | 1 << 9,
+        b'i' => 1 << 1 | 1 << 8,
+        b'f' => 1 << 1 | 1 << 4,
+        b't' => 1 << 1 | 1 << 2,
+        b'v' => 1 << 1 | 1 << 3,
+        b'm' => 1 << 1 | 1 << 12,
+        b'd' => 1 << 9,
+        b'h' => 1 << 12,
+        b'l' | b'k' | b'e' | b'y' => 1 << 1,
+        _ => 0,
+    }
+}
+
+/// What [`header_name`] gives for the line at `ls`, with where its colon is, when the line
+/// starts with a known name and a colon right after it: found without a search for the colon,
+/// by trying the lengths of the known names that start with the line's first letter. A known
+/// name holds no ':' or CR, so that colon is the line's first, as the search would find.
+/// `None` sends the line to the search.
+#[inline(always)]
+fn known_name_at(text: &str, ls: usize) -> Option<((HeaderName, &str), usize)> {
+    let tb = text.as_bytes();
+    let mut lens = name_lengths(*tb.get(ls)? | 0x20);
+    while lens != 0 {
+        let colon = ls + lens.trailing_zeros() as usize;
+        lens &= lens - 1;
+        if tb.get(colon) == Some(&b':') {
+            let name = text.get(ls..colon)?;
+            let kind = HeaderName::lookup(name.as_bytes());
+            if kind != HeaderName::Other {
+                return Some(((kind, name), colon));
+            }
+        }
+    }
+    None
+}
+
 /// The header name of the line at `ls` whose first ':' is at `colon`: `(kind, name)`, or
 /// `None` unless the line starts with a token, then optional spaces and tabs, then the colon.
 #[inline(always)]
@@ -505,10 +548,14 @@ impl<'a> Message<'a> {
                     }
                     Some(_) => {
                         open = None;
-                        // The first ':' or CR: names hold neither, and a CR stops the search at
-                        // the line's end.
-                        let colon = find_colon_or_cr(tb, ls).filter(|&c| tb.get(c) == Some(&b':'));
-                        match colon.and_then(|c| Some((header_name(text, ls, c)?, c))) {
+                        // A known name right before its colon, else the first ':' or CR (names
+                        // hold neither, and a CR stops the search at the line's end).
+                        let named = known_name_at(text, ls).or_else(|| {
+                            let colon =
+                                find_colon_or_cr(tb, ls).filter(|&c| tb.get(c) == Some(&b':'))?;
+                            Some((header_name(text, ls, colon)?, colon))
+                        });
+                        match named {
                             Some(((name, raw_name), colon)) => {
                                 let end = find_crlf(tb, colon + 1);
                                 if let Some(end) = end {
@@ -1145,6 +1192,78 @@ X-Empty: \r\n\
             problem("OPTIONS sip:x SIP/2.0x"),
             Some((400, "Malformed SIP-Version".into()))
         );
+    }
+
+    /// `known_name_at` finds what the search for the colon and `header_name` find, whenever it
+    /// finds anything, and finds every known name (canonical, other cases, compact) that its
+    /// colon follows directly.
+    #[test]
+    fn known_names_are_found_as_the_search_finds_them() {
+        let mut names: Vec<String> = Vec::new();
+        for h in [
+            HeaderName::CallId,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::Via,
+            HeaderName::CSeq,
+            HeaderName::MaxForwards,
+            HeaderName::ContentLength,
+            HeaderName::ContentType,
+            HeaderName::Contact,
+            HeaderName::Supported,
+            HeaderName::Subject,
+            HeaderName::ContentEncoding,
+            HeaderName::PAssertedIdentity,
+            HeaderName::PPreferredIdentity,
+            HeaderName::RemotePartyId,
+            HeaderName::PChargeInfo,
+            HeaderName::Privacy,
+            HeaderName::Diversion,
+            HeaderName::HistoryInfo,
+            HeaderName::Identity,
+            HeaderName::Require,
+            HeaderName::PCalledPartyId,
+            HeaderName::ResourcePriority,
+        ] {
+            let n = h.as_str();
+            names.extend([
+                n.to_string(),
+                n.to_ascii_lowercase(),
+                n.to_ascii_uppercase(),
+            ]);
+        }
+        for c in "iftvmlckseyIFTVMLCKSEY".chars() {
+            names.push(c.to_string());
+        }
+        names.extend(
+            [
+                "X-Via",
+                "Vias",
+                "Vi",
+                "Cseq-",
+                "c-",
+                "Content-Lengths",
+                "\u{e9}",
+                "P",
+            ]
+            .map(String::from),
+        );
+        for name in &names {
+            for rest in [": x", ":", " : x", "\t:x", "::x", "\r\n", "x: y", ";:", ""] {
+                let text = format!("{name}{rest}\r\n");
+                let slow = find_colon_or_cr(text.as_bytes(), 0)
+                    .filter(|&c| text.as_bytes().get(c) == Some(&b':'))
+                    .and_then(|c| Some((header_name(&text, 0, c)?, c)));
+                let fast = known_name_at(&text, 0);
+                if fast.is_some() {
+                    assert_eq!(fast, slow, "{text:?}");
+                }
+                let known = HeaderName::from_name(name) != HeaderName::Other;
+                if known && rest.starts_with(':') {
+                    assert!(fast.is_some(), "{text:?}");
+                }
+            }
+        }
     }
 
     /// A name ends before any spaces and tabs ahead of its colon, known or not.
