@@ -115,6 +115,33 @@ impl HeaderName {
         1 << (self as u32)
     }
 
+    /// Every kind but `Other`, in declaration order.
+    const KNOWN: [HeaderName; HeaderName::Other as usize] = [
+        HeaderName::CallId,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::Via,
+        HeaderName::CSeq,
+        HeaderName::MaxForwards,
+        HeaderName::ContentLength,
+        HeaderName::ContentType,
+        HeaderName::Contact,
+        HeaderName::Supported,
+        HeaderName::Subject,
+        HeaderName::ContentEncoding,
+        HeaderName::PAssertedIdentity,
+        HeaderName::PPreferredIdentity,
+        HeaderName::RemotePartyId,
+        HeaderName::PChargeInfo,
+        HeaderName::Privacy,
+        HeaderName::Diversion,
+        HeaderName::HistoryInfo,
+        HeaderName::Identity,
+        HeaderName::Require,
+        HeaderName::PCalledPartyId,
+        HeaderName::ResourcePriority,
+    ];
+
     /// Headers that may appear once only (RFC 3261 §7.3.1, §20), one bit each.
     const SINGLE: u32 = HeaderName::CallId.bit()
         | HeaderName::From.bit()
@@ -125,7 +152,7 @@ impl HeaderName {
         | HeaderName::ContentType.bit();
 
     /// Canonical name, for error reasons.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             HeaderName::CallId => "Call-ID",
             HeaderName::From => "From",
@@ -418,24 +445,28 @@ fn header_value(text: &str, from: usize, end: usize) -> &str {
     hdr::trim_lws(text.get(from..end).unwrap_or_default())
 }
 
+/// By first letter (`a` to `z`), the lengths of the known names that start with it, one bit
+/// each, built from [`HeaderName::KNOWN`]; length 1 for every letter, as compact forms are
+/// single letters (a letter that is no compact form is then looked up and found unknown).
+#[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
+static NAME_LENGTHS: [u32; 26] = {
+    let mut t = [1u32 << 1; 26];
+    let mut i = 0;
+    while i < HeaderName::KNOWN.len() {
+        let name = HeaderName::KNOWN[i].as_str().as_bytes();
+        t[((name[0] | 0x20) - b'a') as usize] |= 1 << name.len();
+        i += 1;
+    }
+    t
+};
+
 /// The lengths of the known names (compact forms included) that start with the letter `f`
 /// (lower case), one bit each: where a colon may follow a known name.
 fn name_lengths(f: u8) -> u32 {
-    match f {
-        b'c' => 1 << 1 | 1 << 4 | 1 << 7 | 1 << 12 | 1 << 14 | 1 << 16,
-        b'p' => 1 << 7 | 1 << 13 | 1 << 17 | 1 << 19 | 1 << 20,
-        b'r' => 1 << 7 | 1 << 15 | 1 << 17,
-        b's' => 1 << 1 | 1 << 7 | 1 << 9,
-        b'i' => 1 << 1 | 1 << 8,
-        b'f' => 1 << 1 | 1 << 4,
-        b't' => 1 << 1 | 1 << 2,
-        b'v' => 1 << 1 | 1 << 3,
-        b'm' => 1 << 1 | 1 << 12,
-        b'd' => 1 << 9,
-        b'h' => 1 << 12,
-        b'l' | b'k' | b'e' | b'y' => 1 << 1,
-        _ => 0,
-    }
+    f.checked_sub(b'a')
+        .and_then(|i| NAME_LENGTHS.get(usize::from(i)))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// What [`header_name`] gives for the line at `ls`, with where its colon is, when the line
@@ -1199,32 +1230,13 @@ X-Empty: \r\n\
     /// colon follows directly.
     #[test]
     fn known_names_are_found_as_the_search_finds_them() {
+        // KNOWN holds every kind but Other once, each named by its canonical name.
+        for (i, h) in HeaderName::KNOWN.into_iter().enumerate() {
+            assert_eq!(h as usize, i);
+            assert_eq!(HeaderName::from_name(h.as_str()), h);
+        }
         let mut names: Vec<String> = Vec::new();
-        for h in [
-            HeaderName::CallId,
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::Via,
-            HeaderName::CSeq,
-            HeaderName::MaxForwards,
-            HeaderName::ContentLength,
-            HeaderName::ContentType,
-            HeaderName::Contact,
-            HeaderName::Supported,
-            HeaderName::Subject,
-            HeaderName::ContentEncoding,
-            HeaderName::PAssertedIdentity,
-            HeaderName::PPreferredIdentity,
-            HeaderName::RemotePartyId,
-            HeaderName::PChargeInfo,
-            HeaderName::Privacy,
-            HeaderName::Diversion,
-            HeaderName::HistoryInfo,
-            HeaderName::Identity,
-            HeaderName::Require,
-            HeaderName::PCalledPartyId,
-            HeaderName::ResourcePriority,
-        ] {
+        for h in HeaderName::KNOWN {
             let n = h.as_str();
             names.extend([
                 n.to_string(),
@@ -1232,7 +1244,8 @@ X-Empty: \r\n\
                 n.to_ascii_uppercase(),
             ]);
         }
-        for c in "iftvmlckseyIFTVMLCKSEY".chars() {
+        // Every single letter: the compact forms, and letters that are none.
+        for c in ('a'..='z').chain('A'..='Z') {
             names.push(c.to_string());
         }
         names.extend(

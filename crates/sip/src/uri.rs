@@ -190,20 +190,6 @@ impl<'a> TelParams<'a> {
     }
 }
 
-/// The bytes a tel URI's number may hold (digits, letters, `+-.()*#` and `%` escapes), as a
-/// table: a set test per byte costs more than the number's other checks.
-#[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
-static TEL_USER: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = c.is_ascii_alphanumeric() || has(b"+-.()*#%", c);
-        i += 1;
-    }
-    t
-};
-
 fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
     let b = rest.as_bytes();
     let mut i = 0;
@@ -212,7 +198,7 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, UriError> {
         if c == b';' {
             break;
         }
-        if !TEL_USER.get(usize::from(c)).copied().unwrap_or(false) {
+        if !is(c, class::TEL_USER) {
             return Err(UriError::Malformed);
         }
         escaped |= c == b'%';
@@ -450,6 +436,8 @@ pub(crate) mod class {
     pub const USER_PLAIN: u16 = 128;
     /// `PARAM` but `;`: the bytes inside one parameter.
     pub const PARAM_PLAIN: u16 = 256;
+    /// The bytes of a tel URI's number: alphanumerics, `+-.()*#` and `%` of escapes.
+    pub const TEL_USER: u16 = 512;
 }
 
 const fn has(set: &[u8], c: u8) -> bool {
@@ -498,6 +486,9 @@ const fn build_classes() -> [u16; 256] {
         }
         if (unreserved || has(PARAM, c)) && c != b';' {
             m |= class::PARAM_PLAIN;
+        }
+        if alnum || has(b"+-.()*#%", c) {
+            m |= class::TEL_USER;
         }
         #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
         {
