@@ -399,7 +399,7 @@ pub fn frame(buf: &[u8]) -> Frame {
         };
     };
     let head_len = head + 4;
-    let Some(Ok(text)) = rest.get(..head).map(std::str::from_utf8) else {
+    let (text, true) = scan::utf8_prefix(rest.get(..head).unwrap_or_default()) else {
         return Frame::Invalid("headers are not UTF-8");
     };
     let mut length = None;
@@ -525,14 +525,7 @@ impl<'a> Message<'a> {
         // The whole datagram is checked as UTF-8 at once (bodies are text too, as a rule), so the
         // walk below can slice header lines as it meets them; behind a binary body only the valid
         // prefix is walked, and the head must end inside it.
-        let (text, complete) = match std::str::from_utf8(buf) {
-            Ok(t) => (t, true),
-            Err(e) => (
-                std::str::from_utf8(buf.get(..e.valid_up_to()).unwrap_or_default())
-                    .unwrap_or_default(),
-                false,
-            ),
-        };
+        let (text, complete) = scan::utf8_prefix(buf);
         let tb = text.as_bytes();
         let mut headers: Vec<Header<'a>> = Vec::with_capacity(24);
         let mut present = 0u32;

