@@ -1,7 +1,5 @@
 //! What the pipeline knows about one call, and what it decided.
 
-use std::sync::Arc;
-
 use crate::classify::NumberInfo;
 use crate::cli::CliCheck;
 use crate::geo::GeoInfo;
@@ -240,8 +238,9 @@ pub struct Rejection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallFacts {
     pub call_id: String,
-    /// The trunk's name, shared with the configuration that named it.
-    pub trunk: Arc<str>,
+    /// The trunk's name, copied inline (up to 24 bytes): a shared `Arc<str>` cost two atomic
+    /// operations per call, more than the copy.
+    pub trunk: CompactString,
     pub trusted: bool,
     /// The network ANI the engine believes.
     pub ani: PartyNumber,

@@ -1,7 +1,5 @@
 //! CallFacts from a request: which headers are believed depends on the trunk (STANDARDS.md 1.8).
 
-use std::sync::Arc;
-
 use tollgate_core::{
     AniCandidate, AniSource, CallFacts, Candidates, CompactString, DnisCandidate, DnisSource,
     NumberPlan, PartyNumber, Privacy,
@@ -419,7 +417,7 @@ pub fn extract<'a>(
 
     CallFacts {
         call_id: req.call_id.to_owned(),
-        trunk: Arc::clone(&trunk.name),
+        trunk: CompactString::from(&*trunk.name),
         trusted,
         ani,
         ani_source,
