@@ -54,7 +54,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
     // Most values hold one item: without a comma there is nothing to split. Values are tens of
     // bytes: searched sixteen at a time.
-    let mut one = crate::scan::find_from(s.as_bytes(), 0, b',').is_none();
+    let mut one = crate::scan::find_in_value(s.as_bytes(), b',').is_none();
     let mut rest = Some(s);
     std::iter::from_fn(move || loop {
         let s = rest?;
@@ -196,7 +196,7 @@ impl<'a> NameAddr<'a> {
         let (uri_text, params) = if let Some(inner) = rest.strip_prefix('<') {
             // A URI is tens of bytes: searched sixteen at a time.
             let gt =
-                crate::scan::find_from(inner.as_bytes(), 0, b'>').ok_or(ValueError::Malformed)?;
+                crate::scan::find_in_value(inner.as_bytes(), b'>').ok_or(ValueError::Malformed)?;
             let (u, p) = inner.split_at(gt);
             (u, trim_lws(p.get(1..).unwrap_or_default()))
         } else {

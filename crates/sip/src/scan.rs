@@ -56,6 +56,53 @@ pub(crate) fn find_from(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
     tail.iter().position(|&c| c == needle).map(|k| base + k)
 }
 
+/// [`find_from`] for values of tens of bytes (a list value, a name-addr's URI), whose last
+/// bytes would be most of the search in its byte loop: past the sixteen-byte blocks, the last
+/// sixteen bytes are tested as one more block (overlapping blocks already found clear), and a
+/// value shorter than a block as two overlapping words.
+#[inline(always)]
+pub(crate) fn find_in_value(hay: &[u8], needle: u8) -> Option<usize> {
+    let (blocks, tail) = hay.as_chunks::<16>();
+    for (j, b) in blocks.iter().enumerate() {
+        if let Some(k) = in_block(b, needle) {
+            return Some(16 * j + k);
+        }
+    }
+    if tail.is_empty() {
+        return None;
+    }
+    if let (false, Some(last)) = (blocks.is_empty(), hay.last_chunk::<16>()) {
+        return in_block(last, needle).map(|k| hay.len() - 16 + k);
+    }
+    let p = LO * u64::from(needle);
+    match (tail.first_chunk::<8>(), tail.last_chunk::<8>()) {
+        (Some(head), Some(end)) => {
+            let hit = eq_bytes(u64::from_le_bytes(*head), p);
+            if hit != 0 {
+                return Some((hit.trailing_zeros() / 8) as usize);
+            }
+            let hit = eq_bytes(u64::from_le_bytes(*end), p);
+            (hit != 0).then(|| tail.len() - 8 + (hit.trailing_zeros() / 8) as usize)
+        }
+        _ => tail.iter().position(|&c| c == needle),
+    }
+}
+
+/// Where `needle` first is in a block of sixteen bytes.
+#[inline(always)]
+fn in_block(b: &[u8; 16], needle: u8) -> Option<usize> {
+    if !b.iter().fold(false, |any, &c| any | (c == needle)) {
+        return None;
+    }
+    // Where in the block, with word arithmetic: taking the vector compare's result apart went
+    // through memory, slower than these few instructions.
+    let [b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7] = *b;
+    let p = LO * u64::from(needle);
+    let low = eq_bytes(u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]), p);
+    let high = eq_bytes(u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]), p);
+    Some(first_flag(low, high))
+}
+
 /// The first `needle` in `hay`, eight bytes at a time: for the short strings of URIs and
 /// parameters, where [`find_from`]'s sixteen-byte steps leave most bytes to its byte loop.
 #[inline]
@@ -203,6 +250,16 @@ mod tests {
                         .position(|&c| c == b';')
                         .map(|k| k + from);
                     assert_eq!(find_from(&hay, from, b';'), want);
+                    if from == 0 {
+                        assert_eq!(find_in_value(&hay, b';'), want, "len {len} at {at}");
+                        // A second needle later on never hides the first.
+                        let mut two = hay.clone();
+                        if let Some(c) = two.get_mut(len.saturating_sub(1)) {
+                            *c = b';';
+                        }
+                        let first = two.iter().position(|&c| c == b';');
+                        assert_eq!(find_in_value(&two, b';'), first, "len {len} at {at}");
+                    }
                     let either = hay
                         .iter()
                         .skip(from)
