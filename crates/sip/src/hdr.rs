@@ -267,10 +267,7 @@ fn check_generic_params(p: &str) -> Result<(), ValueError> {
                 i = skip_lws(p.len() - rest.len());
             } else {
                 let start = i;
-                while b
-                    .get(i)
-                    .is_some_and(|&c| is_token_char(c) || matches!(c, b'[' | b']' | b':'))
-                {
+                while b.get(i).is_some_and(|&c| uri::is(c, uri::class::GEN_VALUE)) {
                     i += 1;
                 }
                 if i == start {

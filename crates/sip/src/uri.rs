@@ -438,6 +438,8 @@ pub(crate) mod class {
     pub const PARAM_PLAIN: u16 = 256;
     /// The bytes of a tel URI's number: alphanumerics, `+-.()*#` and `%` of escapes.
     pub const TEL_USER: u16 = 512;
+    /// A header parameter's unquoted value: `token`, `[`, `]` and `:` (IPv6 references).
+    pub const GEN_VALUE: u16 = 1024;
 }
 
 const fn has(set: &[u8], c: u8) -> bool {
@@ -489,6 +491,9 @@ const fn build_classes() -> [u16; 256] {
         }
         if alnum || has(b"+-.()*#%", c) {
             m |= class::TEL_USER;
+        }
+        if alnum || has(b"-.!%*_+`'~[]:", c) {
+            m |= class::GEN_VALUE;
         }
         #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
         {
@@ -800,6 +805,15 @@ mod tests {
                 Ok(())
             })
             .expect("user_unescaped matches unescape");
+    }
+
+    /// A header parameter's value class is `token` and the three bytes of IPv6 references.
+    #[test]
+    fn generic_value_class() {
+        for c in 0..=255u8 {
+            let want = is(c, class::TOKEN) || matches!(c, b'[' | b']' | b':');
+            assert_eq!(is(c, class::GEN_VALUE), want, "{c}");
+        }
     }
 
     /// `skip_class` stops where a byte-at-a-time loop stops, for every class bit, start and
