@@ -1,6 +1,7 @@
 //! Byte searches shared by the parsers: every header line and URI is searched for its
 //! separators, so these run dozens of times per INVITE. Sixteen-byte blocks the compiler
-//! compares as one vector for header lines and values, words of eight bytes for short strings.
+//! compares as one vector for header lines and values, words of eight bytes for short strings;
+//! and the UTF-8 check of the whole datagram.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 pub(crate) const HI: u64 = 0x8080_8080_8080_8080;

@@ -9,7 +9,7 @@ use tollgate_core::{AniSource, DnisSource, RegionPlan};
 /// One carrier or SBC connection, as configured.
 #[derive(Clone, Debug)]
 pub struct Trunk {
-    /// Shared with every call's facts ([`tollgate_core::CallFacts::trunk`]).
+    /// Copied into every call's facts ([`tollgate_core::CallFacts::trunk`]).
     pub name: Arc<str>,
     pub cidrs: Vec<IpNet>,
     /// Identity headers (PAI, RPID, P-Charge-Info, cpc/oli, verstat, Identity) count only when
