@@ -1,7 +1,6 @@
 //! Building responses (RFC 3261 §8.2.6): headers copied from the request, a To-tag added.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::hdr;
 use crate::message::{HeaderName, Message};
@@ -47,59 +46,148 @@ pub fn build(
     to_tag: Option<&str>,
     extra: &[String],
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(512);
-    let _ = write!(out, "SIP/2.0 {code} {}\r\n", sanitize(reason));
-    let mut first_via = true;
-    for h in &msg.headers {
-        match h.name {
-            HeaderName::Via => {
-                for v in hdr::split_list(h.value) {
-                    out.push_str("Via: ");
-                    if first_via {
-                        top_via(&mut out, v, source);
-                        first_via = false;
-                    } else {
-                        out.push_str(v);
+    let mut lines = String::new();
+    for line in extra {
+        lines.push_str(line);
+        lines.push_str("\r\n");
+    }
+    Copied::new(msg, source).response(code, reason, to_tag, &lines)
+}
+
+/// The header lines every response to one request copies from it (RFC 3261 §8.2.6.2): each Via
+/// value (the top one with `received` and `rport`), From, Call-ID, CSeq and To, in the request's
+/// order, unfolded. Built once per request: an INVITE's 100, 487 and final responses all start
+/// from it, so the request is not read again for each.
+#[derive(Clone, Debug)]
+pub struct Copied {
+    text: String,
+    /// Where a To-tag goes (the end of the To value), when To has none.
+    tag_at: Option<usize>,
+}
+
+impl Copied {
+    pub fn new(msg: &Message<'_>, source: SocketAddr) -> Self {
+        let mut text = String::with_capacity(384);
+        let mut tag_at = None;
+        let mut first_via = true;
+        for h in &msg.headers {
+            match h.name {
+                HeaderName::Via => {
+                    for v in hdr::split_list(h.value) {
+                        text.push_str("Via: ");
+                        if first_via {
+                            top_via(&mut text, v, source);
+                            first_via = false;
+                        } else {
+                            text.push_str(v);
+                        }
+                        text.push_str("\r\n");
                     }
-                    out.push_str("\r\n");
                 }
-            }
-            HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                let _ = write!(out, "{}: {}\r\n", h.name.as_str(), unfold(h.value));
-            }
-            HeaderName::To => {
-                let _ = write!(out, "To: {}", unfold(h.value));
-                if let Some(tag) = to_tag.filter(|_| code > 100) {
+                HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    text.push_str(h.name.as_str());
+                    text.push_str(": ");
+                    text.push_str(&unfold(h.value));
+                    text.push_str("\r\n");
+                }
+                HeaderName::To => {
+                    text.push_str("To: ");
+                    text.push_str(&unfold(h.value));
                     let has_tag = hdr::NameAddr::parse(h.value)
                         .map(|na| na.param("tag").is_some())
                         .unwrap_or(true);
                     if !has_tag {
-                        let _ = write!(out, ";tag={tag}");
+                        tag_at = Some(text.len());
                     }
+                    text.push_str("\r\n");
                 }
-                out.push_str("\r\n");
+                _ => {}
             }
-            _ => {}
+        }
+        Self { text, tag_at }
+    }
+
+    /// A whole response: the status line, the copied headers (To tagged with `to_tag` when it
+    /// has no tag and `code` is above 100), `extra` (complete lines, each ending in CRLF), then
+    /// `Server` and an empty body.
+    pub fn response(&self, code: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> Vec<u8> {
+        const TAIL: &str = "Server: tollgate\r\nContent-Length: 0\r\n\r\n";
+        let reason = sanitize(reason);
+        let mut out = Vec::with_capacity(
+            16 + reason.len()
+                + self.text.len()
+                + 8
+                + to_tag.map_or(0, str::len)
+                + extra.len()
+                + TAIL.len(),
+        );
+        out.extend_from_slice(b"SIP/2.0 ");
+        out.extend_from_slice(decimal(code, &mut [0; 5]).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let text = self.text.as_bytes();
+        match (self.tag_at, to_tag.filter(|_| code > 100)) {
+            (Some(at), Some(tag)) => {
+                let (before, after) = text.split_at(at.min(text.len()));
+                out.extend_from_slice(before);
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(tag.as_bytes());
+                out.extend_from_slice(after);
+            }
+            _ => out.extend_from_slice(text),
+        }
+        out.extend_from_slice(extra.as_bytes());
+        out.extend_from_slice(TAIL.as_bytes());
+        out
+    }
+}
+
+/// `n` in decimal, written in `buf`: responses are written per call, and the formatting
+/// machinery costs more than the rest of a status line.
+fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut start = buf.len();
+    while let Some(slot) = start.checked_sub(1).and_then(|i| buf.get_mut(i)) {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    for line in extra {
-        out.push_str(line);
-        out.push_str("\r\n");
+    std::str::from_utf8(buf.get(start..).unwrap_or_default()).unwrap_or_default()
+}
+
+/// The address as `received` gives it: IPv4 octets written by hand (the common case), IPv6 by
+/// its `Display`.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            let mut buf = [0; 5];
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(decimal(u16::from(o), &mut buf));
+            }
+            out
+        }
+        IpAddr::V6(_) => ip.to_string(),
     }
-    out.push_str("Server: tollgate\r\nContent-Length: 0\r\n\r\n");
-    out.into_bytes()
 }
 
 /// Adds `received` and fills `rport` on the top Via (RFC 3261 §18.2.1, RFC 3581).
 fn top_via(out: &mut String, v: &str, source: SocketAddr) {
-    let ip = source.ip().to_string();
+    let ip = ip_text(source.ip());
     let mut rport_done = false;
     let mut parts = v.split(';');
     out.push_str(parts.next().unwrap_or_default().trim_end());
     for p in parts {
         let name = hdr::trim_lws(p.split('=').next().unwrap_or_default());
         if name.eq_ignore_ascii_case("rport") {
-            let _ = write!(out, ";rport={}", source.port());
+            out.push_str(";rport=");
+            out.push_str(decimal(source.port(), &mut [0; 5]));
             rport_done = true;
         } else if name.eq_ignore_ascii_case("received") {
         } else {
@@ -107,17 +195,18 @@ fn top_via(out: &mut String, v: &str, source: SocketAddr) {
             out.push_str(hdr::trim_lws(p));
         }
     }
-    let sent_by_host = crate::hdr::Via::parse(v)
-        .map(|via| via.host.trim_matches(['[', ']']).to_owned())
-        .unwrap_or_default();
+    let sent_by_host =
+        crate::hdr::Via::parse(v).map_or("", |via| via.host.trim_matches(['[', ']']));
     if rport_done || sent_by_host != ip {
-        let _ = write!(out, ";received={ip}");
+        out.push_str(";received=");
+        out.push_str(&ip);
     }
 }
 
 /// Folded values go out on one line.
 fn unfold(v: &str) -> std::borrow::Cow<'_, str> {
-    if v.contains(['\r', '\n']) {
+    // A byte test: `contains` with a char set costs several times more per value.
+    if v.bytes().any(|b| b == b'\r' || b == b'\n') {
         v.split(['\r', '\n'])
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -138,5 +227,91 @@ pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
             .into()
     } else {
         s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:+18005550100@tollgate.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKa;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n\
+Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKc\r\n\
+From: \"A\"\r\n <sip:+12125551212@carrier.example>;tag=1\r\n\
+To: <sip:+18005550100@tollgate.example>\r\n\
+Call-ID: abc@x\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:a@198.51.100.10>\r\n\
+Content-Length: 0\r\n\r\n";
+
+    fn source() -> SocketAddr {
+        "192.0.2.7:5062".parse().expect("address")
+    }
+
+    /// Each copied header once, in the request's order; the top Via gets `received` and `rport`,
+    /// folding is undone, To gets the tag above 100 only, and extra lines come before Server.
+    #[test]
+    fn responses_copy_the_request_headers() {
+        let msg = Message::parse(INVITE.as_bytes()).expect("parse");
+        let head =
+            "Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKa;rport=5062;received=192.0.2.7\r\n\
+Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n\
+Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKc\r\n\
+From: \"A\" <sip:+12125551212@carrier.example>;tag=1\r\n";
+        let trying = build(&msg, source(), 100, "Trying", Some("t9"), &[]);
+        assert_eq!(
+            String::from_utf8(trying).expect("text"),
+            format!(
+                "SIP/2.0 100 Trying\r\n{head}To: <sip:+18005550100@tollgate.example>\r\n\
+Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nServer: tollgate\r\nContent-Length: 0\r\n\r\n"
+            )
+        );
+        let moved = build(
+            &msg,
+            source(),
+            302,
+            "Moved\r\nTemporarily",
+            Some("t9"),
+            &["Contact: <sip:q@acd>".to_owned(), "X-A: 1".to_owned()],
+        );
+        assert_eq!(
+            String::from_utf8(moved).expect("text"),
+            format!(
+                "SIP/2.0 302 MovedTemporarily\r\n{head}To: <sip:+18005550100@tollgate.example>;tag=t9\r\n\
+Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nContact: <sip:q@acd>\r\nX-A: 1\r\n\
+Server: tollgate\r\nContent-Length: 0\r\n\r\n"
+            )
+        );
+        // A To that has a tag keeps it.
+        let tagged = INVITE.replace(
+            "tollgate.example>\r\nCall",
+            "tollgate.example>;tag=x\r\nCall",
+        );
+        let msg = Message::parse(tagged.as_bytes()).expect("parse");
+        let text = String::from_utf8(build(&msg, source(), 486, "Busy Here", Some("t9"), &[]))
+            .expect("text");
+        assert!(
+            text.contains("\r\nTo: <sip:+18005550100@tollgate.example>;tag=x\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("t9"), "{text}");
+    }
+
+    #[test]
+    fn numbers_and_addresses_as_display_writes_them() {
+        for n in [0u16, 7, 10, 100, 302, 487, 699, 9999, 65535] {
+            assert_eq!(decimal(n, &mut [0; 5]), n.to_string());
+        }
+        for ip in [
+            "0.0.0.0",
+            "192.0.2.7",
+            "255.255.255.255",
+            "10.20.0.3",
+            "2001:db8::1",
+            "::1",
+        ] {
+            let ip: IpAddr = ip.parse().expect("address");
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 }
