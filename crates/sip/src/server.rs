@@ -761,7 +761,8 @@ fn tx_key(req: &Request<'_>) -> TxKey {
     }
 }
 
-/// The request's headers a final response copies, owned so the datagram buffer can be reused.
+/// What the final response needs from the request (its copied headers, owned so the datagram
+/// buffer can be reused) and the To-tag chosen for it.
 #[derive(Debug)]
 struct ResponseTemplate {
     copied: response::Copied,
