@@ -61,7 +61,7 @@ pub fn build(
 #[derive(Clone, Debug)]
 pub struct Copied {
     text: String,
-    /// Where a To-tag goes (the end of the To value), when To has none.
+    /// Where a To-tag goes (the end of the first To value), when that To has none.
     tag_at: Option<usize>,
 }
 
@@ -96,7 +96,8 @@ impl Copied {
                     let has_tag = hdr::NameAddr::parse(h.value)
                         .map(|na| na.param("tag").is_some())
                         .unwrap_or(true);
-                    if !has_tag {
+                    // Only a request rejected for it has a second To: the first one is tagged.
+                    if !has_tag && tag_at.is_none() {
                         tag_at = Some(text.len());
                     }
                     text.push_str("\r\n");
@@ -295,6 +296,15 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
             "{text}"
         );
         assert!(!text.contains("t9"), "{text}");
+        // A request with two To headers (answered 400) gets the tag on the first.
+        let two = INVITE.replace("Call-ID:", "To: <sip:b@x>\r\nCall-ID:");
+        let msg = Message::parse(two.as_bytes()).expect("parse");
+        let text = String::from_utf8(build(&msg, source(), 400, "Bad Request", Some("t9"), &[]))
+            .expect("text");
+        assert!(
+            text.contains("tollgate.example>;tag=t9\r\nTo: <sip:b@x>\r\n"),
+            "{text}"
+        );
     }
 
     #[test]
