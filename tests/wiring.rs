@@ -138,13 +138,25 @@ async fn crm_profile_from_the_file_directory_reaches_the_rules() {
         &invite_pai("+18005550100", "+13125550147", "", "gold1", 1),
     )
     .await;
-    assert!(
-        header(&r, "Contact")
-            .unwrap()
-            .starts_with("<sip:vip@acd.example.net;"),
+    // The queue's priority, skills and language ride on the Contact URI, after the call
+    // reference and before the ANI.
+    let call_ref = header(&r, "X-Call-Ref").unwrap();
+    assert_eq!(
+        header(&r, "Contact"),
+        Some(
+            format!(
+                "<sip:vip@acd.example.net;ref={call_ref};priority=9;skills=gold%2Cen;lang=en;\
+                 ani=%2B13125550147>"
+            )
+            .as_str()
+        ),
         "{r}"
     );
     assert_eq!(header(&r, "X-Rule"), Some("default/vip"));
+    assert!(
+        header(&r, "X-Rules-Version").is_some_and(|v| !v.is_empty()),
+        "{r}"
+    );
     let (f, _) = node.call(&call_id("gold1"));
     assert_eq!(f.lookup, LookupStatus::Found);
     assert_eq!(f.profile.unwrap().customer_id, "C-2003");

@@ -34,7 +34,7 @@ reject = { code = 603, reason = "Decline" }
 [[rule]]
 name = "vip"
 when = { tier = "gold" }
-queue = "vip"
+queue = { name = "vip", priority = 9, skills = ["gold", "en"], language = "en" }
 
 [[rule]]
 name = "attested"

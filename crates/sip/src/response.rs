@@ -249,34 +249,31 @@ Content-Length: 0\r\n\r\n";
         "192.0.2.7:5062".parse().expect("address")
     }
 
+    /// The response to `request` as text, To-tag `t9` offered.
+    fn respond(request: &str, code: u16, reason: &str, extra: &[String]) -> String {
+        let msg = Message::parse(request.as_bytes()).expect("parse");
+        String::from_utf8(build(&msg, source(), code, reason, Some("t9"), extra)).expect("text")
+    }
+
     /// Each copied header once, in the request's order; the top Via gets `received` and `rport`,
     /// folding is undone, To gets the tag above 100 only, and extra lines come before Server.
     #[test]
     fn responses_copy_the_request_headers() {
-        let msg = Message::parse(INVITE.as_bytes()).expect("parse");
         let head =
             "Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKa;rport=5062;received=192.0.2.7\r\n\
 Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb\r\n\
 Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKc\r\n\
 From: \"A\" <sip:+12125551212@carrier.example>;tag=1\r\n";
-        let trying = build(&msg, source(), 100, "Trying", Some("t9"), &[]);
         assert_eq!(
-            String::from_utf8(trying).expect("text"),
+            respond(INVITE, 100, "Trying", &[]),
             format!(
                 "SIP/2.0 100 Trying\r\n{head}To: <sip:+18005550100@tollgate.example>\r\n\
 Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nServer: tollgate\r\nContent-Length: 0\r\n\r\n"
             )
         );
-        let moved = build(
-            &msg,
-            source(),
-            302,
-            "Moved\r\nTemporarily",
-            Some("t9"),
-            &["Contact: <sip:q@acd>".to_owned(), "X-A: 1".to_owned()],
-        );
+        let extra = ["Contact: <sip:q@acd>".to_owned(), "X-A: 1".to_owned()];
         assert_eq!(
-            String::from_utf8(moved).expect("text"),
+            respond(INVITE, 302, "Moved\r\nTemporarily", &extra),
             format!(
                 "SIP/2.0 302 MovedTemporarily\r\n{head}To: <sip:+18005550100@tollgate.example>;tag=t9\r\n\
 Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nContact: <sip:q@acd>\r\nX-A: 1\r\n\
@@ -288,9 +285,7 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
             "tollgate.example>\r\nCall",
             "tollgate.example>;tag=x\r\nCall",
         );
-        let msg = Message::parse(tagged.as_bytes()).expect("parse");
-        let text = String::from_utf8(build(&msg, source(), 486, "Busy Here", Some("t9"), &[]))
-            .expect("text");
+        let text = respond(&tagged, 486, "Busy Here", &[]);
         assert!(
             text.contains("\r\nTo: <sip:+18005550100@tollgate.example>;tag=x\r\n"),
             "{text}"
@@ -298,9 +293,7 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
         assert!(!text.contains("t9"), "{text}");
         // A request with two To headers (answered 400) gets the tag on the first.
         let two = INVITE.replace("Call-ID:", "To: <sip:b@x>\r\nCall-ID:");
-        let msg = Message::parse(two.as_bytes()).expect("parse");
-        let text = String::from_utf8(build(&msg, source(), 400, "Bad Request", Some("t9"), &[]))
-            .expect("text");
+        let text = respond(&two, 400, "Bad Request", &[]);
         assert!(
             text.contains("tollgate.example>;tag=t9\r\nTo: <sip:b@x>\r\n"),
             "{text}"
