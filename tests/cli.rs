@@ -163,7 +163,7 @@ fn explain_prints_the_trace_and_the_decision() {
         "--config",
         config,
         "--ani",
-        "+4930123456",
+        "+4940123456",
         "--dnis",
         "+18005550100",
         "--at",
@@ -200,6 +200,50 @@ fn explain_prints_the_trace_and_the_decision() {
     assert!(out.contains("MATCH support/vip (line "), "{out}");
     assert!(
         out.contains("302 → support-vip@acd.example.net priority=9 skills=vip"),
+        "{out}"
+    );
+
+    // The directory (config/directory.csv) has +4930123456 as a gold customer: explain asks
+    // the configured CRM as a live call does, so the caller is a VIP without --profile.
+    let (ok, out, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+4930123456",
+        "--dnis",
+        "+18005550100",
+        "--at",
+        saturday_night,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("crm       found customer=C-1001 tier=gold"),
+        "{out}"
+    );
+    assert!(
+        out.contains("302 → support-vip@acd.example.net priority=9 skills=vip by support/vip"),
+        "{out}"
+    );
+
+    // A block-list hit makes the caller blocked, and the sales line's own rule answers 607.
+    let (ok, out, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+12125550123",
+        "--dnis",
+        "+18885550101",
+        "--at",
+        monday,
+        "--lists",
+        "block",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("override  lists: given [block]"), "{out}");
+    assert!(
+        out.contains("decision  607 Unwanted by sales/blocked (rule-reject)"),
         "{out}"
     );
 

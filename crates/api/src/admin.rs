@@ -80,19 +80,31 @@ pub struct ListAdd {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
+    /// Caller and dialed number; ignored (and may be empty) when `sip` is given.
+    #[serde(default)]
     pub ani: String,
+    #[serde(default)]
     pub dnis: String,
+    /// A whole INVITE as captured: its headers decide, as a live call's would.
+    #[serde(default)]
+    pub sip: Option<String>,
     #[serde(default)]
     pub trunk: Option<String>,
+    /// The source address the call comes from: picks the trunk as the SIP server does.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Cache a CRM answer fetched for this explain, as a live call would (default: no).
+    #[serde(default)]
+    pub fill_cache: bool,
     /// RFC 3339; default now.
     #[serde(default)]
     pub at: Option<String>,
     /// "low", "elevated", "high" or "blocked".
     #[serde(default)]
     pub risk: Option<String>,
-    /// Lists the caller is on ("block", "gray", "allow").
+    /// Lists the caller is on ("block", "gray", "allow"); absent: the list store decides.
     #[serde(default)]
-    pub lists: Vec<String>,
+    pub lists: Option<Vec<String>>,
     /// "A", "B" or "C".
     #[serde(default)]
     pub attestation: Option<String>,

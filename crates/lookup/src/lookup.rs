@@ -228,6 +228,41 @@ impl Lookup {
         answer
     }
 
+    /// What [`Lookup::lookup`] would answer, for `explain`: a cache hit (fresh or stale) as
+    /// is, a miss asked of the CRM through the same breaker, rate cap and deadline, but the
+    /// answer is not put in the cache, no stale refresh starts, and with `fill` the answer is
+    /// cached as a live call's would be. Counted under `tollgate_crm_lookups_total` with
+    /// `mode="dry"`.
+    pub async fn lookup_dry(
+        &self,
+        ani: &E164,
+        fill: bool,
+    ) -> (LookupStatus, Option<CallerProfile>) {
+        if fill {
+            return self.lookup(ani).await;
+        }
+        let Some(inner) = &self.inner else {
+            return (LookupStatus::Skipped, None);
+        };
+        let hit = match &inner.cache {
+            Some(cache) => cache.get(ani).await.map(|e| e.answer()),
+            None => None,
+        };
+        let answer = match hit {
+            Some(hit) => hit,
+            None => tokio::time::timeout(inner.deadline, inner.fetch(ani))
+                .await
+                .map_or((LookupStatus::Timeout, None), |r| match r {
+                    Ok(Some(p)) => (LookupStatus::Found, Some(p)),
+                    Ok(None) => (LookupStatus::NotFound, None),
+                    Err(e) => (e.status(), None),
+                }),
+        };
+        metrics::counter!("tollgate_crm_lookups_total", "status" => answer.0.as_str(), "mode" => "dry")
+            .increment(1);
+        answer
+    }
+
     /// Forgets one caller's cached answer (after the CRM record changed).
     pub async fn invalidate(&self, ani: &E164) {
         if let Some(cache) = self.inner.as_ref().and_then(|i| i.cache.as_ref()) {

@@ -25,6 +25,10 @@ pub struct Explained {
     pub steps: Vec<Step>,
     /// Whether the line was open at `now` (None: the line has no hours).
     pub open: Option<bool>,
+    /// The rule that decided tests the risk verdict (`risk`, `risk_at_least`, `list`): its
+    /// answer stands for blocked, gray-listed and high-risk callers (see the server's
+    /// precedence), where a rule that does not look at risk leaves them to the risk policy.
+    pub risk_aware: bool,
 }
 
 struct Ctx<'a> {
@@ -64,6 +68,11 @@ impl Ctx<'_> {
 
 fn eq_any(list: &[String], v: Option<&str>) -> bool {
     v.is_some_and(|v| list.iter().any(|x| x.eq_ignore_ascii_case(v)))
+}
+
+/// The ANI II digits of the call (`oli=` of a trusted identity URI), as a number.
+fn ani_ii(f: &CallFacts) -> Option<u16> {
+    f.oli.as_deref()?.trim().parse().ok()
 }
 
 fn in_ranges(ranges: &[(u16, u16)], m: u16) -> bool {
@@ -129,6 +138,8 @@ impl Matcher {
                 .as_ref()
                 .is_some_and(|h| cx.now.as_second().saturating_sub(h.last_seen) <= *secs),
             Matcher::LastQueue(l) => eq_any(l, f.history.as_ref().map(|h| h.last_queue.as_str())),
+            Matcher::AniIi(l) => ani_ii(f).is_some_and(|d| l.contains(&d)),
+            Matcher::Cpc(l) => eq_any(l, f.cpc.as_deref()),
             Matcher::Open(b) => cx.open().unwrap_or(true) == *b,
             Matcher::Weekday(days) => cx.local().is_some_and(|z| days.contains(&z.weekday())),
             Matcher::Time(r) => cx.local().is_some_and(|z| in_ranges(r, Ctx::minutes(z))),
@@ -230,6 +241,8 @@ impl Matcher {
                 ),
                 None => "no previous call".into(),
             },
+            Matcher::AniIi(_) => format!("ani_ii={}", f.oli.as_deref().unwrap_or("-")),
+            Matcher::Cpc(_) => format!("cpc={}", f.cpc.as_deref().unwrap_or("-")),
             Matcher::Open(_) => format!(
                 "open={}",
                 cx.open().map_or("always".into(), |o| o.to_string())
@@ -315,8 +328,53 @@ pub fn route(facts: &CallFacts, rules: &Rules, now: Timestamp) -> Decision {
 
 /// Routes a call and records every rule tried and why.
 pub fn explain(facts: &CallFacts, rules: &Rules, now: Timestamp) -> Explained {
+    evaluate(facts, rules, now, true)
+}
+
+/// [`route`] with what else the caller needs to know (whether the deciding rule looked at
+/// risk), and the trace of every rule tried when `trace` is set. Live calls and `explain` run
+/// this one function; only the trace differs.
+pub fn evaluate(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> Explained {
     let mut steps = Vec::new();
-    run(facts, rules, now, Some(&mut steps))
+    run(facts, rules, now, trace.then_some(&mut steps))
+}
+
+/// `queue = { name = "$last", fallback }`: the caller's previous queue when it is a known one
+/// and not the line's overflow (an after-hours queue is no place to send an open-hours call).
+fn resolve<'q>(
+    q: &'q crate::model::QueueSpec,
+    facts: &'q CallFacts,
+    rules: &Rules,
+    set: &RuleSet,
+) -> (
+    std::borrow::Cow<'q, crate::model::QueueSpec>,
+    Option<String>,
+) {
+    if !q.back_to_last {
+        return (std::borrow::Cow::Borrowed(q), None);
+    }
+    let last = facts.history.as_ref().map(|h| h.last_queue.as_str());
+    match last {
+        Some(l) if rules.queues.contains(l) && set.overflow.as_deref() != Some(l) => (
+            std::borrow::Cow::Owned(crate::model::QueueSpec {
+                name: l.to_owned(),
+                back_to_last: false,
+                ..q.clone()
+            }),
+            Some(format!("$last: back to {l}, the previous call's queue")),
+        ),
+        Some(l) => (
+            std::borrow::Cow::Borrowed(q),
+            Some(format!(
+                "$last: previous queue {l} is not a routable queue here; fallback {}",
+                q.name
+            )),
+        ),
+        None => (
+            std::borrow::Cow::Borrowed(q),
+            Some(format!("$last: no previous call; fallback {}", q.name)),
+        ),
+    }
 }
 
 fn run(
@@ -346,11 +404,13 @@ fn run(
                 priority: None,
                 skills: Vec::new(),
                 language: None,
+                back_to_last: false,
             };
             return Explained {
                 decision: decide(target(rules, &spec, false), "emergency".into()),
                 steps: Vec::new(),
                 open: None,
+                risk_aware: false,
             }
             .with_steps(steps);
         }
@@ -413,6 +473,14 @@ fn run(
                 },
                 Action::Verify(q) => target(rules, q, true),
                 Action::Queue(q) => {
+                    let (q, note) = resolve(q, facts, rules, set);
+                    if let (Some(note), Some(s)) = (note, steps.as_deref_mut()) {
+                        if let Some(last) = s.last_mut() {
+                            last.why.push_str("; ");
+                            last.why.push_str(&note);
+                        }
+                    }
+                    let q = q.as_ref();
                     let closed = rule.respect_hours && cx.open() == Some(false);
                     match rule
                         .overflow
@@ -438,6 +506,7 @@ fn run(
                                 ),
                                 steps: Vec::new(),
                                 open: first_open.flatten(),
+                                risk_aware: rule.risk_aware,
                             }
                             .with_steps(steps);
                         }
@@ -449,6 +518,7 @@ fn run(
                 decision: decide(action, name),
                 steps: Vec::new(),
                 open: first_open.flatten(),
+                risk_aware: rule.risk_aware,
             }
             .with_steps(steps);
         }
@@ -459,11 +529,13 @@ fn run(
         priority: None,
         skills: Vec::new(),
         language: None,
+        back_to_last: false,
     };
     Explained {
         decision: decide(target(rules, &spec, false), "fallback".into()),
         steps: Vec::new(),
         open: first_open.flatten(),
+        risk_aware: false,
     }
     .with_steps(steps)
 }

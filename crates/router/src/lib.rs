@@ -7,10 +7,10 @@ mod parse;
 
 use std::collections::HashMap;
 
-pub use eval::{explain, route, Explained, Step};
+pub use eval::{evaluate, explain, route, Explained, Step};
 pub use model::{Action, Cond, Hours, Matcher, QueueSpec, Rule, RuleSet, Rules};
 pub use parse::{
-    from_table, parse, toml_key, RuleError, Settings, Source, DEFAULT_FILE, QUEUES_FILE,
+    from_table, parse, toml_key, RuleError, Settings, Source, DEFAULT_FILE, LAST, QUEUES_FILE,
 };
 
 /// The main config's simple routing table, for deployments without a rules directory.

@@ -85,14 +85,23 @@ pub struct Rule {
     /// False: route to the queue even while the line is closed.
     pub respect_hours: bool,
     pub overflow: Option<String>,
+    /// The condition tests the risk verdict (`risk`, `risk_at_least`, `list`): the rule decides
+    /// for blocked, gray-listed and high-risk callers, so the risk policy's own answer
+    /// (`[risk.block]`, the verification queue) does not replace its answer.
+    pub risk_aware: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueSpec {
+    /// The queue; with `back_to_last`, the fallback for callers with no usable previous queue.
     pub name: String,
     pub priority: Option<u8>,
     pub skills: Vec<String>,
     pub language: Option<String>,
+    /// `queue = { name = "$last", fallback = "…" }`: the queue of the caller's previous call
+    /// (the risk store's caller history), when it is a known queue other than the line's
+    /// overflow; `name` otherwise.
+    pub back_to_last: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,9 +159,34 @@ pub enum Matcher {
     Attestation(Vec<Option<Attestation>>),
     RepeatWithin(i64),
     LastQueue(Vec<String>),
+    /// ANI II (originating line information) digits, e.g. 27 payphone, 29 prison, 70 pay station.
+    AniIi(Vec<u16>),
+    /// Calling party category (`cpc=` of the identity URI), e.g. "payphone", "operator".
+    Cpc(Vec<String>),
     Open(bool),
     Weekday(Vec<jiff::civil::Weekday>),
     Time(Vec<(u16, u16)>),
     Holiday(bool),
     CallerTime(Vec<(u16, u16)>),
+}
+
+impl Matcher {
+    /// Whether this matcher looks at the risk verdict.
+    pub fn is_risk(&self) -> bool {
+        matches!(
+            self,
+            Matcher::Risk(_) | Matcher::RiskAtLeast(_) | Matcher::List(_)
+        )
+    }
+}
+
+impl Cond {
+    /// Whether any matcher of the tree looks at the risk verdict.
+    pub fn mentions_risk(&self) -> bool {
+        match self {
+            Cond::All(v) | Cond::Any(v) => v.iter().any(Cond::mentions_risk),
+            Cond::Not(c) => c.mentions_risk(),
+            Cond::M(m) => m.is_risk(),
+        }
+    }
 }

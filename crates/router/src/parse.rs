@@ -145,6 +145,8 @@ struct WhenRaw {
     attestation: Option<OneOrMany<String>>,
     repeat_within: Option<String>,
     last_queue: Option<OneOrMany<String>>,
+    ani_ii: Option<OneOrMany<u16>>,
+    cpc: Option<OneOrMany<String>>,
     open: Option<bool>,
     weekday: Option<OneOrMany<String>>,
     time: Option<OneOrMany<String>>,
@@ -445,6 +447,25 @@ fn when(raw: &WhenRaw, bad: &mut Vec<String>) -> Cond {
     if let Some(v) = strings(&raw.last_queue) {
         push(Matcher::LastQueue(v));
     }
+    if let Some(v) = &raw.ani_ii {
+        let v = v.list();
+        for d in &v {
+            if *d > 99 {
+                bad.push(format!("ani_ii {d}: ANI II digits are two digits, 0-99"));
+            }
+        }
+        push(Matcher::AniIi(v));
+    }
+    if let Some(v) = strings(&raw.cpc) {
+        for c in &v {
+            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                bad.push(format!(
+                    "cpc {c:?}: expected a calling party category such as payphone or operator"
+                ));
+            }
+        }
+        push(Matcher::Cpc(v));
+    }
     if let Some(v) = strings(&raw.weekday) {
         push(Matcher::Weekday(
             v.iter()
@@ -491,19 +512,26 @@ fn when(raw: &WhenRaw, bad: &mut Vec<String>) -> Cond {
     }
 }
 
+/// The queue name that sends a repeat caller back to the queue of the previous call.
+pub const LAST: &str = "$last";
+
 fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
     match v {
+        toml::Value::String(s) if s == LAST => {
+            Err("\"$last\" needs a fallback: queue = { name = \"$last\", fallback = \"…\" }".into())
+        }
         toml::Value::String(s) => Ok(QueueSpec {
             name: s.clone(),
             priority: None,
             skills: Vec::new(),
             language: None,
+            back_to_last: false,
         }),
         toml::Value::Table(t) => {
             for k in t.keys() {
-                if !["name", "priority", "skills", "language"].contains(&k.as_str()) {
+                if !["name", "priority", "skills", "language", "fallback"].contains(&k.as_str()) {
                     return Err(format!(
-                        "unknown key {k:?}: expected name, priority, skills, language"
+                        "unknown key {k:?}: expected name, priority, skills, language, fallback"
                     ));
                 }
             }
@@ -511,6 +539,22 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
                 .get("name")
                 .and_then(toml::Value::as_str)
                 .ok_or("a queue table needs `name`")?;
+            let fallback = match t.get("fallback") {
+                None => None,
+                Some(f) => Some(f.as_str().ok_or("fallback must be a queue name")?),
+            };
+            let (name, back_to_last) = match (name, fallback) {
+                (LAST, Some(f)) => (f, true),
+                (LAST, None) => {
+                    return Err("\"$last\" needs `fallback`: the queue for callers with no \
+                                previous call"
+                        .into())
+                }
+                (_, Some(_)) => {
+                    return Err("`fallback` goes with name = \"$last\" only".into());
+                }
+                (n, None) => (n, false),
+            };
             let priority = match t.get("priority") {
                 None => None,
                 Some(p) => Some(
@@ -539,6 +583,7 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
                 priority,
                 skills,
                 language,
+                back_to_last,
             })
         }
         _ => Err("expected a queue name or a table { name, priority, skills, language }".into()),
@@ -867,6 +912,7 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
                     .text
                     .get(..rr.name.span().start)
                     .map_or(0, |t| t.matches('\n').count() + 1),
+                risk_aware: cond.as_ref().is_some_and(Cond::mentions_risk),
                 when: cond,
                 action,
                 respect_hours,
@@ -958,9 +1004,11 @@ pub fn from_table(table: &crate::Table) -> Rules {
                     priority: None,
                     skills: Vec::new(),
                     language: None,
+                    back_to_last: false,
                 }),
                 respect_hours: true,
                 overflow: None,
+                risk_aware: false,
             })
             .collect();
         rules.push(Rule {
@@ -972,9 +1020,11 @@ pub fn from_table(table: &crate::Table) -> Rules {
                 priority: None,
                 skills: Vec::new(),
                 language: None,
+                back_to_last: false,
             }),
             respect_hours: true,
             overflow: None,
+            risk_aware: false,
         });
         RuleSet {
             name,

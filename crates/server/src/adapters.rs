@@ -20,7 +20,7 @@ use tollgate_risk::{IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngin
 use tollgate_stir::Verifier;
 
 use crate::config::Loaded;
-use crate::pipeline::{BoxFuture, Directory, NoDirectory, NoRisk, RiskAnswer, RiskCheck};
+use crate::pipeline::{BoxFuture, Directory, Mode, NoDirectory, NoRisk, RiskAnswer, RiskCheck};
 
 /// How one trunk's caller identity is judged (`[[trunk]] trust_verstat`, `identity`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,12 +105,14 @@ impl Directory for CrmDirectory {
     fn lookup<'a>(
         &'a self,
         facts: &'a CallFacts,
+        mode: Mode,
     ) -> BoxFuture<'a, (LookupStatus, Option<CallerProfile>)> {
         Box::pin(async move {
-            match facts.ani.e164() {
-                Some(ani) => self.0.lookup(ani).await,
+            match (facts.ani.e164(), mode) {
+                (Some(ani), Mode::Live) => self.0.lookup(ani).await,
+                (Some(ani), Mode::Dry { fill_cache }) => self.0.lookup_dry(ani, fill_cache).await,
                 // Withheld or unusable numbers have no CRM record to find.
-                None => (LookupStatus::Skipped, None),
+                (None, _) => (LookupStatus::Skipped, None),
             }
         })
     }
@@ -123,14 +125,26 @@ pub struct RiskAdapter {
 }
 
 impl RiskCheck for RiskAdapter {
-    fn assess<'a>(&'a self, facts: &'a CallFacts, now: SystemTime) -> BoxFuture<'a, RiskAnswer> {
+    fn assess<'a>(
+        &'a self,
+        facts: &'a CallFacts,
+        now: SystemTime,
+        mode: Mode,
+    ) -> BoxFuture<'a, RiskAnswer> {
         Box::pin(async move {
-            let v = self.engine.evaluate(facts, now).await;
+            let v = match mode {
+                Mode::Live => self.engine.evaluate(facts, now).await,
+                Mode::Dry { .. } => self.engine.evaluate_dry(facts, now).await,
+            };
             RiskAnswer {
                 assessment: Some(v.assessment),
                 history: v.history,
             }
         })
+    }
+
+    fn block_rejection(&self) -> Option<Rejection> {
+        Some(self.engine.block_rejection().clone())
     }
 
     fn remember(&self, facts: &CallFacts, decision: &Decision, now: SystemTime) {

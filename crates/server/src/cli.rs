@@ -1,5 +1,6 @@
-//! `tollgate explain` and `tollgate diff`: the live pipeline's number handling and routing run
-//! on calls described on the command line or in a CSV file, without a network.
+//! `tollgate explain` and `tollgate diff`: calls described on the command line, in a CSV file
+//! or as a raw INVITE, decided by the live pipeline's own [`Pipeline::run`] in dry-run mode,
+//! against the node's real adapters (CRM through its cache, lists, velocity read-only, identity).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,27 +8,28 @@ use std::path::Path;
 
 use jiff::Timestamp;
 use tollgate_core::{
-    Attestation, CallFacts, CallerHistory, CallerProfile, Decision, DecisionAction, RiskAssessment,
-    RiskLevel,
+    Attestation, CallFacts, CallerHistory, CallerProfile, Decision, DecisionAction, RiskLevel,
 };
-use tollgate_router::{Explained, Rules};
 use tollgate_sip::message::{Message, Request};
 
-use crate::pipeline::Pipeline;
-use crate::Loaded;
+use crate::decision::DecisionRecord;
+use crate::pipeline::{Mode, Outcome, Overrides, Pipeline};
 
 /// One call to explain or replay.
 #[derive(Clone, Debug, Default)]
 pub struct CallSpec {
     pub ani: String,
     pub dnis: String,
+    /// The trunk by name; else the trunk `source` belongs to; else the first configured.
     pub trunk: Option<String>,
+    pub source: Option<std::net::IpAddr>,
+    /// A whole INVITE (as captured): its headers decide, `ani` and `dnis` are ignored.
+    pub sip: Option<String>,
     pub at: Option<Timestamp>,
-    pub profile: Option<CallerProfile>,
-    pub risk: Option<RiskLevel>,
-    pub lists: Vec<String>,
-    pub attestation: Option<Attestation>,
-    pub history: Option<(String, i64)>,
+    /// Facts stated instead of the adapters' answers.
+    pub overrides: Overrides,
+    /// Put a CRM answer fetched for this explain in the cache, as a live call would.
+    pub fill_cache: bool,
 }
 
 /// Why a call could not be built.
@@ -35,6 +37,8 @@ pub struct CallSpec {
 pub enum CliError {
     #[error("unknown trunk {0:?}: configured trunks are {1}")]
     Trunk(String, String),
+    #[error("no trunk claims source {0}: configured trunks are {1}")]
+    Source(std::net::IpAddr, String),
     #[error("no trunk configured: name one with --trunk or add a [[trunk]]")]
     NoTrunk,
     #[error("the call does not make a valid INVITE: {0}")]
@@ -49,58 +53,97 @@ pub enum CliError {
     Other(String),
 }
 
-/// Builds facts as a live call with these headers would get them: the real parser, extractor,
-/// number intelligence and CLI policy, then the given CRM and risk facts.
-pub fn facts_for(
-    spec: &CallSpec,
-    cfg: &Loaded,
-    pipeline: &Pipeline,
-) -> Result<(CallFacts, Option<Decision>), CliError> {
-    let names = cfg.trunks.names();
-    let trunk = match &spec.trunk {
-        Some(n) => cfg
-            .trunks
+/// Builds facts as a live call with these headers gets them: the real parser, extractor and
+/// trunk classification. Number intelligence and the rest are [`Pipeline::run`]'s.
+pub fn facts_for(spec: &CallSpec, pipeline: &Pipeline) -> Result<CallFacts, CliError> {
+    let trunks = &pipeline.trunks;
+    let names = || trunks.names().join(", ");
+    let trunk = match (&spec.trunk, spec.source) {
+        (Some(n), _) => trunks
             .by_name(n)
-            .ok_or_else(|| CliError::Trunk(n.clone(), names.join(", ")))?,
-        None => names
+            .ok_or_else(|| CliError::Trunk(n.clone(), names()))?,
+        (None, Some(ip)) => trunks
+            .classify(ip)
+            .ok_or_else(|| CliError::Source(ip, names()))?,
+        (None, None) => trunks
+            .names()
             .first()
-            .and_then(|n| cfg.trunks.by_name(n))
+            .and_then(|n| trunks.by_name(n))
             .ok_or(CliError::NoTrunk)?,
     };
     let user = |s: &str| s.replace('+', "%2B");
-    let invite = format!(
-        "INVITE sip:{}@tollgate.invalid;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKexplain\r\n\
-         From: <sip:{}@explain.invalid;user=phone>;tag=x\r\nTo: <sip:{}@tollgate.invalid>\r\nCall-ID: explain\r\n\
-         CSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:{}@explain.invalid;user=phone>\r\nContent-Length: 0\r\n\r\n",
-        user(&spec.dnis),
-        user(&spec.ani),
-        user(&spec.dnis),
-        user(&spec.ani)
-    );
-    let msg = Message::parse(invite.as_bytes()).map_err(|e| CliError::Sip(e.to_string()))?;
-    let req = Request::from_message(msg, true).map_err(|e| CliError::Sip(e.reason.into_owned()))?;
-    let mut facts = tollgate_sip::extract::extract(&req, trunk, &pipeline.plan, &cfg.emergency);
-    let policy = pipeline.annotate(&mut facts);
-    facts.profile = spec.profile.clone();
-    facts.lookup = if spec.profile.is_some() {
-        tollgate_core::LookupStatus::Found
-    } else {
-        tollgate_core::LookupStatus::Skipped
+    let synthesized;
+    let text = match &spec.sip {
+        Some(t) => t.as_str(),
+        None => {
+            synthesized = format!(
+                "INVITE sip:{}@tollgate.invalid;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKexplain\r\n\
+                 From: <sip:{}@explain.invalid;user=phone>;tag=x\r\nTo: <sip:{}@tollgate.invalid>\r\nCall-ID: explain\r\n\
+                 CSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:{}@explain.invalid;user=phone>\r\nContent-Length: 0\r\n\r\n",
+                user(&spec.dnis),
+                user(&spec.ani),
+                user(&spec.dnis),
+                user(&spec.ani)
+            );
+            synthesized.as_str()
+        }
     };
-    if spec.risk.is_some() || !spec.lists.is_empty() || spec.attestation.is_some() {
-        facts.risk = Some(RiskAssessment {
-            level: spec.risk.unwrap_or_default(),
-            list_hits: spec.lists.clone(),
-            attestation: spec.attestation,
-            ..RiskAssessment::default()
-        });
+    // A pasted capture may have bare LF line ends.
+    let text = if text.contains("\r\n") {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.replace('\n', "\r\n"))
+    };
+    let msg = Message::parse(text.as_bytes()).map_err(|e| CliError::Sip(e.to_string()))?;
+    let req = Request::from_message(msg, true).map_err(|e| CliError::Sip(e.reason.into_owned()))?;
+    Ok(tollgate_sip::extract::extract(
+        &req,
+        trunk,
+        &pipeline.plan,
+        &pipeline.emergency,
+    ))
+}
+
+/// One explained call: the facts, the outcome (with the router's trace) and when.
+#[derive(Debug)]
+pub struct Explanation {
+    pub facts: CallFacts,
+    pub outcome: Outcome,
+    pub at: Timestamp,
+}
+
+impl Explanation {
+    /// The decision record, field for field what the decision log writes for a live call.
+    pub fn record(&self) -> DecisionRecord<'_> {
+        DecisionRecord::new(&self.facts, &self.outcome, "-")
     }
-    let now = spec.at.unwrap_or_else(Timestamp::now);
-    facts.history = spec.history.as_ref().map(|(q, ago)| CallerHistory {
-        last_queue: q.clone(),
-        last_seen: now.as_second() - ago,
-    });
-    Ok((facts, policy))
+
+    /// The rules tried, one line each.
+    pub fn trace(&self) -> Vec<String> {
+        self.outcome
+            .trace
+            .as_ref()
+            .map(|e| e.render().lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn describe(&self) -> String {
+        describe(&self.outcome.decision)
+    }
+}
+
+/// Decides one call as the live engine would, without changing any state (unless
+/// `fill_cache`): [`Pipeline::run`] in [`Mode::Dry`].
+pub async fn explain_call(spec: &CallSpec, pipeline: &Pipeline) -> Result<Explanation, CliError> {
+    let mut facts = facts_for(spec, pipeline)?;
+    let at = spec.at.unwrap_or_else(pipeline.clock);
+    let mode = Mode::Dry {
+        fill_cache: spec.fill_cache,
+    };
+    let outcome = pipeline
+        .run(&mut facts, mode, at, &spec.overrides, true)
+        .await;
+    Ok(Explanation { facts, outcome, at })
 }
 
 fn describe(d: &Decision) -> String {
@@ -126,74 +169,102 @@ fn describe(d: &Decision) -> String {
 }
 
 /// The text `tollgate explain` prints.
-pub fn explain(
-    spec: &CallSpec,
-    cfg: &Loaded,
-    pipeline: &Pipeline,
-    rules: &Rules,
-) -> Result<String, CliError> {
-    let (facts, policy) = facts_for(spec, cfg, pipeline)?;
-    let now = spec.at.unwrap_or_else(Timestamp::now);
+pub fn render(e: &Explanation, rules_version: &str) -> String {
+    let facts = &e.facts;
+    let r = e.record();
     let mut out = String::new();
-    let info = facts.ani_info.as_ref();
     let _ = writeln!(
         out,
-        "call      ANI {} ({} via {}), DNIS {} ({})",
-        facts.ani,
-        facts.trunk,
-        facts.ani_source.as_str(),
-        facts.dnis,
-        facts.dnis_source.as_str()
+        "call      ANI {} ({} via {}{}), DNIS {} ({})",
+        r.ani,
+        r.trunk,
+        r.ani_source,
+        if r.ani_verified {
+            ", verified"
+        } else {
+            ", unverified"
+        },
+        r.dnis,
+        r.dnis_source
     );
     let _ = writeln!(
         out,
         "number    valid={} kind={} region={} geo={:?} tz={}",
-        info.is_some_and(|i| i.valid),
-        info.map_or("-", |i| i.kind.as_str()),
-        info.and_then(|i| i.region).unwrap_or("-"),
-        facts
-            .ani_geo
-            .as_ref()
-            .and_then(|g| g.description.as_deref())
-            .unwrap_or("-"),
-        facts
-            .ani_geo
-            .as_ref()
-            .and_then(|g| g.time_zone())
-            .unwrap_or("-"),
+        r.ani_valid, r.ani_kind, r.ani_region, r.ani_geo, r.ani_tz,
     );
+    if r.cpc != "-" || r.ani_ii != "-" || r.charge_number != "-" {
+        let _ = writeln!(
+            out,
+            "line      cpc={} ani_ii={} charge={}",
+            r.cpc, r.ani_ii, r.charge_number
+        );
+    }
     if let Some(c) = &facts.cli {
         let _ = writeln!(out, "cli       {} ({})", c.verdict.as_str(), c.reason);
     }
-    let _ = writeln!(out, "at        {now} (rules {})", rules.version);
-    let decision = match policy {
-        Some(d) => {
-            let _ = writeln!(out, "cli-policy rejects the call before routing");
-            d
-        }
-        None => {
-            let e: Explained = tollgate_router::explain(&facts, rules, now);
-            if let Some(open) = e.open {
-                let _ = writeln!(
-                    out,
-                    "hours     line {}",
-                    if open { "open" } else { "closed" }
-                );
-            }
-            out.push_str("rules tried:\n");
-            for line in e.render().lines() {
-                let _ = writeln!(out, "  {line}");
-            }
-            e.decision
-        }
-    };
     let _ = writeln!(
         out,
-        "decision  {} by {}",
-        describe(&decision),
-        decision.rule
+        "crm       {} customer={} tier={}",
+        r.crm, r.crm_customer, r.crm_tier
     );
-    Ok(out)
+    let _ = writeln!(
+        out,
+        "risk      {} score={} signals=[{}] lists=[{}] attestation={} verification={}{}",
+        r.risk,
+        r.risk_score,
+        r.risk_signals,
+        r.lists,
+        r.attestation,
+        r.verification,
+        if r.risk_degraded { " (degraded)" } else { "" }
+    );
+    if r.repeat_of != "-" {
+        let _ = writeln!(out, "history   previous call to {}", r.repeat_of);
+    }
+    for o in &e.outcome.overridden {
+        let _ = writeln!(out, "override  {o}");
+    }
+    let _ = writeln!(out, "at        {} (rules {rules_version})", e.at);
+    if let Some(t) = &e.outcome.trace {
+        if let Some(open) = t.open {
+            let _ = writeln!(
+                out,
+                "hours     line {}",
+                if open { "open" } else { "closed" }
+            );
+        }
+        out.push_str("rules tried:\n");
+        for line in t.render().lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    } else {
+        let _ = writeln!(out, "{} rejects the call before routing", r.decided_by);
+    }
+    let _ = writeln!(
+        out,
+        "decision  {} by {} ({})",
+        describe(&e.outcome.decision),
+        e.outcome.decision.rule,
+        r.decided_by
+    );
+    out
+}
+
+/// Overrides from the explain flags: `--risk`, `--lists`, a profile.
+pub fn overrides(
+    profile: Option<CallerProfile>,
+    risk: Option<RiskLevel>,
+    lists: Option<Vec<String>>,
+    attestation: Option<Attestation>,
+    history: Option<CallerHistory>,
+) -> Overrides {
+    Overrides {
+        profile,
+        risk,
+        lists,
+        attestation,
+        history,
+    }
 }
 
 /// Parses a caller profile file (TOML): the CRM record `explain --profile` routes with.
@@ -338,13 +409,13 @@ pub fn calls_from_csv(path: &Path) -> Result<Vec<(usize, CallSpec)>, CliError> {
                     has_profile = true;
                 }
                 "risk" => {
-                    spec.risk = Some(RiskLevel::from_name(v).ok_or_else(|| {
+                    spec.overrides.risk = Some(RiskLevel::from_name(v).ok_or_else(|| {
                         bad(format!("risk {v:?}: low, elevated, high or blocked"))
                     })?)
                 }
-                "lists" => spec.lists = list(),
+                "lists" => spec.overrides.lists = Some(list()),
                 "attestation" => {
-                    spec.attestation = match v {
+                    spec.overrides.attestation = match v {
                         "A" => Some(Attestation::A),
                         "B" => Some(Attestation::B),
                         "C" => Some(Attestation::C),
@@ -363,52 +434,50 @@ pub fn calls_from_csv(path: &Path) -> Result<Vec<(usize, CallSpec)>, CliError> {
             }
         }
         if has_profile {
-            spec.profile = Some(profile);
+            spec.overrides.profile = Some(profile);
         }
-        spec.history = last_queue.map(|q| (q, ago.unwrap_or(0)));
+        let at = spec.at.unwrap_or_else(Timestamp::now);
+        spec.overrides.history = last_queue.map(|q| CallerHistory {
+            last_queue: q,
+            last_seen: at.as_second() - ago.unwrap_or(0),
+        });
         out.push((n, spec));
     }
     Ok(out)
 }
 
-/// The text `tollgate diff` prints: every call whose queue or rule changes, then a summary.
-pub fn diff(
+/// The text `tollgate diff` prints: every call whose answer changes, then a summary. Each
+/// call is decided twice by [`Pipeline::run`] in dry-run mode, with the live and the
+/// candidate rules, on the same facts and adapters.
+pub async fn diff(
     calls: &[(usize, CallSpec)],
-    cfg: &Loaded,
-    pipeline: &Pipeline,
-    live: &Rules,
-    candidate: &Rules,
+    live: &Pipeline,
+    candidate: &Pipeline,
 ) -> Result<(String, usize), CliError> {
     let mut out = String::new();
     let mut changed = 0;
     for (line, spec) in calls {
-        let (facts, policy) = facts_for(spec, cfg, pipeline)?;
-        let now = spec.at.unwrap_or_else(Timestamp::now);
-        let (a, b) = match &policy {
-            Some(p) => (p.clone(), p.clone()),
-            None => (
-                tollgate_router::route(&facts, live, now),
-                tollgate_router::route(&facts, candidate, now),
-            ),
-        };
-        if describe(&a) != describe(&b) {
+        let a = explain_call(spec, live).await?;
+        let b = explain_call(spec, candidate).await?;
+        if describe(&a.outcome.decision) != describe(&b.outcome.decision) {
             changed += 1;
-            let why = tollgate_router::explain(&facts, candidate, now);
-            let matched = why
-                .steps
-                .iter()
-                .find(|s| s.matched)
+            let matched = b
+                .outcome
+                .trace
+                .as_ref()
+                .and_then(|t| t.steps.iter().find(|s| s.matched))
                 .map(|s| s.why.clone())
-                .unwrap_or_default();
+                .unwrap_or_else(|| b.outcome.why.as_str().to_owned());
             let _ = writeln!(
                 out,
-                "line {line}: {} → {} at {now}\n  live      {} by {}\n  candidate {} by {}  [{matched}]",
-                facts.ani,
-                facts.dnis,
-                describe(&a),
-                a.rule,
-                describe(&b),
-                b.rule
+                "line {line}: {} → {} at {}\n  live      {} by {}\n  candidate {} by {}  [{matched}]",
+                a.facts.ani,
+                a.facts.dnis,
+                a.at,
+                describe(&a.outcome.decision),
+                a.outcome.decision.rule,
+                describe(&b.outcome.decision),
+                b.outcome.decision.rule
             );
         }
     }
@@ -417,8 +486,8 @@ pub fn diff(
         "{} calls replayed, {changed} change{} (live {} → candidate {})",
         calls.len(),
         if changed == 1 { "" } else { "s" },
-        live.version,
-        candidate.version
+        live.rules.current().version,
+        candidate.rules.current().version
     );
     Ok((out, changed))
 }

@@ -144,9 +144,12 @@ pub struct LogSection {
     /// "json" (default) or "text".
     #[serde(default)]
     pub format: Option<String>,
-    /// An EnvFilter directive; RUST_LOG overrides it.
+    /// An EnvFilter directive; RUST_LOG overrides it. It never hides the decision log.
     #[serde(default)]
     pub level: Option<String>,
+    /// The decision log (one line per INVITE answered, target `tollgate::decision`); default on.
+    #[serde(default)]
+    pub decisions: Option<bool>,
 }
 
 fn default_unknown() -> Spanned<String> {
@@ -251,6 +254,21 @@ pub struct Loaded {
     pub stir: Option<tollgate_stir::StirConfig>,
     /// How each trunk's caller identity is judged (by trunk name).
     pub identity: std::collections::HashMap<String, crate::adapters::TrunkIdentity>,
+    /// The config file and its text, for errors found after parsing (adapters, binding).
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Loaded {
+    /// A problem found after parsing, placed at the line that sets `key` (or its table).
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line: line_of_key(&self.text, key),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
 }
 
 struct Errors<'a> {
@@ -275,6 +293,16 @@ impl Errors<'_> {
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+/// The configuration `tollgate serve` runs without `--config`: SIP on 127.0.0.1:5060 over UDP
+/// and TCP, one trusted trunk for loopback, every call to the queue `general` at
+/// `acd.example.net`; no CRM, no risk engine, no HTTP API, nothing read from disk.
+pub const EMBEDDED: &str = include_str!("embedded.toml");
+
+/// The embedded defaults ([`EMBEDDED`]), validated like a file.
+pub fn embedded(plan: &NumberPlan) -> Result<Loaded, ConfigErrors> {
+    parse(Path::new("(embedded defaults)"), EMBEDDED, plan)
 }
 
 /// Reads and validates a config file.
@@ -565,6 +593,22 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
 
     let http = crate::http::settings(raw.http.as_ref(), path, text, &mut errs.list);
 
+    // A call whose enrichment may run past the decision timeout would be answered 503 while
+    // its risk and CRM answers are still allowed to arrive.
+    if raw.sip.decision_timeout_ms <= raw.sip.enrich_deadline_ms {
+        errs.list.push(ConfigError {
+            file: path.to_owned(),
+            line: line_of_key(text, "sip.decision_timeout_ms")
+                .or_else(|| line_of_key(text, "sip.enrich_deadline_ms")),
+            key: "sip.decision_timeout_ms".into(),
+            message: format!(
+                "{} ms is not longer than sip.enrich_deadline_ms ({} ms): every call that waits \
+                 for enrichment would time out",
+                raw.sip.decision_timeout_ms, raw.sip.enrich_deadline_ms
+            ),
+        });
+    }
+
     if !errs.list.is_empty() || !rule_errors.is_empty() {
         errs.list.sort_by_key(|e| e.line);
         errs.list
@@ -605,6 +649,8 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         risk,
         stir,
         identity,
+        path: path.to_owned(),
+        text: text.to_owned(),
     })
 }
 

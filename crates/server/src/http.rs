@@ -13,12 +13,12 @@ use tollgate_api::{
     HubConfig, ListAdd, PrometheusHandle, Publisher, Scope, ScreenPop, Secret, Token,
     WebhookConfig, WebhookSettings,
 };
-use tollgate_core::{Attestation, CallerProfile, Decision, NumberIntel, NumberPlan, RiskLevel};
+use tollgate_core::{Attestation, CallerProfile, Decision, RiskLevel};
 use tollgate_sip::Call;
 use toml::Spanned;
 
 use crate::config::ConfigError;
-use crate::rules::RuleStore;
+use crate::pipeline::Pipeline;
 
 /// `[http]`: the API listener, tokens, webhooks, pop retention and cross-node fan-out.
 #[derive(Debug, Deserialize)]
@@ -368,53 +368,52 @@ pub fn publish_pop(publisher: &Publisher, call: &Call, decision: &Decision) {
 /// The admin operations this engine has.
 #[derive(Debug)]
 pub struct ServerAdmin {
-    /// A copy of the config for explain (the live one's trunks belong to the SIP server).
-    explain_cfg: Option<crate::Loaded>,
-    plan: Arc<NumberPlan>,
-    intel: Arc<NumberIntel>,
-    rules: Arc<RuleStore>,
+    /// The live pipeline: explain decides with it, in dry-run mode.
+    pipeline: Arc<Pipeline>,
+    /// The config text, for the redacted config view.
     source_text: String,
     /// The configured list store (`[risk]`), as `tollgate list` opens it.
     lists: Option<tollgate_risk::ListAdmin>,
     /// The CRM cache (`[crm]`).
     lookup: Option<tollgate_lookup::Lookup>,
+    /// Secret values the config reads from the environment or files, so that the config
+    /// view can never show them, whatever key holds them.
+    secrets: Vec<String>,
 }
 
 impl ServerAdmin {
+    /// With list management and CRM invalidation for what `[risk]` and `[crm]` configure.
+    /// Must run inside a Tokio runtime (a Redis list store connects on open).
     pub fn new(
         settings: &HttpSettings,
-        plan: Arc<NumberPlan>,
-        intel: Arc<NumberIntel>,
-        rules: Arc<RuleStore>,
-    ) -> Self {
-        let (path, text) = &settings.source;
-        let explain_cfg = crate::config::parse(path, text, &plan).ok();
-        Self {
-            explain_cfg,
-            plan,
-            intel,
-            rules,
-            source_text: text.clone(),
-            lists: None,
-            lookup: None,
-        }
-    }
-
-    /// Adds list management and CRM invalidation for what `[risk]` and `[crm]` configure. Must
-    /// run inside a Tokio runtime (a Redis list store connects on open).
-    pub fn with_adapters(
-        mut self,
+        pipeline: Arc<Pipeline>,
         cfg: &crate::Loaded,
         adapters: &crate::adapters::Adapters,
     ) -> Self {
-        if let Some(risk) = &cfg.risk {
-            match tollgate_risk::ListAdmin::open(risk, &cfg.base_dir) {
-                Ok(a) => self.lists = Some(a),
-                Err(e) => tracing::warn!(error = %e, "admin API: list management unavailable"),
-            }
+        let lists = cfg.risk.as_ref().and_then(|risk| {
+            tollgate_risk::ListAdmin::open(risk, &cfg.base_dir)
+                .map_err(|e| tracing::warn!(error = %e, "admin API: list management unavailable"))
+                .ok()
+        });
+        Self {
+            pipeline,
+            source_text: settings.source.1.clone(),
+            lists,
+            lookup: adapters.lookup.clone(),
+            secrets: settings
+                .api
+                .tokens
+                .iter()
+                .map(|t| t.secret.expose().to_owned())
+                .chain(
+                    settings
+                        .api
+                        .webhooks
+                        .iter()
+                        .map(|w| w.secret.expose().to_owned()),
+                )
+                .collect(),
         }
-        self.lookup = adapters.lookup.clone();
-        self
     }
 
     fn lists(&self) -> Result<&tollgate_risk::ListAdmin, AdminError> {
@@ -528,7 +527,7 @@ impl Admin for ServerAdmin {
     }
 
     fn reload_rules(&self) -> BoxFuture<'_, AdminResult> {
-        let result = match self.rules.reload() {
+        let result = match self.pipeline.rules.reload() {
             Ok(version) => Ok(serde_json::json!({ "version": version })),
             Err(errors) => Err(AdminError::Failed {
                 message: "the rules have errors; the old rules stay live".into(),
@@ -539,7 +538,7 @@ impl Admin for ServerAdmin {
     }
 
     fn explain(&self, call: ExplainRequest) -> BoxFuture<'_, AdminResult> {
-        ready(self.explain_now(call))
+        Box::pin(self.explain_call(call))
     }
 
     fn config(&self) -> AdminResult {
@@ -548,16 +547,13 @@ impl Admin for ServerAdmin {
         let mut json = serde_json::to_value(value)
             .map_err(|e| AdminError::Unavailable(format!("config: {e}")))?;
         redact(&mut json, false);
+        redact_values(&mut json, &self.secrets);
         Ok(json)
     }
 }
 
 impl ServerAdmin {
-    fn explain_now(&self, call: ExplainRequest) -> AdminResult {
-        let cfg = self
-            .explain_cfg
-            .as_ref()
-            .ok_or_else(|| AdminError::Unavailable("the config file no longer loads".into()))?;
+    async fn explain_call(&self, call: ExplainRequest) -> AdminResult {
         let bad = |m: String| AdminError::BadRequest(m);
         let at = call
             .at
@@ -582,6 +578,17 @@ impl ServerAdmin {
             Some("C") => Some(Attestation::C),
             Some(o) => return Err(bad(format!("attestation {o:?}: A, B or C"))),
         };
+        let source = call
+            .source
+            .as_deref()
+            .map(|s| {
+                s.parse::<std::net::IpAddr>()
+                    .map_err(|_| bad(format!("source {s:?} is not an IP address")))
+            })
+            .transpose()?;
+        if call.sip.is_none() && (call.ani.is_empty() || call.dnis.is_empty()) {
+            return Err(bad("give `ani` and `dnis`, or `sip`".into()));
+        }
         let profile = call.profile.map(|p| CallerProfile {
             customer_id: p.customer_id.unwrap_or_default(),
             name: p.name,
@@ -596,33 +603,31 @@ impl ServerAdmin {
             ani: call.ani,
             dnis: call.dnis,
             trunk: call.trunk,
+            source,
+            sip: call.sip,
             at,
-            profile,
-            risk,
-            lists: call.lists,
-            attestation,
-            ..Default::default()
+            overrides: crate::cli::overrides(profile, risk, call.lists, attestation, None),
+            fill_cache: call.fill_cache,
         };
-        let pipeline = crate::pipeline(
-            cfg,
-            Arc::clone(&self.plan),
-            Arc::clone(&self.intel),
-            Arc::clone(&self.rules),
-        );
-        let live = self.rules.current();
-        let text =
-            crate::cli::explain(&spec, cfg, &pipeline, &live).map_err(|e| bad(e.to_string()))?;
-        let decision = text
-            .lines()
-            .find_map(|l| l.strip_prefix("decision  "))
-            .unwrap_or_default()
-            .to_owned();
-        Ok(serde_json::json!({ "decision": decision, "rules_version": live.version, "text": text }))
+        let e = crate::cli::explain_call(&spec, &self.pipeline)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        let version = self.pipeline.rules.current().version.clone();
+        let record = serde_json::to_value(e.record())
+            .map_err(|e| AdminError::Unavailable(format!("explain: {e}")))?;
+        Ok(serde_json::json!({
+            "decision": format!("{} by {}", e.describe(), e.outcome.decision.rule),
+            "rules_version": version,
+            "record": record,
+            "trace": e.trace(),
+            "overridden": e.outcome.overridden,
+            "text": crate::cli::render(&e, &version),
+        }))
     }
 }
 
 /// Replaces secrets in a config tree: token/secret/password values, every header value, and
-/// passwords inside URLs.
+/// passwords and query values inside URLs.
 fn redact(v: &mut serde_json::Value, secret: bool) {
     match v {
         serde_json::Value::Object(map) => {
@@ -651,7 +656,7 @@ fn redact(v: &mut serde_json::Value, secret: bool) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(|c| redact(c, secret)),
         serde_json::Value::String(s) if secret => *s = "***".into(),
         serde_json::Value::String(s) => {
-            if let Some(clean) = strip_url_password(s) {
+            if let Some(clean) = redact_url(s) {
                 *s = clean;
             }
         }
@@ -659,15 +664,66 @@ fn redact(v: &mut serde_json::Value, secret: bool) {
     }
 }
 
-/// `scheme://user:pass@host...` → `scheme://user:***@host...`.
-fn strip_url_password(s: &str) -> Option<String> {
+/// `scheme://user:pass@host/path?k=v#f` → `scheme://user:***@host/path?k=***#f`: a URL's
+/// password and every query value (CRM URLs often carry an API key there), the rest kept.
+/// `None` when the string is no URL or has nothing to hide.
+pub fn redact_url(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return None;
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = rest.get(..authority_end)?;
-    let (userinfo, host) = authority.rsplit_once('@')?;
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
     let tail = rest.get(authority_end..).unwrap_or("");
-    Some(format!("{scheme}://{user}:***@{host}{tail}"))
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}:***@{host}")
+        }
+        _ => authority.to_owned(),
+    };
+    let (before_frag, frag) = match tail.split_once('#') {
+        Some((a, f)) => (a, Some(f)),
+        None => (tail, None),
+    };
+    let tail = match before_frag.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !v.is_empty() => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => before_frag.to_owned(),
+    };
+    let out = match frag {
+        Some(f) => format!("{scheme}://{authority}{tail}#{f}"),
+        None => format!("{scheme}://{authority}{tail}"),
+    };
+    (out != s).then_some(out)
+}
+
+/// Replaces every occurrence of a known secret value in any string of the tree.
+fn redact_values(v: &mut serde_json::Value, secrets: &[String]) {
+    match v {
+        serde_json::Value::Object(map) => map.values_mut().for_each(|c| redact_values(c, secrets)),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|c| redact_values(c, secrets)),
+        serde_json::Value::String(s) => {
+            for secret in secrets.iter().filter(|x| x.len() >= 4) {
+                if s.contains(secret.as_str()) {
+                    *s = s.replace(secret.as_str(), "***");
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The API, built and bound (not yet serving).
@@ -746,5 +802,22 @@ mod tests {
         assert_eq!(v["http"]["token"][0]["name"], "a");
         assert_eq!(v["crm"]["http"]["headers"]["X-Key"], "***");
         assert_eq!(v["crm"]["http"]["url"], "https://crm/x");
+    }
+
+    #[test]
+    fn url_query_values_and_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("https://crm.example/callers/{digits}?api_key=s3cr3t&fmt=json").as_deref(),
+            Some("https://crm.example/callers/{digits}?api_key=***&fmt=***")
+        );
+        assert_eq!(
+            redact_url("rediss://default:pw@r:6380/1?x=1#frag").as_deref(),
+            Some("rediss://default:***@r:6380/1?x=***#frag")
+        );
+        assert_eq!(redact_url("https://crm.example/x"), None);
+        assert_eq!(redact_url("not a url"), None);
+        let mut v = serde_json::json!({"crm": {"http": {"body": "{\"key\":\"tok-123456\"}"}}});
+        redact_values(&mut v, &["tok-123456".to_owned()]);
+        assert_eq!(v["crm"]["http"]["body"], "{\"key\":\"***\"}");
     }
 }

@@ -6,6 +6,7 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod decision;
 pub mod http;
 pub mod list_cmd;
 pub mod pipeline;
@@ -19,7 +20,7 @@ use tollgate_core::{NumberIntel, NumberPlan};
 use tollgate_sip::{Context, Server};
 
 pub use config::{ConfigError, ConfigErrors, Loaded};
-pub use pipeline::{Directory, NoDirectory, NoRisk, Pipeline, RiskCheck};
+pub use pipeline::{Directory, Live, Mode, NoDirectory, NoRisk, Overrides, Pipeline, RiskCheck};
 
 /// Addresses actually bound (port 0 resolved), for tests and the start-up log.
 #[derive(Debug, Clone)]
@@ -48,7 +49,8 @@ pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
         })
 }
 
-/// Builds the pipeline for a loaded config with the embedded defaults for risk and CRM.
+/// Builds the pipeline for a loaded config with the no-op risk and CRM seams (tests and
+/// benchmarks; [`prepare`] wires the configured adapters).
 pub fn pipeline(
     cfg: &Loaded,
     plan: Arc<NumberPlan>,
@@ -58,6 +60,8 @@ pub fn pipeline(
     Pipeline {
         plan,
         intel,
+        trunks: cfg.trunks.clone(),
+        emergency: cfg.emergency.clone(),
         cli: cfg.cli.clone(),
         cli_default: cfg.cli_default.clone(),
         rules,
@@ -65,12 +69,12 @@ pub fn pipeline(
         directory: Arc::new(NoDirectory),
         enrich_deadline: cfg.enrich_deadline,
         clock: jiff::Timestamp::now,
-        pops: None,
+        pops: std::sync::OnceLock::new(),
     }
 }
 
 /// Builds the pipeline with the adapters `[crm]`, `[risk]` and `[stir]` configure (the no-op
-/// seams for absent sections); what `serve` runs.
+/// seams for absent sections).
 pub async fn wired_pipeline(
     cfg: &Loaded,
     plan: Arc<NumberPlan>,
@@ -84,6 +88,60 @@ pub async fn wired_pipeline(
     Ok((p, built))
 }
 
+/// Everything `serve` builds before it binds a socket: the live rules, the adapters and the
+/// pipeline. `tollgate check` runs exactly this and stops, so it refuses what `serve` would.
+#[derive(Debug)]
+pub struct Prepared {
+    pub rules: Arc<rules::RuleStore>,
+    pub pipeline: Arc<Pipeline>,
+    pub adapters: adapters::Adapters,
+}
+
+/// Builds the rules, adapters and pipeline for `cfg`; every problem as `file:line: key:`.
+/// Must run inside a Tokio runtime (the risk engine refreshes its lists in the background).
+pub async fn prepare(
+    cfg: &Loaded,
+    plan: Arc<NumberPlan>,
+    intel: Arc<NumberIntel>,
+) -> Result<Prepared, ConfigErrors> {
+    let rules = rule_store(cfg)?;
+    let (pipeline, adapters) = wired_pipeline(cfg, plan, intel, Arc::clone(&rules))
+        .await
+        .map_err(|e| {
+            let (key, message) = match &e {
+                adapters::AdapterError::Crm(e) => ("crm", e.to_string()),
+                adapters::AdapterError::Risk(e) => ("risk", e.to_string()),
+                adapters::AdapterError::Stir(e) => ("stir", e.to_string()),
+            };
+            ConfigErrors(vec![cfg.error_at(key, message)])
+        })?;
+    Ok(Prepared {
+        rules,
+        pipeline: Arc::new(pipeline),
+        adapters,
+    })
+}
+
+/// Binds every configured address, naming the one that failed.
+async fn bind_all(
+    cfg: &Loaded,
+) -> std::io::Result<(Vec<tokio::net::UdpSocket>, Vec<tokio::net::TcpListener>)> {
+    let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+    for a in &cfg.udp {
+        let (mut u, _) = tollgate_sip::bind(std::slice::from_ref(a), &[])
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("sip.udp {a}: {e}")))?;
+        udp.append(&mut u);
+    }
+    for a in &cfg.tcp {
+        let (_, mut t) = tollgate_sip::bind(&[], std::slice::from_ref(a))
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("sip.tcp {a}: {e}")))?;
+        tcp.append(&mut t);
+    }
+    Ok((udp, tcp))
+}
+
 /// Binds the configured listeners and returns the bound addresses and a future that serves
 /// until `shutdown`, then drains.
 pub async fn serve(
@@ -92,13 +150,30 @@ pub async fn serve(
     intel: Arc<NumberIntel>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(Bound, impl Future<Output = ()> + Send)> {
-    let (udp, tcp) = tollgate_sip::bind(&cfg.udp, &cfg.tcp).await?;
+    let prepared = prepare(&cfg, Arc::clone(&plan), intel)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    serve_prepared(cfg, plan, prepared, shutdown).await
+}
+
+/// [`serve`] for what [`prepare`] built (tests adjust the pipeline in between).
+pub async fn serve_prepared(
+    cfg: Loaded,
+    plan: Arc<NumberPlan>,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(Bound, impl Future<Output = ()> + Send)> {
+    let Prepared {
+        rules,
+        pipeline,
+        adapters,
+    } = prepared;
+    let (udp, tcp) = bind_all(&cfg).await?;
     let mut bound = Bound {
         udp: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
         tcp: tcp.iter().filter_map(|s| s.local_addr().ok()).collect(),
         http: None,
     };
-    let rules = rule_store(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
     let watch_stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(
         Arc::clone(&rules).watch(std::time::Duration::from_secs(1), {
@@ -106,25 +181,23 @@ pub async fn serve(
             async move { stop.notified().await }
         }),
     );
-    let admin = cfg.http.as_ref().map(|h| {
-        http::ServerAdmin::new(h, Arc::clone(&plan), Arc::clone(&intel), Arc::clone(&rules))
-    });
-    let (mut handler, adapters) = wired_pipeline(&cfg, Arc::clone(&plan), intel, rules)
-        .await
-        .map_err(std::io::Error::other)?;
-    let api = match admin {
-        Some(admin) => {
-            let admin = Arc::new(admin.with_adapters(&cfg, &adapters));
-            http::start(cfg.http.as_ref(), admin).await?
+    let api = match &cfg.http {
+        Some(settings) => {
+            let admin = http::ServerAdmin::new(settings, Arc::clone(&pipeline), &cfg, &adapters);
+            http::start(Some(settings), Arc::new(admin))
+                .await
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("http.listen {}: {e}", settings.listen))
+                })?
         }
         None => None,
     };
     if let Some(h) = &api {
-        handler.pops = Some(h.api.publisher());
+        let _ = pipeline.pops.set(h.api.publisher());
         bound.http = Some(h.addr);
     }
     let server = Server::new(Context {
-        handler,
+        handler: Live(pipeline),
         trunks: cfg.trunks,
         plan,
         emergency: cfg.emergency,
@@ -138,6 +211,7 @@ pub async fn serve(
         if let Some(api) = api {
             api.stop().await;
         }
+        drop(adapters);
     };
     Ok((bound, run))
 }

@@ -20,50 +20,64 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Serve SIP until SIGINT or SIGTERM, then drain.
+    /// Serve SIP until SIGINT or SIGTERM, then drain. Without --config: the embedded defaults.
     Serve {
-        #[arg(long, default_value = "config/tollgate.toml")]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
-    /// Validate a config file and its rules; prints every error and exits non-zero if there is one.
+    /// Validate a config file, its rules and its adapters exactly as `serve` does before it
+    /// binds; prints every error as file:line: key: message and exits non-zero on any.
     Check {
-        #[arg(long, default_value = "config/tollgate.toml")]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
-    /// Show which rule a caller would hit, and why, without a network.
+    /// Decide a call as the live engine would (the same pipeline, dry run: nothing is
+    /// recorded) and show every fact, every rule tried and why.
     Explain {
-        #[arg(long, default_value = "config/tollgate.toml")]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Caller number (E.164 with +, or national for the trunk's region).
-        #[arg(long)]
-        ani: String,
+        #[arg(long, required_unless_present = "sip")]
+        ani: Option<String>,
         /// Dialed number.
-        #[arg(long)]
-        dnis: String,
+        #[arg(long, required_unless_present = "sip")]
+        dnis: Option<String>,
+        /// A file holding a whole INVITE (as captured): its headers decide.
+        #[arg(long, conflicts_with_all = ["ani", "dnis"])]
+        sip: Option<PathBuf>,
         /// When the call arrives (RFC 3339, e.g. 2026-11-23T10:00:00-05:00); default now.
         #[arg(long)]
         at: Option<jiff::Timestamp>,
-        /// The trunk it arrives on (default: the first configured).
+        /// The trunk it arrives on (default: the trunk of --source, else the first configured).
         #[arg(long)]
         trunk: Option<String>,
-        /// A CRM record for the caller (TOML: tier, language, tags, open_cases, [attributes]).
+        /// The source IP address it arrives from (picks the trunk as the SIP server does).
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+        /// A CRM record for the caller instead of the CRM's (TOML: tier, language, tags, ...).
         #[arg(long)]
         profile: Option<PathBuf>,
-        /// Risk level: low, elevated, high or blocked.
+        /// Risk level instead of the risk engine's: low, elevated, high or blocked.
         #[arg(long)]
         risk: Option<String>,
-        /// Lists the caller is on (block, gray, allow), comma-separated.
+        /// Lists the caller is on instead of the list store's (block, gray, allow).
         #[arg(long, value_delimiter = ',')]
-        lists: Vec<String>,
+        lists: Option<Vec<String>>,
         /// Rules directory to use instead of the configured one.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Cache a CRM answer fetched for this explain, as a live call would.
+        #[arg(long)]
+        fill_cache: bool,
+        /// Print the decision record and trace as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Replay calls against the live and a candidate rules directory; print what would change.
     /// Exit status as diff(1): 0 no call moves, 1 some do, 2 an error.
     Diff {
-        #[arg(long, default_value = "config/tollgate.toml")]
-        config: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The candidate rules directory.
         #[arg(long)]
         rules: PathBuf,
@@ -81,61 +95,135 @@ enum Cmd {
     },
 }
 
+/// The config file, or the embedded defaults without `--config`.
+fn load(
+    config: Option<&std::path::Path>,
+    plan: &NumberPlan,
+) -> Result<tollgate_server::Loaded, tollgate_server::ConfigErrors> {
+    match config {
+        Some(path) => tollgate_server::config::load(path, plan),
+        None => tollgate_server::config::embedded(plan),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let plan = Arc::new(NumberPlan::load());
     match cli.cmd {
-        Cmd::Check { config } => match tollgate_server::config::load(&config, &plan) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Cmd::Check { config } => {
+            let name = config
+                .as_deref()
+                .map_or_else(|| "(embedded defaults)".into(), |c| c.display().to_string());
+            let checked = load(config.as_deref(), &plan)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    let intel = Arc::new(NumberIntel::load().map_err(|e| e.to_string())?);
+                    runtime()?.block_on(async {
+                        tollgate_server::prepare(&cfg, Arc::clone(&plan), intel)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                });
+            match checked {
+                Ok(()) => {
+                    println!("{name}: ok");
+                    ExitCode::SUCCESS
+                }
+                Err(errs) => {
+                    eprintln!("{errs}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(errs) => {
-                eprintln!("{errs}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Cmd::Explain {
             config,
             ani,
             dnis,
+            sip,
             at,
             trunk,
+            source,
             profile,
             risk,
             lists,
             rules,
+            fill_cache,
+            json,
         } => {
             let spec = || -> Result<tollgate_server::cli::CallSpec, String> {
+                let profile = profile
+                    .as_deref()
+                    .map(tollgate_server::cli::profile_from_toml)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let risk = risk
+                    .as_deref()
+                    .map(|r| {
+                        tollgate_core::RiskLevel::from_name(r)
+                            .ok_or(format!("--risk {r:?}: low, elevated, high or blocked"))
+                    })
+                    .transpose()?;
+                let sip = sip
+                    .as_deref()
+                    .map(|p| {
+                        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+                    })
+                    .transpose()?;
                 Ok(tollgate_server::cli::CallSpec {
-                    ani,
-                    dnis,
-                    trunk,
+                    ani: ani.clone().unwrap_or_default(),
+                    dnis: dnis.clone().unwrap_or_default(),
+                    trunk: trunk.clone(),
+                    source,
+                    sip,
                     at,
-                    profile: profile
-                        .as_deref()
-                        .map(tollgate_server::cli::profile_from_toml)
-                        .transpose()
-                        .map_err(|e| e.to_string())?,
-                    risk: risk
-                        .as_deref()
-                        .map(|r| {
-                            tollgate_core::RiskLevel::from_name(r)
-                                .ok_or(format!("--risk {r:?}: low, elevated, high or blocked"))
-                        })
-                        .transpose()?,
-                    lists,
-                    ..Default::default()
+                    overrides: tollgate_server::cli::overrides(
+                        profile,
+                        risk,
+                        lists.clone(),
+                        None,
+                        None,
+                    ),
+                    fill_cache,
                 })
             };
+            let spec = match spec() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             report(offline(
-                &config,
+                config.as_deref(),
                 &plan,
                 rules.as_deref(),
-                |cfg, pipeline, live| {
-                    let spec = spec()?;
-                    tollgate_server::cli::explain(&spec, cfg, pipeline, live)
-                        .map_err(|e| e.to_string())
+                move |live, _| {
+                    Box::pin(async move {
+                        let e = tollgate_server::cli::explain_call(&spec, live)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let version = live.rules.current().version.clone();
+                        if json {
+                            let v = serde_json::json!({
+                                "decision": format!("{} by {}", e.describe(), e.outcome.decision.rule),
+                                "rules_version": version,
+                                "record": e.record(),
+                                "trace": e.trace(),
+                                "overridden": e.outcome.overridden,
+                            });
+                            Ok(format!("{v:#}\n"))
+                        } else {
+                            Ok(tollgate_server::cli::render(&e, &version))
+                        }
+                    })
                 },
             ))
         }
@@ -144,16 +232,23 @@ fn main() -> ExitCode {
             rules,
             calls,
         } => {
-            let result = offline(&config, &plan, None, |cfg, pipeline, live| {
-                let candidate = tollgate_server::rules::load_dir(&rules, &cfg.rule_settings)
+            let result = offline(config.as_deref(), &plan, None, move |live, cfg| {
+                Box::pin(async move {
+                    let candidate = tollgate_server::rules::RuleStore::new(
+                        tollgate_server::rules::RuleSource::Dir(rules.clone()),
+                        cfg.rule_settings.clone(),
+                    )
                     .map_err(|errs| {
                         let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
                         format!("the candidate rules do not load:\n{}", list.join("\n"))
                     })?;
-                let calls =
-                    tollgate_server::cli::calls_from_csv(&calls).map_err(|e| e.to_string())?;
-                tollgate_server::cli::diff(&calls, cfg, pipeline, live, &candidate)
-                    .map_err(|e| e.to_string())
+                    let candidate = live.with_rules(Arc::new(candidate));
+                    let calls =
+                        tollgate_server::cli::calls_from_csv(&calls).map_err(|e| e.to_string())?;
+                    tollgate_server::cli::diff(&calls, live, &candidate)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
             });
             // As diff(1) does, so a review script can gate on it: 0 nothing moves, 1 some
             // calls move, 2 trouble.
@@ -172,7 +267,7 @@ fn main() -> ExitCode {
             report(tollgate_server::list_cmd::run(&config, &plan, action))
         }
         Cmd::Serve { config } => {
-            let cfg = match tollgate_server::config::load(&config, &plan) {
+            let cfg = match load(config.as_deref(), &plan) {
                 Ok(c) => c,
                 Err(errs) => {
                     eprintln!("{errs}");
@@ -180,6 +275,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.log);
+            if config.is_none() {
+                tracing::info!("no --config: running on the embedded defaults");
+            }
             // Compile the numbering tables before the first call, never on it.
             let started = std::time::Instant::now();
             let intel = match NumberIntel::load() {
@@ -197,13 +295,10 @@ fn main() -> ExitCode {
                 geo_bytes = bytes,
                 "number intelligence ready"
             );
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("cannot start runtime: {e}");
+                    eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -218,8 +313,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads config, numbering tables and rules for a command that runs no server, prints what `run`
-/// returns, and exits non-zero on any error.
 /// Prints the command's output, or its error on stderr with a failing exit status.
 fn report(result: Result<String, String>) -> ExitCode {
     match result {
@@ -234,37 +327,40 @@ fn report(result: Result<String, String>) -> ExitCode {
     }
 }
 
-/// Loads the config, the number tables and the rules (the configured ones or `rules_override`)
-/// as `serve` would, without binding anything, and hands them to `run`.
+type Job<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + 'a>>;
+
+/// Builds what `serve` builds before binding (config, number tables, rules, adapters; the
+/// rules of `rules_override` instead when given) and runs `run` with the live pipeline, in a
+/// runtime, without binding anything.
 fn offline<T>(
-    config: &std::path::Path,
+    config: Option<&std::path::Path>,
     plan: &Arc<NumberPlan>,
     rules_override: Option<&std::path::Path>,
-    run: impl FnOnce(
-        &tollgate_server::Loaded,
-        &tollgate_server::Pipeline,
-        &tollgate_router::Rules,
-    ) -> Result<T, String>,
+    run: impl for<'a> FnOnce(&'a tollgate_server::Pipeline, &'a tollgate_server::Loaded) -> Job<'a, T>,
 ) -> Result<T, String> {
-    let cfg = tollgate_server::config::load(config, plan).map_err(|e| e.to_string())?;
+    let cfg = load(config, plan).map_err(|e| e.to_string())?;
     let intel = Arc::new(NumberIntel::load().map_err(|e| e.to_string())?);
-    let store = match rules_override {
-        Some(dir) => {
-            let source = tollgate_server::rules::RuleSource::Dir(dir.to_owned());
-            tollgate_server::rules::RuleStore::new(source, cfg.rule_settings.clone())
-                .map(Arc::new)
-                .map_err(|errs| {
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })?
-        }
-        None => tollgate_server::rule_store(&cfg).map_err(|e| e.to_string())?,
-    };
-    let pipeline = tollgate_server::pipeline(&cfg, Arc::clone(plan), intel, Arc::clone(&store));
-    let live = store.current();
-    run(&cfg, &pipeline, &live)
+    runtime()?.block_on(async {
+        let prepared = tollgate_server::prepare(&cfg, Arc::clone(plan), intel)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pipeline = match rules_override {
+            Some(dir) => {
+                let source = tollgate_server::rules::RuleSource::Dir(dir.to_owned());
+                let store =
+                    tollgate_server::rules::RuleStore::new(source, cfg.rule_settings.clone())
+                        .map_err(|errs| {
+                            errs.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        })?;
+                prepared.pipeline.with_rules(Arc::new(store))
+            }
+            None => prepared.pipeline.with_rules(Arc::clone(&prepared.rules)),
+        };
+        run(&pipeline, &cfg).await
+    })
 }
 
 async fn serve(
@@ -294,13 +390,27 @@ async fn shutdown_signal() {
     }
 }
 
+/// Logging: `log.level` (or `RUST_LOG`) for everything but the decision log, which has its
+/// own target (`tollgate::decision`) that the level never hides; `log.decisions = false` turns
+/// it off. ANSI colours only on a terminal, so a log written to a file stays plain text.
 fn init_logging(cfg: &tollgate_server::config::LogSection) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(cfg.level.as_deref().unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let decisions = if cfg.decisions.unwrap_or(true) {
+        "info"
+    } else {
+        "off"
+    };
+    let filter = match format!("{}={decisions}", tollgate_server::decision::TARGET).parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_writer(std::io::stdout);
     if cfg.format.as_deref() == Some("text") {
         builder.init();

@@ -1,21 +1,41 @@
 //! The per-call pipeline: number intelligence, enrichment (risk and CRM in parallel under one
-//! deadline), routing, and the decision log line.
+//! deadline), routing with the risk policy's precedence, and the decision log line.
+//!
+//! One function decides, [`Pipeline::run`]: a live call runs it in [`Mode::Live`] (velocity is
+//! recorded, the CRM cache filled, the caller remembered), `explain` and `diff` in
+//! [`Mode::Dry`] against the same adapters, which then only read. Both produce the same
+//! [`crate::decision::DecisionRecord`], so the decision log and `explain` cannot drift apart.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tollgate_core::{
-    CallFacts, CallerHistory, CallerProfile, CliConfig, Decision, DecisionAction, LookupStatus,
-    NumberIntel, NumberPlan, RiskAssessment,
+    Attestation, CallFacts, CallerHistory, CallerProfile, CliConfig, Decision, DecisionAction,
+    LookupStatus, NumberIntel, NumberPlan, Rejection, RiskAssessment, RiskLevel,
 };
+use tollgate_router::Explained;
+use tollgate_sip::extract::Emergency;
+use tollgate_sip::trunk::Trunks;
 use tollgate_sip::{Call, CallHandler};
 use tracing::Instrument;
 
+use crate::decision::{DecisionRecord, Why};
+
 /// A boxed future: the seams are object-safe so adapters can be chosen from config.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether a decision is a live call's or a dry run's (`explain`, `diff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Velocity recorded, CRM cache filled, the caller remembered, the decision logged.
+    Live,
+    /// The same reads, no writes: velocity read-only (the call counted as the live call would
+    /// count it), the CRM asked through its cache without filling it unless `fill_cache`.
+    Dry { fill_cache: bool },
+}
 
 /// What the risk seam knows about a call: the assessment, and the caller's previous routed
 /// call (read from the risk store with the velocity counters).
@@ -31,10 +51,17 @@ pub trait RiskCheck: Send + Sync + std::fmt::Debug {
         &'a self,
         facts: &'a CallFacts,
         now: std::time::SystemTime,
+        mode: Mode,
     ) -> BoxFuture<'a, RiskAnswer>;
 
-    /// After a decision: remember where the caller went (repeat-caller rules). Must not block.
+    /// After a live decision: remember where the caller went (repeat-caller rules). Must not
+    /// block.
     fn remember(&self, _facts: &CallFacts, _decision: &Decision, _now: std::time::SystemTime) {}
+
+    /// The answer `[risk.block]` gives a blocked caller (for `explain --risk blocked`).
+    fn block_rejection(&self) -> Option<Rejection> {
+        None
+    }
 }
 
 /// The CRM seam: a caller profile for the ANI (the lookup crate implements it).
@@ -42,6 +69,7 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn lookup<'a>(
         &'a self,
         facts: &'a CallFacts,
+        mode: Mode,
     ) -> BoxFuture<'a, (LookupStatus, Option<CallerProfile>)>;
 }
 
@@ -54,6 +82,7 @@ impl RiskCheck for NoRisk {
         &'a self,
         _: &'a CallFacts,
         _: std::time::SystemTime,
+        _: Mode,
     ) -> BoxFuture<'a, RiskAnswer> {
         Box::pin(std::future::ready(RiskAnswer::default()))
     }
@@ -67,16 +96,105 @@ impl Directory for NoDirectory {
     fn lookup<'a>(
         &'a self,
         _: &'a CallFacts,
+        _: Mode,
     ) -> BoxFuture<'a, (LookupStatus, Option<CallerProfile>)> {
         Box::pin(std::future::ready((LookupStatus::Skipped, None)))
     }
 }
 
-/// The call handler the SIP layer calls.
+/// Facts an `explain` or `diff` caller states instead of what the adapters say (`--profile`,
+/// `--risk`, `--lists`, attestation, history). Each one applied is named in the output.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub profile: Option<CallerProfile>,
+    pub risk: Option<RiskLevel>,
+    /// Lists the caller is on; `Some(empty)` says "on none".
+    pub lists: Option<Vec<String>>,
+    pub attestation: Option<Attestation>,
+    pub history: Option<CallerHistory>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.profile.is_none()
+            && self.risk.is_none()
+            && self.lists.is_none()
+            && self.attestation.is_none()
+            && self.history.is_none()
+    }
+
+    /// Puts the stated facts in place of the enriched ones; returns what it replaced.
+    /// A stated block-list hit or `blocked` level carries `[risk.block]`'s answer, as the
+    /// risk engine's own verdict would (allow-listed and emergency callers excepted).
+    fn apply(&self, facts: &mut CallFacts, block: Option<&Rejection>) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(p) = &self.profile {
+            facts.profile = Some(p.clone());
+            facts.lookup = LookupStatus::Found;
+            notes.push(format!("profile: given (customer {:?})", p.customer_id));
+        }
+        if let Some(h) = &self.history {
+            facts.history = Some(h.clone());
+            notes.push(format!("history: given (last queue {})", h.last_queue));
+        }
+        if self.risk.is_none() && self.lists.is_none() && self.attestation.is_none() {
+            return notes;
+        }
+        let r = facts.risk.get_or_insert_with(RiskAssessment::default);
+        if let Some(lists) = &self.lists {
+            r.list_hits.clone_from(lists);
+            notes.push(format!("lists: given [{}]", lists.join(",")));
+        }
+        if let Some(a) = self.attestation {
+            r.attestation = Some(a);
+            notes.push(format!("attestation: given {}", a.as_str()));
+        }
+        let on = |l: &str| r.list_hits.iter().any(|h| h == l);
+        let level = match self.risk {
+            Some(level) => {
+                notes.push(format!("risk: given {}", level.as_str()));
+                level
+            }
+            None if on("block") && !on("allow") => RiskLevel::Blocked,
+            None => r.level,
+        };
+        r.level = level;
+        r.reject = if level == RiskLevel::Blocked && !on("allow") && !facts.emergency {
+            Some(block.cloned().unwrap_or_else(|| Rejection {
+                code: 603,
+                reason: "Decline".into(),
+                headers: Vec::new(),
+            }))
+        } else {
+            None
+        };
+        notes
+    }
+}
+
+/// One decision with what explains it.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Which part of the engine answered.
+    pub why: Why,
+    /// "ok", "risk-timeout", "crm-timeout", "timeout"; "skipped" when no enrichment ran.
+    pub enrich: &'static str,
+    /// The router's trace, when asked for.
+    pub trace: Option<Explained>,
+    /// Facts the caller stated instead of the adapters' ([`Overrides`]).
+    pub overridden: Vec<String>,
+}
+
+/// The call handler the SIP layer calls (through [`Live`]), and `explain`'s engine.
 #[derive(Debug)]
 pub struct Pipeline {
     pub plan: Arc<NumberPlan>,
     pub intel: Arc<NumberIntel>,
+    /// The trunks and emergency numbers the SIP server classifies with, for `explain` (the
+    /// same values the server got).
+    pub trunks: Trunks,
+    pub emergency: Emergency,
     /// CLI validation per trunk name, and for calls from unknown sources.
     pub cli: HashMap<String, CliConfig>,
     pub cli_default: CliConfig,
@@ -87,14 +205,33 @@ pub struct Pipeline {
     pub enrich_deadline: Duration,
     /// The wall clock rules see (business hours, repeat windows); tests pin it.
     pub clock: fn() -> jiff::Timestamp,
-    /// Screen pops for routed calls (the HTTP API's hub); publishing never waits.
-    pub pops: Option<tollgate_api::Publisher>,
+    /// Screen pops for routed calls (the HTTP API's hub, set once it runs); publishing never
+    /// waits.
+    pub pops: OnceLock<tollgate_api::Publisher>,
 }
 
 impl Pipeline {
-    /// Routes facts that are already enriched: the pure part, shared with benchmarks and explain.
+    /// The same pipeline deciding by other rules (`diff`'s candidate, `explain --rules`).
+    pub fn with_rules(&self, rules: Arc<crate::rules::RuleStore>) -> Pipeline {
+        Pipeline {
+            plan: Arc::clone(&self.plan),
+            intel: Arc::clone(&self.intel),
+            trunks: self.trunks.clone(),
+            emergency: self.emergency.clone(),
+            cli: self.cli.clone(),
+            cli_default: self.cli_default.clone(),
+            rules,
+            risk: Arc::clone(&self.risk),
+            directory: Arc::clone(&self.directory),
+            enrich_deadline: self.enrich_deadline,
+            clock: self.clock,
+            pops: OnceLock::new(),
+        }
+    }
+
+    /// Routes facts that are already enriched by the live rules: the pure part.
     pub fn route(&self, facts: &CallFacts) -> Decision {
-        tollgate_router::route(facts, &self.rules.current(), (self.clock)())
+        self.finish(facts, (self.clock)(), false).0
     }
 
     /// Number intelligence and the trunk's CLI policy; `Some` is a policy rejection.
@@ -106,24 +243,59 @@ impl Pipeline {
             .map(|rej| Decision::reject(rej.code, rej.reason, Vec::new(), "cli-policy"))
     }
 
-    /// After enrichment: a risk rejection (never for emergency calls), else the router.
-    pub fn finish(&self, facts: &CallFacts) -> Decision {
+    /// After enrichment: the rules, then the risk policy's answer where no rule decided.
+    ///
+    /// Precedence: a rule whose condition tests the risk verdict (`risk`, `risk_at_least`,
+    /// `list`) decides for the callers it matches, blocked ones included, so a line's own
+    /// reject code or verification queue wins. Where the deciding rule does not look at risk,
+    /// a blocked caller gets `[risk.block]` and a gray-listed or high-risk one the policy's
+    /// verification queue. Identity (`identity = "require"`) and fail-closed rejections are
+    /// not the rules' to override. Emergency calls are never rejected.
+    pub fn finish(
+        &self,
+        facts: &CallFacts,
+        now: jiff::Timestamp,
+        trace: bool,
+    ) -> (Decision, Why, Option<Explained>) {
+        let e = tollgate_router::evaluate(facts, &self.rules.current(), now, trace);
+        let risk = facts.risk.as_ref();
+        let mut decision = e.decision.clone();
+        let mut why = match decision.action {
+            DecisionAction::Route(_) => Why::Rule,
+            DecisionAction::Reject { .. } => Why::RuleReject,
+        };
         if !facts.emergency {
-            if let Some(rej) = facts.risk.as_ref().and_then(|r| r.reject.as_ref()) {
-                return Decision::reject(rej.code, rej.reason.clone(), rej.headers.clone(), "risk");
+            if let Some((r, rej)) = risk.and_then(|r| Some((r, r.reject.as_ref()?))) {
+                let blocked = r.level == RiskLevel::Blocked;
+                if !(blocked && e.risk_aware) {
+                    // The engine rejects for a block first, then identity (RFC 8224's
+                    // codes), then a failed store under `fail_open = false`.
+                    let policy = if blocked {
+                        Why::RiskBlock
+                    } else if matches!(rej.code, 428 | 436 | 437 | 438)
+                        || (rej.code == 403 && rej.reason.contains("Stale"))
+                    {
+                        Why::Identity
+                    } else {
+                        Why::FailClosed
+                    };
+                    let d =
+                        Decision::reject(rej.code, rej.reason.clone(), rej.headers.clone(), "risk");
+                    return (d, policy, trace.then_some(e));
+                }
             }
         }
-        let mut decision = self.route(facts);
         // The risk policy's verification queue (gray list, high risk) takes the call from an
-        // agent queue; a rule that already verifies, and emergency calls, keep theirs.
-        let verify = facts.risk.as_ref().and_then(|r| {
+        // agent queue; a rule that looked at risk, one that already verifies, and emergency
+        // calls keep theirs.
+        let verify = risk.and_then(|r| {
             r.signals
                 .iter()
                 .find(|s| s.name == "verify-queue")
                 .map(|s| s.detail.clone())
         });
-        if let (DecisionAction::Route(t), Some(q), false) =
-            (&mut decision.action, verify, facts.emergency)
+        if let (DecisionAction::Route(t), Some(q), false, false) =
+            (&mut decision.action, verify, facts.emergency, e.risk_aware)
         {
             if !t.verify {
                 t.queue = q;
@@ -131,29 +303,36 @@ impl Pipeline {
                 t.priority = None;
                 t.skills.clear();
                 decision.rule = format!("{}+risk-verify", decision.rule);
+                why = Why::RiskVerify;
             }
         }
-        decision
+        (decision, why, trace.then_some(e))
     }
 
-    /// The whole decision for facts fresh from extraction, without the async enrichment:
-    /// what benchmarks and `explain` run.
+    /// The decision for facts fresh from extraction without the async enrichment (what the
+    /// parse-to-route benchmark and the synchronous test harness run): the same annotate and
+    /// finish as [`Pipeline::run`].
     pub fn decide_now(&self, facts: &mut CallFacts) -> Decision {
         match self.annotate(facts) {
             Some(reject) => reject,
-            None => self.finish(facts),
+            None => self.route(facts),
         }
     }
 
     /// Risk and CRM in parallel, each cut off at the shared deadline on its own, so a slow CRM
     /// never costs the call its risk verdict (or the reverse).
-    async fn enrich(&self, facts: &mut CallFacts) -> &'static str {
+    async fn enrich(
+        &self,
+        facts: &mut CallFacts,
+        mode: Mode,
+        now: jiff::Timestamp,
+    ) -> &'static str {
         let deadline = tokio::time::Instant::now() + self.enrich_deadline;
         let f = &*facts;
-        let now = std::time::SystemTime::from((self.clock)());
+        let now = std::time::SystemTime::from(now);
         let (risk, lookup) = tokio::join!(
-            tokio::time::timeout_at(deadline, self.risk.assess(f, now)),
-            tokio::time::timeout_at(deadline, self.directory.lookup(f)),
+            tokio::time::timeout_at(deadline, self.risk.assess(f, now, mode)),
+            tokio::time::timeout_at(deadline, self.directory.lookup(f, mode)),
         );
         let note = match (&risk, &lookup) {
             (Ok(_), Ok(_)) => "ok",
@@ -169,6 +348,85 @@ impl Pipeline {
         facts.profile = profile;
         note
     }
+
+    /// The one decision path: number intelligence and CLI policy, enrichment under the
+    /// deadline, the stated overrides (dry runs only have any), rules and risk precedence.
+    pub async fn run(
+        &self,
+        facts: &mut CallFacts,
+        mode: Mode,
+        now: jiff::Timestamp,
+        overrides: &Overrides,
+        trace: bool,
+    ) -> Outcome {
+        let stage = |name: &'static str, since: std::time::Instant| {
+            if mode == Mode::Live {
+                metrics::histogram!("tollgate_stage_seconds", "stage" => name)
+                    .record(since.elapsed().as_secs_f64());
+            }
+        };
+        let t = std::time::Instant::now();
+        let annotated = self.annotate(facts);
+        stage("numbers", t);
+        if let Some(reject) = annotated {
+            return Outcome {
+                decision: reject,
+                why: Why::CliPolicy,
+                enrich: "skipped",
+                trace: None,
+                overridden: Vec::new(),
+            };
+        }
+        let t = std::time::Instant::now();
+        let enrich = self.enrich(facts, mode, now).await;
+        stage("enrich", t);
+        let overridden = overrides.apply(facts, self.risk.block_rejection().as_ref());
+        let t = std::time::Instant::now();
+        let (decision, why, trace) = self.finish(facts, now, trace);
+        stage("route", t);
+        Outcome {
+            decision,
+            why,
+            enrich,
+            trace,
+            overridden,
+        }
+    }
+
+    /// A live call: [`Pipeline::run`], then the caller remembered, the decision logged and the
+    /// screen pop handed over.
+    pub async fn decide_live(&self, call: &mut Call) -> Decision {
+        let now = (self.clock)();
+        let out = self
+            .run(
+                &mut call.facts,
+                Mode::Live,
+                now,
+                &Overrides::default(),
+                false,
+            )
+            .await;
+        if out.why != Why::CliPolicy {
+            self.risk
+                .remember(&call.facts, &out.decision, std::time::SystemTime::from(now));
+        }
+        let latency = call.received.elapsed();
+        DecisionRecord::new(&call.facts, &out, &call.call_ref).log(latency);
+        if let Some(pops) = self.pops.get() {
+            crate::http::publish_pop(pops, call, &out.decision);
+        }
+        out.decision
+    }
+}
+
+/// The pipeline as the SIP server's handler; the same `Arc` serves `explain` in the API.
+#[derive(Debug, Clone)]
+pub struct Live(pub Arc<Pipeline>);
+
+impl CallHandler for Live {
+    fn decide(&self, call: &mut Call) -> impl Future<Output = Decision> + Send {
+        CallHandler::decide(&*self.0, call)
+    }
 }
 
 impl CallHandler for Pipeline {
@@ -179,109 +437,6 @@ impl CallHandler for Pipeline {
             ani = %call.facts.ani,
             dnis = %call.facts.dnis,
         );
-        async move {
-            // Per-stage latency, so /metrics shows where a slow call spent its time.
-            let stage = |name: &'static str, since: std::time::Instant| {
-                metrics::histogram!("tollgate_stage_seconds", "stage" => name)
-                    .record(since.elapsed().as_secs_f64());
-            };
-            let t = std::time::Instant::now();
-            let annotated = self.annotate(&mut call.facts);
-            stage("numbers", t);
-            let decision = match annotated {
-                Some(reject) => (reject, "skipped"),
-                None => {
-                    let t = std::time::Instant::now();
-                    let note = self.enrich(&mut call.facts).await;
-                    stage("enrich", t);
-                    let t = std::time::Instant::now();
-                    let decision = self.finish(&call.facts);
-                    stage("route", t);
-                    let now = std::time::SystemTime::from((self.clock)());
-                    self.risk.remember(&call.facts, &decision, now);
-                    (decision, note)
-                }
-            };
-            log_decision(call, &decision.0, decision.1);
-            if let Some(pops) = &self.pops {
-                crate::http::publish_pop(pops, call, &decision.0);
-            }
-            decision.0
-        }
-        .instrument(span)
+        self.decide_live(call).instrument(span)
     }
-}
-
-/// Every signal with its weight, `name:+w` comma-separated (the explain trace has the details).
-fn risk_signals(risk: Option<&RiskAssessment>) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for s in risk.map(|r| r.signals.as_slice()).unwrap_or_default() {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        let _ = write!(out, "{}:{:+}", s.name, s.weight);
-    }
-    out
-}
-
-fn verification(v: &tollgate_core::Verification) -> std::borrow::Cow<'_, str> {
-    match v {
-        tollgate_core::Verification::Absent => "absent".into(),
-        tollgate_core::Verification::Verified => "verified".into(),
-        tollgate_core::Verification::Failed(why) => format!("failed: {why}").into(),
-    }
-}
-
-/// The one structured line per call.
-fn log_decision(call: &Call, decision: &Decision, enrich: &str) {
-    let f = &call.facts;
-    let ani_info = f.ani_info.as_ref();
-    let cli = f.cli.as_ref();
-    let latency_us = u64::try_from(call.received.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let (outcome, queue) = match &decision.action {
-        DecisionAction::Route(t) => ("302", t.queue.as_str()),
-        DecisionAction::Reject { reason, .. } => ("reject", reason.as_str()),
-    };
-    tracing::info!(
-        target: "tollgate::decision",
-        call_id = %f.call_id,
-        call_ref = %call.call_ref,
-        trunk = %f.trunk,
-        trusted = f.trusted,
-        ani = %f.ani,
-        ani_source = f.ani_source.as_str(),
-        ani_verified = f.ani_verified,
-        sources_disagree = f.sources_disagree,
-        presented = %f.presented,
-        dnis = %f.dnis,
-        dnis_source = f.dnis_source.as_str(),
-        emergency = f.emergency,
-        ani_valid = ani_info.is_some_and(|i| i.valid),
-        ani_kind = ani_info.map_or("-", |i| i.kind.as_str()),
-        ani_region = ani_info.and_then(|i| i.region).unwrap_or("-"),
-        ani_geo = f.ani_geo.as_ref().and_then(|g| g.description.as_deref()).unwrap_or("-"),
-        ani_tz = f.ani_geo.as_ref().and_then(|g| g.time_zone()).unwrap_or("-"),
-        dnis_kind = f.dnis_info.as_ref().map_or("-", |i| i.kind.as_str()),
-        cli = cli.map_or("-", |c| c.verdict.as_str()),
-        cli_reason = cli.map_or("-", |c| c.reason.as_str()),
-        enrich,
-        crm = f.lookup.as_str(),
-        risk = f.risk.as_ref().map_or("-", |r| r.level.as_str()),
-        risk_score = f.risk.as_ref().map_or(0, |r| r.score),
-        risk_signals = %risk_signals(f.risk.as_ref()),
-        risk_degraded = f.risk.as_ref().is_some_and(|r| r.degraded),
-        lists = %f.risk.as_ref().map_or(String::new(), |r| r.list_hits.join(",")),
-        attestation = f.risk.as_ref().and_then(|r| r.attestation).map_or("-", |a| a.as_str()),
-        verification = %f.risk.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |r| verification(&r.verification)),
-        repeat_of = f.history.as_ref().map_or("-", |h| h.last_queue.as_str()),
-        outcome,
-        queue,
-        rule = %decision.rule,
-        rules_version = %decision.version,
-        latency_us,
-        "decision"
-    );
-    metrics::counter!("tollgate_calls_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("tollgate_decision_seconds").record(call.received.elapsed().as_secs_f64());
 }

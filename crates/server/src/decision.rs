@@ -1,0 +1,258 @@
+//! The decision record: one per INVITE answered, the same fields in the decision log line
+//! (`target: "tollgate::decision"`), in `explain` (CLI and HTTP) and in `diff`. Built by one
+//! function from the facts and the [`Outcome`], so the log and explain agree field by field.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use tollgate_core::{CallFacts, DecisionAction, RiskAssessment, Verification};
+
+use crate::pipeline::Outcome;
+
+/// The log target of decision lines: `log.level` never filters it (see `main`'s logging).
+pub const TARGET: &str = "tollgate::decision";
+
+/// Which part of the engine gave the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// A rule routed the call.
+    Rule,
+    /// A rule rejected the call (its own code).
+    RuleReject,
+    /// The trunk's CLI policy rejected the caller number.
+    CliPolicy,
+    /// `[risk.block]`: blocked, and no rule that tests risk decided.
+    RiskBlock,
+    /// The risk policy's verification queue replaced the rule's agent queue.
+    RiskVerify,
+    /// `identity = "require"` and the call did not verify (RFC 8224 §6.2.2).
+    Identity,
+    /// The risk store failed under `fail_open = false`.
+    FailClosed,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Rule => "rule",
+            Why::RuleReject => "rule-reject",
+            Why::CliPolicy => "cli-policy",
+            Why::RiskBlock => "risk-block",
+            Why::RiskVerify => "risk-verify",
+            Why::Identity => "identity-required",
+            Why::FailClosed => "risk-fail-closed",
+        }
+    }
+}
+
+/// Every fact a rule can see and what was decided, flat, for one call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord<'a> {
+    pub call_id: &'a str,
+    pub call_ref: &'a str,
+    pub trunk: &'a str,
+    pub trusted: bool,
+    pub ani: String,
+    pub ani_source: &'static str,
+    pub ani_verified: bool,
+    pub sources_disagree: bool,
+    pub presented: String,
+    pub dnis: String,
+    pub dnis_source: &'static str,
+    pub emergency: bool,
+    pub ani_valid: bool,
+    pub ani_kind: &'static str,
+    pub ani_region: &'static str,
+    pub ani_geo: &'a str,
+    /// Every IANA zone the number's prefix has, `&`-separated.
+    pub ani_tz: &'a str,
+    pub dnis_kind: &'static str,
+    pub cli: &'static str,
+    pub cli_reason: &'a str,
+    /// Calling party category and ANI II (trusted trunks only), P-Charge-Info's number.
+    pub cpc: &'a str,
+    pub ani_ii: &'a str,
+    pub charge_number: String,
+    pub enrich: &'static str,
+    pub crm: &'static str,
+    pub crm_customer: &'a str,
+    pub crm_tier: &'a str,
+    pub risk: &'static str,
+    pub risk_score: i32,
+    pub risk_signals: String,
+    pub risk_degraded: bool,
+    pub lists: String,
+    pub attestation: &'static str,
+    pub verification: Cow<'a, str>,
+    pub repeat_of: &'a str,
+    /// "302" or "reject".
+    pub outcome: &'static str,
+    /// The SIP status sent: 302, or the rejection's code.
+    pub status: u16,
+    /// The queue for a 302, "-" for a rejection.
+    pub queue: &'a str,
+    /// The rejection's reason phrase, "-" for a 302.
+    pub reason: &'a str,
+    /// Which part of the engine answered ([`Why`]).
+    pub decided_by: &'static str,
+    pub rule: &'a str,
+    pub rules_version: &'a str,
+}
+
+/// Every signal with its weight, `name:+w` comma-separated (the explain trace has the details).
+fn risk_signals(risk: Option<&RiskAssessment>) -> String {
+    let mut out = String::new();
+    for s in risk.map(|r| r.signals.as_slice()).unwrap_or_default() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{:+}", s.name, s.weight);
+    }
+    out
+}
+
+fn verification(v: &Verification) -> Cow<'_, str> {
+    match v {
+        Verification::Absent => "absent".into(),
+        Verification::Verified => "verified".into(),
+        Verification::Failed(why) => format!("failed: {why}").into(),
+    }
+}
+
+impl<'a> DecisionRecord<'a> {
+    /// The record of a decided call.
+    pub fn new(f: &'a CallFacts, out: &'a Outcome, call_ref: &'a str) -> Self {
+        let ani_info = f.ani_info.as_ref();
+        let cli = f.cli.as_ref();
+        let risk = f.risk.as_ref();
+        let profile = f.profile.as_ref();
+        let d = &out.decision;
+        let (outcome, status, queue, reason) = match &d.action {
+            DecisionAction::Route(t) => ("302", 302, t.queue.as_str(), "-"),
+            DecisionAction::Reject { code, reason, .. } => ("reject", *code, "-", reason.as_str()),
+        };
+        Self {
+            call_id: &f.call_id,
+            call_ref,
+            trunk: &f.trunk,
+            trusted: f.trusted,
+            ani: f.ani.to_string(),
+            ani_source: f.ani_source.as_str(),
+            ani_verified: f.ani_verified,
+            sources_disagree: f.sources_disagree,
+            presented: f.presented.to_string(),
+            dnis: f.dnis.to_string(),
+            dnis_source: f.dnis_source.as_str(),
+            emergency: f.emergency,
+            ani_valid: ani_info.is_some_and(|i| i.valid),
+            ani_kind: ani_info.map_or("-", |i| i.kind.as_str()),
+            ani_region: ani_info.and_then(|i| i.region).unwrap_or("-"),
+            ani_geo: f
+                .ani_geo
+                .as_ref()
+                .and_then(|g| g.description.as_deref())
+                .unwrap_or("-"),
+            ani_tz: f
+                .ani_geo
+                .as_ref()
+                .and_then(|g| g.time_zones.as_deref())
+                .unwrap_or("-"),
+            dnis_kind: f.dnis_info.as_ref().map_or("-", |i| i.kind.as_str()),
+            cli: cli.map_or("-", |c| c.verdict.as_str()),
+            cli_reason: cli.map_or("-", |c| c.reason.as_str()),
+            cpc: f.cpc.as_deref().unwrap_or("-"),
+            ani_ii: f.oli.as_deref().unwrap_or("-"),
+            charge_number: f
+                .charge_number
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            enrich: out.enrich,
+            crm: f.lookup.as_str(),
+            crm_customer: profile.map_or("-", |p| p.customer_id.as_str()),
+            crm_tier: profile.and_then(|p| p.tier.as_deref()).unwrap_or("-"),
+            risk: risk.map_or("-", |r| r.level.as_str()),
+            risk_score: risk.map_or(0, |r| r.score),
+            risk_signals: risk_signals(risk),
+            risk_degraded: risk.is_some_and(|r| r.degraded),
+            lists: risk.map_or(String::new(), |r| r.list_hits.join(",")),
+            attestation: risk.and_then(|r| r.attestation).map_or("-", |a| a.as_str()),
+            verification: risk.map_or(Cow::Borrowed("-"), |r| verification(&r.verification)),
+            repeat_of: f.history.as_ref().map_or("-", |h| h.last_queue.as_str()),
+            outcome,
+            status,
+            queue,
+            reason,
+            decided_by: out.why.as_str(),
+            rule: &d.rule,
+            rules_version: &d.version,
+        }
+    }
+
+    /// Writes the decision line and counts the call (`tollgate_calls_total` by trunk and
+    /// status: configured trunk names and status codes, so the series stay few).
+    pub fn log(&self, latency: std::time::Duration) {
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            target: TARGET,
+            call_id = self.call_id,
+            call_ref = self.call_ref,
+            trunk = self.trunk,
+            trusted = self.trusted,
+            ani = %self.ani,
+            ani_source = self.ani_source,
+            ani_verified = self.ani_verified,
+            sources_disagree = self.sources_disagree,
+            presented = %self.presented,
+            dnis = %self.dnis,
+            dnis_source = self.dnis_source,
+            emergency = self.emergency,
+            ani_valid = self.ani_valid,
+            ani_kind = self.ani_kind,
+            ani_region = self.ani_region,
+            ani_geo = self.ani_geo,
+            ani_tz = self.ani_tz,
+            dnis_kind = self.dnis_kind,
+            cli = self.cli,
+            cli_reason = self.cli_reason,
+            cpc = self.cpc,
+            ani_ii = self.ani_ii,
+            charge_number = %self.charge_number,
+            enrich = self.enrich,
+            crm = self.crm,
+            crm_customer = self.crm_customer,
+            crm_tier = self.crm_tier,
+            risk = self.risk,
+            risk_score = self.risk_score,
+            risk_signals = %self.risk_signals,
+            risk_degraded = self.risk_degraded,
+            lists = %self.lists,
+            attestation = self.attestation,
+            verification = %self.verification,
+            repeat_of = self.repeat_of,
+            outcome = self.outcome,
+            status = self.status,
+            queue = self.queue,
+            reason = self.reason,
+            decided_by = self.decided_by,
+            rule = self.rule,
+            rules_version = self.rules_version,
+            latency_us,
+            "decision"
+        );
+        count(self.trunk, self.status);
+        metrics::histogram!("tollgate_decision_seconds").record(latency.as_secs_f64());
+    }
+}
+
+/// `tollgate_calls_total{trunk, status}` (and `outcome`, "302" or "reject", as before).
+pub fn count(trunk: &str, status: u16) {
+    let outcome = if status == 302 { "302" } else { "reject" };
+    metrics::counter!(
+        "tollgate_calls_total",
+        "trunk" => trunk.to_owned(),
+        "status" => status.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
