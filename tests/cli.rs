@@ -375,3 +375,224 @@ fn diff_replays_calls_against_candidate_rules() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check` runs what `serve` runs before binding: problems only the adapters see (an unset
+/// secret variable, a Redis store without a URL) fail both, each reported once with its
+/// file, line and key; a bind error names the address.
+#[test]
+fn check_refuses_what_serve_refuses_and_bind_errors_name_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let text = "[sip]\nudp = [\"127.0.0.1:0\"]\n[[trunk]]\nname = \"a\"\ncidrs = [\"127.0.0.1\"]\n\
+                [routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n\
+                [crm]\nkind = \"http\"\n[crm.http]\nurl = \"http://127.0.0.1:9/x/{digits}\"\n\
+                headers = { \"X-Key\" = \"env:TOLLGATE_TEST_UNSET_KEY\" }\n[crm.http.mapping]\ncustomer_id = \"id\"\n\
+                [risk]\nstore = \"redis\"\n[risk.redis]\nurl_env = \"TOLLGATE_TEST_UNSET_REDIS\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(!ok, "{out}");
+    let want = [
+        ":9: crm:",
+        "TOLLGATE_TEST_UNSET_KEY",
+        ":16: risk:",
+        "TOLLGATE_TEST_UNSET_REDIS",
+    ];
+    for w in want {
+        assert_eq!(out.matches(w).count(), 1, "{w:?} once in:\n{out}");
+    }
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let served = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!served.status.success());
+    let err = String::from_utf8_lossy(&served.stderr);
+    for w in want {
+        assert_eq!(err.matches(w).count(), 1, "serve: {w:?} once in:\n{err}");
+    }
+
+    std::fs::write(
+        &cfg,
+        "[sip]\nudp = [\"127.0.0.1:0\"]\nenrich_deadline_ms = 500\ndecision_timeout_ms = 400\n\
+         [[trunk]]\nname = \"a\"\ncidrs = [\"127.0.0.1\"]\n[routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(!ok);
+    assert!(
+        out.contains(":4: sip.decision_timeout_ms: 400 ms is not longer"),
+        "{out}"
+    );
+
+    // A port already taken: the error says which listener and address.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:{port}\"]\n[[trunk]]\nname = \"a\"\ncidrs = [\"127.0.0.1\"]\n\
+             [routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n"
+        ),
+    )
+    .unwrap();
+    let served = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!served.status.success());
+    let err = String::from_utf8_lossy(&served.stderr);
+    assert!(err.contains(&format!("sip.udp 127.0.0.1:{port}:")), "{err}");
+    drop(taken);
+}
+
+/// README's first command: `serve` with no config runs on the embedded defaults (SIP on
+/// 127.0.0.1:5060, nothing read from disk) from any directory. Here on port 5060 only when it
+/// is free; the embedded config itself is checked either way.
+#[test]
+fn serve_runs_on_the_embedded_defaults_from_any_directory() {
+    let (ok, out, err) = tollgate(&["check"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("(embedded defaults): ok"), "{out}");
+    if std::net::UdpSocket::bind("127.0.0.1:5060").is_err()
+        || std::net::TcpListener::bind("127.0.0.1:5060").is_err()
+    {
+        eprintln!("port 5060 is taken here: not starting the embedded defaults");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(std::env::temp_dir())
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let invite = format!(
+        "INVITE sip:+18005550100@127.0.0.1;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKemb1\r\n\
+         From: <sip:+12125550100@127.0.0.1;user=phone>;tag=1\r\nTo: <sip:+18005550100@127.0.0.1>\r\n\
+         Call-ID: embedded-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut answer = String::new();
+    for _ in 0..50 {
+        sock.send_to(invite.as_bytes(), "127.0.0.1:5060").unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = sock.recv(&mut buf) {
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if answer.starts_with("SIP/2.0 302") {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(answer.starts_with("SIP/2.0 302"), "{answer}");
+    assert!(answer.contains("<sip:general@acd.example.net;"), "{answer}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("embedded defaults"), "{log}");
+    assert!(log.contains("\"message\":\"decision\""), "{log}");
+}
+
+/// No configured secret reaches the config view or the logs: tokens and webhook secrets from
+/// the environment and from files, a CRM API key in a header and in the URL's query, a Redis
+/// password. The node runs at debug level and takes calls, so every log line a call can
+/// cause is scanned.
+#[test]
+fn no_configured_secret_reaches_the_config_view_or_the_logs() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        "admin-token-from-env-7d1c0a9f",
+        "webhook-secret-in-file-55aa",
+        "crm-header-key-91b2",
+        "crm-query-key-0f3e",
+        "redis-password-c4d8",
+    ];
+    std::fs::write(dir.path().join("hook.secret"), secrets[1]).unwrap();
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sip_port = sip.local_addr().unwrap().port();
+    drop(sip);
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    drop(http);
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:{sip_port}\"]\n[[trunk]]\nname = \"a\"\ncidrs = [\"127.0.0.1\"]\ntrusted = true\n\
+             [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"general\"\n\
+             [log]\nlevel = \"debug\"\n\
+             [crm]\nkind = \"http\"\ndeadline_ms = 50\n[crm.http]\nurl = \"http://127.0.0.1:9/c/{{digits}}?api_key={}\"\n\
+             headers = {{ \"X-Key\" = \"env:TG_TEST_CRM_KEY\" }}\n[crm.http.mapping]\ncustomer_id = \"id\"\n\
+             [risk]\nstore = \"redis\"\n[risk.redis]\nurl = \"redis://default:{}@127.0.0.1:9/0\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\nredis_url = \"redis://default:{}@127.0.0.1:9/0\"\n\
+             [[http.token]]\nname = \"ops\"\nscope = \"admin\"\ntoken_env = \"TG_TEST_ADMIN\"\n\
+             [[http.webhook]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"hook.secret\"\n",
+            secrets[3], secrets[4], secrets[4]
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("TG_TEST_ADMIN", secrets[0])
+        .env("TG_TEST_CRM_KEY", secrets[2])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get_config = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
+        write!(
+            s,
+            "GET /v1/admin/config HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            secrets[0]
+        )
+        .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let mut view = None;
+    for _ in 0..100 {
+        if let Some(v) = get_config().filter(|b| b.starts_with("HTTP/1.1 200")) {
+            view = Some(v);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    for i in 0..3 {
+        let invite = format!(
+            "INVITE sip:+18005550100@127.0.0.1;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKsec{i}\r\n\
+             From: <sip:+12125550100@127.0.0.1;user=phone>;tag=1\r\nTo: <sip:+18005550100@127.0.0.1>\r\n\
+             Call-ID: secrets-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(invite.as_bytes(), ("127.0.0.1", sip_port))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.recv(&mut buf);
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let view = view.expect("the config view answered");
+    assert!(view.contains("\"crm\""), "{view}");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(logs.contains("\"message\":\"decision\""), "{logs}");
+    for s in secrets {
+        assert!(!view.contains(s), "{s} in the config view:\n{view}");
+        assert!(!logs.contains(s), "{s} in the logs:\n{logs}");
+    }
+}

@@ -166,8 +166,12 @@ async fn a_routed_call_pops_on_its_queue_streams_webhook_and_by_reference() {
         .text()
         .await
         .unwrap();
+    // Labelled by trunk and status (configured names and codes: few series).
     assert!(
-        text.contains("tollgate_calls_total{outcome=\"302\"}"),
+        text.lines().any(|l| l.starts_with("tollgate_calls_total{")
+            && l.contains("outcome=\"302\"")
+            && l.contains("status=\"302\"")
+            && l.contains("trunk=\"")),
         "{text}"
     );
     assert!(text.contains("tollgate_pops_published_total"), "{text}");

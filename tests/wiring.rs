@@ -38,6 +38,26 @@ fn queue(d: &tollgate_core::Decision) -> &str {
 }
 
 #[tokio::test]
+async fn a_rule_that_tests_risk_answers_blocked_callers_itself() {
+    // The shared rules reject `risk = "blocked"` with 603; [risk.block] says 607: the rule's
+    // answer stands, with the rule named.
+    let s = Scratch::new();
+    let text = format!("{}{RISK}[risk.block]\ncode = 607\n", base_config(false));
+    let node = s.start(&text).await;
+    list(&node, ListKind::Block, "+12125550112").await;
+    let r = call(
+        &node,
+        &invite_pai("+18005550100", "+12125550112", "", "rblk", 1),
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 603 Decline\r\n"), "{r}");
+    assert_eq!(header(&r, "X-Rule"), Some("default/blocked"));
+    let (f, d) = node.call(&call_id("rblk"));
+    assert_eq!(f.risk.unwrap().level, RiskLevel::Blocked);
+    assert_eq!(d.rule, "default/blocked");
+}
+
+#[tokio::test]
 async fn block_list_answers_the_configured_code_and_emergency_still_routes() {
     for (code, extra, reason) in [
         (603, "", "Decline"),
@@ -48,7 +68,9 @@ async fn block_list_answers_the_configured_code_and_emergency_still_routes() {
             "Rejected",
         ),
     ] {
+        // No rule looks at risk, so the block is [risk.block]'s to answer.
         let s = Scratch::new();
+        s.rules(RISK_BLIND_RULES);
         let text = format!(
             "{}{RISK}[risk.block]\ncode = {code}\n{extra}",
             base_config(false)
@@ -249,6 +271,8 @@ async fn retransmissions_count_once_and_a_flood_raises_the_risk() {
 #[tokio::test]
 async fn a_risk_policy_applies_its_own_thresholds_and_queue_to_its_dialed_numbers() {
     let s = Scratch::new();
+    // No rule looks at risk, so high-risk callers are the policy's to send to verification.
+    s.rules(RISK_BLIND_RULES);
     // Default thresholds are loose; the fraud line's policy trips on a second call a minute
     // and sends the caller to its own verification queue.
     let text = format!(

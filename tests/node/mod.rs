@@ -56,6 +56,21 @@ name = "everyone"
 queue = "general"
 "#;
 
+/// Rules that never look at risk: the risk policy's own answers (`[risk.block]`, the
+/// verification queue) apply to every call they route.
+pub const RISK_BLIND_RULES: &str = r#"name = "default"
+time_zone = "America/New_York"
+
+[[rule]]
+name = "vip"
+when = { tier = "gold" }
+queue = "vip"
+
+[[rule]]
+name = "everyone"
+queue = "general"
+"#;
+
 pub const QUEUES: &str =
     "queues = [\"general\", \"vip\", \"attested\", \"screening\", \"callback\", \"emergency\"]\n";
 
@@ -96,6 +111,11 @@ impl Scratch {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/directory.csv");
         std::fs::copy(shipped, dir.path().join("directory.csv")).unwrap();
         Self { dir }
+    }
+
+    /// Replaces the default rule set.
+    pub fn rules(&self, text: &str) {
+        std::fs::write(self.path("routes").join("default.toml"), text).unwrap();
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

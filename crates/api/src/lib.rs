@@ -25,7 +25,7 @@ pub use auth::{Principal, QueueFilter, Scope, Secret, Token};
 pub use error::{ApiError, StartError};
 pub use hub::{default_node, HubConfig, PopEvent, Publisher};
 pub use metrics_exporter_prometheus::PrometheusHandle;
-pub use pop::{Crm, Geo, Presented, Profile, Risk, ScreenPop, Signal};
+pub use pop::{Crm, Geo, Line, Presented, Profile, Risk, ScreenPop, Signal};
 pub use redis_bus::BusConfig;
 pub use webhook::{signature, WebhookConfig, WebhookSettings};
 

@@ -22,6 +22,8 @@ pub struct ScreenPop {
     pub presented: Presented,
     pub dnis: String,
     pub geo: Geo,
+    /// What the carrier says about the calling line (trusted trunks only).
+    pub line: Line,
     pub crm: Crm,
     pub risk: Option<Risk>,
     /// STIR/SHAKEN attestation ("A", "B", "C"), when verified or asserted by a trusted trunk.
@@ -60,6 +62,15 @@ pub struct Geo {
     /// City, state or region ("Jersey City, NJ").
     pub description: Option<String>,
     pub time_zone: Option<String>,
+}
+
+/// The calling line as the carrier describes it: calling party category, ANI II (originating
+/// line information: 27 payphone, 29 prison, 70 pay station, …) and the P-Charge-Info number.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    pub cpc: Option<String>,
+    pub ani_ii: Option<String>,
+    pub charge_number: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -162,6 +173,11 @@ impl ScreenPop {
                     .and_then(|g| g.description.as_deref())
                     .map(str::to_owned),
                 time_zone: geo.and_then(|g| g.time_zone()).map(str::to_owned),
+            },
+            line: Line {
+                cpc: facts.cpc.as_deref().map(str::to_owned),
+                ani_ii: facts.oli.as_deref().map(str::to_owned),
+                charge_number: facts.charge_number.as_ref().map(ToString::to_string),
             },
             crm: Crm {
                 status: facts.lookup.as_str().to_owned(),

@@ -565,3 +565,108 @@ proptest::proptest! {
         proptest::prop_assert_eq!(hits(&format!("{{ all = [{leaf}, {{ valid = true }}] }}"), &f), base);
     }
 }
+
+#[test]
+fn line_information_matchers() {
+    let mut f = facts("12012001234");
+    assert!(!hits("{ ani_ii = [27, 29, 70] }", &f), "no ANI II");
+    assert!(!hits(r#"{ cpc = "payphone" }"#, &f));
+    f.oli = Some("29".into());
+    f.cpc = Some("payphone".into());
+    assert!(hits("{ ani_ii = [27, 29, 70] }", &f));
+    assert!(!hits("{ ani_ii = 27 }", &f));
+    assert!(hits(r#"{ cpc = ["operator", "PAYPHONE"] }"#, &f));
+    assert!(!hits(r#"{ cpc = "operator" }"#, &f));
+    f.oli = Some("x7".into());
+    assert!(
+        !hits("{ ani_ii = 7 }", &f),
+        "a non-numeric oli matches nothing"
+    );
+    let e = errors(&[(
+        "support.toml",
+        "dnis = [\"+18005550100\"]\n[[rule]]\nname = \"a\"\nwhen = { ani_ii = 270, cpc = \"pay phone\" }\nqueue = \"vip\"\n",
+    )]);
+    assert!(e.contains("ani_ii 270"), "{e}");
+    assert!(e.contains("cpc \"pay phone\""), "{e}");
+}
+
+#[test]
+fn last_queue_action_goes_back_with_a_fallback() {
+    let r = rules(
+        "dnis = [\"+18005550100\"]\ntime_zone = \"America/New_York\"\noverflow = \"night\"\n\
+         [[rule]]\nname = \"back\"\nwhen = { repeat_within = \"1h\" }\n\
+         queue = { name = \"$last\", fallback = \"support\", priority = 5 }\n\
+         [[rule]]\nname = \"rest\"\nqueue = \"general\"\n",
+    );
+    let mut f = facts("12012001234");
+    assert_eq!(
+        queue_of(&r, &f, MON_10_NY),
+        "general",
+        "no history: not a repeat"
+    );
+    let seen = at(MON_10_NY).as_second() - 600;
+    for (last, want) in [
+        ("support-de", "support-de"),
+        ("billing", "billing"),
+        // Not a known queue (renamed since), or the line's after-hours overflow: the fallback.
+        ("retired-queue", "support"),
+        ("night", "support"),
+    ] {
+        f.history = Some(CallerHistory {
+            last_queue: last.into(),
+            last_seen: seen,
+        });
+        assert_eq!(queue_of(&r, &f, MON_10_NY), want, "last {last}");
+    }
+    f.history = Some(CallerHistory {
+        last_queue: "support-de".into(),
+        last_seen: seen,
+    });
+    let DecisionAction::Route(t) = route(&f, &r, at(MON_10_NY)).action else {
+        panic!("routed");
+    };
+    assert_eq!(t.priority, Some(5), "the rule's own parameters stay");
+    let e = explain(&f, &r, at(MON_10_NY));
+    assert!(
+        e.render().contains("$last: back to support-de"),
+        "{}",
+        e.render()
+    );
+    let e = errors(&[(
+        "support.toml",
+        "dnis = [\"+18005550100\"]\n[[rule]]\nname = \"a\"\nqueue = \"$last\"\n\
+         [[rule]]\nname = \"b\"\nqueue = { name = \"$last\", fallback = \"nowhere\" }\n\
+         [[rule]]\nname = \"c\"\nqueue = { name = \"vip\", fallback = \"support\" }\n",
+    )]);
+    assert!(e.contains("\"$last\" needs a fallback"), "{e}");
+    assert!(
+        e.contains("nowhere"),
+        "an unknown fallback is an unknown queue: {e}"
+    );
+    assert!(e.contains("`fallback` goes with"), "{e}");
+}
+
+#[test]
+fn a_rule_that_tests_risk_is_risk_aware() {
+    let r = rules(
+        "dnis = [\"+18005550100\"]\n\
+         [[rule]]\nname = \"blocked\"\nwhen = { any = [{ risk = \"blocked\" }, { not = { list = \"allow\" }, tier = \"x\" }] }\nreject = 607\n\
+         [[rule]]\nname = \"rest\"\nqueue = \"general\"\n",
+    );
+    let mut f = facts("12012001234");
+    f.risk = Some(RiskAssessment {
+        level: RiskLevel::Blocked,
+        ..RiskAssessment::default()
+    });
+    let e = tollgate_router::evaluate(&f, &r, at(MON_10_NY), false);
+    assert!(e.risk_aware);
+    assert!(e.steps.is_empty(), "no trace unless asked");
+    assert!(matches!(
+        e.decision.action,
+        DecisionAction::Reject { code: 607, .. }
+    ));
+    f.risk = None;
+    let e = tollgate_router::evaluate(&f, &r, at(MON_10_NY), true);
+    assert!(!e.risk_aware, "the catch-all does not look at risk");
+    assert_eq!(e.steps.len(), 2);
+}

@@ -43,6 +43,11 @@ pub enum AdapterError {
     Stir(#[from] tollgate_stir::ConfigError),
 }
 
+/// Every adapter that could not be built, so that `check` reports them all at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct AdapterErrors(pub Vec<AdapterError>);
+
 /// The built adapters; the handles are kept for admin commands and tests.
 #[derive(Debug)]
 pub struct Adapters {
@@ -66,35 +71,53 @@ impl Adapters {
 
 /// Builds what `[crm]`, `[risk]` and `[stir]` configure. Must run inside a Tokio runtime (the
 /// risk engine refreshes its lists in the background). Redis being down is not an error.
-pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, AdapterError> {
+pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, AdapterErrors> {
     let mut out = Adapters::none();
+    let mut errors = Vec::new();
     if let Some(crm) = &cfg.crm {
-        let lookup = Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan)))?;
-        if lookup.kind() != tollgate_lookup::Kind::None {
-            out.directory = Arc::new(CrmDirectory(lookup.clone()));
-            out.lookup = Some(lookup);
+        match Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan))) {
+            Ok(lookup) if lookup.kind() != tollgate_lookup::Kind::None => {
+                out.directory = Arc::new(CrmDirectory(lookup.clone()));
+                out.lookup = Some(lookup);
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(AdapterError::Crm(e)),
         }
     }
+    let verifier = match cfg.stir.as_ref().map(Verifier::new).transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(AdapterError::Stir(e));
+            None
+        }
+    };
     if let Some(risk) = &cfg.risk {
-        let mut engine = RiskEngine::from_config(risk, &cfg.base_dir).await?;
-        let verifier = cfg.stir.as_ref().map(Verifier::new).transpose()?;
-        let any_trunk = cfg
-            .identity
-            .values()
-            .any(|t| t.trust_verstat || t.require_signed);
-        if verifier.is_some() || any_trunk {
-            engine = engine.with_identity_verifier(Arc::new(StirIdentity {
-                verifier: verifier.map(Arc::new),
-                trunks: cfg.identity.clone(),
-            }));
+        match RiskEngine::from_config(risk, &cfg.base_dir).await {
+            Ok(mut engine) => {
+                let any_trunk = cfg
+                    .identity
+                    .values()
+                    .any(|t| t.trust_verstat || t.require_signed);
+                if verifier.is_some() || any_trunk {
+                    engine = engine.with_identity_verifier(Arc::new(StirIdentity {
+                        verifier: verifier.map(Arc::new),
+                        trunks: cfg.identity.clone(),
+                    }));
+                }
+                let engine = Arc::new(engine);
+                out.risk = Arc::new(RiskAdapter {
+                    engine: Arc::clone(&engine),
+                });
+                out.engine = Some(engine);
+            }
+            Err(e) => errors.push(AdapterError::Risk(e)),
         }
-        let engine = Arc::new(engine);
-        out.risk = Arc::new(RiskAdapter {
-            engine: Arc::clone(&engine),
-        });
-        out.engine = Some(engine);
     }
-    Ok(out)
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(AdapterErrors(errors))
+    }
 }
 
 /// The CRM seam over tollgate-lookup's protected stack (cache, breaker, rate cap, deadline).

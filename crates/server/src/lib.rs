@@ -80,7 +80,7 @@ pub async fn wired_pipeline(
     plan: Arc<NumberPlan>,
     intel: Arc<NumberIntel>,
     rules: Arc<rules::RuleStore>,
-) -> Result<(Pipeline, adapters::Adapters), adapters::AdapterError> {
+) -> Result<(Pipeline, adapters::Adapters), adapters::AdapterErrors> {
     let built = adapters::build(cfg, &plan).await?;
     let mut p = pipeline(cfg, plan, intel, rules);
     p.risk = Arc::clone(&built.risk);
@@ -107,13 +107,20 @@ pub async fn prepare(
     let rules = rule_store(cfg)?;
     let (pipeline, adapters) = wired_pipeline(cfg, plan, intel, Arc::clone(&rules))
         .await
-        .map_err(|e| {
-            let (key, message) = match &e {
-                adapters::AdapterError::Crm(e) => ("crm", e.to_string()),
-                adapters::AdapterError::Risk(e) => ("risk", e.to_string()),
-                adapters::AdapterError::Stir(e) => ("stir", e.to_string()),
-            };
-            ConfigErrors(vec![cfg.error_at(key, message)])
+        .map_err(|errs| {
+            ConfigErrors(
+                errs.0
+                    .iter()
+                    .map(|e| {
+                        let (key, message) = match e {
+                            adapters::AdapterError::Crm(e) => ("crm", e.to_string()),
+                            adapters::AdapterError::Risk(e) => ("risk", e.to_string()),
+                            adapters::AdapterError::Stir(e) => ("stir", e.to_string()),
+                        };
+                        cfg.error_at(key, message)
+                    })
+                    .collect(),
+            )
         })?;
     Ok(Prepared {
         rules,
