@@ -149,13 +149,23 @@ async fn velocity_signals_per_window_per_policy_and_call_ids_count_once() {
         !n.contains(&("velocity-ani-1m", 25)),
         "v1-v3 left the minute"
     );
-    // The exchange 212-555: neighbours' calls add up (v4 and n5-n8 within one minute).
+    // The exchange 212-555 counts distinct callers: one neighbour redialing (v4's caller
+    // and 0000 three times: two callers) does not trip it, four callers within a minute do.
     for (i, t) in [(5, 101), (6, 102), (7, 103)] {
-        e.assess(&facts(&format!("n{i}"), "12125550000", DNIS), at(t))
+        let a = e
+            .assess(&facts(&format!("n{i}"), "12125550000", DNIS), at(t))
             .await;
+        assert!(!names(&a).contains(&("velocity-npa-nxx-1m", 15)), "{a:?}");
     }
     let a = e.assess(&facts("n8", "12125550001", DNIS), at(104)).await;
+    assert!(
+        !names(&a).contains(&("velocity-npa-nxx-1m", 15)),
+        "3 callers"
+    );
+    let a = e.assess(&facts("n9", "12125550002", DNIS), at(105)).await;
     assert!(names(&a).contains(&("velocity-npa-nxx-1m", 15)), "{a:?}");
+    let s = a.signals.iter().find(|s| s.name == "velocity-npa-nxx-1m");
+    assert_eq!(s.unwrap().detail, "4 callers in 1m, threshold 3");
 
     // The hotline policy: a second call to the same 1888 number trips ANI+DNIS at once.
     let other = "14155550100";

@@ -10,8 +10,9 @@ use common::{e164, facts, key_slot, Monitor, RedisServer};
 use tollgate_core::{RiskLevel, E164};
 use tollgate_risk::velocity::{keys_for, Caps};
 use tollgate_risk::{
-    ListAdmin, ListKind, ListStore, MemoryVelocity, Observation, PolicyConfig, RedisListStore,
-    RedisVelocity, ResponseConfig, RiskConfig, RiskEngine, Secret, StoreKind, VelocityStore,
+    Caller, ListAdmin, ListKind, ListStore, MemoryVelocity, Observation, PolicyConfig,
+    RedisListStore, RedisVelocity, ResponseConfig, RiskConfig, RiskEngine, Secret, StoreKind,
+    Trust, VelocityStore,
 };
 
 const T0: u64 = 1_700_000_000;
@@ -56,6 +57,7 @@ fn obs<'a>(call: &'a str, ani: &'a E164, dnis: Option<&'a str>, t: u64) -> Obser
         dnis,
         npa_nxx,
         now: at(t),
+        trust: Trust::Verified,
     }
 }
 
@@ -91,7 +93,11 @@ async fn counts_per_window_match_the_memory_store_and_call_ids_count_once() {
         if call == "c6" {
             assert_eq!(r.ani, vec![1, 4, 4]);
             assert_eq!(r.ani_dnis, Some(vec![1, 3, 3]));
-            assert_eq!(r.npa_nxx, Some(vec![1, 5, 5]));
+            assert_eq!(
+                r.npa_nxx,
+                Some(vec![1, 2, 2]),
+                "callers a and b, five calls"
+            );
         }
     }
     let last = last.unwrap();
@@ -191,14 +197,19 @@ async fn the_last_routed_queue_comes_back_with_the_next_calls_counts() {
     let first = v.record(obs("h1", &a, Some(DNIS), 0)).await.unwrap();
     assert_eq!(first.history, None);
     let o = obs("h1", &a, Some(DNIS), 0);
-    v.remember(&a, o.npa_nxx, "support", at(10)).await.unwrap();
+    let caller = Caller {
+        ani: a.clone(),
+        npa_nxx: o.npa_nxx,
+        trust: Trust::Verified,
+    };
+    v.remember(&caller, "support", at(10)).await.unwrap();
     let second = v.record(obs("h2", &a, Some(DNIS), 20)).await.unwrap();
     let h = second.history.unwrap();
     assert_eq!(h.last_queue, "support");
     assert_eq!(h.last_seen, i64::try_from(T0 + 10).unwrap());
     assert_eq!(second.ani, vec![2, 2, 2], "counting unchanged");
     // One slot with the counters (the cluster would refuse the script otherwise), with a TTL.
-    let key = tollgate_risk::velocity::history_key("tg", ANI, o.npa_nxx);
+    let key = tollgate_risk::velocity::history_key("tg", ANI, o.npa_nxx, Trust::Verified);
     assert_eq!(key_slot(&key), key_slot(&keys_for("tg", &o)[0]));
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)
@@ -212,7 +223,12 @@ async fn the_last_routed_queue_comes_back_with_the_next_calls_counts() {
         None
     );
     let off = velocity(&server, Duration::from_millis(500)).with_history_ttl(0);
-    off.remember(&b, None, "sales", at(40)).await.unwrap();
+    let b_caller = Caller {
+        ani: b.clone(),
+        npa_nxx: None,
+        trust: Trust::Verified,
+    };
+    off.remember(&b_caller, "sales", at(40)).await.unwrap();
     assert_eq!(
         v.record(obs("h4", &b, None, 50)).await.unwrap().history,
         None
@@ -372,6 +388,7 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
     cfg.fail_closed = ResponseConfig {
         code: 480,
         reason: None,
+        retry_after_s: 120,
     };
     cfg.policy = vec![PolicyConfig {
         name: "strict".into(),
@@ -406,7 +423,16 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
         (rej.code, rej.reason.as_str()),
         (480, "Temporarily Unavailable")
     );
-    assert!(!strict.assessment.degraded);
+    assert_eq!(rej.headers, vec!["Retry-After: 120"]);
+    assert!(
+        strict.assessment.degraded,
+        "judged without counts: degraded, whatever the policy did"
+    );
+    assert!(strict
+        .assessment
+        .signals
+        .iter()
+        .any(|s| s.name == "redis-unavailable"));
 
     let other = engine.assess(&facts("o1", ANI, "18885550101"), at(1)).await;
     assert!(
