@@ -866,6 +866,57 @@ mod tests {
     }
 
     #[test]
+    fn peek_counts_as_record_would_and_changes_nothing() {
+        let s = MemoryVelocity::with_shards(vec![60, 3600], Caps::default(), 3, 1000, 1);
+        let a = E164::from_digits("12125551212").unwrap();
+        let b = E164::from_digits("12125550000").unwrap();
+        s.record_now(obs("c1", &a, "18005550100", 0));
+        s.record_now(obs("c2", &b, "18005550100", 1));
+        let before = s.stats();
+        let p = s.peek_now(obs("c3", &a, "18005550100", 2));
+        assert_eq!(s.stats(), before);
+        assert_eq!(p, s.peek_now(obs("c3", &a, "18005550100", 2)));
+        // A peek at an unknown caller evicts nobody (3 keys: a, b, the exchange).
+        let c = E164::from_digits("12125559999").unwrap();
+        assert_eq!(s.peek_now(obs("x", &c, "18005550100", 2)).ani, vec![1, 1]);
+        assert!(s.tracks("12125551212") && s.tracks("12125550000"));
+        assert_eq!(s.stats(), before);
+        assert_eq!(p, s.record_now(obs("c3", &a, "18005550100", 2)));
+        assert_eq!(p.npa_nxx, Some(vec![2, 2]), "a again: still two callers");
+        // A repeated Call-ID: the peek adds nothing, as record would not.
+        let again = s.peek_now(obs("c3", &a, "18005550100", 3));
+        assert_eq!(again, s.record_now(obs("c3", &a, "18005550100", 3)));
+        assert_eq!(again.ani, vec![2, 2]);
+    }
+
+    #[test]
+    fn each_trust_level_counts_in_its_own_keys() {
+        let s = store();
+        let a = E164::from_digits("12125551212").unwrap();
+        let spoof = |id: &'static str, t| Observation {
+            trust: Trust::Untrusted,
+            ..obs(id, &a, "18005550100", t)
+        };
+        for (i, id) in ["s1", "s2", "s3"].into_iter().enumerate() {
+            let c = s.record_now(spoof(id, i as u64));
+            assert_eq!(c.ani[0], i as u32 + 1);
+        }
+        let unverified = s.record_now(Observation {
+            trust: Trust::Unverified,
+            ..obs("f1", &a, "18005550100", 4)
+        });
+        assert_eq!(unverified.ani, vec![1, 1, 1]);
+        let real = s.record_now(obs("r1", &a, "18005550100", 5));
+        assert_eq!(real.ani, vec![1, 1, 1]);
+        assert_eq!(real.npa_nxx, Some(vec![1, 1, 1]));
+        s.space(Trust::Untrusted)
+            .history
+            .put(&a, Trust::Untrusted, "spoofed", T0 as i64 + 6);
+        assert_eq!(s.record_now(obs("r2", &a, "18005550100", 7)).history, None);
+        assert!(s.record_now(spoof("s4", 8)).history.is_some());
+    }
+
+    #[test]
     fn dimensions_without_thresholds_are_not_counted() {
         let caps = Caps {
             ani: 6,
