@@ -422,6 +422,11 @@ impl RiskEngine {
         }
         metrics::counter!("tollgate_risk_assessments_total", "level" => assessment.level.as_str())
             .increment(1);
+        if ani.is_some() && trust != Trust::Verified {
+            // Calls counted in (or, with untrusted = "ignore", kept out of) their own keys.
+            metrics::counter!("tollgate_risk_unbelieved_total", "trust" => trust.as_str(), "mode" => self.untrusted.as_str())
+                .increment(1);
+        }
         for h in &hits {
             metrics::counter!("tollgate_risk_list_hits_total", "list" => h.list.as_str())
                 .increment(1);
