@@ -20,7 +20,7 @@ use tollgate_core::{CallFacts, Rejection, RiskAssessment, RiskLevel, RiskSignal}
 use crate::config::{reason_phrase, LevelConfig, RiskConfig, StoreKind, UntrustedMode, Weights};
 use crate::error::RiskError;
 use crate::identity::{IdentityOutcome, IdentityVerifier};
-use crate::lists::{FileListStore, ListKind, ListStore, Lists, Pattern, RedisListStore};
+use crate::lists::{FileListStore, ListHit, ListKind, ListStore, Lists, Pattern, RedisListStore};
 use crate::redis_conn;
 use crate::score::{self, IdentityInput, Inputs, Thresholds, TrunkScoring, VelocityInput};
 use crate::velocity::{
@@ -412,28 +412,9 @@ impl RiskEngine {
             // Whatever the policy did about it, the call was judged without its counts.
             degraded: store_failed || !snapshot_loaded,
         };
-        if mode == Mode::Dry {
-            return RiskVerdict {
-                assessment,
-                verify_queue,
-                policy: policy.name.clone(),
-                history,
-            };
-        }
-        metrics::counter!("tollgate_risk_assessments_total", "level" => assessment.level.as_str())
-            .increment(1);
-        if ani.is_some() && trust != Trust::Verified {
-            // Calls counted in (or, with untrusted = "ignore", kept out of) their own keys.
-            metrics::counter!("tollgate_risk_unbelieved_total", "trust" => trust.as_str(), "mode" => self.untrusted.as_str())
-                .increment(1);
-        }
-        for h in &hits {
-            metrics::counter!("tollgate_risk_list_hits_total", "list" => h.list.as_str())
-                .increment(1);
-        }
-        if let Some(r) = &assessment.reject {
-            metrics::counter!("tollgate_risk_rejections_total", "code" => r.code.to_string())
-                .increment(1);
+        if mode == Mode::Live {
+            // A dry run (explain) is no call: it counts in no metric.
+            self.count(&assessment, &hits, ani.is_some().then_some(trust));
         }
         RiskVerdict {
             assessment,
@@ -454,6 +435,24 @@ impl RiskEngine {
         }
         if let Err(e) = self.velocity.remember(caller, queue, now).await {
             tracing::debug!(error = %e, "caller history not stored");
+        }
+    }
+
+    fn count(&self, a: &RiskAssessment, hits: &[ListHit], trust: Option<Trust>) {
+        metrics::counter!("tollgate_risk_assessments_total", "level" => a.level.as_str())
+            .increment(1);
+        if let Some(t) = trust.filter(|&t| t != Trust::Verified) {
+            // Calls counted in their own keys (or, with untrusted = "ignore", not at all).
+            metrics::counter!("tollgate_risk_unbelieved_total", "trust" => t.as_str(), "mode" => self.untrusted.as_str())
+                .increment(1);
+        }
+        for h in hits {
+            metrics::counter!("tollgate_risk_list_hits_total", "list" => h.list.as_str())
+                .increment(1);
+        }
+        if let Some(r) = &a.reject {
+            metrics::counter!("tollgate_risk_rejections_total", "code" => r.code.to_string())
+                .increment(1);
         }
     }
 
