@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_core::{CallFacts, E164};
-use tollgate_risk::{ListEntry, ListKind, Observation, RiskConfig, RiskEngine, Secret, StoreKind};
+use tollgate_risk::{
+    ListEntry, ListKind, Observation, RiskConfig, RiskEngine, Secret, StoreKind, Trust,
+};
 
 #[allow(dead_code, clippy::unwrap_used)]
 #[path = "../../crates/risk/tests/common/facts.rs"]
@@ -156,6 +158,7 @@ fn risk(c: &mut Criterion) {
                 dnis: f.dnis.key(),
                 npa_nxx: f.ani_info.and_then(|i| i.npa.zip(i.nxx)),
                 now: now + Duration::from_millis(n),
+                trust: Trust::Verified,
             };
             rt.block_on(store.record(obs))
         });
@@ -189,6 +192,7 @@ fn risk(c: &mut Criterion) {
                 dnis: DNIS.get(usize::try_from(m % 4).unwrap_or(0)).copied(),
                 npa_nxx: part(1..4).zip(part(4..7)),
                 now: now + Duration::from_millis(50 * m),
+                trust: Trust::Verified,
             };
             rt.block_on(store.record(obs))
         });

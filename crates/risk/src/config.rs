@@ -10,6 +10,8 @@
 //! identity_deadline_ms = 100      # the identity hook's own deadline
 //! # gray_queue = "verify"         # where gray-listed and high-risk calls go (RiskVerdict)
 //! history_ttl_s = 86400           # repeat-caller memory: last queue per ANI (0: off)
+//! untrusted = "separate"          # ANIs not believed (untrusted source, From, screen=no) count
+//!                                 # velocity and history in their own keys; "ignore": not at all
 //!
 //! [risk.redis]
 //! # url = "redis://127.0.0.1:6379/0"   # or leave unset and export the variable below
@@ -43,6 +45,11 @@
 //!
 //! [risk.fail_closed]
 //! code = 503
+//! retry_after_s = 30              # Retry-After on the fail-closed answer (0: no header)
+//!
+//! [risk.trunk."carrier-a"]        # per [[trunk]] name
+//! sources_disagree = 0            # the sources-disagree weight on this trunk ([risk.weights] otherwise)
+//! sources_disagree_from = false   # false: only PAI/RPID naming different numbers count, not From
 //!
 //! [[risk.policy]]                 # first policy whose DNIS matches wins; else the values above
 //! name = "fraud-line"
@@ -54,7 +61,7 @@
 //!
 //! `[risk.weights]` lists every signal's weight; see [`Weights`] for names and defaults.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -80,6 +87,41 @@ impl StoreKind {
             StoreKind::Redis => "redis",
         }
     }
+}
+
+/// What velocity and caller history do with an ANI the engine does not believe (an untrusted
+/// source's From, a trusted trunk's From or `screen=no` number).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UntrustedMode {
+    /// Count it, and remember its routes, in keys of its own (`u:` untrusted, `nv:` unverified),
+    /// never in a verified number's: a flood from such a source still scores as a flood.
+    #[default]
+    Separate,
+    /// Neither count nor remember it: the call is scored without velocity or history (a
+    /// zero-weight `velocity-not-counted` signal says so).
+    Ignore,
+}
+
+impl UntrustedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UntrustedMode::Separate => "separate",
+            UntrustedMode::Ignore => "ignore",
+        }
+    }
+}
+
+/// `[risk.trunk."<name>"]`: scoring for one trunk's calls (the `[[trunk]]` name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunkRiskConfig {
+    /// The `sources-disagree` weight for this trunk; unset: `[risk.weights] sources_disagree`.
+    pub sources_disagree: Option<i32>,
+    /// Whether From naming another number than the identity headers counts as disagreeing
+    /// (unset: true). False: only identity headers (PAI, RPID) naming different numbers count,
+    /// for carriers whose From carries a company's main number and PAI the real line.
+    pub sources_disagree_from: Option<bool>,
 }
 
 /// A string that never appears in logs or `Debug` output (a Redis URL may carry a password).
@@ -121,6 +163,8 @@ pub struct RiskConfig {
     pub gray_queue: Option<String>,
     /// How long a caller's last routed queue is remembered for repeat-caller rules (0: off).
     pub history_ttl_s: u64,
+    /// Velocity and history for ANIs not believed: their own keys, or not counted.
+    pub untrusted: UntrustedMode,
     pub redis: RedisConfig,
     pub memory: MemoryConfig,
     pub velocity: VelocityConfig,
@@ -129,6 +173,8 @@ pub struct RiskConfig {
     pub block: BlockConfig,
     pub fail_closed: ResponseConfig,
     pub policy: Vec<PolicyConfig>,
+    /// Per trunk scoring, by `[[trunk]]` name.
+    pub trunk: BTreeMap<String, TrunkRiskConfig>,
 }
 
 impl Default for RiskConfig {
@@ -141,6 +187,7 @@ impl Default for RiskConfig {
             identity_deadline_ms: 100,
             gray_queue: None,
             history_ttl_s: 86_400,
+            untrusted: UntrustedMode::Separate,
             redis: RedisConfig::default(),
             memory: MemoryConfig::default(),
             velocity: VelocityConfig::default(),
@@ -149,6 +196,7 @@ impl Default for RiskConfig {
             block: BlockConfig::default(),
             fail_closed: ResponseConfig::default(),
             policy: Vec::new(),
+            trunk: BTreeMap::new(),
         }
     }
 }
@@ -362,6 +410,8 @@ impl Default for BlockConfig {
 pub struct ResponseConfig {
     pub code: u16,
     pub reason: Option<String>,
+    /// Sent as `Retry-After: <seconds>` (RFC 3261 §20.33); 0: no header.
+    pub retry_after_s: u32,
 }
 
 impl Default for ResponseConfig {
@@ -369,6 +419,7 @@ impl Default for ResponseConfig {
         Self {
             code: 503,
             reason: None,
+            retry_after_s: 30,
         }
     }
 }
@@ -606,6 +657,17 @@ impl RiskConfig {
         if let Some(reason) = &f.reason {
             check_reason(p, "risk.fail_closed.reason", reason);
         }
+        if f.retry_after_s > 86_400 {
+            p.add(
+                "risk.fail_closed.retry_after_s",
+                "at most 86400 (0: no Retry-After)".into(),
+            );
+        }
+        for name in self.trunk.keys() {
+            if name.trim().is_empty() {
+                p.add("risk.trunk", "a trunk name is required".into());
+            }
+        }
     }
 }
 
@@ -690,12 +752,29 @@ mod tests {
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         assert_eq!(c.policy.len(), 1);
         assert_eq!(c.policy[0].velocity.ani, Some(vec![2, 5, 10]));
+        assert_eq!(c.untrusted, UntrustedMode::Separate);
+        assert_eq!(c.fail_closed.retry_after_s, 30);
+        assert_eq!(
+            c.trunk.get("carrier-a"),
+            Some(&TrunkRiskConfig {
+                sources_disagree: Some(0),
+                sources_disagree_from: Some(false),
+            })
+        );
     }
 
     #[test]
     fn unknown_keys_are_errors() {
         assert!(parse("[risk]\nstor = \"redis\"\n").is_err());
         assert!(parse("[risk.weights]\nvelocity = 3\n").is_err());
+        let e = parse("[risk.trunk.\"carrier-a\"]\nsources_disagre = 0\n").unwrap_err();
+        assert!(e.to_string().contains("sources_disagre"), "{e}");
+        let e = parse("[risk]\nuntrusted = \"count\"\n").unwrap_err();
+        assert!(e.to_string().contains("untrusted"), "{e}");
+        assert_eq!(
+            parse("[risk]\nuntrusted = \"ignore\"\n").unwrap().untrusted,
+            UntrustedMode::Ignore
+        );
     }
 
     #[test]
@@ -719,6 +798,9 @@ code = 603
 complaint_url = "https://x.example/a b"
 [risk.fail_closed]
 code = 302
+retry_after_s = 90000
+[risk.trunk." "]
+sources_disagree = 0
 [[risk.policy]]
 name = "a"
 dnis = ["0800*"]
@@ -736,6 +818,8 @@ dnis = ["0800*"]
             "risk.levels",
             "risk.block.complaint_url",
             "risk.fail_closed.code",
+            "risk.fail_closed.retry_after_s",
+            "risk.trunk",
             "risk.policy[0].dnis",
         ] {
             assert!(keys.iter().any(|k| k == want), "{want} missing in {keys:?}");

@@ -1,19 +1,31 @@
 //! [`RiskEngine`]: velocity and identity in parallel, lists from the local snapshot, one score,
 //! and the policy's answer (reject, verification queue, or route).
+//!
+//! [`RiskEngine::evaluate`] (a live call) and [`RiskEngine::evaluate_dry`] (explain) are one
+//! function: the same lists, identity, score, policy and answer; only the velocity step
+//! differs (`record` or the read-only `peek`, which counts the call itself as recording
+//! would, so explain shows the verdict the live call would get).
+//!
+//! Precedence: a blocked call (block list, or a score at `levels.blocked`) has level
+//! `Blocked` and `reject` = the `[risk.block]` answer, so a routing rule can match
+//! `risk = "blocked"` and answer itself; `reject` is the default when no rule decides.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tollgate_core::{CallFacts, Rejection, RiskAssessment, RiskLevel, RiskSignal};
 
-use crate::config::{reason_phrase, LevelConfig, RiskConfig, StoreKind, Weights};
+use crate::config::{reason_phrase, LevelConfig, RiskConfig, StoreKind, UntrustedMode, Weights};
 use crate::error::RiskError;
 use crate::identity::{IdentityOutcome, IdentityVerifier};
-use crate::lists::{FileListStore, ListKind, ListStore, Lists, Pattern, RedisListStore};
+use crate::lists::{FileListStore, ListHit, ListKind, ListStore, Lists, Pattern, RedisListStore};
 use crate::redis_conn;
-use crate::score::{self, IdentityInput, Inputs, Thresholds, VelocityInput};
-use crate::velocity::{Caps, MemoryVelocity, Observation, RedisVelocity, VelocityStore};
+use crate::score::{self, IdentityInput, Inputs, Thresholds, TrunkScoring, VelocityInput};
+use crate::velocity::{
+    self, Caller, Caps, MemoryVelocity, Observation, RedisVelocity, Trust, VelocityStore,
+};
 
 /// The engine's full answer: the assessment the pipeline stores in `facts.risk`, plus what
 /// `RiskAssessment` has no field for.
@@ -51,6 +63,17 @@ pub struct RiskEngine {
     levels: LevelConfig,
     block: Rejection,
     fail_closed: Rejection,
+    untrusted: UntrustedMode,
+    /// `[risk.trunk."name"]`, resolved against the weights.
+    trunks: HashMap<String, TrunkScoring>,
+    default_trunk: TrunkScoring,
+}
+
+/// Whether the call is recorded (live) or only read (explain's dry run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Live,
+    Dry,
 }
 
 /// Opens the list store the config names (the file relative to `base_dir`, or Redis).
@@ -169,6 +192,34 @@ impl RiskEngine {
                 .push(format!("Call-Info: <{url}>;purpose=jwscard"));
         }
         let f = &cfg.fail_closed;
+        let mut fail_closed = Rejection {
+            code: f.code,
+            reason: f
+                .reason
+                .clone()
+                .unwrap_or_else(|| reason_phrase(f.code).into()),
+            headers: Vec::new(),
+        };
+        if f.retry_after_s > 0 {
+            fail_closed
+                .headers
+                .push(format!("Retry-After: {}", f.retry_after_s));
+        }
+        let default_trunk = TrunkScoring {
+            sources_disagree: cfg.weights.sources_disagree,
+            disagree_from: true,
+        };
+        let trunks = cfg
+            .trunk
+            .iter()
+            .map(|(name, t)| {
+                let scoring = TrunkScoring {
+                    sources_disagree: t.sources_disagree.unwrap_or(default_trunk.sources_disagree),
+                    disagree_from: t.sources_disagree_from.unwrap_or(true),
+                };
+                (name.clone(), scoring)
+            })
+            .collect();
         Ok(Self {
             velocity,
             lists,
@@ -179,14 +230,10 @@ impl RiskEngine {
             weights: cfg.weights.clone(),
             levels: cfg.levels.clone(),
             block,
-            fail_closed: Rejection {
-                code: f.code,
-                reason: f
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| reason_phrase(f.code).into()),
-                headers: Vec::new(),
-            },
+            fail_closed,
+            untrusted: cfg.untrusted,
+            trunks,
+            default_trunk,
         })
     }
 
@@ -220,28 +267,44 @@ impl RiskEngine {
         self.evaluate(facts, now).await.assessment
     }
 
-    /// Scores one call. Never fails and never waits past the store deadline (Redis) or the
-    /// identity deadline: what could not be judged is a zero-weight signal.
+    /// Scores one call and records it in the velocity store. Never fails and never waits
+    /// past the store deadline (Redis) or the identity deadline: what could not be judged is
+    /// a zero-weight signal.
     pub async fn evaluate(&self, facts: &CallFacts, now: SystemTime) -> RiskVerdict {
+        self.run(facts, now, Mode::Live).await
+    }
+
+    /// Exactly what [`RiskEngine::evaluate`] would answer for this call at `now` (same lists,
+    /// identity, score, policy and answer), without recording it: velocity counts and the
+    /// caller's history are read, not written. The counts include this call as recording it
+    /// would (+1, or nothing for a Call-ID already counted), so they compare with the
+    /// thresholds as the live call's would. Not counted in the assessment metrics.
+    pub async fn evaluate_dry(&self, facts: &CallFacts, now: SystemTime) -> RiskVerdict {
+        self.run(facts, now, Mode::Dry).await
+    }
+
+    async fn run(&self, facts: &CallFacts, now: SystemTime, mode: Mode) -> RiskVerdict {
         let policy = self.policy_for(facts);
         let ani = facts.ani.e164();
         let hits = ani.map(|n| self.lists.check(n, now)).unwrap_or_default();
         let snapshot_loaded = self.lists.snapshot().is_loaded();
+        let trust = Trust::of(facts);
+        let not_counted =
+            ani.is_some() && trust != Trust::Verified && self.untrusted == UntrustedMode::Ignore;
         let velocity = async {
-            let ani = ani?;
-            let npa_nxx = facts
-                .ani_info
-                .as_ref()
-                .and_then(|i| i.npa.zip(i.nxx))
-                .filter(|_| ani.digits().starts_with('1'));
+            let ani = ani.filter(|_| !not_counted)?;
             let obs = Observation {
                 call_id: &facts.call_id,
                 ani,
                 dnis: facts.dnis.key(),
-                npa_nxx,
+                npa_nxx: velocity::npa_nxx(facts),
                 now,
+                trust,
             };
-            Some(self.velocity.record(obs).await)
+            Some(match mode {
+                Mode::Live => self.velocity.record(obs).await,
+                Mode::Dry => self.velocity.peek(obs).await,
+            })
         };
         let identity = async {
             let v = self.identity.as_ref()?;
@@ -256,8 +319,9 @@ impl RiskEngine {
 
         let store = self.velocity.kind();
         let vel_input = match &velocity {
+            None if not_counted => VelocityInput::NotCounted(trust),
             None => VelocityInput::Skipped,
-            Some(Ok(c)) => VelocityInput::Counts(c),
+            Some(Ok(c)) => VelocityInput::Counts(c, trust),
             Some(Err(e)) => {
                 metrics::counter!("tollgate_risk_store_errors_total", "store" => store, "kind" => e.metric_label())
                     .increment(1);
@@ -276,6 +340,11 @@ impl RiskEngine {
         let scored = score::score(
             &Inputs {
                 facts,
+                trunk: self
+                    .trunks
+                    .get(facts.trunk.as_str())
+                    .copied()
+                    .unwrap_or(self.default_trunk),
                 identity: id_input,
                 velocity: vel_input,
                 windows: self.velocity.windows(),
@@ -290,17 +359,18 @@ impl RiskEngine {
         let allowed = hits.iter().any(|h| h.list == ListKind::Allow);
         let store_failed = matches!(velocity, Some(Err(_)));
         let identity_reject = identity.as_ref().and_then(|o| o.as_ref()?.reject.clone());
+        // The first that applies wins: block, identity, fail-closed.
         let wanted = if scored.would_block {
-            Some((Why::Blocked, self.block.clone()))
+            Some(self.block.clone())
         } else if let Some(r) = identity_reject {
-            Some((Why::Identity, r))
+            Some(r)
         } else if store_failed && !policy.fail_open {
-            Some((Why::FailClosed, self.fail_closed.clone()))
+            Some(self.fail_closed.clone())
         } else {
             None
         };
-        let (why, reject) = match wanted {
-            Some((_, r)) if facts.emergency => {
+        let reject = match wanted {
+            Some(r) if facts.emergency => {
                 signals.push(info(
                     "emergency-exempt",
                     format!(
@@ -308,17 +378,16 @@ impl RiskEngine {
                         r.code, r.reason
                     ),
                 ));
-                (None, None)
+                None
             }
-            Some((_, r)) if allowed => {
+            Some(r) if allowed => {
                 signals.push(info(
                     "allow-overrides",
                     format!("would reject {} {}; allow-listed", r.code, r.reason),
                 ));
-                (None, None)
+                None
             }
-            Some((why, r)) => (Some(why), Some(r)),
-            None => (None, None),
+            other => other,
         };
         let gray = hits.iter().any(|h| h.list == ListKind::Gray);
         let verify_queue =
@@ -350,17 +419,12 @@ impl RiskEngine {
             verification,
             list_hits: hits.iter().map(|h| h.list.as_str().to_owned()).collect(),
             reject,
-            degraded: (store_failed && why != Some(Why::FailClosed)) || !snapshot_loaded,
+            // Whatever the policy did about it, the call was judged without its counts.
+            degraded: store_failed || !snapshot_loaded,
         };
-        metrics::counter!("tollgate_risk_assessments_total", "level" => assessment.level.as_str())
-            .increment(1);
-        for h in &hits {
-            metrics::counter!("tollgate_risk_list_hits_total", "list" => h.list.as_str())
-                .increment(1);
-        }
-        if let Some(r) = &assessment.reject {
-            metrics::counter!("tollgate_risk_rejections_total", "code" => r.code.to_string())
-                .increment(1);
+        if mode == Mode::Live {
+            // A dry run (explain) is no call: it counts in no metric.
+            self.count(&assessment, &hits, ani.is_some().then_some(trust));
         }
         RiskVerdict {
             assessment,
@@ -370,17 +434,35 @@ impl RiskEngine {
         }
     }
 
-    /// Remembers where the ANI's call was routed, so the next call's verdict carries it
-    /// (`history`). Best effort: a store error is logged at debug level and dropped.
-    pub async fn remember(
-        &self,
-        ani: &tollgate_core::E164,
-        npa_nxx: Option<(u16, u16)>,
-        queue: &str,
-        now: SystemTime,
-    ) {
-        if let Err(e) = self.velocity.remember(ani, npa_nxx, queue, now).await {
+    /// Remembers where the caller's call was routed ([`Caller::of`] the call's facts), so
+    /// the next call of the same caller, at the same trust, carries it (`history`): an ANI
+    /// not believed is remembered in its own namespace (`risk.untrusted = "separate"`) or not
+    /// at all (`"ignore"`), never as a verified caller's history. Best effort: a store error
+    /// is logged at debug level and dropped.
+    pub async fn remember(&self, caller: &Caller, queue: &str, now: SystemTime) {
+        if caller.trust != Trust::Verified && self.untrusted == UntrustedMode::Ignore {
+            return;
+        }
+        if let Err(e) = self.velocity.remember(caller, queue, now).await {
             tracing::debug!(error = %e, "caller history not stored");
+        }
+    }
+
+    fn count(&self, a: &RiskAssessment, hits: &[ListHit], trust: Option<Trust>) {
+        metrics::counter!("tollgate_risk_assessments_total", "level" => a.level.as_str())
+            .increment(1);
+        if let Some(t) = trust.filter(|&t| t != Trust::Verified) {
+            // Calls counted in their own keys (or, with untrusted = "ignore", not at all).
+            metrics::counter!("tollgate_risk_unbelieved_total", "trust" => t.as_str(), "mode" => self.untrusted.as_str())
+                .increment(1);
+        }
+        for h in hits {
+            metrics::counter!("tollgate_risk_list_hits_total", "list" => h.list.as_str())
+                .increment(1);
+        }
+        if let Some(r) = &a.reject {
+            metrics::counter!("tollgate_risk_rejections_total", "code" => r.code.to_string())
+                .increment(1);
         }
     }
 
@@ -393,14 +475,6 @@ impl RiskEngine {
             .find(|p| p.dnis.iter().any(|d| d.matches(dnis)))
             .unwrap_or(&self.default_policy)
     }
-}
-
-/// Why the call is rejected (the first that applies wins).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Why {
-    Blocked,
-    Identity,
-    FailClosed,
 }
 
 fn info(name: &str, detail: String) -> RiskSignal {

@@ -3,10 +3,12 @@
 //!
 //! The server builds a [`RiskEngine`] from the `[risk]` section ([`RiskConfig`]) and calls
 //! [`RiskEngine::evaluate`] (or [`RiskEngine::assess`]) per call, inside the pipeline's enrich
-//! deadline. The engine
+//! deadline; explain calls [`RiskEngine::evaluate_dry`], the same code without recording the
+//! call. The engine
 //! - records the call in the [`VelocityStore`] (one Lua round trip to Redis, or the bounded
-//!   in-memory store) and gets sliding-window counts per ANI, ANI + DNIS and NPA-NXX; a
-//!   repeated Call-ID counts once;
+//!   in-memory store) and gets sliding-window counts per ANI, ANI + DNIS and distinct callers
+//!   per NPA-NXX; a repeated Call-ID counts once; an ANI it does not believe ([`Trust`])
+//!   counts in keys of its own, never in a verified caller's;
 //! - checks the ANI against the local [`ListSnapshot`] (no I/O), refreshed in the background
 //!   from the [`ListStore`] (a JSON file, or Redis hashes);
 //! - asks the optional [`IdentityVerifier`] (tollgate-stir) about Identity and verstat;
@@ -39,7 +41,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use admin::ListAdmin;
 pub use config::{
     BlockConfig, LevelConfig, MemoryConfig, PolicyConfig, RedisConfig, ResponseConfig, RiskConfig,
-    Secret, StoreKind, ThresholdOverride, VelocityConfig, Weights,
+    Secret, StoreKind, ThresholdOverride, TrunkRiskConfig, UntrustedMode, VelocityConfig, Weights,
 };
 pub use engine::{open_list_store, RiskEngine, RiskVerdict};
 pub use error::{ErrorClass, RiskError};
@@ -49,7 +51,9 @@ pub use lists::{
     RedisListStore,
 };
 pub use redis_conn::connect as redis_connect;
-pub use velocity::{MemoryVelocity, Observation, RedisVelocity, VelocityCounts, VelocityStore};
+pub use velocity::{
+    Caller, MemoryVelocity, Observation, RedisVelocity, Trust, VelocityCounts, VelocityStore,
+};
 
 /// A boxed future, so the store and verifier traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -12,14 +12,21 @@
 //! | `cli-invalid` | the trunk's CLI rules said invalid for another reason | 25 |
 //! | `untrusted-trunk` | call from a source that is not a trusted trunk | 10 |
 //! | `ani-unverified` | trusted trunk, but the ANI came from From or an unscreened header | 5 |
-//! | `sources-disagree` | identity headers name different numbers | 20 |
-//! | `velocity-ani-1m`, `velocity-ani-dnis-1h`, `velocity-npa-nxx-1d`, ... | per window over its threshold | 25 / 25 / 15 |
+//! | `sources-disagree` | the counted headers name different numbers (per trunk: weight, and whether From counts, `[risk.trunk."name"]`) | 20 |
+//! | `velocity-ani-1m`, `velocity-ani-dnis-1h`, `velocity-npa-nxx-1d`, ... | per window over its threshold (NPA-NXX: distinct callers) | 25 / 25 / 15 |
 //! | `gray-list` | on the gray list: level at least elevated, verification queue | 30 |
 //! | `block-list` | on the block list: level blocked whatever the score | 100 |
 //! | `allow-list` | on the allow list: never blocked (level at most high) | -50 |
 //!
 //! Zero-weight signals record what could not be judged: `redis-unavailable` (velocity
-//! skipped, `degraded`), `lists-unavailable`, `identity-timeout`, `identity-not-checked`.
+//! skipped, `degraded`), `lists-unavailable`, `identity-timeout`, `identity-not-checked`,
+//! `velocity-not-counted` (an ANI not believed, with `risk.untrusted = "ignore"`).
+//!
+//! `sources-disagree` applies when the headers the trunk may be trusted for (extraction counts
+//! PAI, RPID and From on a trusted trunk, only From elsewhere, so never on an untrusted one)
+//! name different E.164 numbers. A trunk whose From carries a company's main number and PAI
+//! the real line sets `sources_disagree_from = false` (only PAI and RPID disagreeing count) or
+//! its own weight (`sources_disagree = 0` keeps the signal for explain, scoring nothing).
 //! Levels: score ≥ `levels.elevated` → elevated, ≥ `high` → high, ≥ `blocked` → blocked; then
 //! the lists override as above.
 
@@ -32,7 +39,8 @@ use crate::config::{LevelConfig, Weights};
 use crate::error::RiskError;
 use crate::identity::{IdentityOutcome, IdentitySource};
 use crate::lists::{ListHit, ListKind};
-use crate::velocity::{window_label, VelocityCounts};
+use crate::velocity::{window_label, Trust, VelocityCounts};
+use tollgate_core::AniSource;
 
 /// Velocity thresholds per dimension, one per window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,12 +50,23 @@ pub(crate) struct Thresholds {
     pub npa_nxx: Vec<u32>,
 }
 
+/// How one trunk's calls are scored where that differs per trunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TrunkScoring {
+    pub sources_disagree: i32,
+    /// From naming another number counts as disagreeing.
+    pub disagree_from: bool,
+}
+
 /// What the velocity step produced.
 #[derive(Debug)]
 pub(crate) enum VelocityInput<'a> {
     /// No E.164 ANI to count.
     Skipped,
-    Counts(&'a VelocityCounts),
+    /// The ANI is not believed and `risk.untrusted = "ignore"`.
+    NotCounted(Trust),
+    /// Counts in the namespace of the ANI's trust.
+    Counts(&'a VelocityCounts, Trust),
     Failed {
         store: &'static str,
         error: &'a RiskError,
@@ -66,6 +85,7 @@ pub(crate) enum IdentityInput<'a> {
 #[derive(Debug)]
 pub(crate) struct Inputs<'a> {
     pub facts: &'a CallFacts,
+    pub trunk: TrunkScoring,
     pub identity: IdentityInput<'a>,
     pub velocity: VelocityInput<'a>,
     pub windows: &'a [u32],
@@ -98,7 +118,7 @@ pub(crate) fn score(inp: &Inputs<'_>, w: &Weights, levels: &LevelConfig) -> Scor
     let mut s = Scored::default();
     identity(&mut s, inp, w);
     number(&mut s, inp.facts, w);
-    trunk(&mut s, inp.facts, w);
+    trunk(&mut s, inp.facts, inp.trunk, w);
     velocity(&mut s, inp, w);
     if !inp.lists_loaded {
         s.add(
@@ -253,7 +273,7 @@ fn number(s: &mut Scored, f: &CallFacts, w: &Weights) {
     }
 }
 
-fn trunk(s: &mut Scored, f: &CallFacts, w: &Weights) {
+fn trunk(s: &mut Scored, f: &CallFacts, t: TrunkScoring, w: &Weights) {
     if !f.trusted {
         let src = if f.trunk.is_empty() {
             "unknown source"
@@ -268,21 +288,45 @@ fn trunk(s: &mut Scored, f: &CallFacts, w: &Weights) {
             format!("ANI from {}", f.ani_source.as_str()),
         );
     }
-    if f.sources_disagree {
+    let disagree = if t.disagree_from {
+        f.sources_disagree
+    } else {
+        let mut numbers = f
+            .ani_candidates
+            .iter()
+            .filter(|c| c.source != AniSource::From)
+            .filter_map(|c| c.number.e164());
+        numbers
+            .next()
+            .is_some_and(|first| numbers.any(|n| n != first))
+    };
+    if disagree {
         let detail = f
             .ani_candidates
             .iter()
+            .filter(|c| t.disagree_from || c.source != AniSource::From)
             .take(4)
             .map(|c| format!("{}={}", c.source.as_str(), c.number))
             .collect::<Vec<_>>()
             .join(" ");
-        s.add("sources-disagree", w.sources_disagree, detail);
+        s.add("sources-disagree", t.sources_disagree, detail);
     }
 }
 
 fn velocity(s: &mut Scored, inp: &Inputs<'_>, w: &Weights) {
-    let counts = match &inp.velocity {
+    let (counts, trust) = match &inp.velocity {
         VelocityInput::Skipped => return,
+        VelocityInput::NotCounted(trust) => {
+            s.add(
+                "velocity-not-counted",
+                0,
+                format!(
+                    "{} ANI: velocity and history not counted (risk.untrusted = \"ignore\")",
+                    trust.as_str()
+                ),
+            );
+            return;
+        }
         VelocityInput::Failed { store, error } => {
             s.add(
                 format!("{store}-unavailable"),
@@ -291,7 +335,12 @@ fn velocity(s: &mut Scored, inp: &Inputs<'_>, w: &Weights) {
             );
             return;
         }
-        VelocityInput::Counts(c) => c,
+        VelocityInput::Counts(c, trust) => (c, *trust),
+    };
+    // An ANI not believed counts in its own keys: the detail says whose count it is.
+    let whose = match trust {
+        Trust::Verified => String::new(),
+        t => format!(" ({} ANIs' own count)", t.as_str()),
     };
     let t = inp.thresholds;
     let dims = [
@@ -311,13 +360,14 @@ fn velocity(s: &mut Scored, inp: &Inputs<'_>, w: &Weights) {
     ];
     for (dim, got, limits, weight) in dims {
         let Some(got) = got else { continue };
+        let what = if dim == "npa-nxx" { "callers" } else { "calls" };
         for ((&n, &limit), &win) in got.iter().zip(limits).zip(inp.windows) {
             if limit > 0 && n > limit {
                 let label = window_label(win);
                 s.add(
                     format!("velocity-{dim}-{label}"),
                     weight,
-                    format!("{n} calls in {label}, threshold {limit}"),
+                    format!("{n} {what} in {label}, threshold {limit}{whose}"),
                 );
             }
         }

@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::facts;
 use tollgate_core::{
-    Attestation, CallFacts, CliCheck, CliVerdict, NumberKind, PartyNumber, Rejection,
-    RiskAssessment, RiskLevel, Verification, Withheld,
+    AniCandidate, AniSource, Attestation, CallFacts, CliCheck, CliVerdict, NumberKind, PartyNumber,
+    Rejection, RiskAssessment, RiskLevel, Verification, Withheld,
 };
 use tollgate_risk::{
-    FixedIdentity, IdentityOutcome, IdentitySource, IdentityVerifier, ListEntry, ListKind,
-    PolicyConfig, RiskConfig, RiskEngine, RiskError, ThresholdOverride,
+    Caller, FixedIdentity, IdentityOutcome, IdentitySource, IdentityVerifier, ListEntry, ListKind,
+    PolicyConfig, RiskConfig, RiskEngine, RiskError, ThresholdOverride, TrunkRiskConfig,
+    UntrustedMode,
 };
 
 const T0: u64 = 1_700_000_000;
@@ -149,13 +150,23 @@ async fn velocity_signals_per_window_per_policy_and_call_ids_count_once() {
         !n.contains(&("velocity-ani-1m", 25)),
         "v1-v3 left the minute"
     );
-    // The exchange 212-555: neighbours' calls add up (v4 and n5-n8 within one minute).
+    // The exchange 212-555 counts distinct callers: one neighbour redialing (v4's caller
+    // and 0000 three times: two callers) does not trip it, four callers within a minute do.
     for (i, t) in [(5, 101), (6, 102), (7, 103)] {
-        e.assess(&facts(&format!("n{i}"), "12125550000", DNIS), at(t))
+        let a = e
+            .assess(&facts(&format!("n{i}"), "12125550000", DNIS), at(t))
             .await;
+        assert!(!names(&a).contains(&("velocity-npa-nxx-1m", 15)), "{a:?}");
     }
     let a = e.assess(&facts("n8", "12125550001", DNIS), at(104)).await;
+    assert!(
+        !names(&a).contains(&("velocity-npa-nxx-1m", 15)),
+        "3 callers"
+    );
+    let a = e.assess(&facts("n9", "12125550002", DNIS), at(105)).await;
     assert!(names(&a).contains(&("velocity-npa-nxx-1m", 15)), "{a:?}");
+    let s = a.signals.iter().find(|s| s.name == "velocity-npa-nxx-1m");
+    assert_eq!(s.unwrap().detail, "4 callers in 1m, threshold 3");
 
     // The hotline policy: a second call to the same 1888 number trips ANI+DNIS at once.
     let other = "14155550100";
@@ -456,4 +467,155 @@ async fn bad_configuration_is_reported_whole() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn spoofed_calls_never_move_a_verified_callers_velocity_or_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(&RiskConfig::default(), dir.path()).await;
+    common::scenarios::spoofed_flood_leaves_the_verified_caller_fresh(&e, ANI).await;
+}
+
+#[tokio::test]
+async fn untrusted_ignore_counts_and_remembers_nothing_for_unbelieved_anis() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RiskConfig {
+        untrusted: UntrustedMode::Ignore,
+        ..RiskConfig::default()
+    };
+    let e = engine(&cfg, dir.path()).await;
+    let mut last = RiskAssessment::default();
+    for i in 0..52u64 {
+        let f = common::scenarios::spoofed(&format!("s-{i}"), ANI);
+        last = e.assess(&f, at(i)).await;
+        e.remember(&Caller::of(&f).unwrap(), "spoofed", at(i)).await;
+    }
+    assert_eq!(
+        names(&last),
+        vec![
+            ("identity-absent", 10),
+            ("untrusted-trunk", 10),
+            ("velocity-not-counted", 0)
+        ]
+    );
+    let again = e
+        .evaluate(&common::scenarios::spoofed("s-x", ANI), at(53))
+        .await;
+    assert_eq!(again.history, None, "not remembered");
+    let real = e.evaluate(&facts("real", ANI, DNIS), at(54)).await;
+    assert_eq!(names(&real.assessment), vec![("identity-absent", 10)]);
+    assert_eq!(real.history, None);
+    // Verified calls are counted as always.
+    for i in 0..6u64 {
+        last = e
+            .assess(&facts(&format!("v-{i}"), ANI, DNIS), at(60 + i))
+            .await;
+    }
+    assert!(names(&last).contains(&("velocity-ani-1m", 25)), "{last:?}");
+}
+
+#[tokio::test]
+async fn evaluate_dry_is_the_live_verdict_without_recording_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(&RiskConfig::default(), dir.path()).await;
+    common::scenarios::dry_run_is_the_live_verdict_without_recording(&e, ANI).await;
+    // Lists and policy are the live ones too.
+    block(&e, ListKind::Block, ANI).await;
+    let f = facts("b", ANI, DNIS);
+    let dry = e.evaluate_dry(&f, at(20)).await;
+    assert_eq!(dry.assessment.level, RiskLevel::Blocked);
+    assert_eq!(dry, e.evaluate(&f, at(20)).await);
+}
+
+#[tokio::test]
+async fn sources_disagree_is_weighted_per_trunk_and_from_can_be_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RiskConfig::default();
+    cfg.trunk.insert(
+        "main-number".into(),
+        TrunkRiskConfig {
+            sources_disagree_from: Some(false),
+            ..TrunkRiskConfig::default()
+        },
+    );
+    cfg.trunk.insert(
+        "quiet".into(),
+        TrunkRiskConfig {
+            sources_disagree: Some(0),
+            ..TrunkRiskConfig::default()
+        },
+    );
+    let e = engine(&cfg, dir.path()).await;
+    let cand = |source, d: &str| AniCandidate {
+        source,
+        number: PartyNumber::E164(common::e164(d)),
+        scheme: "tel",
+        screened: None,
+        privacy: None,
+    };
+    // PAI the real line, From the company's main number.
+    let call = |trunk: &str, other: AniSource| {
+        let mut f = facts("d", ANI, DNIS);
+        f.trunk = trunk.into();
+        f.ani_candidates = [cand(AniSource::Pai, ANI), cand(other, "12125550000")]
+            .into_iter()
+            .collect();
+        f.sources_disagree = true;
+        f
+    };
+    let disagree = |a: &RiskAssessment| {
+        a.signals
+            .iter()
+            .find(|s| s.name == "sources-disagree")
+            .map(|s| (s.weight, s.detail.clone()))
+    };
+    let a = e.assess(&call("carrier-a", AniSource::From), at(0)).await;
+    assert_eq!(
+        disagree(&a),
+        Some((20, "pai=+12125551212 from=+12125550000".into())),
+        "other trunks: as before"
+    );
+    let a = e.assess(&call("main-number", AniSource::From), at(0)).await;
+    assert_eq!(disagree(&a), None, "From left out: PAI alone agrees");
+    assert_eq!(a.score, 10);
+    let a = e.assess(&call("main-number", AniSource::Rpid), at(0)).await;
+    assert_eq!(
+        disagree(&a),
+        Some((20, "pai=+12125551212 rpid=+12125550000".into())),
+        "PAI and RPID disagreeing still counts"
+    );
+    let a = e.assess(&call("quiet", AniSource::From), at(0)).await;
+    assert_eq!(
+        disagree(&a).map(|d| d.0),
+        Some(0),
+        "kept for explain, no points"
+    );
+    assert_eq!(a.score, 10);
+}
+
+#[tokio::test]
+async fn a_blocked_call_has_level_blocked_and_the_block_answer_even_with_an_identity_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(&RiskConfig::default(), dir.path())
+        .await
+        .with_identity_verifier(Arc::new(FixedIdentity(IdentityOutcome {
+            attestation: None,
+            verification: Verification::Failed("signature".into()),
+            source: IdentitySource::Passport,
+            reject: Some(Rejection {
+                code: 438,
+                reason: "Invalid Identity Header".into(),
+                headers: vec![],
+            }),
+        })));
+    block(&e, ListKind::Block, ANI).await;
+    let mut f = facts("b", ANI, DNIS);
+    f.identity = vec!["eyJ...".into()];
+    let a = e.assess(&f, at(0)).await;
+    assert_eq!(a.level, RiskLevel::Blocked);
+    assert_eq!(a.reject.unwrap().code, 603, "the block answer comes first");
+    // Not blocked: the identity answer, and the level says nothing of a block.
+    let a = e.assess(&facts("o", "12125550000", DNIS), at(0)).await;
+    assert_ne!(a.level, RiskLevel::Blocked);
+    assert_eq!(a.reject.unwrap().code, 438);
 }

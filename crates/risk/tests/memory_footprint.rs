@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tollgate_core::E164;
 use tollgate_risk::velocity::Caps;
-use tollgate_risk::{MemoryVelocity, Observation};
+use tollgate_risk::{MemoryVelocity, Observation, Trust};
 
 const MILLION: u64 = 1_000_000;
 
@@ -34,6 +34,7 @@ fn call(store: &MemoryVelocity, ani: u64, t: u64) {
         dnis: Some(dnis),
         npa_nxx: Some((npa, nxx)),
         now: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + t),
+        trust: Trust::Verified,
     });
 }
 

@@ -10,8 +10,9 @@ use common::{e164, facts, key_slot, Monitor, RedisServer};
 use tollgate_core::{RiskLevel, E164};
 use tollgate_risk::velocity::{keys_for, Caps};
 use tollgate_risk::{
-    ListAdmin, ListKind, ListStore, MemoryVelocity, Observation, PolicyConfig, RedisListStore,
-    RedisVelocity, ResponseConfig, RiskConfig, RiskEngine, Secret, StoreKind, VelocityStore,
+    Caller, ListAdmin, ListKind, ListStore, MemoryVelocity, Observation, PolicyConfig,
+    RedisListStore, RedisVelocity, ResponseConfig, RiskConfig, RiskEngine, Secret, StoreKind,
+    Trust, VelocityStore,
 };
 
 const T0: u64 = 1_700_000_000;
@@ -56,6 +57,7 @@ fn obs<'a>(call: &'a str, ani: &'a E164, dnis: Option<&'a str>, t: u64) -> Obser
         dnis,
         npa_nxx,
         now: at(t),
+        trust: Trust::Verified,
     }
 }
 
@@ -91,7 +93,11 @@ async fn counts_per_window_match_the_memory_store_and_call_ids_count_once() {
         if call == "c6" {
             assert_eq!(r.ani, vec![1, 4, 4]);
             assert_eq!(r.ani_dnis, Some(vec![1, 3, 3]));
-            assert_eq!(r.npa_nxx, Some(vec![1, 5, 5]));
+            assert_eq!(
+                r.npa_nxx,
+                Some(vec![1, 2, 2]),
+                "callers a and b, five calls"
+            );
         }
     }
     let last = last.unwrap();
@@ -191,14 +197,19 @@ async fn the_last_routed_queue_comes_back_with_the_next_calls_counts() {
     let first = v.record(obs("h1", &a, Some(DNIS), 0)).await.unwrap();
     assert_eq!(first.history, None);
     let o = obs("h1", &a, Some(DNIS), 0);
-    v.remember(&a, o.npa_nxx, "support", at(10)).await.unwrap();
+    let caller = Caller {
+        ani: a.clone(),
+        npa_nxx: o.npa_nxx,
+        trust: Trust::Verified,
+    };
+    v.remember(&caller, "support", at(10)).await.unwrap();
     let second = v.record(obs("h2", &a, Some(DNIS), 20)).await.unwrap();
     let h = second.history.unwrap();
     assert_eq!(h.last_queue, "support");
     assert_eq!(h.last_seen, i64::try_from(T0 + 10).unwrap());
     assert_eq!(second.ani, vec![2, 2, 2], "counting unchanged");
     // One slot with the counters (the cluster would refuse the script otherwise), with a TTL.
-    let key = tollgate_risk::velocity::history_key("tg", ANI, o.npa_nxx);
+    let key = tollgate_risk::velocity::history_key("tg", ANI, o.npa_nxx, Trust::Verified);
     assert_eq!(key_slot(&key), key_slot(&keys_for("tg", &o)[0]));
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)
@@ -212,7 +223,12 @@ async fn the_last_routed_queue_comes_back_with_the_next_calls_counts() {
         None
     );
     let off = velocity(&server, Duration::from_millis(500)).with_history_ttl(0);
-    off.remember(&b, None, "sales", at(40)).await.unwrap();
+    let b_caller = Caller {
+        ani: b.clone(),
+        npa_nxx: None,
+        trust: Trust::Verified,
+    };
+    off.remember(&b_caller, "sales", at(40)).await.unwrap();
     assert_eq!(
         v.record(obs("h4", &b, None, 50)).await.unwrap().history,
         None
@@ -244,6 +260,17 @@ async fn a_calls_keys_share_one_cluster_slot() {
         // The cluster node refuses cross-slot scripts, so this succeeding is the proof.
         let r = v.record(o).await.unwrap();
         assert_eq!(r.ani, vec![1, 1, 1]);
+        // The dry run's script and an untrusted call's keys: the same slot.
+        assert_eq!(v.peek(o).await.unwrap(), r);
+        let spoofed = Observation {
+            trust: Trust::Untrusted,
+            ..o
+        };
+        assert!(keys_for("tg", &spoofed)
+            .iter()
+            .all(|k| key_slot(k) == slots[0] && k.contains(":u:")));
+        assert_eq!(v.record(spoofed).await.unwrap().ani, vec![1, 1, 1]);
+        assert_eq!(v.peek(spoofed).await.unwrap().ani, vec![1, 1, 1]);
     }
     // Negative control: the same node rejects a script whose keys span two slots.
     let err = redis::cmd("EVAL")
@@ -372,6 +399,7 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
     cfg.fail_closed = ResponseConfig {
         code: 480,
         reason: None,
+        retry_after_s: 120,
     };
     cfg.policy = vec![PolicyConfig {
         name: "strict".into(),
@@ -406,7 +434,16 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
         (rej.code, rej.reason.as_str()),
         (480, "Temporarily Unavailable")
     );
-    assert!(!strict.assessment.degraded);
+    assert_eq!(rej.headers, vec!["Retry-After: 120"]);
+    assert!(
+        strict.assessment.degraded,
+        "judged without counts: degraded, whatever the policy did"
+    );
+    assert!(strict
+        .assessment
+        .signals
+        .iter()
+        .any(|s| s.name == "redis-unavailable"));
 
     let other = engine.assess(&facts("o1", ANI, "18885550101"), at(1)).await;
     assert!(
@@ -425,6 +462,26 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
         .await;
     assert!(vip.reject.is_none(), "{vip:?}");
     assert_eq!(vip.list_hits, vec!["allow"]);
+
+    // The default fail-closed answer: 503 with Retry-After: 30 (an engine built while Redis
+    // is down, which is not an error either).
+    let mut cfg = redis_cfg(&server);
+    cfg.fail_open = false;
+    let closed = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    let a = closed.assess(&facts("c1", ANI, DNIS), at(1)).await;
+    let rej = a.reject.clone().unwrap();
+    assert_eq!(
+        (rej.code, rej.reason.as_str(), rej.headers),
+        (
+            503,
+            "Service Unavailable",
+            vec!["Retry-After: 30".to_owned()]
+        )
+    );
+    assert!(a.degraded);
+    let mut sos = facts("e2", ANI, DNIS);
+    sos.emergency = true;
+    assert!(closed.assess(&sos, at(1)).await.reject.is_none());
 }
 
 async fn wait_for(engine: &RiskEngine, n: &E164, want: usize) -> Duration {
@@ -549,4 +606,164 @@ async fn redis_down_at_start_is_not_fatal() {
     assert!(a.degraded);
     let names: Vec<&str> = a.signals.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"lists-unavailable") && names.contains(&"redis-unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_calls_never_move_a_verified_callers_redis_keys() {
+    let server = RedisServer::start_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_cfg(&server);
+    cfg.redis.deadline_ms = 1000;
+    cfg.redis.response_timeout_ms = 1000;
+    let e = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    common::scenarios::spoofed_flood_leaves_the_verified_caller_fresh(&e, ANI).await;
+    // Where the spoofed calls went: their own keys, in the victim's slot (the cluster node
+    // ran every script, so one slot per script).
+    let mut c = server.conn();
+    let card = |key: &str| -> u64 {
+        redis::cmd("ZCARD")
+            .arg(key)
+            .query(&mut server.conn())
+            .unwrap()
+    };
+    assert_eq!(card("tg:{1212555}:u:a:12125551212"), 51, "capped at 51");
+    assert_eq!(card("tg:{1212555}:a:12125551212"), 1, "the real call only");
+    assert_eq!(
+        card("tg:{1212555}:n"),
+        1,
+        "one verified caller in the exchange"
+    );
+    assert_eq!(
+        card("tg:{1212555}:u:n"),
+        201,
+        "the spoofed victim and 200 spoofed neighbours"
+    );
+    let h: Option<String> = redis::cmd("GET")
+        .arg("tg:{1212555}:u:h:12125551212")
+        .query(&mut c)
+        .unwrap();
+    assert!(h.unwrap().ends_with(" spoofed-queue"));
+    let h: Option<String> = redis::cmd("GET")
+        .arg("tg:{1212555}:h:12125551212")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(h, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluate_dry_is_the_live_verdict_without_recording_redis() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_cfg(&server);
+    cfg.redis.deadline_ms = 1000;
+    cfg.redis.response_timeout_ms = 1000;
+    let e = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    common::scenarios::dry_run_is_the_live_verdict_without_recording(&e, ANI).await;
+
+    // The dry run's script only reads, and the dataset is the same after it.
+    let dump = || {
+        let mut c = server.conn();
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        keys.sort();
+        keys.iter()
+            .map(|k| {
+                let t: String = redis::cmd("TYPE").arg(k).query(&mut c).unwrap();
+                let v: Vec<String> = if t == "zset" {
+                    redis::cmd("ZRANGE")
+                        .arg(k)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query(&mut c)
+                        .unwrap()
+                } else {
+                    vec![redis::cmd("GET").arg(k).query(&mut c).unwrap()]
+                };
+                (k.clone(), v)
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = dump();
+    assert!(before.len() >= 4, "{before:?}");
+    let mon = Monitor::start(server.port);
+    let next = facts("dry-only", ANI, DNIS);
+    let a = e.evaluate_dry(&next, at(30)).await;
+    let b = e.evaluate_dry(&next, at(30)).await;
+    let lines = mon.lines(Duration::from_millis(300));
+    assert_eq!(a, b);
+    assert_eq!(dump(), before, "the dry run wrote nothing");
+    let in_script: Vec<&String> = lines.iter().filter(|l| l.contains("lua]")).collect();
+    assert!(!in_script.is_empty(), "{lines:#?}");
+    for l in &in_script {
+        let cmd = l.split('"').nth(1).unwrap_or("").to_uppercase();
+        assert!(
+            ["ZSCORE", "ZCOUNT", "GET"].contains(&cmd.as_str()),
+            "a write in the dry run: {l}"
+        );
+    }
+    // Then the live call sees what the dry run said.
+    assert_eq!(e.evaluate(&next, at(30)).await, a);
+}
+
+#[tokio::test]
+async fn npa_nxx_counts_distinct_callers_in_both_stores() {
+    let server = RedisServer::start();
+    let redis = velocity(&server, Duration::from_millis(2000)).with_history_ttl(0);
+    let mem = MemoryVelocity::new(vec![60, 3600, 86_400], Caps::default(), 100_000, 1_000_000);
+    let redialer = e164(ANI);
+    let mut last = (None, None);
+    for i in 0..1000u64 {
+        let id = format!("r-{i}");
+        let o = obs(&id, &redialer, Some(DNIS), i / 20);
+        let (r, m) = (redis.record(o).await.unwrap(), mem.record_now(o));
+        assert_eq!(r.npa_nxx, m.npa_nxx, "call {i}");
+        last = (r.npa_nxx, Some(r.ani));
+    }
+    assert_eq!(last.0, Some(vec![1, 1, 1]), "one redialer is one caller");
+    assert_eq!(
+        last.1,
+        Some(vec![1000, 1000, 1000]),
+        "its own calls are counted as calls"
+    );
+    // 200 distinct callers of 646-555 (the redialer's exchange is another one).
+    let mut counts = None;
+    for i in 0..200u64 {
+        let n = e164(&format!("1646555{i:04}"));
+        let id = format!("d-{i}");
+        let o = obs(&id, &n, Some(DNIS), 100);
+        let (r, m) = (redis.record(o).await.unwrap(), mem.record_now(o));
+        assert_eq!(r.npa_nxx, m.npa_nxx, "caller {i}");
+        counts = r.npa_nxx;
+    }
+    assert_eq!(
+        counts,
+        Some(vec![200, 200, 200]),
+        "exact: a sorted set, not an estimate"
+    );
+    // Each calls again: still 200 callers; the peek agrees with the next record.
+    for i in 0..200u64 {
+        let n = e164(&format!("1646555{i:04}"));
+        let id = format!("d2-{i}");
+        let o = obs(&id, &n, Some(DNIS), 130);
+        let peeked = redis.peek(o).await.unwrap();
+        assert_eq!(peeked, mem.peek_now(o));
+        let r = redis.record(o).await.unwrap();
+        assert_eq!(peeked, r, "caller {i}");
+        assert_eq!(r, mem.record_now(o));
+        counts = r.npa_nxx;
+    }
+    assert_eq!(counts, Some(vec![200, 200, 200]));
+    let n = e164("16465559999");
+    let o = obs("new", &n, None, 131);
+    assert_eq!(
+        redis.peek(o).await.unwrap().npa_nxx,
+        Some(vec![201, 201, 201])
+    );
+    assert_eq!(mem.peek_now(o).npa_nxx, Some(vec![201, 201, 201]));
+    // One member per caller.
+    let card: u64 = redis::cmd("ZCARD")
+        .arg("tg:{1646555}:n")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(card, 200);
 }

@@ -16,7 +16,7 @@ use tollgate_core::{
     Verification,
 };
 use tollgate_lookup::Lookup;
-use tollgate_risk::{IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
+use tollgate_risk::{Caller, IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
 use tollgate_stir::Verifier;
 
 use crate::config::Loaded;
@@ -171,13 +171,13 @@ impl RiskCheck for RiskAdapter {
     }
 
     fn remember(&self, facts: &CallFacts, decision: &Decision, now: SystemTime) {
-        let (DecisionAction::Route(target), Some(ani)) = (&decision.action, facts.ani.e164())
+        let (DecisionAction::Route(target), Some(caller)) = (&decision.action, Caller::of(facts))
         else {
             return;
         };
         let engine = Arc::clone(&self.engine);
-        let (ani, queue, npa_nxx) = (ani.clone(), target.queue.clone(), npa_nxx(facts));
-        let mut write = Box::pin(async move { engine.remember(&ani, npa_nxx, &queue, now).await });
+        let queue = target.queue.clone();
+        let mut write = Box::pin(async move { engine.remember(&caller, &queue, now).await });
         // The memory store finishes on the first poll, so the caller's next call sees it; a
         // Redis write goes on in the background: the answer never waits for it.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -187,19 +187,6 @@ impl RiskCheck for RiskAdapter {
             }
         }
     }
-}
-
-fn npa_nxx(facts: &CallFacts) -> Option<(u16, u16)> {
-    facts
-        .ani_info
-        .as_ref()
-        .and_then(|i| i.npa.zip(i.nxx))
-        .filter(|_| {
-            facts
-                .ani
-                .e164()
-                .is_some_and(|a| a.digits().starts_with('1'))
-        })
 }
 
 /// STIR/SHAKEN for the risk engine: the PASSporTs in Identity headers (tollgate-stir), and the

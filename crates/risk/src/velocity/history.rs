@@ -2,6 +2,9 @@
 //! when. Bounded: each shard keeps two generations of at most `cap / 2 / shards` entries; when
 //! the current one fills, the older is dropped, so at most `cap` callers are remembered and the
 //! ones dropped are those not called back since the generation before last.
+//!
+//! Each [`Trust`] level has its own keys (the level is part of the key), so a call remembered
+//! for an unverified "+X" is never the history of a verified +X.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -11,6 +14,8 @@ use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex};
 
 use tollgate_core::{CallerHistory, E164};
+
+use super::Trust;
 
 const SHARDS: usize = 16;
 /// Distinct queue names shared between entries; a queue name is stored once.
@@ -32,9 +37,15 @@ pub struct MemoryHistory {
     names: Mutex<HashMap<Arc<str>, ()>>,
 }
 
-fn key(ani: &E164) -> u64 {
-    // E.164 has at most 15 digits: always fits a u64.
-    ani.digits().parse().unwrap_or(u64::MAX)
+fn key(ani: &E164, trust: Trust) -> u64 {
+    // E.164 has at most 15 digits (< 2^50): always fits below the trust bits.
+    let n: u64 = ani.digits().parse().unwrap_or((1 << 60) - 1);
+    let level = match trust {
+        Trust::Verified => 0,
+        Trust::Unverified => 1,
+        Trust::Untrusted => 2,
+    };
+    n | (level << 60)
 }
 
 impl MemoryHistory {
@@ -70,11 +81,11 @@ impl MemoryHistory {
     }
 
     /// The caller's last routed call, if within the TTL at `now` (unix seconds).
-    pub fn get(&self, ani: &E164, now: i64) -> Option<CallerHistory> {
+    pub fn get(&self, ani: &E164, trust: Trust, now: i64) -> Option<CallerHistory> {
         if self.ttl_s == 0 {
             return None;
         }
-        let k = key(ani);
+        let k = key(ani, trust);
         let s = self.shard(k)?;
         let (at, queue) = s.current.get(&k).or_else(|| s.previous.get(&k))?;
         (now.saturating_sub(*at) <= self.ttl_s).then(|| CallerHistory {
@@ -84,12 +95,12 @@ impl MemoryHistory {
     }
 
     /// Remembers a routed call.
-    pub fn put(&self, ani: &E164, queue: &str, at: i64) {
+    pub fn put(&self, ani: &E164, trust: Trust, queue: &str, at: i64) {
         if self.ttl_s == 0 {
             return;
         }
         let queue = self.intern(queue);
-        let k = key(ani);
+        let k = key(ani, trust);
         let Some(mut s) = self.shard(k) else { return };
         if s.current.len() >= self.per_generation && !s.current.contains_key(&k) {
             s.previous = std::mem::take(&mut s.current);
@@ -122,13 +133,38 @@ mod tests {
         E164::from_digits(d).unwrap_or_else(|| unreachable!("test number {d}"))
     }
 
+    const V: Trust = Trust::Verified;
+
+    #[test]
+    fn each_trust_level_has_its_own_history() {
+        let h = MemoryHistory::new(1000, 3600);
+        h.put(&n("12125550100"), Trust::Untrusted, "spoofed", 100);
+        h.put(&n("12125550100"), Trust::Unverified, "from-only", 110);
+        assert_eq!(h.get(&n("12125550100"), V, 120), None);
+        assert_eq!(
+            h.get(&n("12125550100"), Trust::Untrusted, 120)
+                .map(|h| h.last_queue),
+            Some("spoofed".into())
+        );
+        h.put(&n("12125550100"), V, "support", 130);
+        assert_eq!(
+            h.get(&n("12125550100"), Trust::Unverified, 140)
+                .map(|h| h.last_queue),
+            Some("from-only".into())
+        );
+        assert_eq!(
+            h.get(&n("12125550100"), V, 140).map(|h| h.last_queue),
+            Some("support".into())
+        );
+    }
+
     #[test]
     fn remembers_the_last_queue_within_the_ttl() {
         let h = MemoryHistory::new(1000, 3600);
-        assert_eq!(h.get(&n("12125550100"), 100), None);
-        h.put(&n("12125550100"), "support", 100);
-        h.put(&n("12125550100"), "billing", 200);
-        let got = h.get(&n("12125550100"), 300);
+        assert_eq!(h.get(&n("12125550100"), V, 100), None);
+        h.put(&n("12125550100"), V, "support", 100);
+        h.put(&n("12125550100"), V, "billing", 200);
+        let got = h.get(&n("12125550100"), V, 300);
         assert_eq!(
             got,
             Some(CallerHistory {
@@ -137,29 +173,33 @@ mod tests {
             })
         );
         assert_eq!(
-            h.get(&n("12125550100"), 200 + 3600).map(|h| h.last_seen),
+            h.get(&n("12125550100"), V, 200 + 3600).map(|h| h.last_seen),
             Some(200)
         );
-        assert_eq!(h.get(&n("12125550100"), 201 + 3600), None, "past the TTL");
-        assert_eq!(h.get(&n("12125550101"), 300), None);
+        assert_eq!(
+            h.get(&n("12125550100"), V, 201 + 3600),
+            None,
+            "past the TTL"
+        );
+        assert_eq!(h.get(&n("12125550101"), V, 300), None);
     }
 
     #[test]
     fn bounded() {
         let h = MemoryHistory::new(320, 3600);
         for i in 0..10_000u64 {
-            h.put(&n(&format!("1212{:07}", i)), "q", 1);
+            h.put(&n(&format!("1212{:07}", i)), V, "q", 1);
         }
         assert!(h.len() <= 320, "{} remembered", h.len());
         // The most recent callers are still there.
-        assert!(h.get(&n("12120009999"), 2).is_some());
+        assert!(h.get(&n("12120009999"), V, 2).is_some());
     }
 
     #[test]
     fn ttl_zero_remembers_nothing() {
         let h = MemoryHistory::new(100, 0);
-        h.put(&n("12125550100"), "q", 1);
+        h.put(&n("12125550100"), V, "q", 1);
         assert!(h.is_empty());
-        assert_eq!(h.get(&n("12125550100"), 1), None);
+        assert_eq!(h.get(&n("12125550100"), V, 1), None);
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! One entry per ANI holds that ANI's recent calls as 12-byte events (time, Call-ID hash,
 //! dialed-number hash), so the ANI + DNIS counts come from the same entry; one entry per
-//! NPA-NXX holds the exchange's calls. Entries sit in 16 shards (a short mutex each, never held
+//! NPA-NXX holds the exchange's callers, one event per ANI at its latest call (the ANI's
+//! digits in the event's two 32-bit fields: exact, no hash), so its counts are distinct
+//! callers. Finding a redialer's event scans the exchange's entry from its newest end: at
+//! most `npa_nxx` cap events (10,001 by default), usually a few. Entries sit in 16 shards (a short mutex each, never held
 //! across an await), each an index plus a slab with an intrusive least-recently-seen list:
 //! - at most `max_keys` entries: a new key evicts the least recently seen one;
 //! - at most `max_events` events: past it the least recently seen entries go;
@@ -14,6 +17,14 @@
 //! seen once, so 1 million ANIs take about 70 MB; each further remembered call of a key adds
 //! 12 bytes (plus vector slack). The worst case is bounded by
 //! `max_keys × ~70 B + max_events × ~16 B` (defaults: ≈ 70 MB + ≈ 64 MB).
+//!
+//! Verified ANIs live in one space, every ANI the engine does not believe (unverified or
+//! untrusted, told apart by two key bits) in a second one with its own bounds and its own
+//! caller history, so a spoofed flood can neither raise a verified caller's counts nor evict
+//! them; the worst case above is per space.
+//!
+//! [`MemoryVelocity::peek_now`] computes what [`MemoryVelocity::record_now`] would return on a
+//! copy of the entries it reads, and changes nothing (not even recency).
 //!
 //! Call-ID dedup is decided on the ANI entry (a repeated Call-ID means the same ANI): a
 //! duplicate adds to no count. Call-IDs are kept as 32-bit hashes under a per-process random
@@ -28,13 +39,16 @@ use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Caps, Observation, VelocityCounts, VelocityStore};
+use super::{Caller, Caps, MemoryHistory, Observation, Trust, VelocityCounts, VelocityStore};
 use crate::error::RiskError;
 use crate::{unix_secs, BoxFuture};
 
 const NIL: u32 = u32::MAX;
 /// NPA-NXX keys live beside ANI keys (< 10^15 < 2^50) without colliding.
 const NPA_TAG: u64 = 1 << 62;
+/// Bits 60-61 of a key: the [`Trust`] level (0 for verified numbers).
+const TRUST_SHIFT: u32 = 60;
+const NUMBER_MASK: u64 = (1 << TRUST_SHIFT) - 1;
 const SHARDS: usize = 16;
 /// Entries whose calls all left the longest window, freed per call (amortised cleanup).
 const EXPIRE_PER_CALL: usize = 2;
@@ -46,7 +60,8 @@ struct Event {
     /// Unix seconds.
     at: u32,
     call: u32,
-    /// 0 on NPA-NXX entries and for calls without a dialed number.
+    /// 0 for calls without a dialed number. On NPA-NXX entries `call` and `dnis` are the
+    /// low and high halves of the caller's digits.
     dnis: u32,
 }
 
@@ -74,6 +89,48 @@ impl Events {
         match self {
             Events::One(_) => 0,
             Events::Many(v) => v.capacity(),
+        }
+    }
+
+    /// Applies what one call does to this entry; returns (a repeated Call-ID, events added).
+    fn apply(&mut self, ev: Event, add: Add) -> (bool, usize) {
+        match add {
+            Add::Dedup => {
+                if self.as_slice().iter().any(|e| e.call == ev.call) {
+                    (true, 0)
+                } else {
+                    self.insert(ev);
+                    (false, 1)
+                }
+            }
+            Add::Replace => {
+                let same = |e: &Event| e.call == ev.call && e.dnis == ev.dnis;
+                match self.as_slice().iter().rposition(same) {
+                    Some(i) => {
+                        self.replace(i, ev);
+                        (false, 0)
+                    }
+                    None => {
+                        self.insert(ev);
+                        (false, 1)
+                    }
+                }
+            }
+            Add::No => (false, 0),
+        }
+    }
+
+    /// Replaces the event at `i` with `e`, keeping time order.
+    fn replace(&mut self, i: usize, e: Event) {
+        match self {
+            Events::One(a) => *a = e,
+            Events::Many(v) => {
+                if i < v.len() {
+                    v.remove(i);
+                }
+                let pos = v.iter().rposition(|x| x.at <= e.at).map_or(0, |p| p + 1);
+                v.insert(pos, e);
+            }
         }
     }
 
@@ -151,8 +208,9 @@ struct Shard {
 enum Add {
     /// Add the event unless its Call-ID is already there (the ANI entry decides dedup).
     Dedup,
-    /// Add it (the call is new).
-    Yes,
+    /// The call is new: replace this caller's event with it, or add it (NPA-NXX entries: one
+    /// event per caller).
+    Replace,
     /// Only read the counts (the call is a duplicate).
     No,
 }
@@ -293,13 +351,7 @@ impl Shard {
             return (count(&[]), false);
         };
         let before = n.events.spill();
-        let dup =
-            matches!(add, Add::Dedup) && n.events.as_slice().iter().any(|e| e.call == ev.call);
-        let mut added = 0;
-        if matches!(add, Add::Yes) || (matches!(add, Add::Dedup) && !dup) {
-            n.events.insert(ev);
-            added = 1;
-        }
+        let (dup, added) = n.events.apply(ev, add);
         let removed = n.events.trim(cutoff, cap);
         let after = n.events.spill();
         let r = count(n.events.as_slice());
@@ -307,6 +359,22 @@ impl Shard {
         self.spill = self.spill + after - before;
         self.enforce_budget(i, lim);
         (r, dup)
+    }
+
+    /// What [`Shard::touch`] would hand to `count`, computed on a copy: nothing changes.
+    fn peek<R>(
+        &self,
+        key: u64,
+        ev: Event,
+        add: Add,
+        count: impl FnOnce(&[Event]) -> R,
+    ) -> (R, bool) {
+        let Some(n) = self.index.get(&key).and_then(|&i| self.node(i)) else {
+            return (count(std::slice::from_ref(&ev)), false);
+        };
+        let mut copy = Events::Many(n.events.as_slice().to_vec());
+        let (dup, _) = copy.apply(ev, add);
+        (count(copy.as_slice()), dup)
     }
 
     fn enforce_budget(&mut self, current: u32, lim: Limits) {
@@ -341,6 +409,22 @@ pub struct MemoryStats {
     pub evictions: u64,
 }
 
+/// One space's entries and caller history.
+#[derive(Debug)]
+struct Space {
+    shards: Box<[Mutex<Shard>]>,
+    history: MemoryHistory,
+}
+
+impl Space {
+    fn new(shards: usize, history: MemoryHistory) -> Self {
+        Self {
+            shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
+            history,
+        }
+    }
+}
+
 /// The in-memory [`VelocityStore`].
 #[derive(Debug)]
 pub struct MemoryVelocity {
@@ -348,10 +432,10 @@ pub struct MemoryVelocity {
     max_window: u32,
     caps: Caps,
     limits: Limits,
-    shards: Box<[Mutex<Shard>]>,
+    /// Verified ANIs, then every ANI not believed: separate bounds, separate history.
+    spaces: [Space; 2],
     hasher: RandomState,
     calls: AtomicU64,
-    history: super::MemoryHistory,
 }
 
 impl MemoryVelocity {
@@ -379,26 +463,36 @@ impl MemoryVelocity {
                 keys: per(max_keys),
                 events: per(max_events),
             },
-            shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
+            spaces: [0, 1]
+                .map(|_| Space::new(shards, MemoryHistory::new(max_keys, DEFAULT_HISTORY_TTL_S))),
             hasher: RandomState::default(),
             calls: AtomicU64::new(0),
-            history: super::MemoryHistory::new(max_keys, DEFAULT_HISTORY_TTL_S),
         }
     }
 
     /// How long a routed call is remembered for repeat-caller rules (0: not at all); the
-    /// history holds at most `max_keys` callers.
+    /// history holds at most `max_keys` callers per space.
     pub fn with_history_ttl(mut self, ttl_s: u64, max_keys: usize) -> Self {
-        self.history = super::MemoryHistory::new(max_keys, ttl_s);
+        for s in &mut self.spaces {
+            s.history = MemoryHistory::new(max_keys, ttl_s);
+        }
         self
     }
 
-    fn shard(&self, key: u64) -> MutexGuard<'_, Shard> {
+    fn space(&self, trust: Trust) -> &Space {
+        let [verified, not_believed] = &self.spaces;
+        match trust {
+            Trust::Verified => verified,
+            Trust::Unverified | Trust::Untrusted => not_believed,
+        }
+    }
+
+    fn shard<'s>(&self, space: &'s Space, key: u64) -> MutexGuard<'s, Shard> {
         let h = self.hasher.hash_one(key);
-        let n = self.shards.len().max(1);
+        let n = space.shards.len().max(1);
         let i = usize::try_from((h >> 32) % n as u64).unwrap_or(0);
         #[allow(clippy::expect_used)]
-        let m = self
+        let m = space
             .shards
             .get(i)
             .expect("with_shards builds at least one shard and i < len");
@@ -408,13 +502,27 @@ impl MemoryVelocity {
 
     /// Records one call and returns its counts (the same as [`VelocityStore::record`], sync).
     pub fn record_now(&self, obs: Observation<'_>) -> VelocityCounts {
+        self.observe(obs, true)
+    }
+
+    /// What [`MemoryVelocity::record_now`] would return for `obs`, this call included,
+    /// without changing the store (the same as [`VelocityStore::peek`], sync).
+    pub fn peek_now(&self, obs: Observation<'_>) -> VelocityCounts {
+        self.observe(obs, false)
+    }
+
+    fn observe(&self, obs: Observation<'_>, write: bool) -> VelocityCounts {
         let now = u32::try_from(unix_secs(obs.now)).unwrap_or(u32::MAX);
         let cutoff = now.checked_sub(self.max_window);
-        let ani_key = obs
+        let space = self.space(obs.trust);
+        let level = trust_bits(obs.trust);
+        let number = obs
             .ani
             .digits()
             .parse::<u64>()
-            .unwrap_or_else(|_| self.hasher.hash_one(obs.ani.digits()) & (NPA_TAG - 1));
+            .unwrap_or_else(|_| self.hasher.hash_one(obs.ani.digits()))
+            & NUMBER_MASK;
+        let ani_key = number | level;
         let dnis = obs
             .dnis
             .map(|d| (self.hasher.hash_one(("dnis", d)) as u32) | 1);
@@ -428,53 +536,70 @@ impl MemoryVelocity {
         // Call-ID dedup for the exchange's count.
         let ani_cap = self.caps.ani.max(self.caps.ani_dnis).max(1) as usize;
         let dnis = dnis.filter(|_| self.caps.ani_dnis > 0);
-        let ((ani, ani_dnis), dup) = self.shard(ani_key).touch(
-            ani_key,
-            ev,
-            Add::Dedup,
-            cutoff,
-            ani_cap,
-            self.limits,
-            |evs| {
-                let evs = capped(evs, ani_cap);
-                let ani = windows.iter().map(|&w| since(evs, now, w)).collect();
-                let by_dnis = dnis.map(|d| {
-                    windows
-                        .iter()
-                        .map(|&w| {
-                            let from = now
-                                .checked_sub(w)
-                                .map_or(0, |c| evs.partition_point(|e| e.at <= c));
-                            let n = evs
-                                .get(from..)
-                                .unwrap_or_default()
-                                .iter()
-                                .filter(|e| e.dnis == d)
-                                .count();
-                            u32::try_from(n).unwrap_or(u32::MAX)
-                        })
-                        .collect()
-                });
-                (ani, by_dnis)
-            },
-        );
+        let count_ani = |evs: &[Event]| {
+            let evs = capped(evs, ani_cap);
+            let ani = windows.iter().map(|&w| since(evs, now, w)).collect();
+            let by_dnis = dnis.map(|d| {
+                windows
+                    .iter()
+                    .map(|&w| {
+                        let from = now
+                            .checked_sub(w)
+                            .map_or(0, |c| evs.partition_point(|e| e.at <= c));
+                        let n = evs
+                            .get(from..)
+                            .unwrap_or_default()
+                            .iter()
+                            .filter(|e| e.dnis == d)
+                            .count();
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    })
+                    .collect()
+            });
+            (ani, by_dnis)
+        };
+        let mut ani_shard = self.shard(space, ani_key);
+        let ((ani, ani_dnis), dup) = if write {
+            ani_shard.touch(
+                ani_key,
+                ev,
+                Add::Dedup,
+                cutoff,
+                ani_cap,
+                self.limits,
+                count_ani,
+            )
+        } else {
+            ani_shard.peek(ani_key, ev, Add::Dedup, count_ani)
+        };
+        drop(ani_shard);
         let npa_cap = self.caps.npa_nxx as usize;
         let npa_nxx = obs.npa_nxx.filter(|_| npa_cap > 0).map(|(npa, nxx)| {
-            let key = NPA_TAG | (u64::from(npa) * 1000 + u64::from(nxx));
-            let ev = Event { dnis: 0, ..ev };
-            let add = if dup { Add::No } else { Add::Yes };
-            let (counts, _) =
-                self.shard(key)
-                    .touch(key, ev, add, cutoff, npa_cap, self.limits, |evs| {
-                        let evs = capped(evs, npa_cap);
-                        windows.iter().map(|&w| since(evs, now, w)).collect()
-                    });
+            let key = NPA_TAG | level | (u64::from(npa) * 1000 + u64::from(nxx));
+            // The caller itself, exactly: its digits split over the two 32-bit fields.
+            let ev = Event {
+                at: now,
+                call: number as u32,
+                dnis: (number >> 32) as u32,
+            };
+            let add = if dup { Add::No } else { Add::Replace };
+            let count = |evs: &[Event]| {
+                let evs = capped(evs, npa_cap);
+                windows.iter().map(|&w| since(evs, now, w)).collect()
+            };
+            let mut shard = self.shard(space, key);
+            let (counts, _) = if write {
+                shard.touch(key, ev, add, cutoff, npa_cap, self.limits, count)
+            } else {
+                shard.peek(key, ev, add, count)
+            };
             counts
         });
-        if self
-            .calls
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(4096)
+        if write
+            && self
+                .calls
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(4096)
         {
             let s = self.stats();
             metrics::gauge!("tollgate_risk_memory_keys").set(s.keys as f64);
@@ -485,13 +610,14 @@ impl MemoryVelocity {
             ani,
             ani_dnis,
             npa_nxx,
-            history: self.history.get(obs.ani, i64::from(now)),
+            history: space.history.get(obs.ani, obs.trust, i64::from(now)),
         }
     }
 
+    /// Both spaces together.
     pub fn stats(&self) -> MemoryStats {
         let mut s = MemoryStats::default();
-        for m in self.shards.iter() {
+        for m in self.spaces.iter().flat_map(|sp| sp.shards.iter()) {
             let g = m.lock().unwrap_or_else(|e| e.into_inner());
             s.keys += g.index.len();
             s.events += g.events;
@@ -501,11 +627,22 @@ impl MemoryVelocity {
         s
     }
 
-    /// Whether `ani` (E.164 digits) is still tracked.
+    /// Whether the verified `ani` (E.164 digits) is still tracked.
     pub fn tracks(&self, ani: &str) -> bool {
+        let space = self.space(Trust::Verified);
         ani.parse::<u64>()
-            .is_ok_and(|k| self.shard(k).index.contains_key(&k))
+            .is_ok_and(|k| self.shard(space, k).index.contains_key(&k))
     }
+}
+
+/// The key bits of a trust level (0 for verified numbers).
+fn trust_bits(t: Trust) -> u64 {
+    let level: u64 = match t {
+        Trust::Verified => 0,
+        Trust::Unverified => 1,
+        Trust::Untrusted => 2,
+    };
+    level << TRUST_SHIFT
 }
 
 /// How many due events [`Events::trim`] lets gather before it drops them: one sixteenth of
@@ -546,15 +683,23 @@ impl VelocityStore for MemoryVelocity {
         Box::pin(std::future::ready(Ok(self.record_now(obs))))
     }
 
+    fn peek<'a>(
+        &'a self,
+        obs: Observation<'a>,
+    ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
+        Box::pin(std::future::ready(Ok(self.peek_now(obs))))
+    }
+
     fn remember<'a>(
         &'a self,
-        ani: &'a tollgate_core::E164,
-        _npa_nxx: Option<(u16, u16)>,
+        caller: &'a Caller,
         queue: &'a str,
         now: std::time::SystemTime,
     ) -> BoxFuture<'a, Result<(), RiskError>> {
         let at = i64::try_from(unix_secs(now)).unwrap_or(i64::MAX);
-        self.history.put(ani, queue, at);
+        self.space(caller.trust)
+            .history
+            .put(&caller.ani, caller.trust, queue, at);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -578,6 +723,7 @@ mod tests {
             dnis: Some(dnis),
             npa_nxx: Some((212, 555)),
             now: at(t),
+            trust: Trust::Verified,
         }
     }
 
@@ -608,7 +754,7 @@ mod tests {
         let c = s.record_now(obs("c5", &a, "18005550100", 4000));
         assert_eq!(c.ani, vec![1, 1, 4]);
         assert_eq!(c.ani_dnis, Some(vec![1, 1, 3]));
-        assert_eq!(c.npa_nxx, Some(vec![1, 1, 5]));
+        assert_eq!(c.npa_nxx, Some(vec![1, 1, 2]), "two callers, five calls");
         // The window is half-open: a call exactly `window` old has left it.
         let c = s.record_now(obs("c6", &a, "18005550100", 4060));
         assert_eq!(c.ani[0], 1);
@@ -642,13 +788,15 @@ mod tests {
             last = s.record_now(obs(&format!("c{i}"), &a, "18005550100", i / 10));
         }
         assert_eq!(last.ani, vec![11, 11]);
-        assert_eq!(last.npa_nxx, Some(vec![21, 21]));
-        // Each key holds its cap plus at most a trim batch less one.
+        assert_eq!(last.npa_nxx, Some(vec![1, 1]), "one caller");
+        // The ANI holds its cap plus at most a trim batch less one; the exchange one event.
         let held = s.stats().events;
-        assert!(
-            (32..32 + batch(11) + batch(21) - 1).contains(&held),
-            "{held}"
-        );
+        assert!((12..12 + batch(11)).contains(&held), "{held}");
+        for i in 0..500 {
+            let b = E164::from_digits(&format!("1212555{i:04}")).unwrap();
+            last = s.record_now(obs(&format!("d{i}"), &b, "18005550100", 50));
+        }
+        assert_eq!(last.npa_nxx, Some(vec![21, 21]), "distinct callers, capped");
     }
 
     /// Trimming in batches must count exactly as holding the newest `cap` events would.
@@ -680,6 +828,7 @@ mod tests {
                 dnis: Some(dnis[d]),
                 npa_nxx: Some((212, 555)),
                 now: at(t),
+                trust: Trust::Verified,
             });
             let newest = |cap: usize, keep: &dyn Fn(&(u64, usize, usize)) -> bool| {
                 let all: Vec<_> = seen.iter().filter(|e| keep(e)).collect();
@@ -691,7 +840,13 @@ mod tests {
                     .count() as u32
             };
             let by_ani = newest(7, &|e| e.1 == a);
-            let by_npa = newest(13, &|_| true);
+            // The exchange: each caller once, at its latest call, the newest 13 callers.
+            let mut latest: Vec<(u64, usize, usize)> = (0..3)
+                .filter_map(|x| seen.iter().rev().find(|e| e.1 == x).copied())
+                .collect();
+            latest.sort();
+            let by_npa: Vec<&(u64, usize, usize)> =
+                latest[latest.len().saturating_sub(13)..].iter().collect();
             let want_ani: Vec<u32> = windows
                 .iter()
                 .map(|&w| count(&by_ani, w.into(), None))
@@ -708,6 +863,57 @@ mod tests {
             assert_eq!(c.ani_dnis, Some(want_dnis), "call {i}");
             assert_eq!(c.npa_nxx, Some(want_npa), "call {i}");
         }
+    }
+
+    #[test]
+    fn peek_counts_as_record_would_and_changes_nothing() {
+        let s = MemoryVelocity::with_shards(vec![60, 3600], Caps::default(), 3, 1000, 1);
+        let a = E164::from_digits("12125551212").unwrap();
+        let b = E164::from_digits("12125550000").unwrap();
+        s.record_now(obs("c1", &a, "18005550100", 0));
+        s.record_now(obs("c2", &b, "18005550100", 1));
+        let before = s.stats();
+        let p = s.peek_now(obs("c3", &a, "18005550100", 2));
+        assert_eq!(s.stats(), before);
+        assert_eq!(p, s.peek_now(obs("c3", &a, "18005550100", 2)));
+        // A peek at an unknown caller evicts nobody (3 keys: a, b, the exchange).
+        let c = E164::from_digits("12125559999").unwrap();
+        assert_eq!(s.peek_now(obs("x", &c, "18005550100", 2)).ani, vec![1, 1]);
+        assert!(s.tracks("12125551212") && s.tracks("12125550000"));
+        assert_eq!(s.stats(), before);
+        assert_eq!(p, s.record_now(obs("c3", &a, "18005550100", 2)));
+        assert_eq!(p.npa_nxx, Some(vec![2, 2]), "a again: still two callers");
+        // A repeated Call-ID: the peek adds nothing, as record would not.
+        let again = s.peek_now(obs("c3", &a, "18005550100", 3));
+        assert_eq!(again, s.record_now(obs("c3", &a, "18005550100", 3)));
+        assert_eq!(again.ani, vec![2, 2]);
+    }
+
+    #[test]
+    fn each_trust_level_counts_in_its_own_keys() {
+        let s = store();
+        let a = E164::from_digits("12125551212").unwrap();
+        let spoof = |id: &'static str, t| Observation {
+            trust: Trust::Untrusted,
+            ..obs(id, &a, "18005550100", t)
+        };
+        for (i, id) in ["s1", "s2", "s3"].into_iter().enumerate() {
+            let c = s.record_now(spoof(id, i as u64));
+            assert_eq!(c.ani[0], i as u32 + 1);
+        }
+        let unverified = s.record_now(Observation {
+            trust: Trust::Unverified,
+            ..obs("f1", &a, "18005550100", 4)
+        });
+        assert_eq!(unverified.ani, vec![1, 1, 1]);
+        let real = s.record_now(obs("r1", &a, "18005550100", 5));
+        assert_eq!(real.ani, vec![1, 1, 1]);
+        assert_eq!(real.npa_nxx, Some(vec![1, 1, 1]));
+        s.space(Trust::Untrusted)
+            .history
+            .put(&a, Trust::Untrusted, "spoofed", T0 as i64 + 6);
+        assert_eq!(s.record_now(obs("r2", &a, "18005550100", 7)).history, None);
+        assert!(s.record_now(spoof("s4", 8)).history.is_some());
     }
 
     #[test]
@@ -738,6 +944,7 @@ mod tests {
             dnis: None,
             npa_nxx: None,
             now: at(t),
+            trust: Trust::Verified,
         };
         s.record_now(o(0, 0));
         s.record_now(o(1, 1));
@@ -763,6 +970,7 @@ mod tests {
                     dnis: None,
                     npa_nxx: None,
                     now: at(k * 10 + c),
+                    trust: Trust::Verified,
                 });
             }
         }
@@ -783,6 +991,7 @@ mod tests {
                 dnis: None,
                 npa_nxx: None,
                 now: at(k),
+                trust: Trust::Verified,
             });
         }
         let a = E164::from_digits("442070000099").unwrap();
@@ -793,6 +1002,7 @@ mod tests {
                 dnis: None,
                 npa_nxx: None,
                 now: at(t),
+                trust: Trust::Verified,
             });
         }
         assert_eq!(s.stats().keys, 1, "four stale ANIs freed, two per call");

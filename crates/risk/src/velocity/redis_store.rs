@@ -1,10 +1,26 @@
 //! Velocity in Redis: one Lua script per call, so one round trip counts every window of every
 //! dimension atomically.
 //!
-//! Keys, one sorted set per dimension (members are Call-IDs, scores arrival times in ms):
-//! - `tg:{T}:a:<ani>`             per ANI
-//! - `tg:{T}:ad:<ani>:<dnis>`     per ANI + dialed number
-//! - `tg:{T}:n`                   per NPA-NXX
+//! Keys, one sorted set per dimension (scores are arrival times in ms):
+//! - `tg:{T}:a:<ani>`             per ANI; members are Call-IDs
+//! - `tg:{T}:ad:<ani>:<dnis>`     per ANI + dialed number; members are Call-IDs
+//! - `tg:{T}:n`                   per NPA-NXX; members are the callers (ANI digits), each
+//!   scored by its latest call, so a window's count is its distinct callers
+//! - `tg:{T}:h:<ani>`             the caller's last routed call (a string)
+//!
+//! An ANI the engine does not believe counts in its own namespace, a key part right after the
+//! tag: `tg:{T}:u:a:<ani>`, `tg:{T}:u:n`, `tg:{T}:u:h:<ani>` for untrusted sources, `nv:`
+//! instead of `u:` for a trusted trunk's unverified ANI (From, `screen=no`). A verified
+//! number's keys are the ones without a part, as before.
+//!
+//! Distinct callers per exchange are a sorted set rather than a HyperLogLog: the set gives
+//! exact counts for sliding windows of any length from one key (`ZCOUNT` by last-seen time),
+//! it is bounded by the same cap as every other set (one more than the largest threshold, so
+//! at most 10,001 members by default: about 0.6 MB for an exchange that busy, nothing for
+//! the usual few callers), and it lives under the call's own hash tag, so the one script per
+//! call still touches a single Cluster slot. A HyperLogLog would need one key per time bucket
+//! and window (merged with `PFCOUNT` over many keys), counts only whole buckets, and is
+//! approximate (±0.81 %).
 //!
 //! The hash tag `T` is the ANI's NANP area code and exchange (`1212555`) when it has one, else
 //! the ANI itself, so all of one call's keys hash to one Cluster slot and one script can touch
@@ -13,20 +29,26 @@
 //! already increments the exchange counter.
 //!
 //! Per key, the script runs `ZADD NX now callid` (a Call-ID seen before keeps its first time
-//! and counts once), `ZREMRANGEBYSCORE` past the longest window, trims to the cap, `ZCOUNT`s
+//! and counts once; on the exchange's set `ZADD now ani`, only for a new Call-ID),
+//! `ZREMRANGEBYSCORE` past the longest window, trims to the cap, `ZCOUNT`s
 //! each shorter window (the longest window's count is the set's size by then) and sets
 //! `PEXPIRE` to the longest window. A dimension no policy sets a threshold for has no key, and
 //! with the repeat-caller memory off there is no history read: a configuration that counts
 //! calls per ANI over one minute costs four commands per call. `redis::Script` sends `EVALSHA`; after
 //! a Redis restart (empty script cache) it gets `NOSCRIPT`, loads the script and repeats the
 //! call, all inside the same deadline.
+//!
+//! The dry run ([`VelocityStore::peek`]) sends a second script over the same keys that only
+//! reads (`ZSCORE`, `ZCOUNT`, `GET`): each count is what the recording script would return,
+//! this call included (+1 unless its Call-ID is already counted; on the exchange's set +1
+//! unless the caller already counts in that window), capped the same way.
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::{Caps, Observation, VelocityCounts, VelocityStore};
+use super::{Caller, Caps, Observation, Trust, VelocityCounts, VelocityStore};
 use crate::error::RiskError;
 use crate::redis_conn::Breaker;
 use crate::BoxFuture;
@@ -36,16 +58,28 @@ const STORE: &str = "redis";
 /// KEYS: the call's sorted sets, then (when the repeat-caller memory is on) the ANI's history
 /// string. ARGV: now_ms, member, trim_at, ttl_ms, n_windows, n_sorted_sets, one exclusive
 /// lower bound per window (`(cutoff`, or `all` for the longest window, whose lower bound is
-/// `trim_at`), then one cap per sorted set. Returns the counts, then the history value (`""`
-/// when none) if its key was given.
+/// `trim_at`), then one cap per sorted set, then the caller (ANI digits) when the last sorted
+/// set is the exchange's, else `""`. Returns the counts, then the history value (`""` when
+/// none) if its key was given.
 const SCRIPT: &str = r"
 local now, member, trim, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local nwin = tonumber(ARGV[5])
 local nsets = tonumber(ARGV[6])
+local caller = ARGV[7 + nwin + nsets]
 local out = {}
+local new = 1
 for i = 1, nsets do
   local key = KEYS[i]
-  redis.call('ZADD', key, 'NX', now, member)
+  if i == nsets and caller ~= '' then
+    if new == 1 then
+      redis.call('ZADD', key, now, caller)
+    end
+  else
+    local added = redis.call('ZADD', key, 'NX', now, member)
+    if i == 1 then
+      new = added
+    end
+  end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', trim)
   local cap = tonumber(ARGV[6 + nwin + i])
   local n = redis.call('ZCARD', key)
@@ -69,7 +103,53 @@ end
 return out
 ";
 
-/// The hash tag of an ANI's keys: its NANP exchange when it has one, else itself.
+/// The dry run: the same KEYS and ARGV as [`SCRIPT`], the same counts back, and nothing
+/// written (only ZSCORE, ZCOUNT and GET).
+const PEEK_SCRIPT: &str = r"
+local member, trim = ARGV[2], ARGV[3]
+local nwin = tonumber(ARGV[5])
+local nsets = tonumber(ARGV[6])
+local caller = ARGV[7 + nwin + nsets]
+local out = {}
+local new = true
+for i = 1, nsets do
+  local key = KEYS[i]
+  local exchange = i == nsets and caller ~= ''
+  local seen
+  if exchange then
+    seen = redis.call('ZSCORE', key, caller)
+  else
+    seen = redis.call('ZSCORE', key, member)
+    if i == 1 and seen then
+      new = false
+    end
+  end
+  local cap = tonumber(ARGV[6 + nwin + i])
+  for w = 1, nwin do
+    local from = ARGV[6 + w]
+    if from == 'all' then
+      from = '(' .. trim
+    end
+    local n = redis.call('ZCOUNT', key, from, '+inf')
+    local lo = tonumber(string.sub(from, 2))
+    local counted = seen and tonumber(seen) > lo
+    if new and not counted then
+      n = n + 1
+    end
+    if n > cap then
+      n = cap
+    end
+    out[#out + 1] = n
+  end
+end
+if #KEYS > nsets then
+  out[#out + 1] = redis.call('GET', KEYS[nsets + 1]) or ''
+end
+return out
+";
+
+/// The hash tag of an ANI's keys: its NANP exchange when it has one, else itself. The trust
+/// namespace is not part of the tag: a call's keys share one slot whatever its trust.
 fn tag(ani: &str, npa_nxx: Option<(u16, u16)>) -> String {
     match npa_nxx {
         Some((npa, nxx)) => format!("1{npa:03}{nxx:03}"),
@@ -78,9 +158,13 @@ fn tag(ani: &str, npa_nxx: Option<(u16, u16)>) -> String {
 }
 
 /// The string holding the ANI's last routed call (`"<unix secs> <queue>"`), in the same slot
-/// as its counters so the velocity script reads it in the same round trip.
-pub fn history_key(prefix: &str, ani: &str, npa_nxx: Option<(u16, u16)>) -> String {
-    format!("{prefix}:{{{}}}:h:{ani}", tag(ani, npa_nxx))
+/// as its counters so the velocity script reads it in the same round trip; per trust namespace.
+pub fn history_key(prefix: &str, ani: &str, npa_nxx: Option<(u16, u16)>, trust: Trust) -> String {
+    format!(
+        "{prefix}:{{{}}}:{}h:{ani}",
+        tag(ani, npa_nxx),
+        trust.key_part()
+    )
 }
 
 fn parse_history(v: &str) -> Option<tollgate_core::CallerHistory> {
@@ -101,13 +185,14 @@ pub fn keys_for(prefix: &str, obs: &Observation<'_>) -> Vec<String> {
 fn call_keys(prefix: &str, obs: &Observation<'_>, ani_dnis: bool, npa_nxx: bool) -> Vec<String> {
     let ani = obs.ani.digits();
     let tag = tag(ani, obs.npa_nxx);
+    let ns = obs.trust.key_part();
     let mut keys = Vec::with_capacity(4);
-    keys.push(format!("{prefix}:{{{tag}}}:a:{ani}"));
+    keys.push(format!("{prefix}:{{{tag}}}:{ns}a:{ani}"));
     if let (Some(d), true) = (obs.dnis, ani_dnis) {
-        keys.push(format!("{prefix}:{{{tag}}}:ad:{ani}:{d}"));
+        keys.push(format!("{prefix}:{{{tag}}}:{ns}ad:{ani}:{d}"));
     }
     if obs.npa_nxx.is_some() && npa_nxx {
-        keys.push(format!("{prefix}:{{{tag}}}:n"));
+        keys.push(format!("{prefix}:{{{tag}}}:{ns}n"));
     }
     keys
 }
@@ -134,6 +219,7 @@ pub fn call_member(call_id: &str) -> String {
 pub struct RedisVelocity {
     conn: ConnectionManager,
     script: Script,
+    peek_script: Script,
     prefix: String,
     windows: Vec<u32>,
     caps: Caps,
@@ -167,6 +253,7 @@ impl RedisVelocity {
         Self {
             conn,
             script: Script::new(SCRIPT),
+            peek_script: Script::new(PEEK_SCRIPT),
             prefix: prefix.to_owned(),
             windows,
             caps,
@@ -184,15 +271,19 @@ impl RedisVelocity {
 
     async fn remember_inner(
         &self,
-        ani: &tollgate_core::E164,
-        npa_nxx: Option<(u16, u16)>,
+        caller: &Caller,
         queue: &str,
         now: std::time::SystemTime,
     ) -> Result<(), RiskError> {
         if self.history_ttl_s == 0 || !self.breaker.allows() {
             return Ok(());
         }
-        let key = history_key(&self.prefix, ani.digits(), npa_nxx);
+        let key = history_key(
+            &self.prefix,
+            caller.ani.digits(),
+            caller.npa_nxx,
+            caller.trust,
+        );
         let value = format!("{} {queue}", crate::unix_secs(now));
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("SET")
@@ -216,7 +307,17 @@ impl RedisVelocity {
         self.script.get_hash()
     }
 
-    async fn record_inner(&self, obs: Observation<'_>) -> Result<VelocityCounts, RiskError> {
+    /// The dry run's script SHA1.
+    pub fn peek_script_sha(&self) -> &str {
+        self.peek_script.get_hash()
+    }
+
+    /// Runs the recording script (`write`) or the read-only one over the call's keys.
+    async fn record_inner(
+        &self,
+        obs: Observation<'_>,
+        write: bool,
+    ) -> Result<VelocityCounts, RiskError> {
         if !self.breaker.allows() {
             return Err(RiskError::CircuitOpen { store: STORE });
         }
@@ -228,13 +329,23 @@ impl RedisVelocity {
         let by_dnis = obs.dnis.is_some() && self.caps.ani_dnis > 0;
         let by_exchange = obs.npa_nxx.is_some() && self.caps.npa_nxx > 0;
         let keys = call_keys(&self.prefix, &obs, by_dnis, by_exchange);
-        let mut inv = self.script.prepare_invoke();
+        let script = if write {
+            &self.script
+        } else {
+            &self.peek_script
+        };
+        let mut inv = script.prepare_invoke();
         for k in &keys {
             inv.key(k);
         }
         let with_history = self.history_ttl_s > 0;
         if with_history {
-            inv.key(history_key(&self.prefix, obs.ani.digits(), obs.npa_nxx));
+            inv.key(history_key(
+                &self.prefix,
+                obs.ani.digits(),
+                obs.npa_nxx,
+                obs.trust,
+            ));
         }
         inv.arg(now_ms)
             .arg(call_member(obs.call_id))
@@ -255,6 +366,9 @@ impl RedisVelocity {
         }
         if by_exchange {
             inv.arg(self.caps.npa_nxx);
+            inv.arg(obs.ani.digits());
+        } else {
+            inv.arg("");
         }
         let mut conn = self.conn.clone();
         let started = Instant::now();
@@ -337,17 +451,23 @@ impl VelocityStore for RedisVelocity {
         &'a self,
         obs: Observation<'a>,
     ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
-        Box::pin(self.record_inner(obs))
+        Box::pin(self.record_inner(obs, true))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        obs: Observation<'a>,
+    ) -> BoxFuture<'a, Result<VelocityCounts, RiskError>> {
+        Box::pin(self.record_inner(obs, false))
     }
 
     fn remember<'a>(
         &'a self,
-        ani: &'a tollgate_core::E164,
-        npa_nxx: Option<(u16, u16)>,
+        caller: &'a Caller,
         queue: &'a str,
         now: std::time::SystemTime,
     ) -> BoxFuture<'a, Result<(), RiskError>> {
-        Box::pin(self.remember_inner(ani, npa_nxx, queue, now))
+        Box::pin(self.remember_inner(caller, queue, now))
     }
 }
 
@@ -366,6 +486,7 @@ mod tests {
             dnis: Some("18005550100"),
             npa_nxx: Some((212, 555)),
             now: SystemTime::UNIX_EPOCH,
+            trust: Trust::Verified,
         };
         assert_eq!(
             keys_for("tg", &o),
@@ -374,6 +495,22 @@ mod tests {
                 "tg:{1212555}:ad:12125551212:18005550100",
                 "tg:{1212555}:n"
             ]
+        );
+        let spoofed = Observation {
+            trust: Trust::Untrusted,
+            ..o
+        };
+        assert_eq!(
+            keys_for("tg", &spoofed),
+            vec![
+                "tg:{1212555}:u:a:12125551212",
+                "tg:{1212555}:u:ad:12125551212:18005550100",
+                "tg:{1212555}:u:n"
+            ]
+        );
+        assert_eq!(
+            history_key("tg", "12125551212", Some((212, 555)), Trust::Unverified),
+            "tg:{1212555}:nv:h:12125551212"
         );
         let uk = E164::from_digits("442072601815").unwrap();
         let o = Observation {

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod facts;
+pub mod scenarios;
 #[allow(unused_imports)] // each test binary uses its own part of this module
 pub use facts::{e164, facts};
 
