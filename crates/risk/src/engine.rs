@@ -252,11 +252,6 @@ impl RiskEngine {
         &self.velocity
     }
 
-    /// MERGE-PLACEHOLDER: replaced by the risk branch's read-only evaluation.
-    pub async fn evaluate_dry(&self, facts: &CallFacts, now: SystemTime) -> RiskVerdict {
-        self.evaluate(facts, now).await
-    }
-
     /// What `[risk.block]` answers a blocked caller.
     pub fn block_rejection(&self) -> &Rejection {
         &self.block
