@@ -518,12 +518,23 @@ async fn a_trunk_that_requires_signed_calls_rejects_per_rfc_8224() {
     let text = format!("{}{RISK}{}", base_config(true), pki.stir_section());
     let node = s.start(&text).await;
     let peer = peer_from("127.0.0.3", node.udp).await;
+    // Each rejection is ACKed, and only the answer to this request counts: an earlier
+    // rejection's retransmission (timer G, t1 = 50 ms here) may still be on its way.
     let send = |extra: String, id: &'static str, dnis: &'static str| {
         let msg = invite_pai(dnis, "+12125550119", &extra, id, peer.port());
         let p = &peer;
         async move {
             p.send(&msg).await;
-            p.recv_final().await
+            loop {
+                let r = p.recv_final().await;
+                if !r.contains(&format!("branch=z9hG4bK{id};")) {
+                    continue;
+                }
+                if status(&r) >= 300 {
+                    p.send(&crate::common::ack_for(&msg, &r)).await;
+                }
+                break r;
+            }
         }
     };
     let r = send(String::new(), "req1", "+18005550100").await;
@@ -723,4 +734,67 @@ async fn redis_down_at_start_fails_open() {
         .iter()
         .all(|(f, d)| f.risk.as_ref().is_some_and(|r| r.degraded)
             && matches!(d.action, DecisionAction::Route(_))));
+}
+
+/// The spoofing attack of issue 16: 52 INVITEs from an untrusted source with From set to a
+/// victim's number, then the victim's real call from the trusted carrier with a verified PAI.
+/// The untrusted calls count in their own keys, so the victim is a fresh caller: routed, no
+/// velocity signal, no repeat-caller history. (Per store and mode: crates/risk's tests.)
+#[tokio::test]
+async fn untrusted_spoofed_calls_do_not_move_the_victims_counters_or_history() {
+    let s = Scratch::new();
+    let node = s.start(&format!("{}{RISK}", base_config(false))).await;
+    let spoofer = peer_from("127.0.0.2", node.udp).await;
+    for i in 0..52 {
+        let msg = crate::common::invite(
+            "+18005550100",
+            "+12125550166",
+            "",
+            &format!("spoof{i}"),
+            spoofer.port(),
+        );
+        spoofer.send(&msg).await;
+        let r = loop {
+            let r = spoofer.recv_final().await;
+            if r.contains(&format!("branch=z9hG4bKspoof{i};")) {
+                break r;
+            }
+        };
+        // Routed until the flood scores high enough to be blocked in its own keys.
+        assert!(matches!(status(&r), 302 | 603), "{r}");
+        if status(&r) >= 300 {
+            spoofer.send(&crate::common::ack_for(&msg, &r)).await;
+        }
+    }
+    let (f, _) = node.call(&call_id("spoof51"));
+    assert!(!f.trusted && !f.ani_verified);
+    let spoof_risk = f.risk.unwrap();
+    assert!(
+        spoof_risk
+            .signals
+            .iter()
+            .any(|s| s.name.starts_with("velocity-")),
+        "the flood scores as a flood in its own keys: {:?}",
+        spoof_risk.signals
+    );
+    let r = call(
+        &node,
+        &invite_pai("+18005550100", "+12125550166", "", "victim", 1),
+    )
+    .await;
+    assert_eq!(status(&r), 302, "{r}");
+    assert!(
+        header(&r, "Contact").unwrap().starts_with("<sip:general@"),
+        "{r}"
+    );
+    let (f, _) = node.call(&call_id("victim"));
+    assert!(f.ani_verified);
+    let risk = f.risk.unwrap();
+    assert!(
+        !risk.signals.iter().any(|s| s.name.starts_with("velocity-")),
+        "{:?}",
+        risk.signals
+    );
+    assert!(risk.level < RiskLevel::High, "{risk:?}");
+    assert_eq!(f.history, None, "no history from the spoofed calls");
 }
