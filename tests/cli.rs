@@ -488,10 +488,28 @@ fn serve_runs_on_the_embedded_defaults_from_any_directory() {
             }
         }
     }
+    // README's sipp command, as written there, from the repository root.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("sipp 127.0.0.1:5060 "))
+        .expect("README has a sipp command");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let sipp = Command::new(words[0])
+        .current_dir(root())
+        .args(&words[1..])
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error"])
+        .output()
+        .expect("sipp runs (apt-get install sip-tester)");
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     assert!(answer.starts_with("SIP/2.0 302"), "{answer}");
     assert!(answer.contains("<sip:general@acd.example.net;"), "{answer}");
+    assert!(
+        sipp.status.success(),
+        "README's sipp command: {}",
+        String::from_utf8_lossy(&sipp.stderr)
+    );
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("embedded defaults"), "{log}");
     assert!(log.contains("\"message\":\"decision\""), "{log}");

@@ -88,8 +88,8 @@ enum Cmd {
     /// Manage the block, gray and allow lists in the configured store (file or Redis); running
     /// nodes see changes within risk.list_refresh_ms.
     List {
-        #[arg(long, global = true, default_value = "config/tollgate.toml")]
-        config: PathBuf,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: tollgate_server::list_cmd::ListAction,
     },
@@ -263,9 +263,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::List { config, action } => {
-            report(tollgate_server::list_cmd::run(&config, &plan, action))
-        }
+        Cmd::List { config, action } => match config {
+            Some(config) => report(tollgate_server::list_cmd::run(&config, &plan, action)),
+            None => report(Err(
+                "tollgate list needs --config: the embedded defaults have no [risk] section, so \
+                 no lists"
+                    .into(),
+            )),
+        },
         Cmd::Serve { config } => {
             let cfg = match load(config.as_deref(), &plan) {
                 Ok(c) => c,
