@@ -609,6 +609,22 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         });
     }
 
+    // Draining waits for pending decisions; one shorter than a decision may take would drop
+    // the calls it cuts off.
+    if raw.sip.drain_timeout_ms < raw.sip.decision_timeout_ms {
+        errs.list.push(ConfigError {
+            file: path.to_owned(),
+            line: line_of_key(text, "sip.drain_timeout_ms")
+                .or_else(|| line_of_key(text, "sip.decision_timeout_ms")),
+            key: "sip.drain_timeout_ms".into(),
+            message: format!(
+                "{} ms is shorter than sip.decision_timeout_ms ({} ms): a drain could cut off \
+                 calls still being decided",
+                raw.sip.drain_timeout_ms, raw.sip.decision_timeout_ms
+            ),
+        });
+    }
+
     if !errs.list.is_empty() || !rule_errors.is_empty() {
         errs.list.sort_by_key(|e| e.line);
         errs.list
