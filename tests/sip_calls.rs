@@ -576,7 +576,7 @@ async fn redirection_headers_pick_the_dnis_only_from_trusted_trunks() {
         assert_eq!(facts.len(), 3);
         for (f, _) in &facts {
             assert_eq!(f.trusted, trusted);
-            let want = if trusted { 4 } else { 2 };
+            let want = if trusted { 3 } else { 2 };
             assert_eq!(f.dnis_candidates.len(), want, "{:?}", f.dnis_candidates);
         }
     }

@@ -45,7 +45,7 @@ pub trait CallHandler: Send + Sync + 'static {
     /// it was given up (the decision timeout, a CANCEL; the `decide` future is then dropped).
     /// Called once per INVITE transaction, never for a retransmission; a malformed INVITE has
     /// no transaction, so each copy that arrives is answered and reported. Runs on the receive
-    /// path: keep it short (a log line, a counter).
+    /// path (or the call's task, after a decision began): keep it short (a log line, a counter).
     fn answered_early(&self, answer: &EarlyAnswer<'_>) {
         let _ = answer;
     }
