@@ -34,8 +34,9 @@ const CASES: &[(&str, Want)] = &[
     ("regaut01", Want::Parse),
     ("zeromf", Want::Parse),
     ("inv2543", Want::Parse),
-    // Redirect servers ignore unknown Require tags (RFC 3261 §8.3).
-    ("bext01", Want::Parse),
+    // 3.3.5: an unknown Require option tag is answered 420 with Unsupported (RFC 3261
+    // §8.2.2.3); Proxy-Require is for proxies. The test below checks the Unsupported list.
+    ("bext01", Want::Status(&[420])),
     // Responses a server never asked for: dropped, including the valid ones.
     ("unreason", Want::Drop),
     ("noreason", Want::Drop),
@@ -124,6 +125,16 @@ async fn every_torture_message_gets_its_treatment() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // bext01's 420 lists exactly its Require tags, not Proxy-Require's.
+    let peer = Peer::new(run.udp).await;
+    peer.send_bytes(&std::fs::read(dir.join("bext01.dat")).unwrap())
+        .await;
+    let r = peer.recv().await;
+    assert_eq!(
+        header(&r, "Unsupported"),
+        Some("nothingSupportsThis, nothingSupportsThisEither"),
+        "{r}"
+    );
     // The server is still alive and routing after all of them.
     let peer = Peer::new(run.udp).await;
     peer.send(&invite(

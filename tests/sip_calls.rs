@@ -522,3 +522,131 @@ async fn emergency_matches_the_dialed_digits_even_where_they_look_national() {
     assert_eq!(f.dnis.to_string(), "+6835000");
     assert!(f.emergency);
 }
+
+/// Diversion, History-Info and P-Called-Party-ID name the dialed number only from a trusted
+/// trunk: from an untrusted one (or an unknown source handled as untrusted) the Request-URI
+/// does, so a caller cannot pick the line its call lands on.
+#[tokio::test]
+async fn redirection_headers_pick_the_dnis_only_from_trusted_trunks() {
+    const DIVERTED: [&str; 3] = [
+        "Diversion: <sip:+18885550101@c.example;user=phone>;reason=unconditional\r\n",
+        "History-Info: <sip:+18885550101@c.example>;index=1\r\n",
+        "P-Called-Party-ID: <sip:+18885550101@c.example>\r\n",
+    ];
+    let with_pcpi = |text: String| {
+        text.replace(
+            "dnis_source = [\"diversion\", \"history-info\", \"request-uri\", \"to\"]",
+            "dnis_source = [\"p-called-party-id\", \"diversion\", \"history-info\", \"request-uri\", \"to\"]",
+        )
+    };
+    let untrusted_source = with_pcpi(config_text(true, "untrusted")).replace(
+        "cidrs = [\"127.0.0.1/32\", \"::1/128\"]",
+        "cidrs = [\"192.0.2.0/24\"]",
+    );
+    for (text, trusted) in [
+        (with_pcpi(config_text(true, "reject")), true),
+        (with_pcpi(config_text(false, "reject")), false),
+        (untrusted_source, false),
+    ] {
+        let run = start(&text, NO_DELAY, |_| {}).await;
+        for (i, extra) in DIVERTED.iter().enumerate() {
+            let r = call(
+                &run,
+                &invite(
+                    "+18005550100",
+                    "+12125550030",
+                    extra,
+                    &format!("div{trusted}{i}"),
+                    1,
+                ),
+            )
+            .await;
+            let (dnis, queue) = if trusted {
+                ("+18885550101", "<sip:sales@")
+            } else {
+                ("+18005550100", "<sip:support@")
+            };
+            assert_eq!(header(&r, "X-DNIS"), Some(dnis), "{extra}{r}");
+            assert!(
+                header(&r, "Contact").unwrap().starts_with(queue),
+                "{extra}{r}"
+            );
+        }
+        let facts = run.facts();
+        assert_eq!(facts.len(), 3);
+        for (f, _) in &facts {
+            assert_eq!(f.trusted, trusted);
+            let want = if trusted { 3 } else { 2 };
+            assert_eq!(f.dnis_candidates.len(), want, "{:?}", f.dnis_candidates);
+        }
+    }
+}
+
+/// The header block of one response: exactly one status line, the head ended once (at the
+/// end), CR only in CRLF, and no other control byte.
+fn assert_one_clean_response(r: &str) {
+    assert!(r.starts_with("SIP/2.0 "), "{r}");
+    assert_eq!(r.matches("SIP/2.0 ").count(), 1, "{r}");
+    assert_eq!(r.find("\r\n\r\n").map(|i| i + 4), Some(r.len()), "{r}");
+    assert_eq!(r.matches('\r').count(), r.matches("\r\n").count(), "{r}");
+    assert_eq!(r.matches('\n').count(), r.matches("\r\n").count(), "{r}");
+    assert!(
+        !r.chars().any(|c| c.is_control() && c != '\r' && c != '\n'),
+        "{r:?}"
+    );
+}
+
+/// Issue 18's attack: escaped CR LF in the From, Request-URI and To users. The 302 carries
+/// one Contact, the ACD's, and the numbers shown escaped on their own lines.
+#[tokio::test]
+async fn escaped_crlf_in_from_ruri_or_to_injects_nothing() {
+    let run = start(&config_text(true, "reject"), NO_DELAY, |_| {}).await;
+    let contact = "x%0D%0AContact%3A%20%3Csip%3Aattacker%40evil.example%3E";
+    let split = "x%0D%0A%0D%0ASIP%2F2.0%20200%20OK%0D%0AContact%3A%20%3Csip%3Aa%40evil.example%3E";
+    for (i, user) in [contact, split].into_iter().enumerate() {
+        let from = format!("From: <sip:{user}@evil.example>;tag=1");
+        let msg = invite("+18005550100", "+12125550031", "", &format!("inj{i}"), 1).replace(
+            &format!(
+                "From: \"Caller\" <sip:+12125550031@carrier.example.net;user=phone>;tag=finj{i}"
+            ),
+            &from,
+        );
+        assert!(msg.contains(&from));
+        let r = call(&run, &msg).await;
+        assert_one_clean_response(&r);
+        let contacts: Vec<_> = r
+            .split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("contact"))
+            .collect();
+        assert_eq!(contacts.len(), 1, "{r}");
+        assert!(
+            contacts[0].starts_with("Contact: <sip:support@acd.example.net;"),
+            "{r}"
+        );
+        assert!(
+            header(&r, "X-ANI").unwrap().starts_with("unusable:x%0D%0A"),
+            "{r}"
+        );
+        assert_eq!(status(&r), 302);
+
+        // The dialed number, through the Request-URI and To (X-DNIS).
+        let r = call(
+            &run,
+            &invite(user, "+12125550031", "", &format!("injd{i}"), 1),
+        )
+        .await;
+        assert_one_clean_response(&r);
+        let contacts: Vec<_> = r
+            .split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("contact"))
+            .collect();
+        assert_eq!(contacts.len(), 1, "{r}");
+        assert!(contacts[0].contains("@acd.example.net;"), "{r}");
+        assert!(
+            header(&r, "X-DNIS")
+                .unwrap()
+                .starts_with("unusable:x%0D%0A"),
+            "{r}"
+        );
+    }
+}

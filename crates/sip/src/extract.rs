@@ -1,4 +1,4 @@
-//! CallFacts from a request: which headers are believed depends on the trunk (STANDARDS.md 1.8).
+//! CallFacts from a request: which headers are believed depends on the trunk (RFC 3325 §8).
 
 use tollgate_core::{
     AniCandidate, AniSource, CallFacts, Candidates, CompactString, DnisCandidate, DnisSource,
@@ -381,9 +381,20 @@ pub fn extract<'a>(
         }
     }
 
+    // Only a trusted trunk's redirection headers (Diversion, History-Info, P-Called-Party-ID)
+    // name the dialed number: from anywhere else the caller would pick its own queue. The
+    // Request-URI, which the caller's own network routed on, and To count from any trunk; one
+    // whose precedence names neither gets the Request-URI.
+    let counted = |s: &&DnisSource| trusted || matches!(s, DnisSource::RequestUri | DnisSource::To);
+    let precedence: &[DnisSource] = if trusted || trunk.dnis_precedence.iter().any(|s| counted(&s))
+    {
+        &trunk.dnis_precedence
+    } else {
+        &[DnisSource::RequestUri]
+    };
     let mut dnis_candidates = Candidates::new();
     let mut sos = false;
-    for source in &trunk.dnis_precedence {
+    for source in precedence.iter().filter(counted) {
         let uri = match source {
             DnisSource::RequestUri => match req.uri {
                 RequestUri::Uri(u) => Some(u),
@@ -467,6 +478,80 @@ pub fn extract<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trunk(trusted: bool, dnis: &[DnisSource]) -> Trunk {
+        let plan = NumberPlan::load();
+        Trunk {
+            name: "t".into(),
+            cidrs: Vec::new(),
+            trusted,
+            ani_precedence: Trunk::DEFAULT_ANI.to_vec(),
+            dnis_precedence: dnis.to_vec(),
+            region: plan.region("US").expect("US").clone(),
+        }
+    }
+
+    /// The facts of an INVITE to +18005550100 carrying `extra` header lines.
+    fn facts_of(extra: &str, trunk: &Trunk) -> CallFacts {
+        let text = format!(
+            "INVITE sip:+18005550100@tg.example;user=phone SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n\
+From: <sip:+12125550001@c.example;user=phone>;tag=1\r\n\
+To: <sip:+18005550100@tg.example;user=phone>\r\n\
+Call-ID: x@c\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        let msg = Message::parse(text.as_bytes()).expect("parse");
+        let req = Request::from_message(msg, true).expect("valid");
+        extract(&req, trunk, &NumberPlan::load(), &Emergency::default())
+    }
+
+    const REDIRECTIONS: [(DnisSource, &str); 3] = [
+        (
+            DnisSource::Diversion,
+            "Diversion: <sip:+18005550111@c>;reason=unconditional\r\n",
+        ),
+        (
+            DnisSource::HistoryInfo,
+            "History-Info: <sip:+18005550111@c>;index=1\r\n",
+        ),
+        (
+            DnisSource::PCalledPartyId,
+            "P-Called-Party-ID: <sip:+18005550111@c>\r\n",
+        ),
+    ];
+
+    /// Diversion, History-Info and P-Called-Party-ID name the dialed number from a trusted
+    /// trunk only: from an untrusted one the Request-URI does, whatever the precedence says, and
+    /// the redirection header is not even a candidate.
+    #[test]
+    fn redirection_headers_count_from_trusted_trunks_only() {
+        for (source, line) in REDIRECTIONS {
+            let precedence = [source, DnisSource::RequestUri, DnisSource::To];
+            let f = facts_of(line, &trunk(true, &precedence));
+            assert_eq!(f.dnis.to_string(), "+18005550111", "{line}");
+            assert_eq!(f.dnis_source, source);
+
+            let f = facts_of(line, &trunk(false, &precedence));
+            assert_eq!(f.dnis.to_string(), "+18005550100", "{line}");
+            assert_eq!(f.dnis_source, DnisSource::RequestUri);
+            assert!(
+                f.dnis_candidates.iter().all(|c| c.source != source),
+                "{line}: {:?}",
+                f.dnis_candidates
+            );
+            // A precedence of that header alone: the Request-URI still names the number.
+            let f = facts_of(line, &trunk(false, &[source]));
+            assert_eq!(f.dnis.to_string(), "+18005550100", "{line}");
+            assert_eq!(f.dnis_source, DnisSource::RequestUri);
+            // Nor does an untrusted redirection header make a call an emergency call.
+            let sos = line.replace("+18005550111", "911");
+            assert!(!facts_of(&sos, &trunk(false, &precedence)).emergency);
+            assert!(facts_of(&sos, &trunk(true, &precedence)).emergency);
+        }
+        // To, from an untrusted trunk whose precedence puts it first, still counts.
+        let f = facts_of("", &trunk(false, &[DnisSource::To]));
+        assert_eq!(f.dnis_source, DnisSource::To);
+    }
 
     /// `same` is string equality at every length and for a difference at every position (the
     /// word compare covers 8 to 16 bytes with two overlapping words).

@@ -13,4 +13,7 @@ pub mod server;
 pub mod trunk;
 pub mod uri;
 
-pub use server::{bind, Call, CallHandler, Context, Server, SipConfig};
+pub use server::{
+    bind, Call, CallHandler, Context, EarlyAnswer, EarlyReason, Server, SipConfig,
+    SUPPORTED_OPTIONS,
+};

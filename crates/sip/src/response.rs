@@ -1,6 +1,9 @@
 //! Building responses (RFC 3261 §8.2.6): headers copied from the request, a To-tag added.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+
+use tollgate_core::{CallFacts, Decision, DecisionAction, PartyNumber, Verification};
 
 use crate::hdr;
 use crate::message::{HeaderName, Message};
@@ -17,6 +20,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         428 => "Use Identity Header",
         436 => "Bad Identity Info",
         437 => "Unsupported Credential",
@@ -37,7 +41,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
 }
 
 /// Writes a response to `msg` (a request). `to_tag` is added to To when it has none and the
-/// status is above 100. `extra` lines are written verbatim (each without CRLF).
+/// status is above 100. `extra` lines (each without CRLF) go through [`Lines::line`].
 pub fn build(
     msg: &Message<'_>,
     source: SocketAddr,
@@ -46,10 +50,9 @@ pub fn build(
     to_tag: Option<&str>,
     extra: &[String],
 ) -> Vec<u8> {
-    let mut lines = String::new();
+    let mut lines = Lines::default();
     for line in extra {
-        lines.push_str(line);
-        lines.push_str("\r\n");
+        lines.line(line);
     }
     Copied::new(msg, source).response(code, reason, to_tag, &lines)
 }
@@ -76,10 +79,10 @@ impl Copied {
                     for v in hdr::split_list(h.value) {
                         text.push_str("Via: ");
                         if first_via {
-                            top_via(&mut text, v, source);
+                            top_via(&mut text, &clean_text(v), source);
                             first_via = false;
                         } else {
-                            text.push_str(v);
+                            push_text(&mut text, v);
                         }
                         text.push_str("\r\n");
                     }
@@ -87,12 +90,12 @@ impl Copied {
                 HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
                     text.push_str(h.name.as_str());
                     text.push_str(": ");
-                    text.push_str(&unfold(h.value));
+                    push_text(&mut text, h.value);
                     text.push_str("\r\n");
                 }
                 HeaderName::To => {
                     text.push_str("To: ");
-                    text.push_str(&unfold(h.value));
+                    push_text(&mut text, h.value);
                     let has_tag = hdr::NameAddr::parse(h.value)
                         .map(|na| na.param("tag").is_some())
                         .unwrap_or(true);
@@ -109,16 +112,24 @@ impl Copied {
     }
 
     /// A whole response: the status line, the copied headers (To tagged with `to_tag` when it
-    /// has no tag and `code` is above 100), `extra` (complete lines, each ending in CRLF), then
-    /// `Server` and an empty body.
-    pub fn response(&self, code: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> Vec<u8> {
+    /// has no tag and `code` is above 100), `extra`, then `Server` and an empty body. The reason
+    /// phrase goes through [`push_text`] and the tag through [`Lines::token`]'s class.
+    pub fn response(
+        &self,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: &Lines,
+    ) -> Vec<u8> {
         const TAIL: &str = "Server: tollgate\r\nContent-Length: 0\r\n\r\n";
-        let reason = sanitize(reason);
+        let reason = clean_text(reason);
+        let tag = to_tag.map(|t| escaped(t, &TOKEN));
+        let extra = extra.text.as_bytes();
         let mut out = Vec::with_capacity(
             16 + reason.len()
                 + self.text.len()
                 + 8
-                + to_tag.map_or(0, str::len)
+                + tag.as_deref().map_or(0, str::len)
                 + extra.len()
                 + TAIL.len(),
         );
@@ -128,7 +139,7 @@ impl Copied {
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\n");
         let text = self.text.as_bytes();
-        match (self.tag_at, to_tag.filter(|_| code > 100)) {
+        match (self.tag_at, tag.filter(|_| code > 100)) {
             (Some(at), Some(tag)) => {
                 let (before, after) = text.split_at(at.min(text.len()));
                 out.extend_from_slice(before);
@@ -138,9 +149,250 @@ impl Copied {
             }
             _ => out.extend_from_slice(text),
         }
-        out.extend_from_slice(extra.as_bytes());
+        out.extend_from_slice(extra);
         out.extend_from_slice(TAIL.as_bytes());
         out
+    }
+}
+
+/// Extra header lines of a response, built only through methods that make each value safe for
+/// its place: the one way a request's or a decision's value reaches a response, so no value
+/// can end a line, add a header or end the head (no CR, LF, NUL or other control byte ever
+/// passes). Values already clean (the rule) are copied as they are, after one test of their
+/// bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lines {
+    text: String,
+}
+
+impl Lines {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            text: String::with_capacity(n),
+        }
+    }
+
+    /// The lines written so far, each ending in CRLF.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Starts a header line: `name: `. Names are the program's constants.
+    pub fn start(&mut self, name: &'static str) -> &mut Self {
+        debug_assert!(hdr::is_token(name), "{name}");
+        self.text.push_str(name);
+        self.text.push_str(": ");
+        self
+    }
+
+    /// Ends the line.
+    pub fn end(&mut self) -> &mut Self {
+        self.text.push_str("\r\n");
+        self
+    }
+
+    /// Text of the program's own (separators, parameter names).
+    pub fn lit(&mut self, s: &'static str) -> &mut Self {
+        debug_assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)), "{s:?}");
+        self.text.push_str(s);
+        self
+    }
+
+    /// Header text (a rule name, a version): see [`push_text`].
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        push_text(&mut self.text, s);
+        self
+    }
+
+    /// Inside a quoted string: [`Lines::text`], with `"` and `\` as `'`.
+    pub fn quoted(&mut self, s: &str) -> &mut Self {
+        let clean = clean_text(s);
+        if clean.bytes().any(|b| b == b'"' || b == b'\\') {
+            self.text.push_str(&clean.replace(['"', '\\'], "'"));
+        } else {
+            self.text.push_str(&clean);
+        }
+        self
+    }
+
+    /// A URI's user part (a queue): bytes outside unreserved and `&=+$,` percent-escaped.
+    pub fn user(&mut self, s: &str) -> &mut Self {
+        push_escaped(&mut self.text, s, &USER);
+        self
+    }
+
+    /// A URI's host: bytes outside alphanumerics and `-.:[]` percent-escaped.
+    pub fn host(&mut self, s: &str) -> &mut Self {
+        push_escaped(&mut self.text, s, &HOST);
+        self
+    }
+
+    /// A URI parameter's value: bytes outside unreserved and `[]/:&+$` percent-escaped.
+    pub fn param(&mut self, s: &str) -> &mut Self {
+        push_escaped(&mut self.text, s, &PARAM);
+        self
+    }
+
+    /// A `token` (RFC 3261 §25.1): other bytes percent-escaped (`%` is a token byte).
+    pub fn token(&mut self, s: &str) -> &mut Self {
+        push_escaped(&mut self.text, s, &TOKEN);
+        self
+    }
+
+    /// A party number as `Display` writes it, the text of an unusable one (the URI user as the
+    /// request had it, unescaped) with every byte outside visible ASCII, and `%`, escaped.
+    pub fn number(&mut self, n: &PartyNumber) -> &mut Self {
+        match n {
+            PartyNumber::E164(e) => {
+                self.text.push('+');
+                push_escaped(&mut self.text, e.digits(), &NUMBER);
+            }
+            PartyNumber::Short(s) => push_escaped(&mut self.text, s, &NUMBER),
+            PartyNumber::Withheld(w) => self.text.push_str(w.as_str()),
+            PartyNumber::Unusable(s) => {
+                self.text.push_str("unusable:");
+                push_escaped(&mut self.text, s, &NUMBER);
+            }
+        }
+        self
+    }
+
+    /// `n` in decimal.
+    pub fn decimal(&mut self, n: u16) -> &mut Self {
+        self.text.push_str(decimal(n, &mut [0; 5]));
+        self
+    }
+
+    /// A whole line given as text (a rejection's extra headers such as `Call-Info` or
+    /// `Retry-After`): the name must be a `token` of two or more bytes and not one the writer
+    /// owns (Via, From, To, Call-ID, CSeq, Contact, Content-*, Server, in any form), the value
+    /// goes through [`push_text`]. Returns false (and writes nothing) when the line is refused.
+    pub fn line(&mut self, line: &str) -> bool {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        let name = hdr::trim_lws(name);
+        if name.len() < 2 || !hdr::is_token(name) || owned(name) {
+            return false;
+        }
+        self.text.push_str(name);
+        self.text.push_str(": ");
+        push_text(&mut self.text, hdr::trim_lws(value));
+        self.end();
+        true
+    }
+}
+
+/// Header names the response writer writes itself: a second one from elsewhere would change
+/// what the response means (a second Contact is a second target; Content-Length frames it).
+fn owned(name: &str) -> bool {
+    matches!(
+        HeaderName::from_name(name),
+        HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+            | HeaderName::Contact
+            | HeaderName::ContentLength
+            | HeaderName::ContentType
+            | HeaderName::ContentEncoding
+    ) || name.eq_ignore_ascii_case("server")
+}
+
+/// The response lines of a decision: the status, its reason phrase and the extra lines (the
+/// 302's Contact and `X-` headers, or a rejection's). Every value passes [`Lines`].
+pub fn decision<'d>(
+    decision: &'d Decision,
+    facts: &CallFacts,
+    call_ref: &str,
+) -> (u16, &'d str, Lines) {
+    let mut x = Lines::with_capacity(384);
+    match &decision.action {
+        DecisionAction::Route(t) => {
+            x.start("Contact")
+                .lit("<sip:")
+                .user(&t.queue)
+                .lit("@")
+                .host(&t.host)
+                .lit(";ref=")
+                .param(call_ref);
+            if let Some(p) = t.priority {
+                x.lit(";priority=").decimal(u16::from(p));
+            }
+            if !t.skills.is_empty() {
+                x.lit(";skills=");
+                for (i, skill) in t.skills.iter().enumerate() {
+                    if i > 0 {
+                        x.lit("%2C");
+                    }
+                    x.param(skill);
+                }
+            }
+            if let Some(l) = &t.language {
+                x.lit(";lang=").param(l);
+            }
+            if t.verify {
+                x.lit(";verify");
+            }
+            if let Some(e) = facts.ani.e164() {
+                x.lit(";ani=%2B").param(e.digits());
+            }
+            // The verification outcome for the ACD (STIR/SHAKEN or the carrier's trusted
+            // verstat): an attestation only when the signature verified.
+            let risk = facts.risk.as_ref();
+            if let Some(risk) = risk {
+                x.lit(";risk=").lit(risk.level.as_str());
+                if let (Verification::Verified, Some(a)) = (&risk.verification, risk.attestation) {
+                    x.lit(";attest=").lit(a.as_str());
+                }
+            }
+            x.lit(">").end();
+            x.start("X-Call-Ref").param(call_ref).end();
+            x.start("X-ANI").number(&facts.ani).end();
+            x.start("X-ANI-Source").lit(facts.ani_source.as_str());
+            if !facts.ani_verified {
+                x.lit(";unverified");
+            }
+            x.end();
+            x.start("X-DNIS").number(&facts.dnis).end();
+            x.start("X-Rule").text(&decision.rule).end();
+            x.start("X-Rules-Version").text(&decision.version).end();
+            if let Some(risk) = risk {
+                match (&risk.verification, risk.attestation) {
+                    (Verification::Verified, Some(a)) => {
+                        x.start("X-Identity")
+                            .lit("verified;attest=")
+                            .lit(a.as_str())
+                            .end();
+                    }
+                    (Verification::Verified, None) => {
+                        x.start("X-Identity").lit("verified").end();
+                    }
+                    (Verification::Failed(why), _) => {
+                        x.start("X-Identity")
+                            .lit("failed;reason=\"")
+                            .quoted(why)
+                            .lit("\"")
+                            .end();
+                    }
+                    (Verification::Absent, _) => {}
+                }
+            }
+            (302, reason_phrase(302), x)
+        }
+        DecisionAction::Reject {
+            code,
+            reason,
+            headers,
+        } => {
+            x.start("X-Call-Ref").param(call_ref).end();
+            x.start("X-Rule").text(&decision.rule).end();
+            for h in headers {
+                x.line(h);
+            }
+            (*code, reason, x)
+        }
     }
 }
 
@@ -178,7 +430,8 @@ fn ip_text(ip: IpAddr) -> String {
     }
 }
 
-/// Adds `received` and fills `rport` on the top Via (RFC 3261 §18.2.1, RFC 3581).
+/// Adds `received` and fills `rport` on the top Via (RFC 3261 §18.2.1, RFC 3581). `v` is clean
+/// ([`clean_text`]).
 fn top_via(out: &mut String, v: &str, source: SocketAddr) {
     let ip = ip_text(source.ip());
     let mut rport_done = false;
@@ -204,31 +457,108 @@ fn top_via(out: &mut String, v: &str, source: SocketAddr) {
     }
 }
 
-/// Folded values go out on one line.
-fn unfold(v: &str) -> std::borrow::Cow<'_, str> {
-    // A byte test: `contains` with a char set costs several times more per value.
-    if v.bytes().any(|b| b == b'\r' || b == b'\n') {
-        v.split(['\r', '\n'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ")
-            .into()
-    } else {
-        v.into()
-    }
+/// Whether every byte of `s` is printable ASCII: one pass with no early exit, which the
+/// compiler runs over many bytes at once.
+#[inline]
+fn printable_ascii(s: &str) -> bool {
+    s.bytes()
+        .fold(true, |ok, b| ok & (b.wrapping_sub(0x20) < 0x5f))
 }
 
-/// A reason phrase or header value must not break the message.
-pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_control()) {
-        s.chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
+/// `s` as header text: each run of control characters (C0 and C1, DEL; CR LF of a folded
+/// value among them) with the white space around it becomes one space, and the ends are
+/// trimmed of them. Printable ASCII, the rule, is borrowed after one test.
+pub fn clean_text(s: &str) -> Cow<'_, str> {
+    if printable_ascii(s) || !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
     }
+    let mut out = String::with_capacity(s.len());
+    for piece in s
+        .split(char::is_control)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(piece);
+    }
+    Cow::Owned(out)
+}
+
+/// [`clean_text`] into `out`.
+#[inline]
+fn push_text(out: &mut String, s: &str) {
+    out.push_str(&clean_text(s));
+}
+
+/// The bytes of a class, as a table of 256.
+const fn keep(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut yes = c.is_ascii_alphanumeric();
+        let mut j = 0;
+        while j < extra.len() {
+            #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
+            if extra[j] == c {
+                yes = true;
+            }
+            j += 1;
+        }
+        #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
+        {
+            t[i] = yes;
+        }
+        i += 1;
+    }
+    t
+}
+
+/// RFC 3261 `unreserved` and the `user-unreserved` marks that cannot end a user or a URI.
+static USER: [bool; 256] = keep(b"-_.!~*'()&=+$,");
+/// `paramchar` (RFC 3261 §25.1) without `%`.
+static PARAM: [bool; 256] = keep(b"-_.!~*'()[]/:&+$");
+/// Hostnames, IPv4 and IPv6 references.
+static HOST: [bool; 256] = keep(b"-.:[]");
+/// RFC 3261 `token`.
+static TOKEN: [bool; 256] = keep(b"-.!%*_+`'~");
+/// Visible ASCII but `%`: what a number (or the text of an unusable one) is shown with.
+static NUMBER: [bool; 256] = keep(b"!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~");
+
+#[inline(always)]
+fn kept(class: &[bool; 256], b: u8) -> bool {
+    class.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// `s` with each byte outside `class` as `%XX`; borrowed when there is none.
+fn escaped<'s>(s: &'s str, class: &[bool; 256]) -> Cow<'s, str> {
+    if s.bytes().fold(true, |ok, b| ok & kept(class, b)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if kept(class, b) {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(
+                HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'),
+            ));
+            out.push(char::from(
+                HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`escaped`] into `out`.
+#[inline]
+fn push_escaped(out: &mut String, s: &str, class: &[bool; 256]) {
+    out.push_str(&escaped(s, class));
 }
 
 #[cfg(test)]
@@ -271,12 +601,12 @@ From: \"A\" <sip:+12125551212@carrier.example>;tag=1\r\n";
 Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nServer: tollgate\r\nContent-Length: 0\r\n\r\n"
             )
         );
-        let extra = ["Contact: <sip:q@acd>".to_owned(), "X-A: 1".to_owned()];
+        let extra = ["Retry-After: 5".to_owned(), "X-A:1 ".to_owned()];
         assert_eq!(
             respond(INVITE, 302, "Moved\r\nTemporarily", &extra),
             format!(
-                "SIP/2.0 302 MovedTemporarily\r\n{head}To: <sip:+18005550100@tollgate.example>;tag=t9\r\n\
-Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nContact: <sip:q@acd>\r\nX-A: 1\r\n\
+                "SIP/2.0 302 Moved Temporarily\r\n{head}To: <sip:+18005550100@tollgate.example>;tag=t9\r\n\
+Call-ID: abc@x\r\nCSeq: 1 INVITE\r\nRetry-After: 5\r\nX-A: 1\r\n\
 Server: tollgate\r\nContent-Length: 0\r\n\r\n"
             )
         );
@@ -315,6 +645,316 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
         ] {
             let ip: IpAddr = ip.parse().expect("address");
             assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    /// Extra lines the writer owns, or that have no valid name, are refused; the rest are
+    /// written on one line each.
+    #[test]
+    fn extra_lines_cannot_name_what_the_writer_owns() {
+        for bad in [
+            "Contact: <sip:evil@x>",
+            "m: <sip:evil@x>",
+            "Via: SIP/2.0/UDP evil",
+            "v: SIP/2.0/UDP evil",
+            "l: 10",
+            "Content-Length: 10",
+            "content-type: text/plain",
+            "To: <sip:x@y>",
+            "t: <sip:x@y>",
+            "CSeq: 2 INVITE",
+            "Call-ID: other",
+            "i: other",
+            "From: <sip:x@y>",
+            "f: <sip:x@y>",
+            "Server: evil",
+            "X: single letter",
+            "no colon",
+            "Bad Name: x",
+            ": empty name",
+            "X\r\nContact: <sip:evil@x>",
+        ] {
+            let mut l = Lines::default();
+            assert!(!l.line(bad), "{bad:?}");
+            assert_eq!(l.as_str(), "", "{bad:?}");
+        }
+        let mut l = Lines::default();
+        assert!(l.line("Call-Info: <https://x/c>;purpose=jwscard\r\nContact: <sip:evil@x>"));
+        assert_eq!(
+            l.as_str(),
+            "Call-Info: <https://x/c>;purpose=jwscard Contact: <sip:evil@x>\r\n"
+        );
+    }
+
+    /// Every class keeps exactly its bytes, escapes the others as `%XX` (so the escaped text
+    /// unescapes to the input), and borrows clean text.
+    #[test]
+    fn escaping_classes() {
+        let all: String = (0u8..=0x7f)
+            .map(char::from)
+            .chain(['é', '\u{85}'])
+            .collect();
+        for class in [&USER, &PARAM, &HOST, &TOKEN, &NUMBER] {
+            let out = escaped(&all, class);
+            assert!(printable_ascii(&out), "{out:?}");
+            let back = crate::uri::unescape(&out);
+            if !kept(class, b'%') {
+                assert_eq!(back, all, "{out}");
+            }
+        }
+        assert!(matches!(escaped("support-de", &USER), Cow::Borrowed(_)));
+        assert!(matches!(clean_text("support/vip"), Cow::Borrowed(_)));
+        assert!(matches!(clean_text("Ünïcode ok"), Cow::Borrowed(_)));
+        assert_eq!(clean_text(" a\r\n\tb\0c\u{7f}\u{85}d \r\n"), "a b c d");
+        assert_eq!(clean_text("\r\n"), "");
+        assert_eq!(escaped("x\r\n", &NUMBER), "x%0D%0A");
+    }
+
+    mod shape {
+        use super::*;
+        use proptest::prelude::*;
+        use tollgate_core::{
+            Attestation, NumberPlan, RiskAssessment, RiskLevel, Target, Verification,
+        };
+
+        /// Text rich in what breaks messages: CR, LF, NUL, other controls (C0, DEL, C1),
+        /// separators of headers, URIs and lists, escapes, and any other char.
+        fn nasty() -> impl Strategy<Value = String> {
+            let ch = prop_oneof![
+                4 => proptest::sample::select(vec![
+                    '\r', '\n', '\0', '\t', '\u{7f}', '\u{85}', '\u{1b}', ' ', ':', ';', ',', '<',
+                    '>', '"', '\\', '%', '@', '=', '?', '&', '[', ']', '/',
+                ]),
+                3 => proptest::char::range('a', 'z'),
+                1 => any::<char>(),
+            ];
+            proptest::collection::vec(ch, 0..24).prop_map(|v| v.into_iter().collect())
+        }
+
+        /// Any bytes as the parser's number text would be: arbitrary, made UTF-8.
+        fn bytes() -> impl Strategy<Value = String> {
+            proptest::collection::vec(any::<u8>(), 0..32)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![nasty(), bytes()]
+        }
+
+        fn number() -> impl Strategy<Value = PartyNumber> {
+            prop_oneof![
+                text().prop_map(PartyNumber::Unusable),
+                text().prop_map(PartyNumber::Short),
+                Just(PartyNumber::Withheld(tollgate_core::Withheld::Anonymous)),
+            ]
+        }
+
+        fn facts() -> CallFacts {
+            static FACTS: std::sync::OnceLock<CallFacts> = std::sync::OnceLock::new();
+            FACTS.get_or_init(extracted).clone()
+        }
+
+        fn extracted() -> CallFacts {
+            let msg = Message::parse(INVITE.as_bytes()).expect("parse");
+            let req = crate::message::Request::from_message(msg, true).expect("valid");
+            let plan = NumberPlan::load();
+            let trunk = crate::trunk::Trunk {
+                name: "t".into(),
+                cidrs: Vec::new(),
+                trusted: true,
+                ani_precedence: crate::trunk::Trunk::DEFAULT_ANI.to_vec(),
+                dnis_precedence: crate::trunk::Trunk::DEFAULT_DNIS.to_vec(),
+                region: plan.region("US").expect("US").clone(),
+            };
+            crate::extract::extract(&req, &trunk, &plan, &crate::extract::Emergency::default())
+        }
+
+        /// What one rendered response must be, whatever the values: one message, its head
+        /// ended once at the very end, CR only before LF and LF only after CR, no other
+        /// control character, and, parsed back by this crate's parser, a response with `code`
+        /// whose header names are `names` exactly, in order.
+        fn check_shape(bytes: &[u8], code: u16, names: &[&str]) -> Result<(), TestCaseError> {
+            let text =
+                std::str::from_utf8(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let end = text.find("\r\n\r\n").map(|i| i + 4);
+            prop_assert_eq!(
+                end,
+                Some(text.len()),
+                "one head, ended once, no body: {:?}",
+                text
+            );
+            for (i, b) in bytes.iter().enumerate() {
+                match b {
+                    b'\r' => prop_assert_eq!(bytes.get(i + 1), Some(&b'\n'), "{:?}", text),
+                    b'\n' => {
+                        prop_assert_eq!(bytes.get(i.wrapping_sub(1)), Some(&b'\r'), "{:?}", text)
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\r' && c != '\n'),
+                "control character in {:?}",
+                text
+            );
+            let msg = Message::parse(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(msg.problem.is_none(), "{:?} in {:?}", msg.problem, text);
+            prop_assert!(
+                matches!(msg.start, crate::message::StartLine::Response { code: c, .. } if c == code),
+                "{:?}",
+                text
+            );
+            let got: Vec<&str> = msg.headers.iter().map(|h| h.raw_name).collect();
+            prop_assert_eq!(&got, &names.to_vec(), "{:?}", text);
+            prop_assert!(msg.body.is_empty());
+            Ok(())
+        }
+
+        const COPIED: [&str; 7] = ["Via", "Via", "Via", "From", "To", "Call-ID", "CSeq"];
+
+        fn with(mid: &[&'static str]) -> Vec<&'static str> {
+            let mut v = COPIED.to_vec();
+            v.extend_from_slice(mid);
+            v.extend_from_slice(&["Server", "Content-Length"]);
+            v
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Every value a 302 echoes (queue, host, skills, language, call reference, ANI,
+            /// DNIS, rule, version, a failed verification's reason, the To-tag): whatever its
+            /// bytes, the 302 has the same header lines, one Contact whose user is the queue.
+            #[test]
+            fn a_302_keeps_its_shape(
+                queue in text(), host in text(), skills in proptest::collection::vec(text(), 0..3),
+                lang in proptest::option::of(text()), call_ref in text(), ani in number(),
+                dnis in number(), rule in text(), version in text(), why in text(),
+                tag in text(), verified in any::<bool>(), plain_host in "[a-z][a-z0-9.-]{0,12}|",
+            ) {
+                let mut f = facts();
+                f.ani = ani;
+                f.dnis = dnis;
+                f.risk = Some(RiskAssessment {
+                    level: RiskLevel::Low,
+                    attestation: Some(Attestation::A),
+                    verification: if verified { Verification::Verified } else { Verification::Failed(why) },
+                    ..RiskAssessment::default()
+                });
+                let d = Decision {
+                    action: DecisionAction::Route(Target {
+                        queue: queue.clone(),
+                        host,
+                        priority: Some(7),
+                        skills,
+                        language: lang,
+                        verify: true,
+                    }),
+                    rule,
+                    version,
+                };
+                let (code, reason, lines) = decision(&d, &f, &call_ref);
+                let msg = Message::parse(INVITE.as_bytes()).expect("parse");
+                let bytes = Copied::new(&msg, source()).response(code, reason, Some(&tag), &lines);
+                check_shape(&bytes, 302, &with(&[
+                    "Contact", "X-Call-Ref", "X-ANI", "X-ANI-Source", "X-DNIS", "X-Rule",
+                    "X-Rules-Version", "X-Identity",
+                ]))?;
+                // With a hostname and a queue, the Contact is a URI whose user unescapes to the
+                // queue: escaping loses nothing.
+                if !queue.is_empty() && !plain_host.is_empty() {
+                    let d = Decision {
+                        action: DecisionAction::Route(Target::new(queue.clone(), plain_host)),
+                        rule: String::new(),
+                        version: String::new(),
+                    };
+                    let (_, _, lines) = decision(&d, &f, "r");
+                    let bytes = Copied::new(&msg, source()).response(302, "x", None, &lines);
+                    let resp = Message::parse(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let contact = resp.header(HeaderName::Contact).unwrap_or_default();
+                    let na = hdr::NameAddr::parse(contact)
+                        .map_err(|e| TestCaseError::fail(format!("{e:?}: {contact}")))?;
+                    let user = na.uri.and_then(|u| u.user_unescaped());
+                    prop_assert_eq!(user.as_deref(), Some(queue.as_str()), "{}", contact);
+                }
+            }
+
+            /// A rejection's reason phrase, rule and extra lines: allowed names are written
+            /// once each, every other line (the writer's own names, compact forms, bad names,
+            /// arbitrary text) is refused, and nothing else appears.
+            #[test]
+            fn a_rejection_keeps_its_shape(
+                code in 300u16..700, reason in text(), rule in text(), call_ref in text(),
+                named in proptest::collection::vec((0usize..8, text()), 0..4),
+                arbitrary in proptest::collection::vec(text(), 0..3),
+            ) {
+                const NAMES: [&str; 8] =
+                    ["Call-Info", "Retry-After", "Warning", "Contact", "l", "Via", "Bad Name", "CSeq"];
+                let mut headers = Vec::new();
+                let mut mid = vec!["X-Call-Ref", "X-Rule"];
+                for (i, v) in &named {
+                    let name = NAMES.get(*i).copied().unwrap_or("Warning");
+                    headers.push(format!("{name}: {v}"));
+                    if *i < 3 {
+                        mid.push(name);
+                    }
+                }
+                for a in &arbitrary {
+                    headers.push(a.clone());
+                }
+                let d = Decision::reject(code, reason, headers, rule);
+                let f = facts();
+                let (code, reason, lines) = decision(&d, &f, &call_ref);
+                let msg = Message::parse(INVITE.as_bytes()).expect("parse");
+                let bytes = Copied::new(&msg, source()).response(code, reason, Some("t"), &lines);
+                let resp = Message::parse(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let names: Vec<&str> = resp.headers.iter().map(|h| h.raw_name).collect();
+                check_shape(&bytes, code, &names)?;
+                // The copied lines, X-Call-Ref, X-Rule, the allowed named lines in order, then
+                // at most one line per arbitrary line, each with a name the writer allows.
+                let (head, rest) = names.split_at(COPIED.len().min(names.len()));
+                prop_assert_eq!(head, &COPIED[..], "{:?}", names);
+                let (known, rest) = rest.split_at(mid.len().min(rest.len()));
+                prop_assert_eq!(known, &mid[..], "{:?}", names);
+                prop_assert!(rest.ends_with(&["Server", "Content-Length"]), "{:?}", names);
+                let others = rest.get(..rest.len().saturating_sub(2)).unwrap_or_default();
+                prop_assert!(others.len() <= arbitrary.len(), "{:?}", names);
+                for n in others {
+                    prop_assert!(n.len() >= 2 && hdr::is_token(n) && !owned(n), "{:?}", names);
+                }
+            }
+
+            /// The request's own headers (Via, From, To, Call-ID, CSeq) with any value, and any
+            /// reason phrase and To-tag: the response still has each once per request line.
+            #[test]
+            fn copied_headers_keep_their_shape(
+                from in text(), to in text(), call_id in text(), cseq in text(), via in text(),
+                reason in text(), tag in text(),
+            ) {
+                let mut msg = Message::parse(INVITE.as_bytes()).expect("parse");
+                for h in &mut msg.headers {
+                    match h.name {
+                        HeaderName::From => h.value = &from,
+                        HeaderName::To => h.value = &to,
+                        HeaderName::CallId => h.value = &call_id,
+                        HeaderName::CSeq => h.value = &cseq,
+                        _ => {}
+                    }
+                }
+                // The second Via line, when the value is one list item (as every Via value the
+                // parser passes is).
+                if let Some(h) = msg.headers.iter_mut().filter(|h| h.name == HeaderName::Via).nth(1) {
+                    if hdr::split_list(&via).count() == 1 {
+                        h.value = &via;
+                    }
+                }
+                let mut extra = Lines::default();
+                extra.start("X-T").text(&reason).end();
+                let bytes = Copied::new(&msg, source()).response(486, &reason, Some(&tag), &extra);
+                check_shape(&bytes, 486, &with(&["X-T"]))?;
+            }
         }
     }
 }

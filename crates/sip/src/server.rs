@@ -4,8 +4,8 @@
 //! for a non-2xx final is absorbed, CANCEL ends a pending INVITE with 487, and timers G and H
 //! retransmit the final response over UDP until it is acknowledged.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
-use tollgate_core::{CallFacts, Decision, DecisionAction, NumberPlan, Verification};
+use tollgate_core::{CallFacts, Decision, NumberPlan};
 use tracing::{debug, warn};
 
 use crate::extract::{extract, Emergency};
-use crate::message::{frame, Frame, Message, Method, Request, StartLine, MAX_MESSAGE};
-use crate::response::{self, reason_phrase};
+use crate::message::{
+    frame, Frame, HeaderName, Message, Method, Request, RequestUri, StartLine, MAX_MESSAGE,
+};
+use crate::response::{self, clean_text, reason_phrase, Lines};
 use crate::trunk::Trunks;
 
 /// One call handed to the pipeline.
@@ -37,6 +39,110 @@ pub struct Call {
 /// The pipeline: decides what to do with a call. Implemented by the server crate.
 pub trait CallHandler: Send + Sync + 'static {
     fn decide(&self, call: &mut Call) -> impl Future<Output = Decision> + Send;
+
+    /// An INVITE answered without a decision of [`CallHandler::decide`]'s: before it ran (an
+    /// unknown source, a draining node, an unsupported `Require`, a malformed request) or after
+    /// it was given up (the decision timeout, a CANCEL; the `decide` future is then dropped).
+    /// Called once per INVITE transaction, never for a retransmission; a malformed INVITE has
+    /// no transaction, so each copy that arrives is answered and reported. Runs on the receive
+    /// path (or the call's task, after a decision began): keep it short (a log line, a counter).
+    fn answered_early(&self, answer: &EarlyAnswer<'_>) {
+        let _ = answer;
+    }
+}
+
+/// Why an INVITE was answered without a decision ([`CallHandler::answered_early`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EarlyReason {
+    /// 403: no trunk claims the source address (`unknown_source = "reject"`).
+    UnknownSource,
+    /// 503: the node is draining.
+    Draining,
+    /// 420: `Require` names an option tag the engine does not support (RFC 3261 §8.2.2.3).
+    BadExtension,
+    /// 503: no decision within the decision timeout.
+    DecisionTimeout,
+    /// 487: a CANCEL ended the INVITE before its decision.
+    Cancelled,
+    /// 400 (or 416, 501, 505): the request failed validation.
+    Malformed,
+}
+
+impl EarlyReason {
+    /// The machine-readable name: `unknown-source`, `draining`, `bad-extension`,
+    /// `decision-timeout`, `cancelled`, `malformed` (a bounded set, fit for a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EarlyReason::UnknownSource => "unknown-source",
+            EarlyReason::Draining => "draining",
+            EarlyReason::BadExtension => "bad-extension",
+            EarlyReason::DecisionTimeout => "decision-timeout",
+            EarlyReason::Cancelled => "cancelled",
+            EarlyReason::Malformed => "malformed",
+        }
+    }
+}
+
+/// One INVITE answered without a decision. Text from the request is as [`clean_text`] leaves
+/// it (no control characters).
+#[derive(Debug)]
+pub struct EarlyAnswer<'a> {
+    /// The Call-ID as the request had it (empty when a malformed request had none).
+    pub call_id: &'a str,
+    pub source: SocketAddr,
+    /// The trunk the source maps to (the unknown-source trunk's name with
+    /// `unknown_source = "untrusted"`); `None` when no trunk claims it.
+    pub trunk: Option<&'a str>,
+    /// The status sent: 403, 420, 487, 503, or a malformed request's 4xx/5xx.
+    pub status: u16,
+    pub reason: EarlyReason,
+    /// The From URI's and the Request-URI's user parts as the request had them (escaped), when
+    /// the request was read that far (not for a malformed request, nor after a decision began:
+    /// `call` has the facts then).
+    pub from_user: Option<Cow<'a, str>>,
+    pub ruri_user: Option<Cow<'a, str>>,
+    /// The call as extracted and handed to `decide`, for the answers after it was given up
+    /// (`DecisionTimeout`, `Cancelled`).
+    pub call: Option<&'a Call>,
+}
+
+/// Option tags a `Require` may name (RFC 3261 §8.2.2.3). Both bind only responses a redirect
+/// server never sends: `100rel` (RFC 3262 §3) provisional responses other than 100, `timer`
+/// (RFC 4028 §9) 2xx responses. Compared ignoring case.
+pub const SUPPORTED_OPTIONS: [&str; 2] = ["100rel", "timer"];
+
+/// The `Unsupported` line for a request whose `Require` names tags outside
+/// [`SUPPORTED_OPTIONS`] (each once, in the request's order), or `None`. `Proxy-Require` is for
+/// proxies (§20.29) and not read.
+fn unsupported(msg: &Message<'_>) -> Option<Lines> {
+    let mut lines: Option<Lines> = None;
+    let mut seen: Vec<&str> = Vec::new();
+    for tag in msg.values(HeaderName::Require) {
+        let tag = tag.trim_matches([' ', '\t', '\r', '\n']);
+        if tag.is_empty()
+            || SUPPORTED_OPTIONS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(tag))
+            || seen.contains(&tag)
+        {
+            continue;
+        }
+        let l = lines.get_or_insert_with(|| {
+            let mut l = Lines::with_capacity(64);
+            l.start("Unsupported");
+            l
+        });
+        if !seen.is_empty() {
+            l.lit(", ");
+        }
+        l.token(tag);
+        seen.push(tag);
+    }
+    lines.map(|mut l| {
+        l.end();
+        l
+    })
 }
 
 /// Timers and behaviour of the transaction layer.
@@ -357,12 +463,36 @@ impl<H: CallHandler> Server<H> {
             .map_or(head.len(), |i| i + 4);
         if let Ok(msg) = Message::parse(head.get(..end).unwrap_or_default()) {
             if msg.is_request() && msg.header(crate::message::HeaderName::Via).is_some() {
+                self.malformed_invite(&msg, reply.peer(), code);
                 let bytes: Arc<[u8]> =
                     response::build(&msg, reply.peer(), code, why, Some(&self.tag()), &[]).into();
                 let reply = reply.clone();
                 tokio::spawn(async move { reply.send(&bytes).await });
             }
         }
+    }
+
+    /// Tells the handler of a malformed INVITE's answer (other methods are not reported).
+    fn malformed_invite(&self, msg: &Message<'_>, source: SocketAddr, status: u16) {
+        if !matches!(
+            msg.start,
+            StartLine::Request {
+                method: "INVITE",
+                ..
+            }
+        ) {
+            return;
+        }
+        self.ctx.handler.answered_early(&EarlyAnswer {
+            call_id: &clean_text(msg.header(HeaderName::CallId).unwrap_or_default()),
+            source,
+            trunk: self.ctx.trunks.classify(source.ip()).map(|t| &*t.name),
+            status,
+            reason: EarlyReason::Malformed,
+            from_user: None,
+            ruri_user: None,
+            call: None,
+        });
     }
 
     fn tag(&self) -> String {
@@ -404,6 +534,7 @@ impl<H: CallHandler> Server<H> {
                 debug!(peer = %reply.peer(), status = rej.status, reason = %rej.reason, "rejected malformed request");
                 let is_ack = matches!(msg.start, StartLine::Request { method: "ACK", .. });
                 if can_answer && !is_ack {
+                    self.malformed_invite(&msg, reply.peer(), rej.status);
                     let bytes: Arc<[u8]> = response::build(
                         &msg,
                         reply.peer(),
@@ -470,31 +601,46 @@ impl<H: CallHandler> Server<H> {
         }
         let tag = self.tag();
         let source = reply.peer();
+        let trunk = self.ctx.trunks.classify(source.ip());
+        // Answers that need no decision, in RFC 3261 §8.2's order after the policy ones: a
+        // draining node and an unknown source first, then the Require check (§8.2.2.3).
         let early = if self.draining.load(Ordering::Relaxed) {
+            let mut retry = Lines::default();
+            retry
+                .start("Retry-After")
+                .decimal(self.ctx.config.retry_after.try_into().unwrap_or(u16::MAX))
+                .end();
+            Some((503, reason_phrase(503), EarlyReason::Draining, retry))
+        } else if trunk.is_none() {
             Some((
-                503,
-                "Service Unavailable".to_owned(),
-                format!("Retry-After: {}\r\n", self.ctx.config.retry_after),
+                403,
+                "Forbidden (unknown source)",
+                EarlyReason::UnknownSource,
+                Lines::default(),
             ))
         } else {
-            None
+            unsupported(&req.msg)
+                .map(|lines| (420, reason_phrase(420), EarlyReason::BadExtension, lines))
         };
-        let trunk = self.ctx.trunks.classify(source.ip());
-        let early = early.or_else(|| {
-            trunk
-                .is_none()
-                .then(|| (403, "Forbidden (unknown source)".to_owned(), String::new()))
-        });
         let cancel = Arc::new(Notify::new());
         // What every response copies from the request, read once; both answers that do not need
         // the pipeline are built now.
         let copied = response::Copied::new(&req.msg, source);
-        let cancelled: Arc<[u8]> = copied
-            .response(487, reason_phrase(487), Some(&tag), "")
-            .into();
-        let trying: Arc<[u8]> = copied.response(100, reason_phrase(100), None, "").into();
-        if let Some((code, reason, extra)) = early {
-            let bytes: Arc<[u8]> = copied.response(code, &reason, Some(&tag), &extra).into();
+        if let Some((code, reason, why, extra)) = early {
+            let bytes: Arc<[u8]> = copied.response(code, reason, Some(&tag), &extra).into();
+            self.ctx.handler.answered_early(&EarlyAnswer {
+                call_id: &clean_text(req.call_id),
+                source,
+                trunk: trunk.map(|t| &*t.name),
+                status: code,
+                reason: why,
+                from_user: req.from.uri.and_then(|u| u.user).map(clean_text),
+                ruri_user: match req.uri {
+                    RequestUri::Uri(u) => u.user.map(clean_text),
+                    RequestUri::ServiceUrn(_) => None,
+                },
+                call: None,
+            });
             self.table.with(&key, |t| {
                 t.insert(
                     key.clone(),
@@ -509,6 +655,12 @@ impl<H: CallHandler> Server<H> {
             tokio::spawn(async move { me.complete_invite(key, reply, bytes).await });
             return;
         }
+        let cancelled: Arc<[u8]> = copied
+            .response(487, reason_phrase(487), Some(&tag), &Lines::default())
+            .into();
+        let trying: Arc<[u8]> = copied
+            .response(100, reason_phrase(100), None, &Lines::default())
+            .into();
         let Some(trunk) = trunk else { return };
         let facts = extract(&req, trunk, &self.ctx.plan, &self.ctx.emergency);
         let call = Call {
@@ -561,14 +713,34 @@ impl<H: CallHandler> Server<H> {
             let cancelled_now = outcome.is_none() && me.cancel_seen(&key);
             let bytes: Arc<[u8]> = match outcome {
                 Some(decision) => template.render(&decision, &call).into(),
-                None if cancelled_now => Arc::clone(&cancelled),
                 None => {
-                    warn!(call_id = %call.facts.call_id, "decision timeout: answering 503");
-                    metrics::counter!("tollgate_decision_timeouts_total").increment(1);
-                    let retry = format!("Retry-After: {}\r\n", cfg.retry_after);
-                    template
-                        .with_status(503, "Service Unavailable (decision timeout)", &retry)
-                        .into()
+                    // The handler's decision was given up: it learns of the answer here.
+                    let (status, why, bytes) = if cancelled_now {
+                        (487, EarlyReason::Cancelled, Arc::clone(&cancelled))
+                    } else {
+                        warn!(call_id = %call.facts.call_id, "decision timeout: answering 503");
+                        metrics::counter!("tollgate_decision_timeouts_total").increment(1);
+                        let mut retry = Lines::default();
+                        retry
+                            .start("Retry-After")
+                            .decimal(cfg.retry_after.try_into().unwrap_or(u16::MAX))
+                            .end();
+                        let bytes = template
+                            .with_status(503, "Service Unavailable (decision timeout)", &retry)
+                            .into();
+                        (503, EarlyReason::DecisionTimeout, bytes)
+                    };
+                    me.ctx.handler.answered_early(&EarlyAnswer {
+                        call_id: &clean_text(&call.facts.call_id),
+                        source: call.source,
+                        trunk: Some(&call.facts.trunk),
+                        status,
+                        reason: why,
+                        from_user: None,
+                        ruri_user: None,
+                        call: Some(&call),
+                    });
+                    bytes
                 }
             };
             if me.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -664,18 +836,31 @@ impl<H: CallHandler> Server<H> {
                 let retry = format!("Retry-After: {}", self.ctx.config.retry_after);
                 self.finish_non_invite(req, key, reply, 503, reason_phrase(503), &[retry]);
             }
-            Method::Options => {
-                self.finish_non_invite(
-                    req,
-                    key,
-                    reply,
-                    200,
-                    "OK",
-                    &[allow, "Accept: application/sdp".to_owned()],
-                );
+            Method::Options if req.msg.header(HeaderName::Require).is_some() => {
+                // RFC 3261 §8.2.2.3 binds every request but CANCEL and ACK; a method this server
+                // does not serve gets its 405 first (§8.2.1).
+                match unsupported(&req.msg) {
+                    Some(lines) => {
+                        self.finish_lines(req, key, reply, 420, reason_phrase(420), &lines);
+                    }
+                    None => self.options_ok(req, key, reply),
+                }
             }
+            Method::Options => self.options_ok(req, key, reply),
             _ => self.finish_non_invite(req, key, reply, 405, reason_phrase(405), &[allow]),
         }
+    }
+
+    fn options_ok(self: &Arc<Self>, req: &Request<'_>, key: TxKey, reply: Reply) {
+        let allow = "Allow: INVITE, ACK, CANCEL, OPTIONS".to_owned();
+        self.finish_non_invite(
+            req,
+            key,
+            reply,
+            200,
+            "OK",
+            &[allow, "Accept: application/sdp".to_owned()],
+        );
     }
 
     fn finish_non_invite(
@@ -687,15 +872,25 @@ impl<H: CallHandler> Server<H> {
         reason: &str,
         extra: &[String],
     ) {
-        let bytes: Arc<[u8]> = response::build(
-            &req.msg,
-            reply.peer(),
-            code,
-            reason,
-            Some(&self.tag()),
-            extra,
-        )
-        .into();
+        let mut lines = Lines::default();
+        for line in extra {
+            lines.line(line);
+        }
+        self.finish_lines(req, key, reply, code, reason, &lines);
+    }
+
+    fn finish_lines(
+        self: &Arc<Self>,
+        req: &Request<'_>,
+        key: TxKey,
+        reply: Reply,
+        code: u16,
+        reason: &str,
+        extra: &Lines,
+    ) {
+        let bytes: Arc<[u8]> = response::Copied::new(&req.msg, reply.peer())
+            .response(code, reason, Some(&self.tag()), extra)
+            .into();
         self.table.with(&key, |t| {
             t.insert(
                 key.clone(),
@@ -770,101 +965,15 @@ struct ResponseTemplate {
 }
 
 impl ResponseTemplate {
-    /// A final response; `extra` is complete lines, each ending in CRLF.
-    fn with_status(&self, code: u16, reason: &str, extra: &str) -> Vec<u8> {
+    /// A final response with `extra` lines.
+    fn with_status(&self, code: u16, reason: &str, extra: &Lines) -> Vec<u8> {
         self.copied.response(code, reason, Some(&self.tag), extra)
     }
 
-    /// The final response for a decision: one block of extra lines written in place (each
-    /// line a `format!` of its own cost more than the rest of the response).
+    /// The final response for a decision ([`response::decision`]).
     fn render(&self, decision: &Decision, call: &Call) -> Vec<u8> {
-        let facts = &call.facts;
-        let rule = response::sanitize(&decision.rule);
-        let mut x = String::with_capacity(384);
-        match &decision.action {
-            DecisionAction::Route(t) => {
-                let _ = write!(
-                    x,
-                    "Contact: <sip:{}@{};ref={}",
-                    t.queue, t.host, call.call_ref
-                );
-                if let Some(p) = t.priority {
-                    let _ = write!(x, ";priority={p}");
-                }
-                if !t.skills.is_empty() {
-                    x.push_str(";skills=");
-                    for (i, skill) in t.skills.iter().enumerate() {
-                        if i > 0 {
-                            x.push_str("%2C");
-                        }
-                        x.push_str(skill);
-                    }
-                }
-                if let Some(l) = &t.language {
-                    x.push_str(";lang=");
-                    x.push_str(l);
-                }
-                if t.verify {
-                    x.push_str(";verify");
-                }
-                if let Some(e) = facts.ani.e164() {
-                    x.push_str(";ani=%2B");
-                    x.push_str(e.digits());
-                }
-                // The verification outcome for the ACD (STIR/SHAKEN or the carrier's trusted
-                // verstat): an attestation only when the signature verified.
-                let mut identity = None;
-                if let Some(risk) = &facts.risk {
-                    x.push_str(";risk=");
-                    x.push_str(risk.level.as_str());
-                    identity = match (&risk.verification, risk.attestation) {
-                        (Verification::Verified, Some(a)) => {
-                            x.push_str(";attest=");
-                            x.push_str(a.as_str());
-                            Some(format!("X-Identity: verified;attest={}", a.as_str()))
-                        }
-                        (Verification::Verified, None) => Some("X-Identity: verified".to_owned()),
-                        (Verification::Failed(why), _) => Some(format!(
-                            "X-Identity: failed;reason=\"{}\"",
-                            response::sanitize(why).replace(['"', '\\'], "'")
-                        )),
-                        (Verification::Absent, _) => None,
-                    };
-                }
-                let _ = write!(
-                    x,
-                    ">\r\nX-Call-Ref: {}\r\nX-ANI: {}\r\nX-ANI-Source: {}{}\r\nX-DNIS: {}\r\n\
-                     X-Rule: {rule}\r\nX-Rules-Version: {}\r\n",
-                    call.call_ref,
-                    facts.ani,
-                    facts.ani_source.as_str(),
-                    if facts.ani_verified {
-                        ""
-                    } else {
-                        ";unverified"
-                    },
-                    facts.dnis,
-                    response::sanitize(&decision.version),
-                );
-                if let Some(line) = identity {
-                    x.push_str(&line);
-                    x.push_str("\r\n");
-                }
-                self.with_status(302, reason_phrase(302), &x)
-            }
-            DecisionAction::Reject {
-                code,
-                reason,
-                headers,
-            } => {
-                let _ = write!(x, "X-Call-Ref: {}\r\nX-Rule: {rule}\r\n", call.call_ref);
-                for h in headers {
-                    x.push_str(&response::sanitize(h));
-                    x.push_str("\r\n");
-                }
-                self.with_status(*code, reason, &x)
-            }
-        }
+        let (code, reason, extra) = response::decision(decision, &call.facts, &call.call_ref);
+        self.with_status(code, reason, &extra)
     }
 }
 

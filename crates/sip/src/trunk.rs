@@ -12,12 +12,16 @@ pub struct Trunk {
     /// Copied into every call's facts ([`tollgate_core::CallFacts::trunk`]).
     pub name: Arc<str>,
     pub cidrs: Vec<IpNet>,
-    /// Identity headers (PAI, RPID, P-Charge-Info, cpc/oli, verstat, Identity) count only when
-    /// true (RFC 3325 §8, STANDARDS.md 1.1).
+    /// Identity headers (PAI, RPID, P-Charge-Info, cpc/oli, verstat, Identity) and the dialed
+    /// number's redirection headers (Diversion, History-Info, P-Called-Party-ID) count only when
+    /// true (RFC 3325 §8): an untrusted trunk's caller is named by From, its dialed number by the
+    /// Request-URI or To.
     pub trusted: bool,
     /// Which headers name the caller, first that holds a usable number wins.
     pub ani_precedence: Vec<AniSource>,
-    /// Which headers name the dialed number, first that holds a usable number wins.
+    /// Which headers name the dialed number, first that holds a usable number wins; on an
+    /// untrusted trunk only `RequestUri` and `To` of it count (the Request-URI when it names
+    /// neither).
     pub dnis_precedence: Vec<DnisSource>,
     /// Region for national-format numbers.
     pub region: RegionPlan,
