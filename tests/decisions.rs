@@ -32,14 +32,37 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
-    /// The decision lines logged so far, as JSON.
+    /// The decision lines logged so far, as JSON (those of `early_answers_…` only when asked).
     fn decisions(&self) -> Vec<serde_json::Value> {
+        self.all()
+            .into_iter()
+            .filter(|v| !v["call_id"].as_str().unwrap_or("").starts_with("early-"))
+            .collect()
+    }
+
+    fn all(&self) -> Vec<serde_json::Value> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["target"] == "tollgate::decision")
             .collect()
     }
+}
+
+/// The test binary's one tracing subscriber, writing to memory.
+fn captured() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter("warn,tollgate::decision=info")
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
 }
 
 fn rules(dir: &std::path::Path) {
@@ -203,14 +226,7 @@ fn sipp_call(dir: &std::path::Path, s: &Spec, server: SocketAddr, status: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_on_the_live_node_equals_the_decision_log_for_every_call() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter("warn,tollgate::decision=info")
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = captured();
 
     // STIR/SHAKEN: a test STI-PA, a service provider certificate and an x5u server.
     let ca = sti::Ca::new("Test STI-PA");
@@ -389,6 +405,80 @@ async fn explain_on_the_live_node_equals_the_decision_log_for_every_call() {
     assert_eq!(repeat["queue"], "payphone", "$last: {repeat}");
     assert_eq!(repeat["repeat_of"], "payphone");
     let _ = std::io::stderr().flush();
+    let _ = stop.send(());
+    served.await.unwrap();
+}
+
+/// Answers the SIP layer gives without a decision leave a decision line too: the 403 for a
+/// source no trunk claims, and the 420 for an unsupported `Require` (RFC 3261 §8.2.2.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_leave_one_decision_line_each() {
+    let captured = captured();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &path,
+        "[sip]\nudp = [\"127.0.0.1:0\"]\nunknown_source = \"reject\"\n\
+         [[trunk]]\nname = \"carrier\"\ncidrs = [\"127.0.0.1/32\"]\ntrusted = true\n\
+         [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"general\"\n",
+    )
+    .unwrap();
+    let plan = Arc::new(tollgate_core::NumberPlan::load());
+    let cfg = tollgate_server::config::load(&path, &plan).unwrap();
+    let intel = Arc::new(tollgate_core::NumberIntel::load().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (bound, run) = tollgate_server::serve(cfg, plan, intel, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let served = tokio::spawn(run);
+    let server = bound.udp[0];
+    let send = |from_ip: &'static str, id: &'static str, extra: &'static str| async move {
+        let sock = tokio::net::UdpSocket::bind(format!("{from_ip}:0"))
+            .await
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let msg = format!(
+            "INVITE sip:+18005550100@127.0.0.1;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP {from_ip}:{port};branch=z9hG4bK{id}\r\n\
+             From: <sip:+12125550100@x.example;user=phone>;tag=1\r\nTo: <sip:+18005550100@127.0.0.1>\r\n\
+             Call-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        sock.send_to(msg.as_bytes(), server).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let r = send("127.0.0.9", "early-unknown", "").await;
+    assert!(r.starts_with("SIP/2.0 403"), "{r}");
+    let r = send(
+        "127.0.0.1",
+        "early-require",
+        "Require: no-such-extension\r\n",
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 420"), "{r}");
+    let lines: Vec<serde_json::Value> = captured
+        .all()
+        .into_iter()
+        .filter(|v| v["call_id"].as_str().unwrap_or("").starts_with("early-"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let unknown = &lines[0];
+    assert_eq!(unknown["call_id"], "early-unknown");
+    assert_eq!(unknown["status"], 403);
+    assert_eq!(unknown["outcome"], "reject");
+    assert_eq!(unknown["decided_by"], "unknown-source");
+    assert_eq!(unknown["trunk"], "-");
+    assert_eq!(unknown["ani"], "+12125550100");
+    let require = &lines[1];
+    assert_eq!(require["status"], 420);
+    assert_eq!(require["decided_by"], "bad-extension");
+    assert_eq!(require["trunk"], "carrier");
+    assert_eq!(require["reason"], "Bad Extension");
     let _ = stop.send(());
     served.await.unwrap();
 }

@@ -30,6 +30,9 @@ pub enum Why {
     Identity,
     /// The risk store failed under `fail_open = false`.
     FailClosed,
+    /// The SIP layer answered before a decision (unknown source, draining, an unsupported
+    /// `Require`, a malformed request) or gave one up (the decision timeout, a CANCEL).
+    Early(tollgate_sip::EarlyReason),
 }
 
 impl Why {
@@ -42,6 +45,7 @@ impl Why {
             Why::RiskVerify => "risk-verify",
             Why::Identity => "identity-required",
             Why::FailClosed => "risk-fail-closed",
+            Why::Early(r) => r.as_str(),
         }
     }
 }
@@ -184,6 +188,64 @@ impl<'a> DecisionRecord<'a> {
             queue,
             reason,
             decided_by: out.why.as_str(),
+            rule: &d.rule,
+            rules_version: &d.version,
+        }
+    }
+
+    /// The record of an INVITE the SIP layer answered without a decision: what the request
+    /// said (From and Request-URI users) or, when a decision had begun, the facts so far.
+    pub fn early(answer: &'a tollgate_sip::EarlyAnswer<'a>, outcome: &'a Outcome) -> Self {
+        if let Some(call) = answer.call {
+            return Self::new(&call.facts, outcome, &call.call_ref);
+        }
+        let d = &outcome.decision;
+        let reason = match &d.action {
+            DecisionAction::Reject { reason, .. } => reason.as_str(),
+            DecisionAction::Route(_) => "-",
+        };
+        let user = |u: &Option<Cow<'_, str>>| u.as_deref().unwrap_or("-").to_owned();
+        Self {
+            call_id: answer.call_id,
+            call_ref: "-",
+            trunk: answer.trunk.unwrap_or("-"),
+            trusted: false,
+            ani: user(&answer.from_user),
+            ani_source: "from",
+            ani_verified: false,
+            sources_disagree: false,
+            presented: user(&answer.from_user),
+            dnis: user(&answer.ruri_user),
+            dnis_source: "request-uri",
+            emergency: false,
+            ani_valid: false,
+            ani_kind: "-",
+            ani_region: "-",
+            ani_geo: "-",
+            ani_tz: "-",
+            dnis_kind: "-",
+            cli: "-",
+            cli_reason: "-",
+            cpc: "-",
+            ani_ii: "-",
+            charge_number: "-".to_owned(),
+            enrich: outcome.enrich,
+            crm: "skipped",
+            crm_customer: "-",
+            crm_tier: "-",
+            risk: "-",
+            risk_score: 0,
+            risk_signals: String::new(),
+            risk_degraded: false,
+            lists: String::new(),
+            attestation: "-",
+            verification: Cow::Borrowed("-"),
+            repeat_of: "-",
+            outcome: "reject",
+            status: answer.status,
+            queue: "-",
+            reason,
+            decided_by: outcome.why.as_str(),
             rule: &d.rule,
             rules_version: &d.version,
         }

@@ -419,6 +419,23 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// An INVITE the SIP layer answered without a decision: one decision line and the call
+    /// counted, like every other answer.
+    pub fn log_early(&self, answer: &tollgate_sip::EarlyAnswer<'_>) {
+        let phrase = tollgate_sip::response::reason_phrase(answer.status);
+        let outcome = Outcome {
+            decision: Decision::reject(answer.status, phrase, Vec::new(), answer.reason.as_str()),
+            why: Why::Early(answer.reason),
+            enrich: "skipped",
+            trace: None,
+            overridden: Vec::new(),
+        };
+        let latency = answer.call.map_or(Duration::ZERO, |c| c.received.elapsed());
+        DecisionRecord::early(answer, &outcome).log(latency);
+    }
+}
+
 /// The pipeline as the SIP server's handler; the same `Arc` serves `explain` in the API.
 #[derive(Debug, Clone)]
 pub struct Live(pub Arc<Pipeline>);
@@ -426,6 +443,10 @@ pub struct Live(pub Arc<Pipeline>);
 impl CallHandler for Live {
     fn decide(&self, call: &mut Call) -> impl Future<Output = Decision> + Send {
         CallHandler::decide(&*self.0, call)
+    }
+
+    fn answered_early(&self, answer: &tollgate_sip::EarlyAnswer<'_>) {
+        self.0.log_early(answer);
     }
 }
 
@@ -438,5 +459,9 @@ impl CallHandler for Pipeline {
             dnis = %call.facts.dnis,
         );
         self.decide_live(call).instrument(span)
+    }
+
+    fn answered_early(&self, answer: &tollgate_sip::EarlyAnswer<'_>) {
+        self.log_early(answer);
     }
 }
