@@ -389,7 +389,9 @@ pub fn decision<'d>(
             x.start("X-Call-Ref").param(call_ref).end();
             x.start("X-Rule").text(&decision.rule).end();
             for h in headers {
-                x.line(h);
+                if !x.line(h) {
+                    tracing::debug!(line = %clean_text(h), "rejection header refused");
+                }
             }
             (*code, reason, x)
         }
