@@ -4,8 +4,9 @@
 //! dialed-number hash), so the ANI + DNIS counts come from the same entry; one entry per
 //! NPA-NXX holds the exchange's callers, one event per ANI at its latest call (the ANI's
 //! digits in the event's two 32-bit fields: exact, no hash), so its counts are distinct
-//! callers. Finding a redialer's event scans the exchange's entry from its newest end: at
-//! most `npa_nxx` cap events (10,001 by default), usually a few. Entries sit in 16 shards (a short mutex each, never held
+//! callers. A redialer's event is found by its previous call's time (from its ANI entry, a
+//! binary search); a new caller's absence costs a scan of the exchange's entry, at most its
+//! cap (10,001 events by default), usually a few. Entries sit in 16 shards (a short mutex each, never held
 //! across an await), each an index plus a slab with an intrusive least-recently-seen list:
 //! - at most `max_keys` entries: a new key evicts the least recently seen one;
 //! - at most `max_events` events: past it the least recently seen entries go;
@@ -103,9 +104,17 @@ impl Events {
                     (false, 1)
                 }
             }
-            Add::Replace => {
+            Add::Replace(hint) => {
                 let same = |e: &Event| e.call == ev.call && e.dnis == ev.dnis;
-                match self.as_slice().iter().rposition(same) {
+                let evs = self.as_slice();
+                // The caller's event is at its previous call's time, unless its ANI entry
+                // was evicted meanwhile: look there first, else scan from the newest end.
+                let at_hint = hint.and_then(|t| {
+                    let from = evs.partition_point(|e| e.at < t);
+                    let to = evs.partition_point(|e| e.at <= t);
+                    (from..to).find(|&i| evs.get(i).is_some_and(same))
+                });
+                match at_hint.or_else(|| evs.iter().rposition(same)) {
                     Some(i) => {
                         self.replace(i, ev);
                         (false, 0)
@@ -209,8 +218,8 @@ enum Add {
     /// Add the event unless its Call-ID is already there (the ANI entry decides dedup).
     Dedup,
     /// The call is new: replace this caller's event with it, or add it (NPA-NXX entries: one
-    /// event per caller).
-    Replace,
+    /// event per caller); the time of the caller's previous call, when its ANI entry has one.
+    Replace(Option<u32>),
     /// Only read the counts (the call is a duplicate).
     No,
 }
@@ -537,6 +546,7 @@ impl MemoryVelocity {
         let ani_cap = self.caps.ani.max(self.caps.ani_dnis).max(1) as usize;
         let dnis = dnis.filter(|_| self.caps.ani_dnis > 0);
         let count_ani = |evs: &[Event]| {
+            let previous = evs.iter().rev().find(|e| e.call != ev.call).map(|e| e.at);
             let evs = capped(evs, ani_cap);
             let ani = windows.iter().map(|&w| since(evs, now, w)).collect();
             let by_dnis = dnis.map(|d| {
@@ -556,10 +566,10 @@ impl MemoryVelocity {
                     })
                     .collect()
             });
-            (ani, by_dnis)
+            ((ani, by_dnis), previous)
         };
         let mut ani_shard = self.shard(space, ani_key);
-        let ((ani, ani_dnis), dup) = if write {
+        let (((ani, ani_dnis), previous), dup) = if write {
             ani_shard.touch(
                 ani_key,
                 ev,
@@ -582,7 +592,7 @@ impl MemoryVelocity {
                 call: number as u32,
                 dnis: (number >> 32) as u32,
             };
-            let add = if dup { Add::No } else { Add::Replace };
+            let add = if dup { Add::No } else { Add::Replace(previous) };
             let count = |evs: &[Event]| {
                 let evs = capped(evs, npa_cap);
                 windows.iter().map(|&w| since(evs, now, w)).collect()
@@ -887,6 +897,28 @@ mod tests {
         let again = s.peek_now(obs("c3", &a, "18005550100", 3));
         assert_eq!(again, s.record_now(obs("c3", &a, "18005550100", 3)));
         assert_eq!(again.ani, vec![2, 2]);
+    }
+
+    #[test]
+    fn a_caller_whose_ani_entry_was_evicted_still_counts_once_in_its_exchange() {
+        // Three keys: the exchange (touched by every call) and two ANIs.
+        let s = MemoryVelocity::with_shards(vec![3600], Caps::default(), 3, 1000, 1);
+        let n: Vec<E164> = (0..4)
+            .map(|i| E164::from_digits(&format!("121255500{i:02}")).unwrap())
+            .collect();
+        for (i, a) in n.iter().enumerate() {
+            s.record_now(obs(&format!("c{i}"), a, "18005550100", i as u64));
+        }
+        assert!(
+            !s.tracks("12125550000"),
+            "the first caller's entry was evicted"
+        );
+        let c = s.record_now(obs("again", &n[0], "18005550100", 10));
+        assert_eq!(c.ani, vec![1], "a fresh ANI entry");
+        assert_eq!(c.npa_nxx, Some(vec![4]), "still four callers, not five");
+        // With its ANI entry in place, the previous call's time finds the event.
+        let c = s.record_now(obs("again-2", &n[0], "18005550100", 11));
+        assert_eq!((c.ani, c.npa_nxx), (vec![2], Some(vec![4])));
     }
 
     #[test]
