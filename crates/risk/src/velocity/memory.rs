@@ -107,14 +107,21 @@ impl Events {
             Add::Replace(hint) => {
                 let same = |e: &Event| e.call == ev.call && e.dnis == ev.dnis;
                 let evs = self.as_slice();
-                // The caller's event is at its previous call's time, unless its ANI entry
-                // was evicted meanwhile: look there first, else scan from the newest end.
-                let at_hint = hint.and_then(|t| {
-                    let from = evs.partition_point(|e| e.at < t);
-                    let to = evs.partition_point(|e| e.at <= t);
-                    (from..to).find(|&i| evs.get(i).is_some_and(same))
-                });
-                match at_hint.or_else(|| evs.iter().rposition(same)) {
+                // The caller's event is at its previous call's time (unless calls raced or
+                // its ANI entry was evicted: then scan from the newest end); a caller with no
+                // earlier call in the window has none.
+                let found = match hint {
+                    Hint::First => None,
+                    Hint::At(t) => {
+                        let from = evs.partition_point(|e| e.at < t);
+                        let to = evs.partition_point(|e| e.at <= t);
+                        (from..to)
+                            .find(|&i| evs.get(i).is_some_and(same))
+                            .or_else(|| evs.iter().rposition(same))
+                    }
+                    Hint::Unknown => evs.iter().rposition(same),
+                };
+                match found {
                     Some(i) => {
                         self.replace(i, ev);
                         (false, 0)
@@ -210,6 +217,9 @@ struct Shard {
     /// Capacity of all spilled event vectors, for the byte estimate.
     spill: usize,
     evictions: u64,
+    /// When an entry last went for the key or event budget (0: never): until the longest
+    /// window has passed since, an ANI without an entry may still have an exchange event.
+    pressure_at: u32,
 }
 
 /// What one call does to one entry.
@@ -218,10 +228,22 @@ enum Add {
     /// Add the event unless its Call-ID is already there (the ANI entry decides dedup).
     Dedup,
     /// The call is new: replace this caller's event with it, or add it (NPA-NXX entries: one
-    /// event per caller); the time of the caller's previous call, when its ANI entry has one.
-    Replace(Option<u32>),
+    /// event per caller).
+    Replace(Hint),
     /// Only read the counts (the call is a duplicate).
     No,
+}
+
+/// Where an exchange entry holds the caller's event, as its ANI entry tells.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// At the caller's previous call's time.
+    At(u32),
+    /// Nowhere counted: the ANI has no earlier call and no entry was evicted for the budget
+    /// within the longest window (an older event is outside every window).
+    First,
+    /// An entry was evicted for the budget recently: it may be anywhere.
+    Unknown,
 }
 
 impl Shard {
@@ -235,6 +257,7 @@ impl Shard {
             events: 0,
             spill: 0,
             evictions: 0,
+            pressure_at: 0,
         }
     }
 
@@ -328,6 +351,7 @@ impl Shard {
             }
             None => {
                 if self.index.len() >= lim.keys {
+                    self.pressure_at = ev.at;
                     self.evict_tail();
                 }
                 let node = Node {
@@ -352,7 +376,7 @@ impl Shard {
                 self.push_front(i);
                 self.events += 1;
                 let r = count(std::slice::from_ref(&ev));
-                self.enforce_budget(i, lim);
+                self.enforce_budget(i, lim, ev.at);
                 return (r, false);
             }
         };
@@ -366,7 +390,7 @@ impl Shard {
         let r = count(n.events.as_slice());
         self.events = self.events + added - removed;
         self.spill = self.spill + after - before;
-        self.enforce_budget(i, lim);
+        self.enforce_budget(i, lim, ev.at);
         (r, dup)
     }
 
@@ -386,8 +410,9 @@ impl Shard {
         (count(copy.as_slice()), dup)
     }
 
-    fn enforce_budget(&mut self, current: u32, lim: Limits) {
+    fn enforce_budget(&mut self, current: u32, lim: Limits, now: u32) {
         while self.events > lim.events && self.tail != current && self.tail != NIL {
+            self.pressure_at = now;
             self.evict_tail();
         }
     }
@@ -582,6 +607,15 @@ impl MemoryVelocity {
         } else {
             ani_shard.peek(ani_key, ev, Add::Dedup, count_ani)
         };
+        let hint = match previous {
+            Some(t) => Hint::At(t),
+            None if ani_shard.pressure_at == 0
+                || now.saturating_sub(ani_shard.pressure_at) >= self.max_window =>
+            {
+                Hint::First
+            }
+            None => Hint::Unknown,
+        };
         drop(ani_shard);
         let npa_cap = self.caps.npa_nxx as usize;
         let npa_nxx = obs.npa_nxx.filter(|_| npa_cap > 0).map(|(npa, nxx)| {
@@ -592,7 +626,7 @@ impl MemoryVelocity {
                 call: number as u32,
                 dnis: (number >> 32) as u32,
             };
-            let add = if dup { Add::No } else { Add::Replace(previous) };
+            let add = if dup { Add::No } else { Add::Replace(hint) };
             let count = |evs: &[Event]| {
                 let evs = capped(evs, npa_cap);
                 windows.iter().map(|&w| since(evs, now, w)).collect()
