@@ -4,8 +4,9 @@
 //! dialed-number hash), so the ANI + DNIS counts come from the same entry; one entry per
 //! NPA-NXX holds the exchange's callers, one event per ANI at its latest call (the ANI's
 //! digits in the event's two 32-bit fields: exact, no hash), so its counts are distinct
-//! callers. Finding a redialer's event scans the exchange's entry from its newest end: at
-//! most `npa_nxx` cap events (10,001 by default), usually a few. Entries sit in 16 shards (a short mutex each, never held
+//! callers. A redialer's event is found by its previous call's time (from its ANI entry, a
+//! binary search); a new caller's absence costs a scan of the exchange's entry, at most its
+//! cap (10,001 events by default), usually a few. Entries sit in 16 shards (a short mutex each, never held
 //! across an await), each an index plus a slab with an intrusive least-recently-seen list:
 //! - at most `max_keys` entries: a new key evicts the least recently seen one;
 //! - at most `max_events` events: past it the least recently seen entries go;
@@ -103,9 +104,24 @@ impl Events {
                     (false, 1)
                 }
             }
-            Add::Replace => {
+            Add::Replace(hint) => {
                 let same = |e: &Event| e.call == ev.call && e.dnis == ev.dnis;
-                match self.as_slice().iter().rposition(same) {
+                let evs = self.as_slice();
+                // The caller's event is at its previous call's time (unless calls raced or
+                // its ANI entry was evicted: then scan from the newest end); a caller with no
+                // earlier call in the window has none.
+                let found = match hint {
+                    Hint::First => None,
+                    Hint::At(t) => {
+                        let from = evs.partition_point(|e| e.at < t);
+                        let to = evs.partition_point(|e| e.at <= t);
+                        (from..to)
+                            .find(|&i| evs.get(i).is_some_and(same))
+                            .or_else(|| evs.iter().rposition(same))
+                    }
+                    Hint::Unknown => evs.iter().rposition(same),
+                };
+                match found {
                     Some(i) => {
                         self.replace(i, ev);
                         (false, 0)
@@ -201,6 +217,9 @@ struct Shard {
     /// Capacity of all spilled event vectors, for the byte estimate.
     spill: usize,
     evictions: u64,
+    /// When an entry last went for the key or event budget (0: never): until the longest
+    /// window has passed since, an ANI without an entry may still have an exchange event.
+    pressure_at: u32,
 }
 
 /// What one call does to one entry.
@@ -210,9 +229,21 @@ enum Add {
     Dedup,
     /// The call is new: replace this caller's event with it, or add it (NPA-NXX entries: one
     /// event per caller).
-    Replace,
+    Replace(Hint),
     /// Only read the counts (the call is a duplicate).
     No,
+}
+
+/// Where an exchange entry holds the caller's event, as its ANI entry tells.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// At the caller's previous call's time.
+    At(u32),
+    /// Nowhere counted: the ANI has no earlier call and no entry was evicted for the budget
+    /// within the longest window (an older event is outside every window).
+    First,
+    /// An entry was evicted for the budget recently: it may be anywhere.
+    Unknown,
 }
 
 impl Shard {
@@ -226,6 +257,7 @@ impl Shard {
             events: 0,
             spill: 0,
             evictions: 0,
+            pressure_at: 0,
         }
     }
 
@@ -319,6 +351,7 @@ impl Shard {
             }
             None => {
                 if self.index.len() >= lim.keys {
+                    self.pressure_at = ev.at;
                     self.evict_tail();
                 }
                 let node = Node {
@@ -343,7 +376,7 @@ impl Shard {
                 self.push_front(i);
                 self.events += 1;
                 let r = count(std::slice::from_ref(&ev));
-                self.enforce_budget(i, lim);
+                self.enforce_budget(i, lim, ev.at);
                 return (r, false);
             }
         };
@@ -357,7 +390,7 @@ impl Shard {
         let r = count(n.events.as_slice());
         self.events = self.events + added - removed;
         self.spill = self.spill + after - before;
-        self.enforce_budget(i, lim);
+        self.enforce_budget(i, lim, ev.at);
         (r, dup)
     }
 
@@ -377,8 +410,9 @@ impl Shard {
         (count(copy.as_slice()), dup)
     }
 
-    fn enforce_budget(&mut self, current: u32, lim: Limits) {
+    fn enforce_budget(&mut self, current: u32, lim: Limits, now: u32) {
         while self.events > lim.events && self.tail != current && self.tail != NIL {
+            self.pressure_at = now;
             self.evict_tail();
         }
     }
@@ -537,6 +571,7 @@ impl MemoryVelocity {
         let ani_cap = self.caps.ani.max(self.caps.ani_dnis).max(1) as usize;
         let dnis = dnis.filter(|_| self.caps.ani_dnis > 0);
         let count_ani = |evs: &[Event]| {
+            let previous = evs.iter().rev().find(|e| e.call != ev.call).map(|e| e.at);
             let evs = capped(evs, ani_cap);
             let ani = windows.iter().map(|&w| since(evs, now, w)).collect();
             let by_dnis = dnis.map(|d| {
@@ -556,10 +591,10 @@ impl MemoryVelocity {
                     })
                     .collect()
             });
-            (ani, by_dnis)
+            ((ani, by_dnis), previous)
         };
         let mut ani_shard = self.shard(space, ani_key);
-        let ((ani, ani_dnis), dup) = if write {
+        let (((ani, ani_dnis), previous), dup) = if write {
             ani_shard.touch(
                 ani_key,
                 ev,
@@ -572,6 +607,15 @@ impl MemoryVelocity {
         } else {
             ani_shard.peek(ani_key, ev, Add::Dedup, count_ani)
         };
+        let hint = match previous {
+            Some(t) => Hint::At(t),
+            None if ani_shard.pressure_at == 0
+                || now.saturating_sub(ani_shard.pressure_at) >= self.max_window =>
+            {
+                Hint::First
+            }
+            None => Hint::Unknown,
+        };
         drop(ani_shard);
         let npa_cap = self.caps.npa_nxx as usize;
         let npa_nxx = obs.npa_nxx.filter(|_| npa_cap > 0).map(|(npa, nxx)| {
@@ -582,7 +626,7 @@ impl MemoryVelocity {
                 call: number as u32,
                 dnis: (number >> 32) as u32,
             };
-            let add = if dup { Add::No } else { Add::Replace };
+            let add = if dup { Add::No } else { Add::Replace(hint) };
             let count = |evs: &[Event]| {
                 let evs = capped(evs, npa_cap);
                 windows.iter().map(|&w| since(evs, now, w)).collect()
@@ -887,6 +931,28 @@ mod tests {
         let again = s.peek_now(obs("c3", &a, "18005550100", 3));
         assert_eq!(again, s.record_now(obs("c3", &a, "18005550100", 3)));
         assert_eq!(again.ani, vec![2, 2]);
+    }
+
+    #[test]
+    fn a_caller_whose_ani_entry_was_evicted_still_counts_once_in_its_exchange() {
+        // Three keys: the exchange (touched by every call) and two ANIs.
+        let s = MemoryVelocity::with_shards(vec![3600], Caps::default(), 3, 1000, 1);
+        let n: Vec<E164> = (0..4)
+            .map(|i| E164::from_digits(&format!("121255500{i:02}")).unwrap())
+            .collect();
+        for (i, a) in n.iter().enumerate() {
+            s.record_now(obs(&format!("c{i}"), a, "18005550100", i as u64));
+        }
+        assert!(
+            !s.tracks("12125550000"),
+            "the first caller's entry was evicted"
+        );
+        let c = s.record_now(obs("again", &n[0], "18005550100", 10));
+        assert_eq!(c.ani, vec![1], "a fresh ANI entry");
+        assert_eq!(c.npa_nxx, Some(vec![4]), "still four callers, not five");
+        // With its ANI entry in place, the previous call's time finds the event.
+        let c = s.record_now(obs("again-2", &n[0], "18005550100", 11));
+        assert_eq!((c.ani, c.npa_nxx), (vec![2], Some(vec![4])));
     }
 
     #[test]
