@@ -418,7 +418,7 @@ async fn early_answers_leave_one_decision_line_each() {
     let path = dir.path().join("tollgate.toml");
     std::fs::write(
         &path,
-        "[sip]\nudp = [\"127.0.0.1:0\"]\nunknown_source = \"reject\"\n\
+        "[sip]\nudp = [\"127.0.0.1:0\"]\nunknown_source = \"reject\"\nunsupported_require = \"reject\"\n\
          [[trunk]]\nname = \"carrier\"\ncidrs = [\"127.0.0.1/32\"]\ntrusted = true\n\
          [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"general\"\n",
     )

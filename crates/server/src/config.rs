@@ -95,6 +95,10 @@ pub struct SipSection {
     pub t2_ms: u64,
     #[serde(default = "d5000")]
     pub t4_ms: u64,
+    /// An INVITE or OPTIONS whose `Require` names an unsupported option tag: "ignore" (RFC 3261
+    /// §8.3, redirect servers; the default) or "reject" (420 Bad Extension, §8.2.2.3).
+    #[serde(default = "default_require")]
+    pub unsupported_require: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +154,10 @@ pub struct LogSection {
     /// The decision log (one line per INVITE answered, target `tollgate::decision`); default on.
     #[serde(default)]
     pub decisions: Option<bool>,
+}
+
+fn default_require() -> Spanned<String> {
+    Spanned::new(0..0, "ignore".into())
 }
 
 fn default_unknown() -> Spanned<String> {
@@ -609,6 +617,15 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         });
     }
 
+    let require = &raw.sip.unsupported_require;
+    if !matches!(require.get_ref().as_str(), "ignore" | "reject") {
+        errs.push(
+            require,
+            "sip.unsupported_require",
+            format!("{:?}: expected \"ignore\" or \"reject\"", require.get_ref()),
+        );
+    }
+
     // Draining waits for pending decisions; one shorter than a decision may take would drop
     // the calls it cuts off.
     if raw.sip.drain_timeout_ms < raw.sip.decision_timeout_ms {
@@ -650,6 +667,7 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
             decision_timeout: Duration::from_millis(s.decision_timeout_ms),
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             retry_after: 5,
+            enforce_require: raw.sip.unsupported_require.get_ref() == "reject",
         },
         enrich_deadline: Duration::from_millis(s.enrich_deadline_ms),
         table,

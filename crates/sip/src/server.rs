@@ -159,6 +159,10 @@ pub struct SipConfig {
     pub drain_timeout: Duration,
     /// Retry-After seconds on 503 while draining.
     pub retry_after: u32,
+    /// Answer 420 (Bad Extension) when `Require` names a tag outside [`SUPPORTED_OPTIONS`], as
+    /// a UAS must (RFC 3261 §8.2.2.3). Off by default: a redirect server "MUST ignore ...
+    /// unknown option tags in Require" and redirect (§8.3).
+    pub enforce_require: bool,
 }
 
 impl Default for SipConfig {
@@ -171,6 +175,7 @@ impl Default for SipConfig {
             decision_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             retry_after: 5,
+            enforce_require: false,
         }
     }
 }
@@ -618,9 +623,11 @@ impl<H: CallHandler> Server<H> {
                 EarlyReason::UnknownSource,
                 Lines::default(),
             ))
-        } else {
+        } else if self.ctx.config.enforce_require {
             unsupported(&req.msg)
                 .map(|lines| (420, reason_phrase(420), EarlyReason::BadExtension, lines))
+        } else {
+            None
         };
         let cancel = Arc::new(Notify::new());
         // What every response copies from the request, read once; both answers that do not need
@@ -836,7 +843,10 @@ impl<H: CallHandler> Server<H> {
                 let retry = format!("Retry-After: {}", self.ctx.config.retry_after);
                 self.finish_non_invite(req, key, reply, 503, reason_phrase(503), &[retry]);
             }
-            Method::Options if req.msg.header(HeaderName::Require).is_some() => {
+            Method::Options
+                if self.ctx.config.enforce_require
+                    && req.msg.header(HeaderName::Require).is_some() =>
+            {
                 // RFC 3261 §8.2.2.3 binds every request but CANCEL and ACK; a method this server
                 // does not serve gets its 405 first (§8.2.1).
                 match unsupported(&req.msg) {

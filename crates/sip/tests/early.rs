@@ -103,6 +103,7 @@ async fn start(cidr: &str, delay: Duration, decision_timeout: Duration) -> Runni
             trying_delay: Duration::from_secs(5),
             decision_timeout,
             drain_timeout: Duration::from_secs(3),
+            enforce_require: true,
             ..SipConfig::default()
         },
     });
