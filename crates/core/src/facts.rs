@@ -222,7 +222,8 @@ pub struct RiskAssessment {
     /// The response the risk policy wants instead of routing (603/607/608, 428/436/437/438,
     /// 403 Stale Date); never applied to emergency calls.
     pub reject: Option<Rejection>,
-    /// The risk store could not be reached and the policy failed open.
+    /// The risk store could not be reached (or the lists are not loaded): the call was judged
+    /// without its counts, whether the policy then failed open or closed.
     pub degraded: bool,
 }
 

@@ -106,6 +106,9 @@ impl RiskEngine {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(RiskError::NoRuntime);
         }
+        if cfg.store == StoreKind::Redis {
+            redis_conn::refuse_multi_node_cluster(&cfg.redis).await?;
+        }
         let caps = caps(cfg);
         let velocity: Arc<dyn VelocityStore> = match cfg.store {
             StoreKind::Memory => Arc::new(

@@ -54,6 +54,57 @@ pub fn connect(cfg: &RedisConfig) -> Result<ConnectionManager, RiskError> {
         .map_err(|e| RiskError::from_redis("redis", &e))
 }
 
+/// Refuses a Redis that is one node of a Redis Cluster with other nodes: this client is not a
+/// Cluster client, so such a node answers MOVED for every key it does not own (a single-node
+/// cluster owning every slot works). Best effort at start-up: a Redis that does not answer
+/// within the connect timeout is not refused (the node starts degraded and fails open).
+pub async fn refuse_multi_node_cluster(cfg: &RedisConfig) -> Result<(), RiskError> {
+    let url = resolve_url(cfg)?;
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return Ok(());
+    };
+    let wait = Duration::from_millis(cfg.connection_timeout_ms.max(100));
+    let probe = async {
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        if !info.contains("cluster_enabled:1") {
+            return Some(None);
+        }
+        let cluster: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        let field = |name: &str| {
+            cluster.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            })
+        };
+        let (nodes, size) = (field("cluster_known_nodes"), field("cluster_size"));
+        Some((nodes.unwrap_or(1) > 1 || size.unwrap_or(1) > 1).then_some((nodes, size)))
+    };
+    match tokio::time::timeout(wait, probe).await {
+        Ok(Some(Some((nodes, size)))) => Err(RiskError::Config(vec![(
+            "risk.redis.url".into(),
+            format!(
+                "is a node of a Redis Cluster ({} known nodes, {} masters): this build's Redis \
+                 client is not a Cluster client and would get MOVED for other nodes' keys; use \
+                 one Redis (with replicas for failover)",
+                nodes.unwrap_or(0),
+                size.unwrap_or(0)
+            ),
+        )])),
+        _ => Ok(()),
+    }
+}
+
 /// Open for `span` after a failure: callers fail fast instead of queueing on a dead server.
 #[derive(Debug)]
 pub(crate) struct Breaker {

@@ -767,3 +767,48 @@ async fn npa_nxx_counts_distinct_callers_in_both_stores() {
         .unwrap();
     assert_eq!(card, 200);
 }
+
+/// A Redis that is one node of a several-node Redis Cluster is refused at start (this client
+/// would get MOVED for the other nodes' keys); a one-node cluster owning every slot, a plain
+/// Redis, and a Redis that is down are not.
+#[tokio::test]
+async fn a_multi_node_redis_cluster_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = RedisServer::start_cluster();
+    assert!(RiskEngine::from_config(&redis_cfg(&single), dir.path())
+        .await
+        .is_ok());
+    let other = RedisServer::start_cluster();
+    let mut c = single.conn();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("MEET")
+        .arg("127.0.0.1")
+        .arg(other.port)
+        .query(&mut c)
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+        if info.contains("cluster_known_nodes:2") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = RiskEngine::from_config(&redis_cfg(&single), dir.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("risk.redis.url") && err.contains("Redis Cluster"),
+        "{err}"
+    );
+    let plain = RedisServer::start();
+    assert!(RiskEngine::from_config(&redis_cfg(&plain), dir.path())
+        .await
+        .is_ok());
+    drop(plain);
+    let mut down = redis_cfg(&single);
+    down.redis.url = Some(Secret::new("redis://127.0.0.1:9/".to_owned()));
+    assert!(RiskEngine::from_config(&down, dir.path()).await.is_ok());
+}

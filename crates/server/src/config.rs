@@ -728,7 +728,17 @@ fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> Adapter
     });
     let risk = raw.risk.as_ref().map(|r| {
         let at = section_line(errs, r.span());
-        report(errs, at, r.get_ref().validate());
+        let mut problems = r.get_ref().validate();
+        // `[risk.trunk."NAME"]` must name a `[[trunk]]` (the risk crate cannot see the trunks).
+        for name in r.get_ref().trunk.keys() {
+            if !raw.trunks.iter().any(|t| t.name.get_ref() == name) {
+                problems.push((
+                    format!("risk.trunk.{name}"),
+                    format!("{name:?} is not a [[trunk]] name"),
+                ));
+            }
+        }
+        report(errs, at, problems);
         r.get_ref().clone()
     });
     let stir = raw.stir.as_ref().map(|s| {
