@@ -108,7 +108,14 @@ pub fn caller_zone<'a>(
     facts: &'a CallFacts,
     fallback: Option<&'a str>,
 ) -> (Option<&'a str>, ZoneChoice) {
-    let geo = facts.ani_geo.as_ref();
+    zone_for(facts.ani_geo.as_ref(), fallback)
+}
+
+/// [`caller_zone`] of a number's geography.
+pub fn zone_for<'a>(
+    geo: Option<&'a GeoInfo>,
+    fallback: Option<&'a str>,
+) -> (Option<&'a str>, ZoneChoice) {
     match geo.map_or(0, |g| g.zones().count()) {
         0 => (fallback, ZoneChoice::None),
         1 => (geo.and_then(GeoInfo::time_zone), ZoneChoice::Caller),

@@ -21,7 +21,7 @@ pub use facts::{
     CompactString, Decision, DecisionAction, DnisCandidate, DnisSource, LookupStatus, Privacy,
     Rejection, RiskAssessment, RiskLevel, RiskSignal, Target, Verification,
 };
-pub use geo::{caller_zone, GeoError, GeoInfo, Geography, ZoneChoice};
+pub use geo::{caller_zone, zone_for, GeoError, GeoInfo, Geography, ZoneChoice};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};
