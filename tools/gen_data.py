@@ -292,6 +292,14 @@ def corpus(pn):
                 nsn = pn.national_significant_number(ex)
                 add(f"{idd}{ex.country_code}{vary(nsn, 3)}", rid, "idd")
                 add(f"{idd} {ex.country_code} {vary(nsn, 3)}", rid, "idd-spaced")
+    # Bare foreign digits (a carrier that dropped the `+`) on other regions' trunks: the engine
+    # reads a valid foreign number where the national reading is no number of the region, which
+    # libphonenumber does not (crates/core/tests/data/differences.tsv lists each).
+    for trunk in ["US", "GB", "DE", "FR", "IN"]:
+        for ex in foreign:
+            if pn.region_code_for_number(ex) == trunk:
+                continue
+            add(f"{ex.country_code}{pn.national_significant_number(ex)}", trunk, "bare-foreign")
     out = [f"# reference corpus: libphonenumber {VERSION} (phonenumbers on PyPI) answers; tools/gen_data.py",
            "# input\ttrunk region\ttag\te164\tvalid\ttype\tregion\tdescription\ttime zones"]
     for (raw, region), v in sorted(rows.items(), key=lambda kv: (kv[1][0], kv[0])):
