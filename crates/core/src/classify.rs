@@ -744,7 +744,7 @@ impl Classifier {
 
     /// The regions of the number's calling code for which it is valid
     /// (`is_valid_number_for_region`), up to two: the geocoder names a country only when it is
-    /// one.
+    /// one (a code of one region: that region, as `country_name_for_number`).
     pub(crate) fn valid_regions(&self, number: &E164) -> SmallVec<[&'static str; 2]> {
         let mut out = SmallVec::new();
         let digits = number.digits();
@@ -754,6 +754,11 @@ impl Classifier {
         let (Some(regions), Ok(nsn)) = (self.regions(code), std::str::from_utf8(nsn)) else {
             return out;
         };
+        if let [only] = regions {
+            // One region: the geocoder names it without validating again.
+            out.push(only.id);
+            return out;
+        }
         self.with_scratch(|s| {
             for r in regions {
                 if r.kind(nsn, s) != NumberKind::Unknown {
