@@ -48,6 +48,8 @@ async fn facts_carry_classification_geography_and_cli_verdict() {
     let geo = f.ani_geo.unwrap();
     assert_eq!(geo.description.as_deref(), Some("Jersey City, NJ"));
     assert_eq!(geo.time_zone(), Some("America/New_York"));
+    assert_eq!(geo.zones().collect::<Vec<_>>(), ["America/New_York"]);
+    assert_eq!(geo.subdivision.as_deref(), Some("US-NJ"));
     assert_eq!(f.dnis_info.unwrap().kind, NumberKind::TollFree);
     let cli = f.cli.unwrap();
     assert_eq!(cli.verdict, CliVerdict::Valid);

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_core::{Classifier, Geography, E164};
+use tollgate_core::{Classifier, Geography, NumberPlan, E164};
 
 /// Up to four example numbers of each kind for the first 50 regions by calling code (the first
 /// region per code), with their last digit varied: valid and invalid numbers, all kinds.
@@ -162,8 +162,24 @@ fn numbers(c: &mut Criterion) {
     g.bench_function("geography_lookup", |b| {
         b.iter(|| geography.lookup(black_box(it.next().expect("cycle"))))
     });
-    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    // What a call pays since issue 17: geography as libphonenumber's geocoder gives it
+    // (classification included), and `+` E.164 text parsed as libphonenumber parses it.
+    let mut it = numbers.iter().cycle();
+    g.bench_function("classify_and_locate", |b| {
+        b.iter(|| {
+            let n = black_box(it.next().expect("cycle"));
+            let info = classifier.classify(n);
+            geography.locate(n, &info, &classifier)
+        })
+    });
+    let plan = NumberPlan::load();
+    let us = plan.region("US").expect("US");
     let texts: Vec<String> = numbers.iter().map(|n| format!("+{}", n.digits())).collect();
+    let mut it = texts.iter().cycle();
+    g.bench_function("normalize_plus_e164", |b| {
+        b.iter(|| plan.normalize(black_box(it.next().expect("cycle")), us, None))
+    });
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
     let mut it = texts.iter().cycle();
     g.bench_function("phonenumber/1_thread", |b| {
         b.iter(|| {

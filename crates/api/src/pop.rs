@@ -59,9 +59,16 @@ pub struct Geo {
     /// Number kind ("mobile", "fixed-line", ...).
     pub kind: Option<String>,
     pub valid: Option<bool>,
-    /// City, state or region ("Jersey City, NJ").
+    /// City, state or region ("Jersey City, NJ"), or the country for non-geographic numbers.
     pub description: Option<String>,
+    /// The number's time zone when it has exactly one (the caller's local time on the card).
     pub time_zone: Option<String>,
+    /// Every IANA zone libphonenumber lists for the number, in its order.
+    #[serde(default)]
+    pub time_zones: Vec<String>,
+    /// ISO 3166-2 subdivision ("US-NJ") where the data names one.
+    #[serde(default)]
+    pub subdivision: Option<String>,
 }
 
 /// The calling line as the carrier describes it: calling party category, ANI II (originating
@@ -173,6 +180,12 @@ impl ScreenPop {
                     .and_then(|g| g.description.as_deref())
                     .map(str::to_owned),
                 time_zone: geo.and_then(|g| g.time_zone()).map(str::to_owned),
+                time_zones: geo
+                    .map(|g| g.zones().map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                subdivision: geo
+                    .and_then(|g| g.subdivision.as_deref())
+                    .map(str::to_owned),
             },
             line: Line {
                 cpc: facts.cpc.as_deref().map(str::to_owned),

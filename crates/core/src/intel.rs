@@ -1,9 +1,11 @@
 //! Number intelligence for one call: classification, geography, CLI validation and policy.
 
-use crate::classify::{Classifier, NumberInfo};
+use std::sync::Arc;
+
+use crate::classify::{Classifier, ClassifierError, NumberInfo};
 use crate::cli::{validate, CliCheck, CliPolicy, CliRule, CliVerdict, PolicyOutcome};
 use crate::facts::CallFacts;
-use crate::geo::{GeoError, Geography};
+use crate::geo::{GeoError, GeoInfo, Geography};
 use crate::number::PartyNumber;
 
 /// CLI validation for a trunk (or the global default).
@@ -16,14 +18,17 @@ pub struct CliConfig {
 /// The start-up-compiled tables, shared read-only by every call.
 #[derive(Debug)]
 pub struct NumberIntel {
-    pub classifier: Classifier,
+    /// The process's shared classifier ([`Classifier::shared`], also [`crate::NumberPlan`]'s).
+    pub classifier: Arc<Classifier>,
     pub geography: Geography,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntelError {
-    #[error("numbering metadata: {0}")]
-    Metadata(#[from] regex::Error),
+    #[error(transparent)]
+    Metadata(#[from] ClassifierError),
+    #[error("the geography table is libphonenumber {geography}, the metadata {metadata}: regenerate both with tools/gen_data.py")]
+    Versions { metadata: String, geography: String },
     #[error(transparent)]
     Geography(#[from] GeoError),
 }
@@ -38,14 +43,33 @@ pub struct CliRejection {
 impl NumberIntel {
     /// Compiles the classifier and indexes the geography table (well under a second): at start-up.
     pub fn load() -> Result<Self, IntelError> {
+        let classifier = Classifier::shared()?;
+        let geography = Geography::load()?;
+        if classifier.version() != geography.version() {
+            return Err(IntelError::Versions {
+                metadata: classifier.version().to_owned(),
+                geography: geography.version().to_owned(),
+            });
+        }
         Ok(Self {
-            classifier: Classifier::load()?,
-            geography: Geography::load()?,
+            classifier,
+            geography,
         })
     }
 
     fn info(&self, n: &PartyNumber) -> Option<NumberInfo> {
         n.e164().map(|e| self.classifier.classify(e))
+    }
+
+    /// A number's classification and geography, as [`NumberIntel::annotate`] fills them for
+    /// the ANI (`ani_info`, `ani_geo`): no geography for an invalid number.
+    pub fn describe(&self, n: &PartyNumber) -> (Option<NumberInfo>, Option<GeoInfo>) {
+        let info = self.info(n);
+        let geo = n
+            .e164()
+            .zip(info.as_ref())
+            .and_then(|(e, i)| self.geography.locate(e, i, &self.classifier));
+        (info, geo)
     }
 
     /// Fills the facts' number intelligence and applies the CLI policy; `Err` means reject.
@@ -67,8 +91,7 @@ impl NumberIntel {
             }
             PolicyOutcome::Pass | PolicyOutcome::MarkInvalid => {}
         }
-        facts.ani_info = self.info(&facts.ani);
-        facts.ani_geo = facts.ani.e164().map(|e| self.geography.lookup(e));
+        (facts.ani_info, facts.ani_geo) = self.describe(&facts.ani);
         facts.dnis_info = self.info(&facts.dnis);
         let mut check = if mark_invalid {
             CliCheck {

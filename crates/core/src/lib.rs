@@ -8,9 +8,10 @@ mod cli;
 mod facts;
 mod geo;
 mod intel;
+mod metadata;
 mod number;
 
-pub use classify::{Classifier, NumberInfo, NumberKind};
+pub use classify::{Classifier, ClassifierError, NumberInfo, NumberKind};
 pub use cli::{
     validate as validate_cli, CliAction, CliCheck, CliError, CliPattern, CliPolicy, CliRule,
     CliVerdict, PolicyOutcome, Unapproved,
@@ -20,6 +21,7 @@ pub use facts::{
     CompactString, Decision, DecisionAction, DnisCandidate, DnisSource, LookupStatus, Privacy,
     Rejection, RiskAssessment, RiskLevel, RiskSignal, Target, Verification,
 };
-pub use geo::{GeoError, GeoInfo, Geography};
+pub use geo::{caller_zone, zone_for, GeoError, GeoInfo, Geography, ZoneChoice};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
+pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};

@@ -1,11 +1,17 @@
-//! Number normalization to E.164, table-driven so the per-call path runs no regex.
+//! Number normalization to E.164 as libphonenumber's `parse` does it.
 //!
-//! phonenumber is the source of truth for the numbering plan, but it is slow and serialises on a
-//! global lock (DESIGN.md), so [`NumberPlan`] reads the few facts normalization needs (calling
-//! codes, national and international prefixes) out of its metadata once, at start-up.
+//! libphonenumber is the source of truth for the numbering plan (its metadata, from one
+//! release, is embedded: `data/metadata.txt.gz`), but the phonenumber crate is slow and
+//! serialises on a global lock (DESIGN.md), so [`NumberPlan`] parses with the start-up-compiled
+//! [`Classifier`] (its per-thread caches, no lock): the region's international prefix pattern,
+//! its calling code written in front, `nationalPrefixForParsing` and its transform rule.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+
+use crate::classify::{Classifier, RegionRef};
+use crate::metadata::Metadata;
 
 /// An E.164 number: 1 to 15 digits, country code first, stored without the `+`.
 ///
@@ -50,7 +56,7 @@ impl E164 {
     }
 
     /// [`Self::from_digit_bytes`] for bytes known to be ASCII digits.
-    fn from_ascii_digits(digits: &[u8]) -> Option<Self> {
+    pub(crate) fn from_ascii_digits(digits: &[u8]) -> Option<Self> {
         if digits.is_empty() || digits.len() > 15 || digits.first() == Some(&b'0') {
             return None;
         }
@@ -161,6 +167,8 @@ pub struct RegionPlan {
     pub international_prefix: String,
     /// Lengths of the region's national significant numbers (libphonenumber's possible lengths).
     pub national_lengths: Vec<u8>,
+    /// The region in the classifier (parsing uses its patterns).
+    matcher: Option<RegionRef>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -169,71 +177,65 @@ pub enum PlanError {
     UnknownRegion(String),
 }
 
-/// The numbering facts normalization needs, read from phonenumber's metadata once.
+/// The numbering facts normalization needs, read from libphonenumber's metadata once.
 #[derive(Clone, Debug)]
 pub struct NumberPlan {
     regions: HashMap<String, RegionPlan>,
     /// Every assigned calling code, for recognising `+CC…` and bare international digits.
     calling_codes: Vec<bool>,
+    classifier: Arc<Classifier>,
 }
 
 const MAX_UNUSABLE: usize = 64;
 
 impl NumberPlan {
-    /// Loads libphonenumber's metadata (≈ 100 ms the first time): call at start-up, not per call.
+    /// Loads libphonenumber's metadata and compiles it (the process's shared [`Classifier`],
+    /// ≈ 0.5 s the first time): call at start-up, not per call.
     pub fn load() -> Self {
-        let db = &*phonenumber::metadata::DATABASE;
+        // The embedded metadata is tested to compile; were it broken, no number would parse.
+        let classifier = Classifier::shared().unwrap_or_else(|_| Arc::new(Classifier::empty()));
+        let meta = Metadata::load().unwrap_or_default();
         let mut regions = HashMap::new();
         let mut calling_codes = vec![false; 1000];
-        for meta in db.iter() {
-            let cc = meta.country_code();
-            if let Some(slot) = calling_codes.get_mut(usize::from(cc)) {
+        for (cc, _) in &meta.code_regions {
+            if let Some(slot) = calling_codes.get_mut(usize::from(*cc)) {
                 *slot = true;
             }
-            if meta.id() == "001" {
-                continue;
-            }
+        }
+        for meta in meta.regions.iter().filter(|m| m.id != "001") {
+            let cc = meta.country_code;
             // `~` marks "wait for dial tone" in libphonenumber's prefixes: not dialled digits.
-            let intl = meta
-                .preferred_international_prefix()
-                .map(|p| p.replace('~', ""))
+            let plain = |p: &str| {
+                let p = p.replace('~', "");
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then_some(p)
+            };
+            let intl = plain(&meta.preferred_international_prefix)
+                .or_else(|| plain(&meta.international_prefix))
                 .unwrap_or_else(|| if cc == 1 { "011".into() } else { "00".into() });
-            let d = meta.descriptors();
-            let mut national_lengths: Vec<u8> = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.uan(),
-            ]
-            .into_iter()
-            .flatten()
-            .flat_map(|desc| {
-                desc.possible_length()
-                    .iter()
-                    .filter_map(|&l| u8::try_from(l).ok())
-            })
-            .collect();
+            let mut national_lengths: Vec<u8> = meta
+                .descs
+                .iter()
+                .flatten()
+                .flat_map(|d| d.lengths.iter().copied())
+                .collect();
             national_lengths.sort_unstable();
             national_lengths.dedup();
             regions.insert(
-                meta.id().to_owned(),
+                meta.id.clone(),
                 RegionPlan {
-                    region: meta.id().to_owned(),
+                    region: meta.id.clone(),
                     country_code: cc.to_string(),
-                    national_prefix: meta.national_prefix().map(|p| p.replace('~', "")),
+                    national_prefix: plain(&meta.national_prefix),
                     international_prefix: intl,
                     national_lengths,
+                    matcher: classifier.region_ref(&meta.id),
                 },
             );
         }
         Self {
             regions,
             calling_codes,
+            classifier,
         }
     }
 
@@ -255,7 +257,7 @@ impl NumberPlan {
 
     /// Normalizes a number as found in a URI user part or a tel URI.
     ///
-    /// Accepts `+E.164`, `%2B`, visual separators (`- . ( )` and spaces), the region's
+    /// Accepts `+E.164`, `%2B`, visual separators (`- . / ( )` and spaces), the region's
     /// international prefix, national numbers with or without the national prefix, NANP `1NXX`,
     /// and bare international digits (a carrier that drops the `+`). `phone_context` is a tel
     /// URI's `phone-context` (`+1` makes the number local to calling code 1).
@@ -306,7 +308,7 @@ impl NumberPlan {
                     plus = true;
                     i += 2;
                 }
-                b'-' | b'.' | b'(' | b')' | b' ' => {}
+                b'-' | b'.' | b'/' | b'(' | b')' | b' ' => {}
                 _ => return unusable(trimmed),
             }
             i += 1;
@@ -332,112 +334,78 @@ impl NumberPlan {
         trimmed: &str,
     ) -> PartyNumber {
         if plus {
-            return self.global(digits).unwrap_or_else(|| unusable(trimmed));
+            return self
+                .global(digits, region)
+                .unwrap_or_else(|| unusable(trimmed));
         }
         if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix('+')) {
-            let cc = ctx.bytes().filter(u8::is_ascii_digit);
+            // RFC 3966: the number is local to the context's calling code, as if `+CC` led it.
+            let mut joined: crate::classify::Digits =
+                ctx.bytes().filter(u8::is_ascii_digit).collect();
+            joined.extend(digits.iter().copied());
             return self
-                .global_joined(cc, digits)
+                .global(&joined, region)
                 .unwrap_or_else(|| unusable(trimmed));
         }
         self.national(digits, region)
             .unwrap_or_else(|| unusable(trimmed))
     }
 
-    /// [`Self::calling_code`]'s length, for ASCII digits.
-    fn calling_code_len(&self, digits: &[u8]) -> Option<usize> {
-        let mut code = 0usize;
-        for (i, &b) in digits.iter().take(3).enumerate() {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            code = code * 10 + usize::from(b - b'0');
-            if self.calling_codes.get(code) == Some(&true) {
-                return Some(i + 1);
-            }
-        }
-        None
-    }
-
-    /// `digits` are ASCII digits already (every caller has checked them, the join below too):
-    /// not checked a second time.
-    fn global(&self, digits: &[u8]) -> Option<PartyNumber> {
+    /// `+` and digits (ASCII digits, checked by every caller), as libphonenumber parses them:
+    /// the calling code, then the national significant number without a national prefix
+    /// (`+44 (0)20…` is `+4420…`).
+    fn global(&self, digits: &[u8], region: &RegionPlan) -> Option<PartyNumber> {
         debug_assert!(digits.iter().all(u8::is_ascii_digit));
-        self.calling_code_len(digits)?;
-        (digits.len() >= 7).then_some(())?;
-        E164::from_ascii_digits(digits).map(PartyNumber::E164)
+        let e = self
+            .classifier
+            .parse(digits, true, region.matcher)?
+            .e164()?;
+        // Fewer than seven digits are a number only when valid (Iran's UAN +98 9601).
+        (digits.len() >= 7 || self.classifier.classify(&e).valid).then_some(PartyNumber::E164(e))
     }
 
-    /// [`Self::global`] of `head` then `tail`, joined on the stack: longer than 15 digits is
-    /// never E.164, so such a join is `None` without being built.
-    fn global_joined(&self, head: impl Iterator<Item = u8>, tail: &[u8]) -> Option<PartyNumber> {
-        let mut buf = [0u8; 15];
-        let mut len = 0;
-        for b in head.chain(tail.iter().copied()) {
-            // The head is a region's country code, from configuration: checked here.
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            *buf.get_mut(len)? = b;
-            len += 1;
-        }
-        self.global(buf.get(..len)?)
-    }
-
+    /// A number without `+`, as libphonenumber's `parse` reads it for the trunk's region: the
+    /// region's international prefix pattern (KR `001`-`008`, JP `010`, NG `009`), its own
+    /// calling code written in front, its national prefix for parsing and transform rule (AR
+    /// `011 15-2345-6789` is `+54 9 11 2345 6789`). Where libphonenumber's reading is not a
+    /// valid number and its length is not one the region's numbers have, on purpose: digits that
+    /// are a valid number of another calling code are that number (a carrier that drops the
+    /// `+`), and six digits or fewer are a short code (911, 112).
     fn national(&self, digits: &[u8], region: &RegionPlan) -> Option<PartyNumber> {
-        let national_length =
-            |d: &[u8]| u8::try_from(d.len()).is_ok_and(|l| region.national_lengths.contains(&l));
-        if let Some(rest) = digits.strip_prefix(region.international_prefix.as_bytes()) {
-            if let Some(n) = self.global(rest) {
-                return Some(n);
-            }
-        }
-        if region.country_code == "1" {
-            // NANP: NPA and NXX start with 2-9; 1 + 10 digits is the long-distance form.
-            let ten = match digits.len() {
-                10 => Some(digits),
-                11 => digits.strip_prefix(b"1"),
-                _ => None,
+        let parsed = self.classifier.parse(digits, false, region.matcher);
+        let e164 = parsed.as_ref().and_then(|p| p.e164());
+        if let (Some(p), Some(e)) = (&parsed, &e164) {
+            // A length the region's numbers have (NANP: NPA and NXX start with 2-9).
+            let possible = if region.country_code == "1" {
+                p.nsn.len() == 10 && nanp_shape(&p.nsn)
+            } else {
+                u8::try_from(p.nsn.len()).is_ok_and(|l| region.national_lengths.contains(&l))
             };
-            if let Some(ten) = ten.filter(|t| nanp_shape(t)) {
-                let mut e164 = [b'1'; 11];
-                e164.get_mut(1..)?.copy_from_slice(ten);
-                return E164::from_digit_bytes(&e164).map(PartyNumber::E164);
-            }
-        } else {
-            let np = region
-                .national_prefix
-                .as_deref()
-                .filter(|np| !np.is_empty());
-            if let Some(nsn) = np
-                .and_then(|np| digits.strip_prefix(np.as_bytes()))
-                .filter(|nsn| national_length(nsn))
-            {
-                return self.global_joined(region.country_code.bytes(), nsn);
-            }
-            // A national significant number written without the national prefix (in regions
-            // without one, leading zeros belong to the number: Italy, Ivory Coast).
-            if national_length(digits) && np.is_none_or(|np| !digits.starts_with(np.as_bytes())) {
-                return self.global_joined(region.country_code.bytes(), digits);
+            if p.international || possible || self.classifier.classify(e).valid {
+                return Some(PartyNumber::E164(e.clone()));
             }
         }
-        // A carrier that drops the `+`: international digits with an assigned calling code,
-        // not the trunk's own (such a number already failed the national rules).
-        if digits.len() >= 8
-            && digits.first() != Some(&b'0')
-            && self.calling_code_len(digits).and_then(|n| digits.get(..n))
-                != Some(region.country_code.as_bytes())
-        {
-            if let Some(n) = self.global(digits) {
-                return Some(n);
-            }
+        if let Some(n) = self.foreign(digits, region) {
+            return Some(n);
         }
-        if digits.len() <= 6 {
-            return Some(PartyNumber::Short(
-                String::from_utf8_lossy(digits).into_owned(),
-            ));
+        (digits.len() <= 6)
+            .then(|| PartyNumber::Short(String::from_utf8_lossy(digits).into_owned()))
+    }
+
+    /// Bare digits that are a valid number of another calling code than the trunk's.
+    fn foreign(&self, digits: &[u8], region: &RegionPlan) -> Option<PartyNumber> {
+        if digits.len() < 8 || digits.first() == Some(&b'0') {
+            return None;
         }
-        None
+        let code = self.calling_code(std::str::from_utf8(digits).ok()?)?;
+        if code == region.country_code {
+            return None;
+        }
+        let e = self.classifier.parse(digits, true, None)?.e164()?;
+        self.classifier
+            .classify(&e)
+            .valid
+            .then_some(PartyNumber::E164(e))
     }
 }
 

@@ -45,6 +45,13 @@ impl Ctx<'_> {
             .as_ref()
     }
 
+    /// The zone `caller_time` uses and why (`tollgate_core::caller_zone`): the caller's one
+    /// zone, else the rule set's own `time_zone`.
+    fn caller_zone(&self) -> (Option<&str>, tollgate_core::ZoneChoice) {
+        let line = self.hours.map(|h| h.tz_name.as_str());
+        tollgate_core::caller_zone(self.facts, line)
+    }
+
     fn minutes(z: &Zoned) -> u16 {
         let t = z.time();
         u16::try_from(i32::from(t.hour()) * 60 + i32::from(t.minute())).unwrap_or(0)
@@ -64,6 +71,20 @@ impl Ctx<'_> {
                 .is_some_and(|r| r.iter().any(|&(a, b)| a <= m && m < b)),
         )
     }
+}
+
+/// `region`: an ISO 3166-2 subdivision ("US-NJ"), a bare subdivision code of the caller's own
+/// country ("NJ"), or (places without a subdivision code) the geography text in full or its
+/// last comma-separated part ("London", "Jersey City, NJ").
+fn region_matches(list: &[String], g: &tollgate_core::GeoInfo) -> bool {
+    let sub = g.subdivision.as_deref();
+    let code = g.subdivision_code();
+    let text = g.description.as_deref();
+    let last = text.and_then(|d| d.rsplit(',').next()).map(str::trim);
+    list.iter().any(|x| {
+        let is = |v: Option<&str>| v.is_some_and(|v| x.eq_ignore_ascii_case(v));
+        is(sub) || is(code) || is(text) || is(last)
+    })
 }
 
 fn eq_any(list: &[String], v: Option<&str>) -> bool {
@@ -95,16 +116,7 @@ impl Matcher {
             Matcher::Dnis(l) => f.dnis.key().is_some_and(|d| l.iter().any(|x| x == d)),
             Matcher::CallingCode(l) => info.is_some_and(|i| l.contains(&i.calling_code)),
             Matcher::Country(l) => eq_any(l, info.and_then(|i| i.region)),
-            Matcher::Region(l) => f
-                .ani_geo
-                .as_ref()
-                .and_then(|g| g.description.as_deref())
-                .is_some_and(|d| {
-                    let last = d.rsplit(',').next().map(str::trim);
-                    l.iter().any(|x| {
-                        x.eq_ignore_ascii_case(d) || last.is_some_and(|p| x.eq_ignore_ascii_case(p))
-                    })
-                }),
+            Matcher::Region(l) => f.ani_geo.as_ref().is_some_and(|g| region_matches(l, g)),
             Matcher::Npa(l) => info.and_then(|i| i.npa).is_some_and(|n| l.contains(&n)),
             Matcher::Kind(l) => info.is_some_and(|i| l.contains(&i.kind)),
             Matcher::Valid(b) => info.is_some_and(|i| i.valid) == *b,
@@ -150,10 +162,9 @@ impl Matcher {
                     .is_some_and(|(h, z)| h.holidays.contains(&z.date()));
                 hol == *b
             }
-            Matcher::CallerTime(r) => f
-                .ani_geo
-                .as_ref()
-                .and_then(|g| g.time_zone())
+            Matcher::CallerTime(r) => cx
+                .caller_zone()
+                .0
                 .and_then(|tz| jiff::tz::TimeZone::get(tz).ok())
                 .is_some_and(|tz| in_ranges(r, Ctx::minutes(&cx.now.to_zoned(tz)))),
         }
@@ -176,13 +187,14 @@ impl Matcher {
             Matcher::Country(_) => {
                 format!("country={}", info.and_then(|i| i.region).unwrap_or("-"))
             }
-            Matcher::Region(_) => format!(
-                "region={:?}",
-                f.ani_geo
-                    .as_ref()
-                    .and_then(|g| g.description.as_deref())
-                    .unwrap_or("-")
-            ),
+            Matcher::Region(_) => {
+                let g = f.ani_geo.as_ref();
+                format!(
+                    "region={} {:?}",
+                    g.and_then(|g| g.subdivision.as_deref()).unwrap_or("-"),
+                    g.and_then(|g| g.description.as_deref()).unwrap_or("-")
+                )
+            }
             Matcher::Npa(_) => format!(
                 "npa={}",
                 info.and_then(|i| i.npa)
@@ -252,13 +264,10 @@ impl Matcher {
                     z.strftime("%a %Y-%m-%d %H:%M %Z").to_string()
                 })
             }
-            Matcher::CallerTime(_) => format!(
-                "caller tz={}",
-                f.ani_geo
-                    .as_ref()
-                    .and_then(|g| g.time_zone())
-                    .unwrap_or("unknown")
-            ),
+            Matcher::CallerTime(_) => {
+                let (zone, why) = cx.caller_zone();
+                format!("caller tz={} ({})", zone.unwrap_or("unknown"), why.reason())
+            }
         }
     }
 }

@@ -86,6 +86,7 @@ fn facts(ani: &str) -> CallFacts {
             description: Some(Arc::from("Jersey City, NJ")),
             description_prefix: 7,
             time_zones: Some(Arc::from("America/New_York")),
+            subdivision: Some(Arc::from("US-NJ")),
         }),
         dnis_info: None,
         cli: Some(CliCheck {
@@ -344,9 +345,102 @@ fn time_weekday_holiday_and_caller_time() {
         description: Some(Arc::from("London")),
         description_prefix: 4,
         time_zones: Some(Arc::from("Europe/London")),
+        subdivision: None,
     });
     assert!(!hits(r#"{ caller_time = "09:00-11:00" }"#, &uk));
     assert!(hits(r#"{ caller_time = "14:00-16:00" }"#, &uk));
+}
+
+/// The real number intelligence (libphonenumber's data) for an ANI on a US trunk.
+fn real(ani: &str) -> CallFacts {
+    use std::sync::OnceLock;
+    static INTEL: OnceLock<(tollgate_core::NumberPlan, tollgate_core::NumberIntel)> =
+        OnceLock::new();
+    let (plan, intel) = INTEL.get_or_init(|| {
+        (
+            tollgate_core::NumberPlan::load(),
+            tollgate_core::NumberIntel::load().unwrap(),
+        )
+    });
+    let mut f = facts("12012001234");
+    f.ani = plan.normalize(ani, plan.region("US").unwrap(), None);
+    (f.ani_info, f.ani_geo) = intel.describe(&f.ani);
+    f
+}
+
+#[test]
+fn region_matches_the_iso_subdivision() {
+    // libphonenumber describes +1 201 555 as "New Jersey", +1 201 200 as "Jersey City, NJ":
+    // both are US-NJ.
+    for ani in ["+12015550123", "+12012001234"] {
+        let f = real(ani);
+        assert_eq!(
+            f.ani_geo.as_ref().unwrap().subdivision.as_deref(),
+            Some("US-NJ")
+        );
+        assert!(hits(r#"{ region = ["US-NJ"] }"#, &f), "{ani}");
+        assert!(hits(r#"{ region = ["NJ", "CT"] }"#, &f), "{ani}");
+        assert!(hits(r#"{ region = "us-nj" }"#, &f), "{ani}");
+        assert!(!hits(r#"{ region = ["US-NY", "CT"] }"#, &f), "{ani}");
+        assert!(!hits(r#"{ region = "CA-NJ" }"#, &f), "{ani}");
+    }
+    assert!(hits(r#"{ region = "New Jersey" }"#, &real("+12015550123")));
+    let qc = real("+1 273 764 6550");
+    assert!(hits(r#"{ region = ["CA-QC"] }"#, &qc));
+    assert!(hits(r#"{ region = "QC" }"#, &qc));
+    assert!(!hits(r#"{ region = "US-NJ" }"#, &qc));
+    // No subdivision code outside NANP: the geography text still matches.
+    let london = real("+442079460000");
+    assert!(hits(r#"{ region = "London" }"#, &london));
+    assert!(!hits(r#"{ region = "NJ" }"#, &london));
+    // Invalid numbers have no geography (NPA 999 is unassigned).
+    assert!(!hits(
+        r#"{ region = ["NJ", "US-NJ"] }"#,
+        &real("+19995550123")
+    ));
+    let r = one(r#"{ region = "US-NJ" }"#);
+    let e = explain(&real("+12015550123"), &r, at(MON_10_NY));
+    assert!(
+        format!("{e:?}").contains(r#"region=US-NJ \"New Jersey\""#),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn caller_time_falls_back_to_the_line_zone_and_says_why() {
+    // 10:00 in New York (the line's zone), 05:00 in America/Adak, the first of the 42 zones
+    // libphonenumber lists for a NANP toll-free number.
+    let tf = real("+18005550199");
+    assert_eq!(tf.ani_geo.as_ref().unwrap().zones().count(), 42);
+    assert!(hits(r#"{ caller_time = "09:00-11:00" }"#, &tf));
+    assert!(!hits(r#"{ caller_time = "04:00-06:00" }"#, &tf));
+    let r = one(r#"{ caller_time = "09:00-11:00" }"#);
+    let e = format!("{:?}", explain(&tf, &r, at(MON_10_NY)));
+    assert!(
+        e.contains(
+            "caller tz=America/New_York (the caller's number spans 42 time zones: the line's zone)"
+        ),
+        "{e}"
+    );
+    // One zone: the caller's (Los Angeles: 07:00).
+    let la = real("+14155550123");
+    assert!(hits(r#"{ caller_time = "06:30-07:30" }"#, &la));
+    assert!(!hits(r#"{ caller_time = "09:00-11:00" }"#, &la));
+    let e = format!("{:?}", explain(&la, &r, at(MON_10_NY)));
+    assert!(
+        e.contains("caller tz=America/Los_Angeles (the caller's number has one time zone)"),
+        "{e}"
+    );
+    // No zone (an invalid number): the line's.
+    let bad = real("+19995550123");
+    assert!(bad.ani_geo.is_none());
+    assert!(hits(r#"{ caller_time = "09:00-11:00" }"#, &bad));
+    // A line without a time zone cannot tell the caller's time then.
+    let no_tz = rules(
+        "dnis = [\"+18005550100\"]\n[[rule]]\nname = \"m\"\nwhen = { caller_time = \"00:00-23:59\" }\nqueue = \"vip\"\n[[rule]]\nname = \"rest\"\nqueue = \"support\"\n",
+    );
+    assert_eq!(queue_of(&no_tz, &tf, MON_10_NY), "support");
+    assert_eq!(queue_of(&no_tz, &la, MON_10_NY), "vip");
 }
 
 #[test]

@@ -189,9 +189,17 @@ pub fn render(e: &Explanation, rules_version: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "number    valid={} kind={} region={} geo={:?} tz={}",
-        r.ani_valid, r.ani_kind, r.ani_region, r.ani_geo, r.ani_tz,
+        "number    valid={} kind={} region={} subdivision={} geo={:?} tz={}",
+        r.ani_valid, r.ani_kind, r.ani_region, r.ani_subdivision, r.ani_geo, r.ani_tz,
     );
+    if let (zone, Some(why)) = &e.outcome.caller_zone {
+        let _ = writeln!(
+            out,
+            "zone      caller_time uses {} ({})",
+            zone.as_deref().unwrap_or("no zone"),
+            why.reason()
+        );
+    }
     if r.cpc != "-" || r.ani_ii != "-" || r.charge_number != "-" {
         let _ = writeln!(
             out,

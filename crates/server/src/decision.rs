@@ -69,8 +69,14 @@ pub struct DecisionRecord<'a> {
     pub ani_kind: &'static str,
     pub ani_region: &'static str,
     pub ani_geo: &'a str,
-    /// Every IANA zone the number's prefix has, `&`-separated.
+    /// Every IANA zone libphonenumber lists for the number, `&`-separated.
     pub ani_tz: &'a str,
+    /// ISO 3166-2 subdivision ("US-NJ") where the data names one.
+    pub ani_subdivision: &'a str,
+    /// The zone `caller_time` rules use for this call, and why ("caller": the number's one
+    /// zone; "fallback-several", "fallback-none": the dialled line's zone).
+    pub caller_zone: &'a str,
+    pub caller_zone_choice: String,
     pub dnis_kind: &'static str,
     pub cli: &'static str,
     pub cli_reason: &'a str,
@@ -162,6 +168,16 @@ impl<'a> DecisionRecord<'a> {
                 .as_ref()
                 .and_then(|g| g.time_zones.as_deref())
                 .unwrap_or("-"),
+            ani_subdivision: f
+                .ani_geo
+                .as_ref()
+                .and_then(|g| g.subdivision.as_deref())
+                .unwrap_or("-"),
+            caller_zone: out.caller_zone.0.as_deref().unwrap_or("-"),
+            caller_zone_choice: out
+                .caller_zone
+                .1
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
             dnis_kind: f.dnis_info.as_ref().map_or("-", |i| i.kind.as_str()),
             cli: cli.map_or("-", |c| c.verdict.as_str()),
             cli_reason: cli.map_or("-", |c| c.reason.as_str()),
@@ -223,6 +239,9 @@ impl<'a> DecisionRecord<'a> {
             ani_region: "-",
             ani_geo: "-",
             ani_tz: "-",
+            ani_subdivision: "-",
+            caller_zone: "-",
+            caller_zone_choice: "-".to_owned(),
             dnis_kind: "-",
             cli: "-",
             cli_reason: "-",
@@ -274,6 +293,9 @@ impl<'a> DecisionRecord<'a> {
             ani_region = self.ani_region,
             ani_geo = self.ani_geo,
             ani_tz = self.ani_tz,
+            ani_subdivision = self.ani_subdivision,
+            caller_zone = self.caller_zone,
+            caller_zone_choice = %self.caller_zone_choice,
             dnis_kind = self.dnis_kind,
             cli = self.cli,
             cli_reason = self.cli_reason,

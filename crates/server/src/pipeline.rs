@@ -184,6 +184,9 @@ pub struct Outcome {
     pub trace: Option<Explained>,
     /// Facts the caller stated instead of the adapters' ([`Overrides`]).
     pub overridden: Vec<String>,
+    /// The zone a rule on the caller's local time uses (`caller_time`), and why: the caller's
+    /// one zone, else the dialled line's (`tollgate_core::caller_zone`).
+    pub caller_zone: (Option<String>, Option<tollgate_core::ZoneChoice>),
 }
 
 /// The call handler the SIP layer calls (through [`Live`]), and `explain`'s engine.
@@ -309,6 +312,18 @@ impl Pipeline {
         (decision, why, trace.then_some(e))
     }
 
+    /// The zone `caller_time` rules of the call's line use, and why.
+    fn caller_zone(
+        &self,
+        facts: &CallFacts,
+    ) -> (Option<String>, Option<tollgate_core::ZoneChoice>) {
+        let rules = self.rules.current();
+        let line = rules.set_for(facts.dnis.key());
+        let fallback = line.hours.as_ref().map(|h| h.tz_name.as_str());
+        let (zone, why) = tollgate_core::caller_zone(facts, fallback);
+        (zone.map(str::to_owned), Some(why))
+    }
+
     /// The decision for facts fresh from extraction without the async enrichment (what the
     /// parse-to-route benchmark and the synchronous test harness run): the same annotate and
     /// finish as [`Pipeline::run`].
@@ -369,12 +384,14 @@ impl Pipeline {
         let annotated = self.annotate(facts);
         stage("numbers", t);
         if let Some(reject) = annotated {
+            let caller_zone = self.caller_zone(facts);
             return Outcome {
                 decision: reject,
                 why: Why::CliPolicy,
                 enrich: "skipped",
                 trace: None,
                 overridden: Vec::new(),
+                caller_zone,
             };
         }
         let t = std::time::Instant::now();
@@ -384,12 +401,14 @@ impl Pipeline {
         let t = std::time::Instant::now();
         let (decision, why, trace) = self.finish(facts, now, trace);
         stage("route", t);
+        let caller_zone = self.caller_zone(facts);
         Outcome {
             decision,
             why,
             enrich,
             trace,
             overridden,
+            caller_zone,
         }
     }
 
@@ -430,6 +449,7 @@ impl Pipeline {
             enrich: "skipped",
             trace: None,
             overridden: Vec::new(),
+            caller_zone: (None, None),
         };
         let latency = answer.call.map_or(Duration::ZERO, |c| c.received.elapsed());
         DecisionRecord::early(answer, &outcome).log(latency);

@@ -27,6 +27,8 @@ pub fn pop(call_ref: &str, queue: &str, name: &str) -> ScreenPop {
             valid: Some(true),
             description: Some("New York, NY".into()),
             time_zone: Some("America/New_York".into()),
+            time_zones: vec!["America/New_York".into()],
+            subdivision: Some("US-NY".into()),
         },
         line: Line {
             cpc: None,
