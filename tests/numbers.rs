@@ -217,7 +217,9 @@ async fn invalid_german_number_is_e164_but_invalid() {
     .await;
     let _ = peer.recv_final().await;
     let (f, _) = run.facts().pop().unwrap();
-    assert_eq!(f.ani.to_string(), "+49000000000");
+    // libphonenumber 9.0.43 drops the national prefix after +49 (as in `+49 (0)…`):
+    // parse("+49000000000") is +4900000000, invalid.
+    assert_eq!(f.ani.to_string(), "+4900000000");
     let info = f.ani_info.unwrap();
     assert!(!info.valid);
     assert_eq!(info.calling_code, 49);
