@@ -420,7 +420,8 @@ async fn early_answers_leave_one_decision_line_each() {
         &path,
         "[sip]\nudp = [\"127.0.0.1:0\"]\nunknown_source = \"reject\"\nunsupported_require = \"reject\"\n\
          [[trunk]]\nname = \"carrier\"\ncidrs = [\"127.0.0.1/32\"]\ntrusted = true\n\
-         [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"general\"\n",
+         [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"general\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[[http.token]]\nname = \"admin\"\nscope = \"admin\"\ntoken = \"test-admin-token-0123456789\"\n",
     )
     .unwrap();
     let plan = Arc::new(tollgate_core::NumberPlan::load());
@@ -434,16 +435,42 @@ async fn early_answers_leave_one_decision_line_each() {
     .unwrap();
     let served = tokio::spawn(run);
     let server = bound.udp[0];
+    let api = format!("http://{}", bound.http.unwrap());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let msg_for = |from_ip: &str, port: u16, id: &str, extra: &str| {
+        format!(
+            "INVITE sip:+18005550100@127.0.0.1;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP {from_ip}:{port};branch=z9hG4bK{id}\r\n\
+             From: <sip:+12125550100@x.example;user=phone>;tag=1\r\nTo: <sip:+18005550100@127.0.0.1>\r\n\
+             Call-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let explain = |from_ip: &'static str, id: &'static str, extra: &'static str| {
+        let (http, api) = (http.clone(), api.clone());
+        let msg = msg_for(from_ip, 5070, id, extra);
+        async move {
+            let t = http
+                .post(format!("{api}/v1/admin/explain"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({"sip": msg, "source": from_ip}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"));
+            v["record"].clone()
+        }
+    };
     let send = |from_ip: &'static str, id: &'static str, extra: &'static str| async move {
         let sock = tokio::net::UdpSocket::bind(format!("{from_ip}:0"))
             .await
             .unwrap();
         let port = sock.local_addr().unwrap().port();
-        let msg = format!(
-            "INVITE sip:+18005550100@127.0.0.1;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP {from_ip}:{port};branch=z9hG4bK{id}\r\n\
-             From: <sip:+12125550100@x.example;user=phone>;tag=1\r\nTo: <sip:+18005550100@127.0.0.1>\r\n\
-             Call-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
-        );
+        let msg = msg_for(from_ip, port, id, extra);
         sock.send_to(msg.as_bytes(), server).await.unwrap();
         let mut buf = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
@@ -452,6 +479,15 @@ async fn early_answers_leave_one_decision_line_each() {
             .unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
+    let explained = [
+        explain("127.0.0.9", "early-unknown", "").await,
+        explain(
+            "127.0.0.1",
+            "early-require",
+            "Require: no-such-extension\r\n",
+        )
+        .await,
+    ];
     let r = send("127.0.0.9", "early-unknown", "").await;
     assert!(r.starts_with("SIP/2.0 403"), "{r}");
     let r = send(
@@ -479,6 +515,15 @@ async fn early_answers_leave_one_decision_line_each() {
     assert_eq!(require["decided_by"], "bad-extension");
     assert_eq!(require["trunk"], "carrier");
     assert_eq!(require["reason"], "Bad Extension");
+    // explain, asked with the same INVITEs and sources, said exactly this.
+    for (record, live) in explained.iter().zip(&lines) {
+        assert!(record.is_object(), "{record}");
+        for (k, v) in record.as_object().unwrap() {
+            if k != "call_ref" {
+                assert_eq!(&live[k], v, "field {k}: live {live} explain {record}");
+            }
+        }
+    }
     let _ = stop.send(());
     served.await.unwrap();
 }

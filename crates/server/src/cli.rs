@@ -53,23 +53,40 @@ pub enum CliError {
     Other(String),
 }
 
-/// Builds facts as a live call with these headers gets them: the real parser, extractor and
-/// trunk classification. Number intelligence and the rest are [`Pipeline::run`]'s.
-pub fn facts_for(spec: &CallSpec, pipeline: &Pipeline) -> Result<CallFacts, CliError> {
+/// What the SIP layer answered before any decision (`tollgate_sip::precheck`), as explain
+/// reports it.
+#[derive(Clone, Debug)]
+pub struct Early {
+    pub call_id: String,
+    pub trunk: Option<String>,
+    pub status: u16,
+    pub from_user: Option<String>,
+    pub ruri_user: Option<String>,
+}
+
+/// Facts as a live call with these headers gets them (the real parser, extractor and trunk
+/// classification), or the answer the SIP layer gives before any decision: a source no trunk
+/// claims (`unknown_source = "reject"`), an unsupported `Require` where enforced.
+pub fn facts_for(
+    spec: &CallSpec,
+    pipeline: &Pipeline,
+) -> Result<Result<CallFacts, (Early, Outcome)>, CliError> {
     let trunks = &pipeline.trunks;
     let names = || trunks.names().join(", ");
     let trunk = match (&spec.trunk, spec.source) {
-        (Some(n), _) => trunks
-            .by_name(n)
-            .ok_or_else(|| CliError::Trunk(n.clone(), names()))?,
-        (None, Some(ip)) => trunks
-            .classify(ip)
-            .ok_or_else(|| CliError::Source(ip, names()))?,
-        (None, None) => trunks
-            .names()
-            .first()
-            .and_then(|n| trunks.by_name(n))
-            .ok_or(CliError::NoTrunk)?,
+        (Some(n), _) => Some(
+            trunks
+                .by_name(n)
+                .ok_or_else(|| CliError::Trunk(n.clone(), names()))?,
+        ),
+        (None, Some(ip)) => trunks.classify(ip),
+        (None, None) => Some(
+            trunks
+                .names()
+                .first()
+                .and_then(|n| trunks.by_name(n))
+                .ok_or(CliError::NoTrunk)?,
+        ),
     };
     let user = |s: &str| s.replace('+', "%2B");
     let synthesized;
@@ -96,18 +113,39 @@ pub fn facts_for(spec: &CallSpec, pipeline: &Pipeline) -> Result<CallFacts, CliE
     };
     let msg = Message::parse(text.as_bytes()).map_err(|e| CliError::Sip(e.to_string()))?;
     let req = Request::from_message(msg, true).map_err(|e| CliError::Sip(e.reason.into_owned()))?;
-    Ok(tollgate_sip::extract::extract(
+    if let Some((code, _, reason, _)) =
+        tollgate_sip::precheck(trunk.is_some(), &req.msg, pipeline.enforce_require)
+    {
+        let clean = |u: &str| tollgate_sip::response::clean_text(u).into_owned();
+        let early = Early {
+            call_id: clean(req.call_id),
+            trunk: trunk.map(|t| t.name.to_string()),
+            status: code,
+            from_user: req.from.uri.and_then(|u| u.user).map(clean),
+            ruri_user: match req.uri {
+                tollgate_sip::message::RequestUri::Uri(u) => u.user.map(clean),
+                tollgate_sip::message::RequestUri::ServiceUrn(_) => None,
+            },
+        };
+        return Ok(Err((early, Pipeline::early_outcome(code, reason))));
+    }
+    let Some(trunk) = trunk else {
+        return Err(CliError::NoTrunk);
+    };
+    Ok(Ok(tollgate_sip::extract::extract(
         &req,
         trunk,
         &pipeline.plan,
         &pipeline.emergency,
-    ))
+    )))
 }
 
-/// One explained call: the facts, the outcome (with the router's trace) and when.
+/// One explained call: the facts, the outcome (with the router's trace) and when; or what the
+/// SIP layer answered before any decision.
 #[derive(Debug)]
 pub struct Explanation {
-    pub facts: CallFacts,
+    pub facts: Option<CallFacts>,
+    pub early: Option<Early>,
     pub outcome: Outcome,
     pub at: Timestamp,
 }
@@ -115,7 +153,29 @@ pub struct Explanation {
 impl Explanation {
     /// The decision record, field for field what the decision log writes for a live call.
     pub fn record(&self) -> DecisionRecord<'_> {
-        DecisionRecord::new(&self.facts, &self.outcome, "-")
+        match (&self.facts, &self.early) {
+            (Some(f), _) => DecisionRecord::new(f, &self.outcome, "-"),
+            (None, Some(e)) => DecisionRecord::before_decision(
+                &crate::decision::Request {
+                    call_id: &e.call_id,
+                    trunk: e.trunk.as_deref(),
+                    status: e.status,
+                    from_user: e.from_user.as_deref(),
+                    ruri_user: e.ruri_user.as_deref(),
+                },
+                &self.outcome,
+            ),
+            (None, None) => DecisionRecord::before_decision(
+                &crate::decision::Request {
+                    call_id: "-",
+                    trunk: None,
+                    status: 0,
+                    from_user: None,
+                    ruri_user: None,
+                },
+                &self.outcome,
+            ),
+        }
     }
 
     /// The rules tried, one line each.
@@ -135,15 +195,30 @@ impl Explanation {
 /// Decides one call as the live engine would, without changing any state (unless
 /// `fill_cache`): [`Pipeline::run`] in [`Mode::Dry`].
 pub async fn explain_call(spec: &CallSpec, pipeline: &Pipeline) -> Result<Explanation, CliError> {
-    let mut facts = facts_for(spec, pipeline)?;
     let at = spec.at.unwrap_or_else(pipeline.clock);
+    let mut facts = match facts_for(spec, pipeline)? {
+        Ok(f) => f,
+        Err((early, outcome)) => {
+            return Ok(Explanation {
+                facts: None,
+                early: Some(early),
+                outcome,
+                at,
+            })
+        }
+    };
     let mode = Mode::Dry {
         fill_cache: spec.fill_cache,
     };
     let outcome = pipeline
         .run(&mut facts, mode, at, &spec.overrides, true)
         .await;
-    Ok(Explanation { facts, outcome, at })
+    Ok(Explanation {
+        facts: Some(facts),
+        early: None,
+        outcome,
+        at,
+    })
 }
 
 fn describe(d: &Decision) -> String {
@@ -170,7 +245,6 @@ fn describe(d: &Decision) -> String {
 
 /// The text `tollgate explain` prints.
 pub fn render(e: &Explanation, rules_version: &str) -> String {
-    let facts = &e.facts;
     let r = e.record();
     let mut out = String::new();
     let _ = writeln!(
@@ -207,7 +281,7 @@ pub fn render(e: &Explanation, rules_version: &str) -> String {
             r.cpc, r.ani_ii, r.charge_number
         );
     }
-    if let Some(c) = &facts.cli {
+    if let Some(c) = e.facts.as_ref().and_then(|f| f.cli.as_ref()) {
         let _ = writeln!(out, "cli       {} ({})", c.verdict.as_str(), c.reason);
     }
     let _ = writeln!(
@@ -479,8 +553,8 @@ pub async fn diff(
             let _ = writeln!(
                 out,
                 "line {line}: {} → {} at {}\n  live      {} by {}\n  candidate {} by {}  [{matched}]",
-                a.facts.ani,
-                a.facts.dnis,
+                a.record().ani,
+                a.record().dnis,
                 a.at,
                 describe(&a.outcome.decision),
                 a.outcome.decision.rule,

@@ -110,6 +110,16 @@ pub struct DecisionRecord<'a> {
     pub rules_version: &'a str,
 }
 
+/// What an INVITE answered before any decision said about itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub call_id: &'a str,
+    pub trunk: Option<&'a str>,
+    pub status: u16,
+    pub from_user: Option<&'a str>,
+    pub ruri_user: Option<&'a str>,
+}
+
 /// Every signal with its weight, `name:+w` comma-separated (the explain trace has the details).
 fn risk_signals(risk: Option<&RiskAssessment>) -> String {
     let mut out = String::new();
@@ -215,23 +225,37 @@ impl<'a> DecisionRecord<'a> {
         if let Some(call) = answer.call {
             return Self::new(&call.facts, outcome, &call.call_ref);
         }
+        Self::before_decision(
+            &Request {
+                call_id: answer.call_id,
+                trunk: answer.trunk,
+                status: answer.status,
+                from_user: answer.from_user.as_deref(),
+                ruri_user: answer.ruri_user.as_deref(),
+            },
+            outcome,
+        )
+    }
+
+    /// The record of an INVITE answered before any decision, from what the request said.
+    pub fn before_decision(req: &Request<'a>, outcome: &'a Outcome) -> Self {
         let d = &outcome.decision;
         let reason = match &d.action {
             DecisionAction::Reject { reason, .. } => reason.as_str(),
             DecisionAction::Route(_) => "-",
         };
-        let user = |u: &Option<Cow<'_, str>>| u.as_deref().unwrap_or("-").to_owned();
+        let user = |u: Option<&str>| u.unwrap_or("-").to_owned();
         Self {
-            call_id: answer.call_id,
+            call_id: req.call_id,
             call_ref: "-",
-            trunk: answer.trunk.unwrap_or("-"),
+            trunk: req.trunk.unwrap_or("-"),
             trusted: false,
-            ani: user(&answer.from_user),
+            ani: user(req.from_user),
             ani_source: "from",
             ani_verified: false,
             sources_disagree: false,
-            presented: user(&answer.from_user),
-            dnis: user(&answer.ruri_user),
+            presented: user(req.from_user),
+            dnis: user(req.ruri_user),
             dnis_source: "request-uri",
             emergency: false,
             ani_valid: false,
@@ -261,7 +285,7 @@ impl<'a> DecisionRecord<'a> {
             verification: Cow::Borrowed("-"),
             repeat_of: "-",
             outcome: "reject",
-            status: answer.status,
+            status: req.status,
             queue: "-",
             reason,
             decided_by: outcome.why.as_str(),

@@ -62,6 +62,7 @@ pub fn pipeline(
         intel,
         trunks: cfg.trunks.clone(),
         emergency: cfg.emergency.clone(),
+        enforce_require: cfg.sip.enforce_require,
         cli: cfg.cli.clone(),
         cli_default: cfg.cli_default.clone(),
         rules,

@@ -198,6 +198,8 @@ pub struct Pipeline {
     /// same values the server got).
     pub trunks: Trunks,
     pub emergency: Emergency,
+    /// `sip.unsupported_require = "reject"`: explain answers 420 as the SIP layer does.
+    pub enforce_require: bool,
     /// CLI validation per trunk name, and for calls from unknown sources.
     pub cli: HashMap<String, CliConfig>,
     pub cli_default: CliConfig,
@@ -221,6 +223,7 @@ impl Pipeline {
             intel: Arc::clone(&self.intel),
             trunks: self.trunks.clone(),
             emergency: self.emergency.clone(),
+            enforce_require: self.enforce_require,
             cli: self.cli.clone(),
             cli_default: self.cli_default.clone(),
             rules,
@@ -439,18 +442,23 @@ impl Pipeline {
 }
 
 impl Pipeline {
-    /// An INVITE the SIP layer answered without a decision: one decision line and the call
-    /// counted, like every other answer.
-    pub fn log_early(&self, answer: &tollgate_sip::EarlyAnswer<'_>) {
-        let phrase = tollgate_sip::response::reason_phrase(answer.status);
-        let outcome = Outcome {
-            decision: Decision::reject(answer.status, phrase, Vec::new(), answer.reason.as_str()),
-            why: Why::Early(answer.reason),
+    /// The outcome of an answer the SIP layer gave without a decision (logged, or explained).
+    pub fn early_outcome(status: u16, reason: tollgate_sip::EarlyReason) -> Outcome {
+        let phrase = tollgate_sip::response::reason_phrase(status);
+        Outcome {
+            decision: Decision::reject(status, phrase, Vec::new(), reason.as_str()),
+            why: Why::Early(reason),
             enrich: "skipped",
             trace: None,
             overridden: Vec::new(),
             caller_zone: (None, None),
-        };
+        }
+    }
+
+    /// An INVITE the SIP layer answered without a decision: one decision line and the call
+    /// counted, like every other answer.
+    pub fn log_early(&self, answer: &tollgate_sip::EarlyAnswer<'_>) {
+        let outcome = Self::early_outcome(answer.status, answer.reason);
         let latency = answer.call.map_or(Duration::ZERO, |c| c.received.elapsed());
         DecisionRecord::early(answer, &outcome).log(latency);
     }

@@ -14,6 +14,6 @@ pub mod trunk;
 pub mod uri;
 
 pub use server::{
-    bind, Call, CallHandler, Context, EarlyAnswer, EarlyReason, Server, SipConfig,
+    bind, precheck, Call, CallHandler, Context, EarlyAnswer, EarlyReason, Server, SipConfig,
     SUPPORTED_OPTIONS,
 };

@@ -145,6 +145,29 @@ fn unsupported(msg: &Message<'_>) -> Option<Lines> {
     })
 }
 
+/// The answers an INVITE gets before any decision, draining aside: 403 for a source no trunk
+/// claims, then (with `enforce_require`) 420 for an unsupported `Require`. The server and
+/// `explain` both ask this, so explain says what the wire would.
+pub fn precheck(
+    has_trunk: bool,
+    msg: &Message<'_>,
+    enforce_require: bool,
+) -> Option<(u16, &'static str, EarlyReason, Lines)> {
+    if !has_trunk {
+        return Some((
+            403,
+            "Forbidden (unknown source)",
+            EarlyReason::UnknownSource,
+            Lines::default(),
+        ));
+    }
+    if enforce_require {
+        return unsupported(msg)
+            .map(|lines| (420, reason_phrase(420), EarlyReason::BadExtension, lines));
+    }
+    None
+}
+
 /// Timers and behaviour of the transaction layer.
 #[derive(Clone, Debug)]
 pub struct SipConfig {
@@ -616,18 +639,8 @@ impl<H: CallHandler> Server<H> {
                 .decimal(self.ctx.config.retry_after.try_into().unwrap_or(u16::MAX))
                 .end();
             Some((503, reason_phrase(503), EarlyReason::Draining, retry))
-        } else if trunk.is_none() {
-            Some((
-                403,
-                "Forbidden (unknown source)",
-                EarlyReason::UnknownSource,
-                Lines::default(),
-            ))
-        } else if self.ctx.config.enforce_require {
-            unsupported(&req.msg)
-                .map(|lines| (420, reason_phrase(420), EarlyReason::BadExtension, lines))
         } else {
-            None
+            precheck(trunk.is_some(), &req.msg, self.ctx.config.enforce_require)
         };
         let cancel = Arc::new(Notify::new());
         // What every response copies from the request, read once; both answers that do not need
