@@ -1,7 +1,7 @@
 //! A screen pop as the pipeline would build it, for the API tests and the fan-out benchmark
 //! (benches/benches/pops.rs includes this file by path).
 
-use tollgate_api::{Crm, Geo, Presented, Profile, Risk, ScreenPop};
+use tollgate_api::{Crm, Geo, Line, Presented, Profile, Risk, ScreenPop};
 
 /// A pop as the pipeline would build it.
 pub fn pop(call_ref: &str, queue: &str, name: &str) -> ScreenPop {
@@ -28,6 +28,7 @@ pub fn pop(call_ref: &str, queue: &str, name: &str) -> ScreenPop {
             description: Some("New York, NY".into()),
             time_zone: Some("America/New_York".into()),
         },
+        line: Line::default(),
         crm: Crm {
             status: "found".into(),
             profile: Some(Profile {
