@@ -817,7 +817,9 @@ async fn a_redis_that_comes_back_empty_keeps_the_last_lists_until_written_again(
     assert_eq!(engine.lists().snapshot().len(ListKind::Block), 2);
     assert_eq!(engine.lists().check(&n, now).len(), 1);
 
-    // An operator who means the lists to be empty confirms with any write: here a removal.
+    // An operator who means the lists to be empty confirms with any write: here a removal
+    // (by a new CLI run: the old connection died with the server).
+    let admin = ListAdmin::open(&cfg, dir.path()).unwrap();
     assert!(!admin.remove(ListKind::Block, "1212555*").await.unwrap());
     wait_for(&engine, &n, 0).await;
     assert!(!engine.lists().is_holding_emptied_store());
