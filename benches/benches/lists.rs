@@ -34,7 +34,9 @@ fn csv(n: u64) -> String {
 }
 
 fn admin(dir: &tempfile::TempDir) -> ListAdmin {
-    ListAdmin::new(Arc::new(FileListStore::new(dir.path().join("risk-lists.json"))))
+    ListAdmin::new(Arc::new(FileListStore::new(
+        dir.path().join("risk-lists.json"),
+    )))
 }
 
 fn lists(c: &mut Criterion) {

@@ -296,7 +296,11 @@ async fn oversize_and_non_json_bodies_get_413_and_415_as_json() {
     let b = base(r.addr);
     let c = http();
     let big = format!("{{\"ani\":\"{}\"}}", "1".repeat(3 << 20));
-    for path in ["/v1/admin/explain", "/v1/admin/lists/block", "/v1/admin/crm/invalidate"] {
+    for path in [
+        "/v1/admin/explain",
+        "/v1/admin/lists/block",
+        "/v1/admin/crm/invalidate",
+    ] {
         let (s, e) = status_and_error(
             c.post(format!("{b}{path}"))
                 .bearer_auth(ADMIN)
@@ -328,7 +332,10 @@ async fn oversize_and_non_json_bodies_get_413_and_415_as_json() {
                 (415, Some("unsupported_media_type")),
                 "{path} {ct}"
             );
-            assert!(e["error"]["message"].as_str().unwrap().contains("application/json"));
+            assert!(e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"));
         }
     }
     // Invalidate with no body at all still means "everything" (here: no CRM, a JSON 501).
@@ -364,7 +371,10 @@ async fn one_tokens_ticket_flood_does_not_lock_out_another() {
     };
     assert_eq!(issued, 1_000);
     let (s, e) = status_and_error(refused).await;
-    assert_eq!((s, e["error"]["code"].as_str()), (429, Some("too_many_tickets")));
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (429, Some("too_many_tickets"))
+    );
     // The flood goes on; the other tokens are served meanwhile.
     for _ in 0..50 {
         assert_eq!(ticket(AGENT).await.status(), 429);
@@ -374,7 +384,10 @@ async fn one_tokens_ticket_flood_does_not_lock_out_another() {
         assert_eq!(resp.status(), StatusCode::OK);
         let t: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
         let sse = Sse::open(
-            &format!("{b}/v1/pops/stream?ticket={}", t["ticket"].as_str().unwrap()),
+            &format!(
+                "{b}/v1/pops/stream?ticket={}",
+                t["ticket"].as_str().unwrap()
+            ),
             None,
         )
         .await;

@@ -796,7 +796,11 @@ async fn a_redis_that_comes_back_empty_keeps_the_last_lists_until_written_again(
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(engine.lists().check(&n, now).len(), 1);
     let a = engine.assess(&facts("e1", ANI, DNIS), now).await;
-    assert_eq!(a.level, RiskLevel::Blocked, "a flushed Redis unblocked the number");
+    assert_eq!(
+        a.level,
+        RiskLevel::Blocked,
+        "a flushed Redis unblocked the number"
+    );
 
     // The operator restores the lists: that write ends the hold, and the store is live again.
     let csv = "block,1212555*,robocalls,ops,\nblock,13105550000,fraud,ops,\n";

@@ -286,8 +286,7 @@ fn remove_stale_temp_files(path: &Path) {
         let stale = entry.path();
         match fs::remove_file(&stale) {
             Ok(()) => {
-                metrics::counter!("tollgate_risk_list_stale_temp_files_removed_total")
-                    .increment(1);
+                metrics::counter!("tollgate_risk_list_stale_temp_files_removed_total").increment(1);
                 tracing::warn!(file = %stale.display(), "removed a temp file a crashed list writer left");
             }
             Err(e) => {
@@ -431,7 +430,12 @@ mod tests {
         newest.reason = "newest".into();
         let merged = upsert(
             existing,
-            &[newer, e(ListKind::Block, "1*"), newest, e(ListKind::Allow, "44*")],
+            &[
+                newer,
+                e(ListKind::Block, "1*"),
+                newest,
+                e(ListKind::Allow, "44*"),
+            ],
         );
         let keys: Vec<String> = merged
             .iter()
@@ -439,7 +443,12 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            vec!["block:1*:why", "block:1212*:newest", "gray:1212*:why", "allow:44*:why"]
+            vec![
+                "block:1*:why",
+                "block:1212*:newest",
+                "gray:1212*:why",
+                "allow:44*:why"
+            ]
         );
     }
 
@@ -500,7 +509,11 @@ mod tests {
         let mut line = String::new();
         loop {
             line.clear();
-            assert_ne!(out.read_line(&mut line).unwrap(), 0, "the child ended early");
+            assert_ne!(
+                out.read_line(&mut line).unwrap(),
+                0,
+                "the child ended early"
+            );
             if line.contains("TOLLGATE-LOCKED") {
                 break;
             }
