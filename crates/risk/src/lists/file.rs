@@ -89,6 +89,7 @@ fn modify_file(path: &Path, change: &Change) -> Result<bool, RiskError> {
             drop(lock);
             return Ok(changed);
         }
+        drop(lock);
         metrics::counter!("tollgate_risk_list_write_retries_total").increment(1);
     }
     let _lock = WriteLock::acquire(path)?;
@@ -327,6 +328,15 @@ fn version_of(path: &Path) -> Result<u64, RiskError> {
 /// (removing a lock file races with the next writer opening it).
 struct WriteLock {
     _file: fs::File,
+    since: std::time::Instant,
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        metrics::histogram!("tollgate_risk_list_lock_held_seconds").record(held.as_secs_f64());
+        tracing::debug!(held_ms = held.as_millis(), "list file write lock released");
+    }
 }
 
 impl WriteLock {
@@ -345,7 +355,12 @@ impl WriteLock {
         let start = std::time::Instant::now();
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(Self { _file: file }),
+                Ok(()) => {
+                    return Ok(Self {
+                        _file: file,
+                        since: std::time::Instant::now(),
+                    })
+                }
                 Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -368,7 +383,10 @@ impl WriteLock {
     fn try_existing(path: &Path) -> std::io::Result<Option<Self>> {
         let file = Self::open(path, false)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
+            Ok(()) => Ok(Some(Self {
+                _file: file,
+                since: std::time::Instant::now(),
+            })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
