@@ -80,28 +80,35 @@ impl FileListStore {
 
 fn modify_file(path: &Path, change: &Change) -> Result<bool, RiskError> {
     for _ in 0..OPTIMISTIC_TRIES {
-        let before = version_of(path)?;
-        let (json, changed) = prepare(path, change)?;
+        // The open file pins its inode until the check below, so a newer file cannot reuse
+        // its number and pass for it; its version is read from the same descriptor as the
+        // entries, so they match.
+        let (pinned, before, entries) = read_versioned(path)?;
+        let (json, changed) = prepare(path, entries, change)?;
         let lock = WriteLock::acquire(path)?;
         remove_stale_temp_files(path);
         if version_of(path)? == before {
             write_atomic(path, &json)?;
-            drop(lock);
+            drop((lock, pinned));
             return Ok(changed);
         }
-        drop(lock);
+        drop((lock, pinned));
         metrics::counter!("tollgate_risk_list_write_retries_total").increment(1);
     }
     let _lock = WriteLock::acquire(path)?;
     remove_stale_temp_files(path);
-    let (json, changed) = prepare(path, change)?;
+    let (json, changed) = prepare(path, read(path)?, change)?;
     write_atomic(path, &json)?;
     Ok(changed)
 }
 
-/// Reads the file, applies the change and encodes the result (sorted by list, then pattern).
-fn prepare(path: &Path, change: &Change) -> Result<(Vec<u8>, bool), RiskError> {
-    let mut entries = read(path)?;
+/// Applies the change to the file's entries and encodes the result (sorted by list, then
+/// pattern).
+fn prepare(
+    path: &Path,
+    mut entries: Vec<ListEntry>,
+    change: &Change,
+) -> Result<(Vec<u8>, bool), RiskError> {
     let changed = match change {
         Change::Upsert(new) => {
             entries = upsert(entries, new);
@@ -146,9 +153,9 @@ impl ListStore for FileListStore {
         let path = self.path.clone();
         Box::pin(async move {
             blocking(path.clone(), move || {
-                // Version first: a write in between makes the next refresh reload again.
-                let v = version_of(&path)?;
-                Ok((v, read(&path)?))
+                // The version of the very file read (one descriptor for both).
+                let (_, v, entries) = read_versioned(&path)?;
+                Ok((v, entries))
             })
             .await
         })
@@ -201,12 +208,28 @@ fn io_err(path: &Path, source: std::io::Error) -> RiskError {
 
 /// A missing file is an empty set of lists (first start).
 fn read(path: &Path) -> Result<Vec<ListEntry>, RiskError> {
-    let text = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    read_versioned(path).map(|(_, _, entries)| entries)
+}
+
+/// The open file (none when missing), its version ([`version_of`]) and its entries.
+fn read_versioned(path: &Path) -> Result<(Option<fs::File>, u64, Vec<ListEntry>), RiskError> {
+    let mut f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0, Vec::new())),
         Err(e) => return Err(io_err(path, e)),
     };
-    let file: ListFile = serde_json::from_slice(&text).map_err(|e| RiskError::CorruptFile {
+    let version = f
+        .metadata()
+        .map(|m| version_from(&m))
+        .map_err(|e| io_err(path, e))?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut text).map_err(|e| io_err(path, e))?;
+    let entries = parse(path, &text)?;
+    Ok((Some(f), version, entries))
+}
+
+fn parse(path: &Path, text: &[u8]) -> Result<Vec<ListEntry>, RiskError> {
+    let file: ListFile = serde_json::from_slice(text).map_err(|e| RiskError::CorruptFile {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
@@ -299,18 +322,21 @@ fn remove_stale_temp_files(path: &Path) {
 
 /// Changes on every atomic replace: the inode is new each time (and mtime, size as a backstop).
 fn version_of(path: &Path) -> Result<u64, RiskError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io_err(path, e)),
-    };
+    match fs::metadata(path) {
+        Ok(m) => Ok(version_from(&m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+fn version_from(meta: &fs::Metadata) -> u64 {
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    let ino = std::os::unix::fs::MetadataExt::ino(meta);
     #[cfg(not(unix))]
     let ino = 0u64;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -320,7 +346,7 @@ fn version_of(path: &Path) -> Result<u64, RiskError> {
         }
     }
     // 0 means "no file".
-    Ok(h.max(1))
+    h.max(1)
 }
 
 /// An exclusive advisory lock (`flock`) on `<file>.lock`, held while the open file lives: the
