@@ -126,10 +126,16 @@ pub struct Auth {
     tokens: Vec<(ring::digest::Digest, Principal)>,
     tickets: Mutex<HashMap<String, (Principal, Instant)>>,
     ticket_ttl: Duration,
+    /// Outstanding tickets in all: room for every token's own cap, and at least
+    /// [`MIN_TICKETS`].
+    max_tickets: usize,
 }
 
-/// Tickets outstanding at once; more means a client is looping.
-const MAX_TICKETS: usize = 10_000;
+/// Tickets one token may have outstanding at once; more means its client is looping. Per
+/// token, so one looping desktop (or a leaked agent token) cannot lock the others out.
+pub(crate) const MAX_TICKETS_PER_TOKEN: usize = 1_000;
+/// The floor of the global cap, which is also `MAX_TICKETS_PER_TOKEN` × the token count.
+const MIN_TICKETS: usize = 10_000;
 
 impl Auth {
     pub fn new(tokens: &[Token], ticket_ttl: Duration) -> Result<Self, String> {
@@ -151,6 +157,7 @@ impl Auth {
             ));
         }
         Ok(Self {
+            max_tickets: MIN_TICKETS.max(list.len().saturating_mul(MAX_TICKETS_PER_TOKEN)),
             tokens: list,
             tickets: Mutex::new(HashMap::new()),
             ticket_ttl,
@@ -232,11 +239,20 @@ impl Auth {
             )
         })?;
         map.retain(|_, (_, exp)| *exp > now);
-        if map.len() >= MAX_TICKETS {
+        let mine = map
+            .values()
+            .filter(|(p, _)| p.name == principal.name)
+            .count();
+        if mine >= MAX_TICKETS_PER_TOKEN || map.len() >= self.max_tickets {
+            metrics::counter!("tollgate_api_tickets_refused_total").increment(1);
             return Err(ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 "too_many_tickets",
-                "too many outstanding tickets; retry shortly",
+                if mine >= MAX_TICKETS_PER_TOKEN {
+                    "too many outstanding tickets for this token; retry shortly"
+                } else {
+                    "too many outstanding tickets; retry shortly"
+                },
             ));
         }
         map.insert(ticket.clone(), (principal, now + self.ticket_ttl));

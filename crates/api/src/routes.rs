@@ -128,9 +128,22 @@ fn number_param(
     }
 }
 
+/// 413 for a body over the limit (axum's 2 MB default), 415 for a content type other than
+/// JSON, 400 for anything else wrong with it; always the JSON error body.
 fn json_body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
+    b.map(|Json(v)| v).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body: larger than the 2 MB limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request body: expected `Content-Type: application/json`",
+        ),
+        _ => ApiError::bad_request(format!("request body: {}", e.body_text())),
+    })
 }
 
 fn raw_json(status: StatusCode, body: String) -> Response {
@@ -260,9 +273,12 @@ async fn pop_by_ref(
     let p = params(q)?;
     let who = api.auth.bearer(&headers)?;
     let wait = Duration::from_millis(number_param(&p, "wait_ms", 0, 10_000)?);
+    // A pop of a queue the token may not read is answered exactly as one that does not exist
+    // (404, the same message, after the same wait): an agent learns nothing about other queues.
+    let readable = |ev: &Arc<PopEvent>| who.may_read(&ev.queue);
     // Subscribe before looking, so a pop stored in between is not missed.
     let mut rx = api.hub.subscribe();
-    let found = match api.hub.get(&call_ref) {
+    let found = match api.hub.get(&call_ref).filter(readable) {
         Some(ev) => Some(ev),
         None if wait.is_zero() => None,
         None => {
@@ -270,9 +286,9 @@ async fn pop_by_ref(
             let wanted = async {
                 loop {
                     match rx.recv().await {
-                        Ok(ev) if ev.call_ref == call_ref => return Some(ev),
+                        Ok(ev) if ev.call_ref == call_ref && readable(&ev) => return Some(ev),
                         Ok(_) | Err(RecvError::Lagged(_)) => {
-                            if let Some(ev) = api.hub.get(&call_ref) {
+                            if let Some(ev) = api.hub.get(&call_ref).filter(readable) {
                                 return Some(ev);
                             }
                         }
@@ -289,12 +305,6 @@ async fn pop_by_ref(
     let ev = found.ok_or_else(|| {
         ApiError::not_found(format!("no screen pop for call reference {call_ref:?}"))
     })?;
-    if !who.may_read(&ev.queue) {
-        return Err(ApiError::forbidden(format!(
-            "token {:?} may not read queue {:?}",
-            who.name, ev.queue
-        )));
-    }
     Ok(raw_json(StatusCode::OK, ev.json.to_string()))
 }
 
@@ -557,8 +567,12 @@ async fn crm_invalidate(
 ) -> ApiResult {
     api.auth.admin(&headers)?;
     let req = match body {
-        // An empty body means "everything".
-        Err(JsonRejection::MissingJsonContentType(_)) => Invalidate::default(),
+        // No body (and so no content type) means "everything"; a body of another type is 415.
+        Err(JsonRejection::MissingJsonContentType(_))
+            if !headers.contains_key(header::CONTENT_TYPE) =>
+        {
+            Invalidate::default()
+        }
         other => json_body(other)?,
     };
     Ok(Json(api.admin.crm_invalidate(req.number).await?).into_response())

@@ -291,6 +291,111 @@ async fn tokens_and_scopes_answer_401_and_403_as_json() {
 }
 
 #[tokio::test]
+async fn oversize_and_non_json_bodies_get_413_and_415_as_json() {
+    let r = start(cfg()).await;
+    let b = base(r.addr);
+    let c = http();
+    let big = format!("{{\"ani\":\"{}\"}}", "1".repeat(3 << 20));
+    for path in [
+        "/v1/admin/explain",
+        "/v1/admin/lists/block",
+        "/v1/admin/crm/invalidate",
+    ] {
+        let (s, e) = status_and_error(
+            c.post(format!("{b}{path}"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(big.clone())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "{path}"
+        );
+        for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+            let (s, e) = status_and_error(
+                c.post(format!("{b}{path}"))
+                    .bearer_auth(ADMIN)
+                    .header("content-type", ct)
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (s, e["error"]["code"].as_str()),
+                (415, Some("unsupported_media_type")),
+                "{path} {ct}"
+            );
+            assert!(e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"));
+        }
+    }
+    // Invalidate with no body at all still means "everything" (here: no CRM, a JSON 501).
+    let (s, _) = status_and_error(
+        c.post(format!("{b}/v1/admin/crm/invalidate"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 501);
+}
+
+#[tokio::test]
+async fn one_tokens_ticket_flood_does_not_lock_out_another() {
+    let r = start(cfg()).await;
+    let b = base(r.addr);
+    let c = http();
+    let ticket = |token: &'static str| {
+        let c = c.clone();
+        let url = format!("{b}/v1/pops/ticket");
+        async move { c.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let mut issued = 0;
+    let refused = loop {
+        let resp = ticket(AGENT).await;
+        if resp.status() != StatusCode::OK {
+            break resp;
+        }
+        issued += 1;
+        assert!(issued <= 1_000, "no per-token cap");
+    };
+    assert_eq!(issued, 1_000);
+    let (s, e) = status_and_error(refused).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (429, Some("too_many_tickets"))
+    );
+    // The flood goes on; the other tokens are served meanwhile.
+    for _ in 0..50 {
+        assert_eq!(ticket(AGENT).await.status(), 429);
+    }
+    for other in [BILLING, ADMIN] {
+        let resp = ticket(other).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let t: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        let sse = Sse::open(
+            &format!(
+                "{b}/v1/pops/stream?ticket={}",
+                t["ticket"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert!(sse.is_ok(), "{other}'s ticket works");
+    }
+}
+
+#[tokio::test]
 async fn pop_by_reference_waits_and_respects_queues() {
     let r = start(cfg()).await;
     let b = base(r.addr);
@@ -307,15 +412,27 @@ async fn pop_by_reference_waits_and_respects_queues() {
     assert_eq!(resp.status(), StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(v["crm"]["profile"]["name"], "Ada");
-    let (s, _) = status_and_error(
-        c.get(format!("{b}/v1/pops/ref-a"))
-            .bearer_auth(BILLING)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 403);
+    // Another queue's pop and no pop at all get the same answer, after the same wait: an agent
+    // token cannot tell that a pop exists.
+    let timed = |url: String| {
+        let c = c.clone();
+        async move {
+            let t = std::time::Instant::now();
+            let resp = c.get(url).bearer_auth(BILLING).send().await.unwrap();
+            let (s, e) = status_and_error(resp).await;
+            (s, e, t.elapsed())
+        }
+    };
+    let (s_other, e_other, _) = timed(format!("{b}/v1/pops/ref-a")).await;
+    let (s_none, e_none, _) = timed(format!("{b}/v1/pops/ref-b")).await;
+    assert_eq!((s_other, s_none), (404, 404));
+    assert_eq!(
+        e_other.to_string().replace("ref-a", "REF"),
+        e_none.to_string().replace("ref-b", "REF")
+    );
+    let (s, _, waited) = timed(format!("{b}/v1/pops/ref-a?wait_ms=300")).await;
+    assert_eq!(s, 404);
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
     let (s, e) = status_and_error(
         c.get(format!("{b}/v1/pops/ref-unknown"))
             .bearer_auth(AGENT)

@@ -811,4 +811,73 @@ async fn a_multi_node_redis_cluster_is_refused_at_start() {
     let mut down = redis_cfg(&single);
     down.redis.url = Some(Secret::new("redis://127.0.0.1:9/".to_owned()));
     assert!(RiskEngine::from_config(&down, dir.path()).await.is_ok());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_empty_keeps_the_last_lists_until_written_again() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = redis_cfg(&server);
+    cfg.list_refresh_ms = 100;
+    let engine = RiskEngine::from_config(&cfg, dir.path()).await.unwrap();
+    let admin = ListAdmin::open(&cfg, dir.path()).unwrap();
+    let now = SystemTime::now();
+    let n = e164(ANI);
+    admin
+        .add(ListKind::Block, "1212555*", "robocalls", "ops", None, now)
+        .await
+        .unwrap();
+    wait_for(&engine, &n, 1).await;
+    assert!(!engine.lists().is_holding_emptied_store());
+
+    // 1. FLUSHALL: the store has no entries and no version any more.
+    let _: () = redis::cmd("FLUSHALL").query(&mut server.conn()).unwrap();
+    let start = Instant::now();
+    while !engine.lists().is_holding_emptied_store() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Several refreshes (and more) later the blocked number is still blocked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(engine.lists().check(&n, now).len(), 1);
+    let a = engine.assess(&facts("e1", ANI, DNIS), now).await;
+    assert_eq!(
+        a.level,
+        RiskLevel::Blocked,
+        "a flushed Redis unblocked the number"
+    );
+
+    // The operator restores the lists: that write ends the hold, and the store is live again.
+    let csv = "block,1212555*,robocalls,ops,\nblock,13105550000,fraud,ops,\n";
+    admin.import_csv(csv.as_bytes(), "ops", now).await.unwrap();
+    wait_for(&engine, &e164("13105550000"), 1).await;
+    assert!(!engine.lists().is_holding_emptied_store());
+    assert_eq!(engine.lists().snapshot().len(ListKind::Block), 2);
+
+    // 2. A restart without persistence (this server runs with --save "" --appendonly no).
+    server.kill();
+    server.restart();
+    let start = Instant::now();
+    while !engine.lists().is_holding_emptied_store() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(engine.lists().snapshot().len(ListKind::Block), 2);
+    assert_eq!(engine.lists().check(&n, now).len(), 1);
+
+    // An operator who means the lists to be empty confirms with any write: here a removal
+    // (by a new CLI run: the old connection died with the server).
+    let admin = ListAdmin::open(&cfg, dir.path()).unwrap();
+    assert!(!admin.remove(ListKind::Block, "1212555*").await.unwrap());
+    wait_for(&engine, &n, 0).await;
+    assert!(!engine.lists().is_holding_emptied_store());
+    // And emptying the lists by removal is not mistaken for lost data.
+    admin
+        .add(ListKind::Gray, "1646*", "range", "ops", None, now)
+        .await
+        .unwrap();
+    wait_for(&engine, &e164("16465550000"), 1).await;
+    assert!(admin.remove(ListKind::Gray, "1646*").await.unwrap());
+    wait_for(&engine, &e164("16465550000"), 0).await;
+    assert!(!engine.lists().is_holding_emptied_store());
 }

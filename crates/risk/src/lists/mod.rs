@@ -14,6 +14,7 @@ mod redis_store;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -354,6 +355,9 @@ pub struct Lists {
     snapshot: ArcSwap<ListSnapshot>,
     /// Forces a full reload now and then, in case a store's version went back (Redis flushed).
     refresh: Duration,
+    /// The store came back with no trace of ever having been written (see [`Lists::reload`])
+    /// while this node held entries: the last snapshot stays live until the store is written.
+    held: AtomicBool,
 }
 
 /// Reload regardless of the version every this many refresh ticks.
@@ -371,6 +375,7 @@ impl Lists {
                 ..ListSnapshot::default()
             }),
             refresh,
+            held: AtomicBool::new(false),
         });
         if let Err(e) = lists.reload().await {
             tracing::warn!(store = lists.store.kind(), error = %e, "risk lists not loaded yet; calls are checked against empty lists until they are");
@@ -404,8 +409,48 @@ impl Lists {
     }
 
     /// Reads every entry and swaps the snapshot in.
+    ///
+    /// Except when the store comes back *emptied*: version 0 (Redis: no version key; file: no
+    /// file) and no entries, while this node's snapshot has entries and was read at a version.
+    /// Every write leaves a version behind, and removing every entry does too, so only a store
+    /// that lost its data (Redis restarted without persistence, FLUSHALL, the file deleted)
+    /// looks like that. Then the last snapshot stays live, an error is logged and
+    /// `tollgate_risk_lists_emptied_total` counted, and `tollgate_risk_lists_held` is 1 until
+    /// an operator writes the store again (`tollgate list import` of a backup, or any add or
+    /// remove): that write is the confirmation, and what the store then holds is live.
     pub async fn reload(&self) -> Result<(), RiskError> {
         let (version, entries) = self.store.load().await?;
+        let current = self.snapshot.load();
+        if version == 0
+            && entries.is_empty()
+            && current.loaded
+            && current.version != 0
+            && !current.is_empty()
+        {
+            if !self.held.swap(true, Ordering::Relaxed) {
+                metrics::counter!("tollgate_risk_lists_emptied_total", "store" => self.store.kind())
+                    .increment(1);
+                metrics::gauge!("tollgate_risk_lists_held").set(1.0);
+                tracing::error!(
+                    store = self.store.kind(),
+                    held_version = current.version,
+                    block = current.len(ListKind::Block),
+                    gray = current.len(ListKind::Gray),
+                    allow = current.len(ListKind::Allow),
+                    "the risk list store came back empty (data lost?); keeping the last lists live until the store is written again (restore with `tollgate list import`)"
+                );
+            }
+            return Ok(());
+        }
+        if self.held.swap(false, Ordering::Relaxed) {
+            metrics::gauge!("tollgate_risk_lists_held").set(0.0);
+            tracing::warn!(
+                store = self.store.kind(),
+                version,
+                entries = entries.len(),
+                "the risk list store was written again; its lists replace the held ones"
+            );
+        }
         let snap = ListSnapshot::new(version, entries);
         for list in ListKind::ALL {
             metrics::gauge!("tollgate_risk_list_entries", "list" => list.as_str())
@@ -436,6 +481,11 @@ impl Lists {
 
     pub fn refresh_interval(&self) -> Duration {
         self.refresh
+    }
+
+    /// True while the store is emptied and the last snapshot is kept live ([`Lists::reload`]).
+    pub fn is_holding_emptied_store(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
     }
 }
 
