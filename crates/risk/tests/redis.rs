@@ -811,6 +811,7 @@ async fn a_multi_node_redis_cluster_is_refused_at_start() {
     let mut down = redis_cfg(&single);
     down.redis.url = Some(Secret::new("redis://127.0.0.1:9/".to_owned()));
     assert!(RiskEngine::from_config(&down, dir.path()).await.is_ok());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_comes_back_empty_keeps_the_last_lists_until_written_again() {
