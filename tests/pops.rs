@@ -100,7 +100,8 @@ async fn a_routed_call_pops_on_its_queue_streams_webhook_and_by_reference() {
             .bearer_auth(AGENT_DE),
     )
     .await;
-    assert_eq!((s, e["error"]["code"].as_str()), (403, Some("forbidden")));
+    // Another queue's pop answers as an unknown one would: nothing says that it exists.
+    assert_eq!((s, e["error"]["code"].as_str()), (404, Some("not_found")));
     let (s, _) = json(
         c.get(format!("{b}/v1/pops/stream?queue=general"))
             .bearer_auth(AGENT_DE),
