@@ -348,13 +348,20 @@ impl<'a> DecisionRecord<'a> {
             latency_us,
             "decision"
         );
-        count(self.trunk, self.status);
-        metrics::histogram!("tollgate_decision_seconds").record(latency.as_secs_f64());
+        count(self.trunk, self.status, latency);
     }
 }
 
-/// `tollgate_calls_total{trunk, status}` (and `outcome`, "302" or "reject", as before).
-pub fn count(trunk: &str, status: u16) {
+/// Whether decision lines are written (`log.decisions`, or no subscriber at all): the record
+/// is only built when they are.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
+/// `tollgate_calls_total{trunk, status}` (and `outcome`, "302" or "reject", as before), and
+/// the decision latency.
+pub fn count(trunk: &str, status: u16, latency: std::time::Duration) {
+    metrics::histogram!("tollgate_decision_seconds").record(latency.as_secs_f64());
     let outcome = if status == 302 { "302" } else { "reject" };
     metrics::counter!(
         "tollgate_calls_total",

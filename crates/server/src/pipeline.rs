@@ -433,7 +433,15 @@ impl Pipeline {
                 .remember(&call.facts, &out.decision, std::time::SystemTime::from(now));
         }
         let latency = call.received.elapsed();
-        DecisionRecord::new(&call.facts, &out, &call.call_ref).log(latency);
+        if crate::decision::enabled() {
+            DecisionRecord::new(&call.facts, &out, &call.call_ref).log(latency);
+        } else {
+            let status = match &out.decision.action {
+                DecisionAction::Route(_) => 302,
+                DecisionAction::Reject { code, .. } => *code,
+            };
+            crate::decision::count(&call.facts.trunk, status, latency);
+        }
         if let Some(pops) = self.pops.get() {
             crate::http::publish_pop(pops, call, &out.decision);
         }
