@@ -650,3 +650,64 @@ async fn escaped_crlf_in_from_ruri_or_to_injects_nothing() {
         );
     }
 }
+
+/// Every datagram `peer` receives within `ms`.
+async fn all_within(peer: &Peer, ms: u64) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    let mut got = Vec::new();
+    while let Some(r) = peer
+        .recv_within(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_millis()
+                .try_into()
+                .unwrap(),
+        )
+        .await
+    {
+        got.push(r);
+    }
+    got
+}
+
+/// `[[trunk]] stateless_rejects = true` (issue 18): the trunk's unACKed 302 goes once over UDP,
+/// where the same trunk without it retransmits (T1 = 50 ms: copies at 0, 50, 150, 350 ms); an
+/// unknown source's 403 goes once; and the key is strict.
+#[tokio::test]
+async fn stateless_rejects_by_config_sends_each_answer_once() {
+    let stateful = config_text(true, "reject");
+    let stateless = stateful.replacen(
+        "trusted = true\n",
+        "trusted = true\nstateless_rejects = true\n",
+        1,
+    );
+    assert_ne!(stateless, stateful);
+    for (text, copies) in [(&stateful, 4), (&stateless, 1)] {
+        let run = start(text, NO_DELAY, |_| {}).await;
+        let peer = Peer::new(run.udp).await;
+        let msg = invite("+18005550100", "+12125550011", "", "sl1", peer.port());
+        peer.send(&msg).await;
+        let got = all_within(&peer, 600).await;
+        assert_eq!(got.len(), copies, "{got:?}");
+        assert!(got.iter().all(|r| status(r) == 302), "{got:?}");
+    }
+
+    let unknown = stateful.replace(
+        "cidrs = [\"127.0.0.1/32\", \"::1/128\"]",
+        "cidrs = [\"192.0.2.0/24\"]",
+    );
+    let run = start(&unknown, NO_DELAY, |_| {}).await;
+    let peer = Peer::new(run.udp).await;
+    let msg = invite("+18005550100", "+12125550011", "", "sl2", peer.port());
+    peer.send(&msg).await;
+    let got = all_within(&peer, 600).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(status(&got[0]), 403);
+
+    let bad = stateful.replacen(
+        "trusted = true\n",
+        "trusted = true\nstateless_rejects = \"yes\"\n",
+        1,
+    );
+    assert!(tollgate_server::config::parse(std::path::Path::new("t.toml"), &bad, &plan()).is_err());
+}

@@ -123,6 +123,10 @@ pub struct TrunkSection {
     /// unverifiable calls 428/436/437/438/403 Stale Date).
     #[serde(default)]
     pub identity: Option<Spanned<String>>,
+    /// Send every final answer to this trunk's INVITEs once over UDP, without timer G (for a
+    /// trunk whose UDP source could be spoofed; sources no trunk claims always are).
+    #[serde(default)]
+    pub stateless_rejects: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -657,7 +661,13 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
     Ok(Loaded {
         udp,
         tcp,
-        trunks: Trunks::new(trunks, unknown),
+        trunks: Trunks::new(trunks, unknown).stateless_rejects(
+            &raw.trunks
+                .iter()
+                .filter(|t| t.stateless_rejects)
+                .map(|t| t.name.get_ref().as_str())
+                .collect::<Vec<_>>(),
+        ),
         emergency: Emergency::new(s.emergency_numbers.iter().cloned()),
         sip: SipConfig {
             t1: Duration::from_millis(s.t1_ms),

@@ -15,5 +15,5 @@ pub mod uri;
 
 pub use server::{
     bind, precheck, Call, CallHandler, Context, EarlyAnswer, EarlyReason, Server, SipConfig,
-    SUPPORTED_OPTIONS,
+    MAX_FINAL_RETRANSMITS, SUPPORTED_OPTIONS,
 };

@@ -2,7 +2,10 @@
 //!
 //! Every INVITE runs the [`CallHandler`] once; retransmissions get the stored response, the ACK
 //! for a non-2xx final is absorbed, CANCEL ends a pending INVITE with 487, and timers G and H
-//! retransmit the final response over UDP until it is acknowledged.
+//! retransmit the final response over UDP until it is acknowledged, at most
+//! [`MAX_FINAL_RETRANSMITS`] times. A stateless source ([`Trunks::source`]: one no trunk claims,
+//! or a trunk with `stateless_rejects`) gets one response per datagram it sends over UDP: the
+//! final once, no 100 Trying and no timer G, so a spoofed INVITE is no amplifier.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -278,6 +281,12 @@ enum TxState {
 }
 
 const SHARDS: usize = 16;
+
+/// Timer G's retransmissions of one final response, at most: with RFC 3261's T2 = 8·T1 it fires
+/// exactly this often before timer H (64·T1), so this only bounds other timers (T2 < 8·T1, or
+/// T1 = 0). A stateful INVITE transaction over UDP thus sends at most 1 + 10 copies of its final
+/// response, plus one per retransmitted request received.
+pub const MAX_FINAL_RETRANSMITS: u32 = 10;
 
 /// The transaction table, sharded so receive loops and deciders rarely contend.
 #[derive(Debug)]
@@ -629,7 +638,9 @@ impl<H: CallHandler> Server<H> {
         }
         let tag = self.tag();
         let source = reply.peer();
-        let trunk = self.ctx.trunks.classify(source.ip());
+        let (trunk, stateless) = self.ctx.trunks.source(source.ip());
+        // Sent once: one response per datagram received (no 100 Trying, no timer G).
+        let once = stateless && !reply.reliable();
         // Answers that need no decision, in RFC 3261 §8.2's order after the policy ones: a
         // draining node and an unknown source first, then the Require check (§8.2.2.3).
         let early = if self.draining.load(Ordering::Relaxed) {
@@ -672,7 +683,7 @@ impl<H: CallHandler> Server<H> {
                 )
             });
             let me = Arc::clone(self);
-            tokio::spawn(async move { me.complete_invite(key, reply, bytes).await });
+            tokio::spawn(async move { me.complete_invite(key, reply, bytes, once).await });
             return;
         }
         let cancelled: Arc<[u8]> = copied
@@ -712,7 +723,7 @@ impl<H: CallHandler> Server<H> {
                 tokio::pin!(decide);
                 let trying_timer = tokio::time::sleep(cfg.trying_delay);
                 tokio::pin!(trying_timer);
-                let mut trying_sent = false;
+                let mut trying_sent = once;
                 loop {
                     tokio::select! {
                         biased;
@@ -766,13 +777,16 @@ impl<H: CallHandler> Server<H> {
             if me.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
                 me.drained.notify_waiters();
             }
-            me.complete_invite(key, reply, bytes).await;
+            me.complete_invite(key, reply, bytes, once).await;
         });
     }
 
-    /// Sends the final response, retransmits it on UDP (timer G) until the ACK or timer H,
-    /// then keeps the transaction for T4 to absorb ACK retransmissions (timer I).
-    async fn complete_invite(&self, key: TxKey, reply: Reply, bytes: Arc<[u8]>) {
+    /// Sends the final response, retransmits it on UDP (timer G, at most
+    /// [`MAX_FINAL_RETRANSMITS`] times) until the ACK or timer H, then keeps the transaction for
+    /// T4 to absorb ACK retransmissions (timer I). `once` (a stateless source over UDP): sent
+    /// once, the transaction kept T4 only, so a retransmitted INVITE gets the same single answer
+    /// and the ACK is absorbed.
+    async fn complete_invite(&self, key: TxKey, reply: Reply, bytes: Arc<[u8]>, once: bool) {
         let acked = Arc::new(Notify::new());
         self.table.with(&key, |t| {
             t.insert(
@@ -785,16 +799,24 @@ impl<H: CallHandler> Server<H> {
         });
         reply.send(&bytes).await;
         let cfg = &self.ctx.config;
+        if once {
+            metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+            tokio::time::sleep(cfg.t4.min(cfg.t1 * 64)).await;
+            self.table.with(&key, |t| t.remove(&key));
+            return;
+        }
         let timer_h = tokio::time::sleep(cfg.t1 * 64);
         tokio::pin!(timer_h);
         let mut interval = cfg.t1;
         let reliable = reply.reliable();
+        let mut left = if reliable { 0 } else { MAX_FINAL_RETRANSMITS };
         let got_ack = loop {
-            let g = tokio::time::sleep(if reliable { cfg.t1 * 64 } else { interval });
+            let g = tokio::time::sleep(if left == 0 { cfg.t1 * 64 } else { interval });
             tokio::select! {
                 () = acked.notified() => break true,
                 () = &mut timer_h => break false,
-                () = g, if !reliable => {
+                () = g, if left > 0 => {
+                    left -= 1;
                     metrics::counter!("tollgate_sip_final_retransmits_total").increment(1);
                     reply.send(&bytes).await;
                     interval = (interval * 2).min(cfg.t2);
@@ -914,6 +936,14 @@ impl<H: CallHandler> Server<H> {
         let bytes: Arc<[u8]> = response::Copied::new(&req.msg, reply.peer())
             .response(code, reason, Some(&self.tag()), extra)
             .into();
+        // Sent once in any case; a stateless source's entry is kept T4, not 64·T1.
+        let keep = if reply.reliable() {
+            Duration::ZERO
+        } else if self.ctx.trunks.source(reply.peer().ip()).1 {
+            self.ctx.config.t4.min(self.ctx.config.t1 * 64)
+        } else {
+            self.ctx.config.t1 * 64
+        };
         self.table.with(&key, |t| {
             t.insert(
                 key.clone(),
@@ -925,9 +955,9 @@ impl<H: CallHandler> Server<H> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             reply.send(&bytes).await;
-            // Timer J: absorb retransmissions for 64*T1 on UDP.
-            if !reply.reliable() {
-                tokio::time::sleep(me.ctx.config.t1 * 64).await;
+            // Timer J: absorb retransmissions for 64*T1 on UDP (T4 from a stateless source).
+            if !keep.is_zero() {
+                tokio::time::sleep(keep).await;
             }
             me.table.with(&key, |t| t.remove(&key));
         });
