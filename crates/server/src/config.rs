@@ -99,6 +99,77 @@ pub struct SipSection {
     /// §8.3, redirect servers; the default) or "reject" (420 Bad Extension, §8.2.2.3).
     #[serde(default = "default_require")]
     pub unsupported_require: Spanned<String>,
+    /// `[sip.limits]`: what the transport may hold, whatever is offered.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[sip.limits]`. Every key is a positive whole number; the defaults are
+/// `tollgate_sip::Limits::default()`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_transactions: Spanned<u64>,
+    pub transaction_memory_mb: Spanned<u64>,
+    pub max_pending_decisions: Spanned<u64>,
+    pub tcp_max_connections: Spanned<u64>,
+    pub tcp_max_per_source: Spanned<u64>,
+    pub tcp_idle_timeout_ms: Spanned<u64>,
+    pub tcp_message_timeout_ms: Spanned<u64>,
+    pub tcp_write_buffer_kb: Spanned<u64>,
+    pub tcp_write_timeout_ms: Spanned<u64>,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = tollgate_sip::Limits::default();
+        let n = |v: usize| Spanned::new(0..0, v as u64);
+        let ms = |v: Duration| Spanned::new(0..0, u64::try_from(v.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            max_transactions: n(d.max_transactions),
+            transaction_memory_mb: n(d.max_transaction_bytes >> 20),
+            max_pending_decisions: n(d.max_pending_decisions),
+            tcp_max_connections: n(d.tcp_max_connections),
+            tcp_max_per_source: n(d.tcp_max_per_source),
+            tcp_idle_timeout_ms: ms(d.tcp_idle_timeout),
+            tcp_message_timeout_ms: ms(d.tcp_message_timeout),
+            tcp_write_buffer_kb: n(d.tcp_write_buffer >> 10),
+            tcp_write_timeout_ms: ms(d.tcp_write_timeout),
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The keys with their values, for the positivity check.
+    fn all(&self) -> [(&'static str, &Spanned<u64>); 9] {
+        [
+            ("max_transactions", &self.max_transactions),
+            ("transaction_memory_mb", &self.transaction_memory_mb),
+            ("max_pending_decisions", &self.max_pending_decisions),
+            ("tcp_max_connections", &self.tcp_max_connections),
+            ("tcp_max_per_source", &self.tcp_max_per_source),
+            ("tcp_idle_timeout_ms", &self.tcp_idle_timeout_ms),
+            ("tcp_message_timeout_ms", &self.tcp_message_timeout_ms),
+            ("tcp_write_buffer_kb", &self.tcp_write_buffer_kb),
+            ("tcp_write_timeout_ms", &self.tcp_write_timeout_ms),
+        ]
+    }
+
+    fn limits(&self) -> tollgate_sip::Limits {
+        let n = |v: &Spanned<u64>| usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
+        let ms = |v: &Spanned<u64>| Duration::from_millis(*v.get_ref());
+        tollgate_sip::Limits {
+            max_transactions: n(&self.max_transactions),
+            max_transaction_bytes: n(&self.transaction_memory_mb).saturating_mul(1 << 20),
+            max_pending_decisions: n(&self.max_pending_decisions),
+            tcp_max_connections: n(&self.tcp_max_connections),
+            tcp_max_per_source: n(&self.tcp_max_per_source),
+            tcp_idle_timeout: ms(&self.tcp_idle_timeout_ms),
+            tcp_message_timeout: ms(&self.tcp_message_timeout_ms),
+            tcp_write_buffer: n(&self.tcp_write_buffer_kb).saturating_mul(1 << 10),
+            tcp_write_timeout: ms(&self.tcp_write_timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -630,6 +701,27 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         );
     }
 
+    for (key, value) in raw.sip.limits.all() {
+        if *value.get_ref() == 0 {
+            errs.push(
+                value,
+                format!("sip.limits.{key}"),
+                "must be at least 1 (a bound of 0 would refuse everything)",
+            );
+        }
+    }
+    if raw.sip.limits.tcp_max_per_source.get_ref() > raw.sip.limits.tcp_max_connections.get_ref() {
+        errs.push(
+            &raw.sip.limits.tcp_max_per_source,
+            "sip.limits.tcp_max_per_source",
+            format!(
+                "{} is more than sip.limits.tcp_max_connections ({})",
+                raw.sip.limits.tcp_max_per_source.get_ref(),
+                raw.sip.limits.tcp_max_connections.get_ref()
+            ),
+        );
+    }
+
     // Draining waits for pending decisions; one shorter than a decision may take would drop
     // the calls it cuts off.
     if raw.sip.drain_timeout_ms < raw.sip.decision_timeout_ms {
@@ -678,6 +770,7 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             retry_after: 5,
             enforce_require: raw.sip.unsupported_require.get_ref() == "reject",
+            limits: raw.sip.limits.limits(),
         },
         enrich_deadline: Duration::from_millis(s.enrich_deadline_ms),
         table,

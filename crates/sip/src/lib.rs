@@ -14,6 +14,6 @@ pub mod trunk;
 pub mod uri;
 
 pub use server::{
-    bind, precheck, Call, CallHandler, Context, EarlyAnswer, EarlyReason, Server, SipConfig,
-    MAX_FINAL_RETRANSMITS, SUPPORTED_OPTIONS,
+    bind, precheck, Call, CallHandler, Context, EarlyAnswer, EarlyReason, Limits, Server,
+    SipConfig, TransportStats, MAX_FINAL_RETRANSMITS, SUPPORTED_OPTIONS,
 };

@@ -8,26 +8,26 @@
 //! final once, no 100 Trying and no timer G, so a spoofed INVITE is no amplifier.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Notify};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Notify;
 use tollgate_core::{CallFacts, Decision, NumberPlan};
 use tracing::{debug, warn};
 
 use crate::extract::{extract, Emergency};
-use crate::message::{
-    frame, Frame, HeaderName, Message, Method, Request, RequestUri, StartLine, MAX_MESSAGE,
-};
+use crate::message::{HeaderName, Message, Method, Request, RequestUri, StartLine, MAX_MESSAGE};
 use crate::response::{self, clean_text, reason_phrase, Lines};
 use crate::trunk::Trunks;
+
+mod table;
+mod tcp;
+
+use table::{Table, TxKey, TxState};
 
 /// One call handed to the pipeline.
 #[derive(Debug)]
@@ -70,11 +70,16 @@ pub enum EarlyReason {
     Cancelled,
     /// 400 (or 416, 501, 505): the request failed validation.
     Malformed,
+    /// 503: a transport bound was reached (transactions, their bytes, or decisions running);
+    /// nothing was kept for the INVITE.
+    Overloaded,
+    /// 503: the drain timeout passed while the call was being decided.
+    DrainTimeout,
 }
 
 impl EarlyReason {
     /// The machine-readable name: `unknown-source`, `draining`, `bad-extension`,
-    /// `decision-timeout`, `cancelled`, `malformed` (a bounded set, fit for a metric label).
+    /// `decision-timeout`, `cancelled`, `malformed`, `overloaded`, `drain-timeout` (a bounded set, fit for a metric label).
     pub fn as_str(self) -> &'static str {
         match self {
             EarlyReason::UnknownSource => "unknown-source",
@@ -83,6 +88,8 @@ impl EarlyReason {
             EarlyReason::DecisionTimeout => "decision-timeout",
             EarlyReason::Cancelled => "cancelled",
             EarlyReason::Malformed => "malformed",
+            EarlyReason::Overloaded => "overloaded",
+            EarlyReason::DrainTimeout => "drain-timeout",
         }
     }
 }
@@ -189,6 +196,59 @@ pub struct SipConfig {
     /// a UAS must (RFC 3261 §8.2.2.3). Off by default: a redirect server "MUST ignore ...
     /// unknown option tags in Require" and redirect (§8.3).
     pub enforce_require: bool,
+    /// What the transport may hold, whatever is offered.
+    pub limits: Limits,
+}
+
+/// The bounds on what the transport holds. A request past a table bound is answered 503
+/// statelessly (once, nothing stored); a TCP peer past a connection bound is closed.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Live transactions (pending, completed, and kept for retransmissions).
+    pub max_transactions: usize,
+    /// Bytes the transaction table holds: keys and the responses kept for retransmission.
+    pub max_transaction_bytes: usize,
+    /// INVITEs being decided at once.
+    pub max_pending_decisions: usize,
+    /// Open TCP connections in all.
+    pub tcp_max_connections: usize,
+    /// Open TCP connections from one source address.
+    pub tcp_max_per_source: usize,
+    /// A connection with nothing read for this long is closed (CRLF keep-alives count).
+    pub tcp_idle_timeout: Duration,
+    /// A message begun must be complete within this (headers and body).
+    pub tcp_message_timeout: Duration,
+    /// Bytes of responses queued to one peer; past it the peer is closed.
+    pub tcp_write_buffer: usize,
+    /// A write that makes no progress for this long closes the connection.
+    pub tcp_write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_transactions: 200_000,
+            max_transaction_bytes: 64 << 20,
+            max_pending_decisions: 10_000,
+            tcp_max_connections: 1024,
+            tcp_max_per_source: 64,
+            tcp_idle_timeout: Duration::from_secs(60),
+            tcp_message_timeout: Duration::from_secs(10),
+            tcp_write_buffer: 256 << 10,
+            tcp_write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the transport holds now ([`Server::stats`]; the same figures are the
+/// `tollgate_sip_*` gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub transactions: usize,
+    pub transaction_bytes: usize,
+    pub pending_decisions: usize,
+    pub tcp_connections: usize,
+    pub tcp_queued_bytes: usize,
 }
 
 impl Default for SipConfig {
@@ -202,6 +262,7 @@ impl Default for SipConfig {
             drain_timeout: Duration::from_secs(10),
             retry_after: 5,
             enforce_require: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -223,7 +284,7 @@ enum Reply {
         peer: SocketAddr,
     },
     Tcp {
-        tx: mpsc::UnboundedSender<Arc<[u8]>>,
+        conn: Arc<tcp::Link>,
         peer: SocketAddr,
     },
 }
@@ -239,48 +300,28 @@ impl Reply {
         }
     }
 
-    async fn send(&self, bytes: &Arc<[u8]>) {
+    /// Sends now, without waiting: over UDP one `sendto` (a full socket buffer hands the
+    /// datagram to a task), over TCP onto the connection's capped queue. An answer is on its
+    /// way when this returns, which is what draining counts on.
+    fn send(&self, bytes: &Arc<[u8]>) {
         metrics::counter!("tollgate_sip_responses_sent_total").increment(1);
         match self {
-            Reply::Udp { socket, peer } => {
-                if let Err(e) = socket.send_to(bytes, peer).await {
-                    warn!(%peer, error = %e, "udp send failed");
+            Reply::Udp { socket, peer } => match socket.try_send_to(bytes, *peer) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let (socket, peer, bytes) = (Arc::clone(socket), *peer, Arc::clone(bytes));
+                    tokio::spawn(async move {
+                        if let Err(e) = socket.send_to(&bytes, peer).await {
+                            warn!(%peer, error = %e, "udp send failed");
+                        }
+                    });
                 }
-            }
-            Reply::Tcp { tx, .. } => {
-                let _ = tx.send(Arc::clone(bytes));
-            }
+                Err(e) => warn!(%peer, error = %e, "udp send failed"),
+            },
+            Reply::Tcp { conn, .. } => conn.push(bytes),
         }
     }
 }
-
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-struct TxKey {
-    branch: Box<str>,
-    sent_by: Box<str>,
-    invite: bool,
-}
-
-#[derive(Debug)]
-enum TxState {
-    /// Deciding; holds the 100 Trying once sent.
-    Proceeding {
-        provisional: Option<Arc<[u8]>>,
-        cancel: Arc<Notify>,
-        cancelled: bool,
-    },
-    Completed {
-        response: Arc<[u8]>,
-        acked: Arc<Notify>,
-    },
-    Confirmed,
-    /// Non-INVITE final response, kept for retransmissions (timer J).
-    Done {
-        response: Arc<[u8]>,
-    },
-}
-
-const SHARDS: usize = 16;
 
 /// Timer G's retransmissions of one final response, at most: with RFC 3261's T2 = 8·T1 it fires
 /// exactly this often before timer H (64·T1), so this only bounds other timers (T2 < 8·T1, or
@@ -288,67 +329,36 @@ const SHARDS: usize = 16;
 /// response, plus one per retransmitted request received.
 pub const MAX_FINAL_RETRANSMITS: u32 = 10;
 
-/// The transaction table, sharded so receive loops and deciders rarely contend.
-#[derive(Debug)]
-struct Table {
-    shards: Vec<Mutex<HashMap<TxKey, TxState>>>,
-    hasher: RandomState,
-}
-
-impl Table {
-    fn new() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
-    }
-
-    fn with<R>(&self, key: &TxKey, f: impl FnOnce(&mut HashMap<TxKey, TxState>) -> R) -> R {
-        let idx = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        let shard = self.shards.get(idx).unwrap_or_else(|| unreachable_shard());
-        let mut guard = shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut guard)
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .len()
-            })
-            .sum()
-    }
-}
-
-fn unreachable_shard() -> ! {
-    // idx is always < SHARDS; kept out of line so the hot path has no panic branch inline.
-    std::process::abort()
-}
-
 /// A running SIP server: shared state between listeners and transactions.
 #[derive(Debug)]
 pub struct Server<H> {
     ctx: Context<H>,
     table: Table,
+    conns: Arc<tcp::Conns>,
     draining: AtomicBool,
+    /// Decisions running now; with `max_pending_decisions` the admission bound.
     pending: AtomicUsize,
     drained: Notify,
+    /// Set when the drain timeout passes: the decisions still running give up and answer 503.
+    abandoned: AtomicBool,
+    abandon: Notify,
     refs: AtomicU64,
     ref_prefix: u32,
 }
 
 impl<H: CallHandler> Server<H> {
     pub fn new(ctx: Context<H>) -> Arc<Self> {
+        let limits = &ctx.config.limits;
+        let table = Table::new(limits.max_transactions, limits.max_transaction_bytes);
         Arc::new(Self {
             ctx,
-            table: Table::new(),
+            table,
+            conns: Arc::default(),
             draining: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             drained: Notify::new(),
+            abandoned: AtomicBool::new(false),
+            abandon: Notify::new(),
             refs: AtomicU64::new(0),
             ref_prefix: rand::random(),
         })
@@ -363,8 +373,36 @@ impl<H: CallHandler> Server<H> {
         self.table.len()
     }
 
-    /// Serves until `shutdown` completes, then drains: new INVITEs get 503, OPTIONS 503, and
-    /// pending decisions are answered (up to the drain timeout) before returning.
+    /// What the transport holds now.
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            transactions: self.table.len(),
+            transaction_bytes: self.table.bytes(),
+            pending_decisions: self.pending.load(Ordering::Relaxed),
+            tcp_connections: self.conns.open(),
+            tcp_queued_bytes: self.conns.queued(),
+        }
+    }
+
+    /// Sets the `tollgate_sip_*` gauges from [`Server::stats`] (a sampler calls this; the call
+    /// path only moves atomics).
+    fn publish_stats(&self) {
+        let s = self.stats();
+        #[allow(clippy::cast_precision_loss)]
+        {
+            metrics::gauge!("tollgate_sip_transactions").set(s.transactions as f64);
+            metrics::gauge!("tollgate_sip_transaction_bytes").set(s.transaction_bytes as f64);
+            metrics::gauge!("tollgate_sip_pending_decisions").set(s.pending_decisions as f64);
+            metrics::gauge!("tollgate_sip_tcp_connections").set(s.tcp_connections as f64);
+            metrics::gauge!("tollgate_sip_tcp_queued_bytes").set(s.tcp_queued_bytes as f64);
+        }
+    }
+
+    /// Serves until `shutdown` completes, then drains: new INVITEs and OPTIONS get 503 with
+    /// Retry-After, and pending decisions are answered. At the drain timeout the decisions
+    /// still running are given up and answered 503 too; then the receive loops stop, what the
+    /// UDP sockets have already queued is answered (503), and queued TCP answers get a moment
+    /// to be written. Every INVITE that reached the node is answered.
     pub async fn run(
         self: Arc<Self>,
         udp: Vec<UdpSocket>,
@@ -372,33 +410,94 @@ impl<H: CallHandler> Server<H> {
         shutdown: impl Future<Output = ()>,
     ) {
         let mut tasks = Vec::new();
-        for socket in udp {
+        let udp: Vec<Arc<UdpSocket>> = udp.into_iter().map(Arc::new).collect();
+        for socket in &udp {
             let me = Arc::clone(&self);
-            tasks.push(tokio::spawn(me.udp_loop(Arc::new(socket))));
+            tasks.push(tokio::spawn(me.udp_loop(Arc::clone(socket))));
         }
         for listener in tcp {
             let me = Arc::clone(&self);
             tasks.push(tokio::spawn(me.tcp_accept(listener)));
         }
+        let sampler = {
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    me.publish_stats();
+                }
+            })
+        };
         shutdown.await;
         self.draining.store(true, Ordering::SeqCst);
         tracing::info!(pending = self.pending.load(Ordering::SeqCst), "draining");
         let deadline = tokio::time::Instant::now() + self.ctx.config.drain_timeout;
-        while self.pending.load(Ordering::SeqCst) > 0 {
-            let notified = self.drained.notified();
-            if self.pending.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                warn!(
-                    pending = self.pending.load(Ordering::SeqCst),
-                    "drain timeout"
-                );
-                break;
-            }
+        if !self.wait_pending(deadline).await {
+            let left = self.pending.load(Ordering::SeqCst);
+            warn!(
+                pending = left,
+                "drain timeout: answering the calls still being decided 503"
+            );
+            metrics::counter!("tollgate_sip_drain_abandoned_total").increment(left as u64);
+            self.abandoned.store(true, Ordering::SeqCst);
+            self.abandon.notify_waiters();
+            // Each gives up at its next poll; this bound only guards against a stuck runtime.
+            self.wait_pending(tokio::time::Instant::now() + Duration::from_secs(1))
+                .await;
         }
         for t in tasks {
             t.abort();
+        }
+        // Datagrams already in the socket buffers: answered (503 while draining) until the
+        // sockets are quiet, for at most 200 ms.
+        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(200);
+        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+        for socket in &udp {
+            while let Ok(Ok((n, peer))) = tokio::time::timeout_at(
+                quiet_until.min(tokio::time::Instant::now() + Duration::from_millis(20)),
+                socket.recv_from(&mut buf),
+            )
+            .await
+            {
+                if let Some(data) = buf.get(..n) {
+                    let reply = Reply::Udp {
+                        socket: Arc::clone(socket),
+                        peer,
+                    };
+                    self.on_message(data, reply, true);
+                }
+            }
+        }
+        let flush_until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.conns.queued() > 0 && tokio::time::Instant::now() < flush_until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.publish_stats();
+        sampler.abort();
+    }
+
+    /// Waits until no decision is running, or `deadline`; true if none is.
+    async fn wait_pending(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.drained.notified();
+            if self.pending.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.pending.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+
+    /// Completes once the drain timeout has given up on the decisions still running.
+    async fn abandoned(&self) {
+        loop {
+            let woken = self.abandon.notified();
+            if self.abandoned.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
         }
     }
 
@@ -422,74 +521,6 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
-    async fn tcp_accept(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(Arc::clone(&self).tcp_conn(stream, peer));
-                }
-                Err(e) => {
-                    warn!(error = %e, "tcp accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    async fn tcp_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let (mut rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Arc<[u8]>>();
-        let writer = tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            let _ = wr.shutdown().await;
-        });
-        let reply = Reply::Tcp { tx, peer };
-        let mut buf: Vec<u8> = Vec::with_capacity(8192);
-        let mut chunk = vec![0u8; 16384];
-        'conn: loop {
-            let n = match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            loop {
-                match frame(&buf) {
-                    Frame::Incomplete => break,
-                    Frame::KeepAlive(skip) => {
-                        buf.drain(..skip);
-                    }
-                    Frame::Message {
-                        skip,
-                        len,
-                        missing_length,
-                    } => {
-                        let end = skip + len;
-                        if let Some(data) = buf.get(skip..end) {
-                            if missing_length {
-                                // A stream cannot be framed without Content-Length (RFC 3261 §18.3).
-                                self.answer_garbage(data, &reply, 400, "Missing Content-Length");
-                                break 'conn;
-                            }
-                            self.on_message(data, reply.clone(), false);
-                        }
-                        buf.drain(..end.min(buf.len()));
-                    }
-                    Frame::Invalid(why) => {
-                        self.answer_garbage(&buf, &reply, 400, why);
-                        break 'conn;
-                    }
-                }
-            }
-        }
-        drop(reply);
-        let _ = writer.await;
-    }
-
     /// Best-effort 400 for a stream message that cannot be framed, then the caller closes.
     fn answer_garbage(&self, data: &[u8], reply: &Reply, code: u16, why: &str) {
         metrics::counter!("tollgate_sip_parse_errors_total").increment(1);
@@ -503,8 +534,7 @@ impl<H: CallHandler> Server<H> {
                 self.malformed_invite(&msg, reply.peer(), code);
                 let bytes: Arc<[u8]> =
                     response::build(&msg, reply.peer(), code, why, Some(&self.tag()), &[]).into();
-                let reply = reply.clone();
-                tokio::spawn(async move { reply.send(&bytes).await });
+                reply.send(&bytes);
             }
         }
     }
@@ -581,7 +611,7 @@ impl<H: CallHandler> Server<H> {
                         &[],
                     )
                     .into();
-                    tokio::spawn(async move { reply.send(&bytes).await });
+                    reply.send(&bytes);
                 }
                 return;
             }
@@ -599,37 +629,51 @@ impl<H: CallHandler> Server<H> {
 
     fn on_ack(&self, mut key: TxKey) {
         key.invite = true;
-        self.table.with(&key, |t| {
-            if let Some(state) = t.get_mut(&key) {
-                if let TxState::Completed { acked, .. } = state {
-                    acked.notify_one();
-                    *state = TxState::Confirmed;
-                }
+        self.table.update(&key, |state| {
+            if let TxState::Completed { acked, .. } = state {
+                acked.notify_one();
+                *state = TxState::Confirmed;
             }
         });
     }
 
     /// Resends what a retransmitted request's transaction last sent; true if it was one.
     fn retransmission(&self, key: &TxKey, reply: &Reply) -> bool {
-        let last = self.table.with(key, |t| match t.get(key) {
-            None => None,
-            Some(TxState::Proceeding { provisional, .. }) => Some(provisional.clone()),
-            Some(TxState::Completed { response, .. } | TxState::Done { response }) => {
-                Some(Some(Arc::clone(response)))
+        let last = self.table.update(key, |state| match state {
+            TxState::Proceeding { provisional, .. } => provisional.clone(),
+            TxState::Completed { response, .. } | TxState::Done { response } => {
+                Some(Arc::clone(response))
             }
-            Some(TxState::Confirmed) => Some(None),
+            TxState::Confirmed => None,
         });
         match last {
             None => false,
             Some(bytes) => {
                 metrics::counter!("tollgate_sip_retransmissions_total").increment(1);
                 if let Some(bytes) = bytes {
-                    let reply = reply.clone();
-                    tokio::spawn(async move { reply.send(&bytes).await });
+                    reply.send(&bytes);
                 }
                 true
             }
         }
+    }
+
+    /// Why a new INVITE cannot be taken on now: a table bound, or too many decisions running.
+    fn overloaded(&self) -> Option<&'static str> {
+        if let Some(full) = self.table.full() {
+            return Some(full.as_str());
+        }
+        (self.pending.load(Ordering::Relaxed) >= self.ctx.config.limits.max_pending_decisions)
+            .then_some("pending-decisions")
+    }
+
+    fn retry_after(&self) -> Lines {
+        let mut retry = Lines::default();
+        retry
+            .start("Retry-After")
+            .decimal(self.ctx.config.retry_after.try_into().unwrap_or(u16::MAX))
+            .end();
+        retry
     }
 
     fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply) {
@@ -642,18 +686,32 @@ impl<H: CallHandler> Server<H> {
         // Sent once: one response per datagram received (no 100 Trying, no timer G).
         let once = stateless && !reply.reliable();
         // Answers that need no decision, in RFC 3261 §8.2's order after the policy ones: a
-        // draining node and an unknown source first, then the Require check (§8.2.2.3).
+        // draining node and an unknown source first, then the Require check (§8.2.2.3), then
+        // the transport's own bounds: past them the INVITE is answered 503 and nothing is kept.
+        let mut shed = None;
         let early = if self.draining.load(Ordering::Relaxed) {
-            let mut retry = Lines::default();
-            retry
-                .start("Retry-After")
-                .decimal(self.ctx.config.retry_after.try_into().unwrap_or(u16::MAX))
-                .end();
-            Some((503, reason_phrase(503), EarlyReason::Draining, retry))
-        } else {
+            Some((
+                503,
+                reason_phrase(503),
+                EarlyReason::Draining,
+                self.retry_after(),
+            ))
+        } else if let Some(pre) =
             precheck(trunk.is_some(), &req.msg, self.ctx.config.enforce_require)
+        {
+            Some(pre)
+        } else if let Some(why) = self.overloaded() {
+            metrics::counter!("tollgate_sip_shed_total", "why" => why).increment(1);
+            shed = Some(why);
+            Some((
+                503,
+                "Service Unavailable (overloaded)",
+                EarlyReason::Overloaded,
+                self.retry_after(),
+            ))
+        } else {
+            None
         };
-        let cancel = Arc::new(Notify::new());
         // What every response copies from the request, read once; both answers that do not need
         // the pipeline are built now.
         let copied = response::Copied::new(&req.msg, source);
@@ -672,18 +730,13 @@ impl<H: CallHandler> Server<H> {
                 },
                 call: None,
             });
-            self.table.with(&key, |t| {
-                t.insert(
-                    key.clone(),
-                    TxState::Proceeding {
-                        provisional: None,
-                        cancel: Arc::clone(&cancel),
-                        cancelled: false,
-                    },
-                )
-            });
-            let me = Arc::clone(self);
-            tokio::spawn(async move { me.complete_invite(key, reply, bytes, once).await });
+            if shed.is_some() || self.table.full().is_some() {
+                // Nothing is kept: the answer goes once, as from a stateless source.
+                metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+                reply.send(&bytes);
+            } else {
+                self.finalize(key, reply, bytes, once);
+            }
             return;
         }
         let cancelled: Arc<[u8]> = copied
@@ -702,16 +755,15 @@ impl<H: CallHandler> Server<H> {
         };
         // Keep what the 302 needs from the request, as owned bytes: the datagram buffer is reused.
         let template = ResponseTemplate { copied, tag };
-        self.table.with(&key, |t| {
-            t.insert(
-                key.clone(),
-                TxState::Proceeding {
-                    provisional: None,
-                    cancel: Arc::clone(&cancel),
-                    cancelled: false,
-                },
-            )
-        });
+        let cancel = Arc::new(Notify::new());
+        self.table.insert(
+            &key,
+            TxState::Proceeding {
+                provisional: None,
+                cancel: Arc::clone(&cancel),
+                cancelled: false,
+            },
+        );
         self.pending.fetch_add(1, Ordering::SeqCst);
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -727,37 +779,47 @@ impl<H: CallHandler> Server<H> {
                 loop {
                     tokio::select! {
                         biased;
-                        d = &mut decide => break d.ok(),
-                        () = cancel.notified() => break None,
+                        d = &mut decide => break d.map_err(|_| GaveUp::Timeout),
+                        () = cancel.notified() => break Err(GaveUp::Cancel),
+                        () = me.abandoned() => break Err(GaveUp::Drain),
                         () = &mut trying_timer, if !trying_sent => {
                             trying_sent = true;
-                            me.table.with(&key, |t| {
-                                if let Some(TxState::Proceeding { provisional, .. }) = t.get_mut(&key) {
+                            me.table.update(&key, |state| {
+                                if let TxState::Proceeding { provisional, .. } = state {
                                     *provisional = Some(Arc::clone(&trying));
                                 }
                             });
-                            reply.send(&trying).await;
+                            reply.send(&trying);
                         }
                     }
                 }
             };
-            let cancelled_now = outcome.is_none() && me.cancel_seen(&key);
             let bytes: Arc<[u8]> = match outcome {
-                Some(decision) => template.render(&decision, &call).into(),
-                None => {
+                Ok(decision) => template.render(&decision, &call).into(),
+                Err(gave_up) => {
                     // The handler's decision was given up: it learns of the answer here.
-                    let (status, why, bytes) = if cancelled_now {
+                    let (status, why, bytes) = if gave_up == GaveUp::Cancel && me.cancel_seen(&key)
+                    {
                         (487, EarlyReason::Cancelled, Arc::clone(&cancelled))
+                    } else if gave_up == GaveUp::Drain {
+                        warn!(call_id = %call.facts.call_id, "drain timeout: answering 503");
+                        let bytes = template
+                            .with_status(
+                                503,
+                                "Service Unavailable (shutting down)",
+                                &me.retry_after(),
+                            )
+                            .into();
+                        (503, EarlyReason::DrainTimeout, bytes)
                     } else {
                         warn!(call_id = %call.facts.call_id, "decision timeout: answering 503");
                         metrics::counter!("tollgate_decision_timeouts_total").increment(1);
-                        let mut retry = Lines::default();
-                        retry
-                            .start("Retry-After")
-                            .decimal(cfg.retry_after.try_into().unwrap_or(u16::MAX))
-                            .end();
                         let bytes = template
-                            .with_status(503, "Service Unavailable (decision timeout)", &retry)
+                            .with_status(
+                                503,
+                                "Service Unavailable (decision timeout)",
+                                &me.retry_after(),
+                            )
                             .into();
                         (503, EarlyReason::DecisionTimeout, bytes)
                     };
@@ -774,73 +836,84 @@ impl<H: CallHandler> Server<H> {
                     bytes
                 }
             };
+            // Sent before the decision stops counting as pending, so a drain that sees none
+            // pending has nothing left unanswered.
+            me.finalize(key, reply, bytes, once);
             if me.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
                 me.drained.notify_waiters();
             }
-            me.complete_invite(key, reply, bytes, once).await;
         });
     }
 
-    /// Sends the final response, retransmits it on UDP (timer G, at most
-    /// [`MAX_FINAL_RETRANSMITS`] times) until the ACK or timer H, then keeps the transaction for
-    /// T4 to absorb ACK retransmissions (timer I). `once` (a stateless source over UDP): sent
-    /// once, the transaction kept T4 only, so a retransmitted INVITE gets the same single answer
-    /// and the ACK is absorbed.
-    async fn complete_invite(&self, key: TxKey, reply: Reply, bytes: Arc<[u8]>, once: bool) {
+    /// Stores and sends the final response now, then leaves its retransmissions and the
+    /// transaction's end to a task: over UDP timer G resends it (at most
+    /// [`MAX_FINAL_RETRANSMITS`] times) until the ACK or timer H, then the transaction stays T4
+    /// to absorb ACK retransmissions (timer I); over TCP it waits for the ACK or timer H without
+    /// holding the connection. `once` (a stateless source over UDP): sent once, the transaction
+    /// kept T4 only, so a retransmitted INVITE gets the same single answer and the ACK is
+    /// absorbed.
+    fn finalize(self: &Arc<Self>, key: TxKey, reply: Reply, bytes: Arc<[u8]>, once: bool) {
         let acked = Arc::new(Notify::new());
-        self.table.with(&key, |t| {
-            t.insert(
-                key.clone(),
-                TxState::Completed {
-                    response: Arc::clone(&bytes),
-                    acked: Arc::clone(&acked),
-                },
-            )
-        });
-        reply.send(&bytes).await;
-        let cfg = &self.ctx.config;
-        if once {
-            metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
-            tokio::time::sleep(cfg.t4.min(cfg.t1 * 64)).await;
-            self.table.with(&key, |t| t.remove(&key));
-            return;
-        }
-        let timer_h = tokio::time::sleep(cfg.t1 * 64);
-        tokio::pin!(timer_h);
-        let mut interval = cfg.t1;
-        let reliable = reply.reliable();
-        let mut left = if reliable { 0 } else { MAX_FINAL_RETRANSMITS };
-        let got_ack = loop {
-            let g = tokio::time::sleep(if left == 0 { cfg.t1 * 64 } else { interval });
-            tokio::select! {
-                () = acked.notified() => break true,
-                () = &mut timer_h => break false,
-                () = g, if left > 0 => {
-                    left -= 1;
-                    metrics::counter!("tollgate_sip_final_retransmits_total").increment(1);
-                    reply.send(&bytes).await;
-                    interval = (interval * 2).min(cfg.t2);
-                }
+        self.table.insert(
+            &key,
+            TxState::Completed {
+                response: Arc::clone(&bytes),
+                acked: Arc::clone(&acked),
+            },
+        );
+        reply.send(&bytes);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let cfg = &me.ctx.config;
+            if once {
+                metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+                tokio::time::sleep(cfg.t4.min(cfg.t1 * 64)).await;
+                me.table.remove(&key);
+                return;
             }
-        };
-        if !got_ack {
-            metrics::counter!("tollgate_sip_ack_timeouts_total").increment(1);
-        } else if !reliable {
-            tokio::time::sleep(cfg.t4).await;
-        }
-        self.table.with(&key, |t| t.remove(&key));
+            let reliable = reply.reliable();
+            // TCP retransmits nothing: the connection is not held for the ACK.
+            let reply = (!reliable).then_some(reply);
+            let timer_h = tokio::time::sleep(cfg.t1 * 64);
+            tokio::pin!(timer_h);
+            let mut interval = cfg.t1;
+            let mut left = if reliable { 0 } else { MAX_FINAL_RETRANSMITS };
+            let got_ack = loop {
+                let g = tokio::time::sleep(if left == 0 { cfg.t1 * 64 } else { interval });
+                tokio::select! {
+                    () = acked.notified() => break true,
+                    () = &mut timer_h => break false,
+                    () = g, if left > 0 => {
+                        left -= 1;
+                        metrics::counter!("tollgate_sip_final_retransmits_total").increment(1);
+                        if let Some(reply) = &reply {
+                            reply.send(&bytes);
+                        }
+                        interval = (interval * 2).min(cfg.t2);
+                    }
+                }
+            };
+            if !got_ack {
+                metrics::counter!("tollgate_sip_ack_timeouts_total").increment(1);
+            } else if !reliable {
+                tokio::time::sleep(cfg.t4).await;
+            }
+            me.table.remove(&key);
+        });
     }
 
     fn cancel_seen(&self, key: &TxKey) -> bool {
-        self.table.with(key, |t| {
-            matches!(
-                t.get(key),
-                Some(TxState::Proceeding {
-                    cancelled: true,
-                    ..
-                })
-            )
-        })
+        self.table
+            .update(key, |state| {
+                matches!(
+                    state,
+                    TxState::Proceeding {
+                        cancelled: true,
+                        ..
+                    }
+                )
+            })
+            .unwrap_or(false)
     }
 
     fn on_cancel(self: &Arc<Self>, req: &Request<'_>, key: TxKey, reply: Reply) {
@@ -853,17 +926,16 @@ impl<H: CallHandler> Server<H> {
         };
         let found = self
             .table
-            .with(&invite_key, |t| match t.get_mut(&invite_key) {
-                Some(TxState::Proceeding {
+            .update(&invite_key, |state| {
+                if let TxState::Proceeding {
                     cancel, cancelled, ..
-                }) => {
+                } = state
+                {
                     *cancelled = true;
                     cancel.notify_one();
-                    true
                 }
-                Some(_) => true,
-                None => false,
-            });
+            })
+            .is_some();
         let code = if found { 200 } else { 481 };
         self.finish_non_invite(req, key, reply, code, reason_phrase(code), &[]);
     }
@@ -936,32 +1008,34 @@ impl<H: CallHandler> Server<H> {
         let bytes: Arc<[u8]> = response::Copied::new(&req.msg, reply.peer())
             .response(code, reason, Some(&self.tag()), extra)
             .into();
-        // Sent once in any case; a stateless source's entry is kept T4, not 64·T1.
-        let keep = if reply.reliable() {
+        // Sent once in any case; kept for timer J over UDP (64·T1, or T4 from a stateless
+        // source) unless the table is full, when a retransmission is answered anew.
+        let keep = if reply.reliable() || self.table.full().is_some() {
             Duration::ZERO
         } else if self.ctx.trunks.source(reply.peer().ip()).1 {
             self.ctx.config.t4.min(self.ctx.config.t1 * 64)
         } else {
             self.ctx.config.t1 * 64
         };
-        self.table.with(&key, |t| {
-            t.insert(
-                key.clone(),
-                TxState::Done {
-                    response: Arc::clone(&bytes),
-                },
-            )
-        });
+        reply.send(&bytes);
+        if keep.is_zero() {
+            return;
+        }
+        self.table.insert(&key, TxState::Done { response: bytes });
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            reply.send(&bytes).await;
-            // Timer J: absorb retransmissions for 64*T1 on UDP (T4 from a stateless source).
-            if !keep.is_zero() {
-                tokio::time::sleep(keep).await;
-            }
-            me.table.with(&key, |t| t.remove(&key));
+            tokio::time::sleep(keep).await;
+            me.table.remove(&key);
         });
     }
+}
+
+/// Why a decision was given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GaveUp {
+    Timeout,
+    Cancel,
+    Drain,
 }
 
 /// `v` in lower-case hex, at least `width` digits (as `{:0width$x}` writes it): tags and call

@@ -1,0 +1,224 @@
+//! The transaction table: sharded, and bounded by entries and bytes.
+//!
+//! Every change goes through [`Table::insert`], [`Table::update`] and [`Table::remove`], which
+//! keep the live entry count and the bytes the entries hold (keys and stored responses) in two
+//! counters, so the admission check on every new request reads two atomics and takes no lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+const SHARDS: usize = 16;
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(super) struct TxKey {
+    pub(super) branch: Box<str>,
+    pub(super) sent_by: Box<str>,
+    pub(super) invite: bool,
+}
+
+impl TxKey {
+    fn weight(&self) -> usize {
+        self.branch.len() + self.sent_by.len()
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum TxState {
+    /// Deciding; holds the 100 Trying once sent.
+    Proceeding {
+        provisional: Option<Arc<[u8]>>,
+        cancel: Arc<Notify>,
+        cancelled: bool,
+    },
+    Completed {
+        response: Arc<[u8]>,
+        acked: Arc<Notify>,
+    },
+    Confirmed,
+    /// Non-INVITE final response, kept for retransmissions (timer J).
+    Done {
+        response: Arc<[u8]>,
+    },
+}
+
+impl TxState {
+    fn weight(&self) -> usize {
+        let held = match self {
+            TxState::Proceeding { provisional, .. } => provisional.as_ref().map_or(0, |p| p.len()),
+            TxState::Completed { response, .. } | TxState::Done { response } => response.len(),
+            TxState::Confirmed => 0,
+        };
+        // The map's own slot: key, state and the hash table's control byte, roughly.
+        held + std::mem::size_of::<(TxKey, TxState)>() + 1
+    }
+}
+
+/// Why a new transaction is refused ([`Table::full`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Full {
+    Entries,
+    Bytes,
+}
+
+impl Full {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Full::Entries => "transactions",
+            Full::Bytes => "transaction-bytes",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Table {
+    shards: Vec<Mutex<HashMap<TxKey, TxState>>>,
+    hasher: RandomState,
+    entries: AtomicUsize,
+    bytes: AtomicUsize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Table {
+    pub(super) fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            entries: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    fn shard(&self, key: &TxKey) -> std::sync::MutexGuard<'_, HashMap<TxKey, TxState>> {
+        let idx = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        // idx < SHARDS always; shard 0 stands in so the path has no panic branch.
+        let shard = match self.shards.get(idx).or_else(|| self.shards.first()) {
+            Some(s) => s,
+            None => unreachable_shard(),
+        };
+        shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.bytes.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a new entry would pass a bound (an existing key's replacement always may).
+    pub(super) fn full(&self) -> Option<Full> {
+        if self.entries.load(Ordering::Relaxed) >= self.max_entries {
+            Some(Full::Entries)
+        } else if self.bytes.load(Ordering::Relaxed) >= self.max_bytes {
+            Some(Full::Bytes)
+        } else {
+            None
+        }
+    }
+
+    /// Inserts or replaces `key`'s state.
+    pub(super) fn insert(&self, key: &TxKey, state: TxState) {
+        let after = key.weight() + state.weight();
+        let old = self.shard(key).insert(key.clone(), state);
+        match old {
+            Some(old) => self.account(key.weight() + old.weight(), after),
+            None => {
+                self.entries.fetch_add(1, Ordering::Relaxed);
+                self.account(0, after);
+            }
+        }
+    }
+
+    /// Runs `f` on `key`'s state, if any, keeping the byte count right whatever `f` changes.
+    pub(super) fn update<R>(&self, key: &TxKey, f: impl FnOnce(&mut TxState) -> R) -> Option<R> {
+        let mut shard = self.shard(key);
+        let state = shard.get_mut(key)?;
+        let before = state.weight();
+        let r = f(state);
+        let after = state.weight();
+        drop(shard);
+        self.account(before, after);
+        Some(r)
+    }
+
+    pub(super) fn remove(&self, key: &TxKey) {
+        let old = self.shard(key).remove(key);
+        if let Some(old) = old {
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+            self.account(key.weight() + old.weight(), 0);
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[cold]
+fn unreachable_shard() -> ! {
+    // The table is built with SHARDS shards and never shrinks.
+    std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: usize) -> TxKey {
+        TxKey {
+            branch: format!("z9hG4bK{n}").into(),
+            sent_by: "192.0.2.1:5060".into(),
+            invite: true,
+        }
+    }
+
+    fn done(len: usize) -> TxState {
+        TxState::Done {
+            response: vec![b'x'; len].into(),
+        }
+    }
+
+    /// The counters follow every insert, replacement, update and removal back to zero, and
+    /// `full` trips at either bound.
+    #[test]
+    fn counts_entries_and_bytes_back_to_zero() {
+        let t = Table::new(3, 10_000);
+        t.insert(&key(1), done(100));
+        t.insert(&key(2), TxState::Confirmed);
+        let two = t.bytes();
+        assert_eq!(t.len(), 2);
+        assert!(two > 100);
+        // Replacing an entry changes bytes, not entries.
+        t.insert(&key(2), done(1000));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.bytes(), two + 1000);
+        assert_eq!(t.full(), None);
+        t.insert(&key(3), done(10));
+        assert_eq!(t.full(), Some(Full::Entries));
+        t.update(&key(2), |s| *s = TxState::Confirmed);
+        t.remove(&key(3));
+        assert_eq!(t.bytes(), two);
+        assert_eq!(t.update(&key(9), |_| ()), None);
+        t.remove(&key(1));
+        t.insert(&key(4), done(20_000));
+        assert_eq!(t.full(), Some(Full::Bytes));
+        for k in [1, 2, 4, 9] {
+            t.remove(&key(k));
+        }
+        assert_eq!((t.len(), t.bytes()), (0, 0));
+    }
+}
