@@ -2,7 +2,7 @@
 //!
 //! [`CARRIER_INVITE`] is a realistic carrier INVITE (about 970 bytes) carrying every identity
 //! header the extractor reads; [`CALLS`] and [`sipp_invite`] rebuild the INVITEs that
-//! `../shared/bench/sipp/invite_302.xml` sends, so the in-process numbers and the sipp run
+//! `benches/sipp/peer/sipp/invite_302.xml` sends, so the in-process numbers and the sipp run
 //! measure the same calls.
 
 /// An INVITE from a trusted carrier trunk: PAI as tel and sip, RPID, P-Charge-Info, Diversion,
@@ -52,7 +52,7 @@ const fn row(ani: &'static str, dnis: &'static str, presented: &'static str) -> 
     }
 }
 
-/// The first 20 rows of `shared/bench/sipp/calls.csv` (the file the sipp comparison replays):
+/// The first 20 rows of `benches/sipp/peer/sipp/calls.csv` (the file the sipp comparison replays):
 /// six countries, five DNIS (one not in the routing table), German callers among them.
 pub const CALLS: [CallRow; 20] = [
     row("442072601815", "18005550100", "2601815"),

@@ -2,7 +2,7 @@
 # compare.sh: Tollgate vs Kamailio side by side with sipp, on this machine, in one run.
 #
 # Starts both engines (Tollgate on 127.0.0.1:5080 with parity.toml or $PARITY, Kamailio on 127.0.0.1:5070
-# with ../shared/bench/kamailio/kamailio.cfg), then, alternating engines:
+# with benches/sipp/peer/kamailio/kamailio.cfg), then, alternating engines:
 #   1. CPU ms per 1000 calls at CPU_RATE calls/s offered (CPU_CALLS calls), REPS times each;
 #   2. the offered-rate steps (RATES, STEP_CALLS calls each) until a step has a failed call or
 #      the achieved calls/s stops rising (a step that does not rise is run once more first: one
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-bench=${BENCH_DIR:-$repo/../shared/bench}
+bench=${BENCH_DIR:-$repo/benches/sipp/peer}
 reps=${REPS:-3}
 cpu_calls=${CPU_CALLS:-30000}
 cpu_rate=${CPU_RATE:-3000}
