@@ -221,11 +221,18 @@ async fn sigterm_under_load_answers_every_invite() {
         if i == 300 {
             signal(&node, "-TERM");
             signalled_at = Some(Instant::now());
+            // The node needs a moment to see the signal (CI machines are loaded): the late
+            // INVITEs start 30 ms after it, while the decisions in flight (100 ms each) keep
+            // the node draining.
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
-        // ~2,000 calls/s before the signal; the last 99 go out within a few ms after it, while
-        // the decisions in flight (100 ms each) keep the node draining.
+        // ~2,000 calls/s before the signal; the last 99 about one per ms after it, inside the
+        // drain (in-flight decisions, then up to 200 ms of buffered datagrams while arrivals
+        // keep coming within 20 ms of each other).
         if i < 300 && i % 20 == 19 {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        } else if i > 300 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
     let mut got = HashMap::new();

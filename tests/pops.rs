@@ -4,8 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod http_support;
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 
 use http_support::*;
+use std::time::{Duration, Instant};
 
 /// A US caller to a number no service line lists routes to `general` (config/routes/default.toml);
 /// a German one to `general-de`.
@@ -309,4 +312,75 @@ async fn admin_manages_lists_and_the_crm_cache() {
         (501, Some("not_implemented"))
     );
     bare.stop().await;
+}
+
+/// Two nodes on a real Redis Cluster (3 masters, 3 replicas): velocity and lists in the
+/// cluster, pops on a shard channel. A call through node A pops on node B's desktop; then the
+/// master owning the channel's slot is killed: every call is still answered, and once a
+/// replica has taken over, node B's subscription is back (the client subscribes again by
+/// itself) and pops flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pops_and_risk_on_a_redis_cluster_survive_a_master_failover() {
+    let mut cluster = redis_cluster::RedisCluster::start();
+    let seeds = cluster.seeds_toml();
+    let node = |name: &str| {
+        format!(
+            "{}\n[risk]\nstore = \"redis\"\n[risk.redis]\ncluster = {seeds}\n",
+            config(&format!("node = \"{name}\"\nredis_cluster = {seeds}\n"))
+        )
+    };
+    let a = Process::start(&node("node-a"));
+    let b = Process::start(&node("node-b"));
+    ready(&b.base()).await;
+    ready(&a.base()).await;
+    let mut desk_b = Sse::subscribe(
+        &format!("{}/v1/pops/stream?queue=general", b.base()),
+        AGENT_GENERAL,
+    )
+    .await;
+    let r = call(a.udp, DNIS, US, "cluster-1").await;
+    assert!(r.starts_with("SIP/2.0 302"), "{r}");
+    let pop = desk_b.pop().await;
+    assert_eq!(pop["call_ref"], contact_ref(&r).as_str());
+    assert_eq!(pop["node"], "node-a");
+    // The call was counted in the cluster, under its caller's hash tag.
+    assert_eq!(cluster.keys("tg:*:a:*").len(), 1, "{:?}", cluster.keys("*"));
+
+    let slot = cluster.keyslot("tollgate:pops");
+    let old = cluster.master_of_slot(slot).unwrap();
+    cluster.kill(old);
+    let killed = Instant::now();
+    let mut n = 1;
+    let delivered = loop {
+        n += 1;
+        // A new caller each time: velocity (now in the cluster) would block one caller's flood.
+        let ani = format!("+1212555{n:04}");
+        let r = call(a.udp, DNIS, &ani, &format!("cluster-{n}")).await;
+        assert!(
+            r.starts_with("SIP/2.0 302"),
+            "every call answered during the failover: {r}"
+        );
+        let want = contact_ref(&r);
+        let got = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                let p = desk_b.pop().await;
+                if p["call_ref"] == want.as_str() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if got.is_ok() {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "pops never reached node B again after the failover"
+        );
+    };
+    let new = cluster.wait_failover(slot, old);
+    println!(
+        "channel master {old} killed; replica {new} took over; node B got pops again after \
+         {delivered:?}; {n} calls, all answered"
+    );
 }

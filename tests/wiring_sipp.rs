@@ -59,6 +59,8 @@ async fn sipp_with_the_crm_down_answers_every_call() {
     );
 }
 
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "../crates/risk/tests/common/mod.rs"]
 mod redis_support;
 
@@ -139,4 +141,89 @@ async fn redis_killed_mid_run_every_call_answered_and_counting_resumes() {
         .query(&mut redis.conn())
         .unwrap();
     assert!(!keys.is_empty(), "counters written after the restart");
+}
+
+/// sipp through a node whose risk store is a real Redis Cluster (3 masters, 3 replicas); the
+/// master owning the callers' slot is killed -9 mid-run. Every call is answered (fail open),
+/// a replica takes over, counting resumes on it without a restart, and the test reports how
+/// many observations were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_master_killed_mid_run_every_call_answered_and_counting_resumes() {
+    let mut cluster = redis_cluster::RedisCluster::start();
+    let s = Scratch::new();
+    let text = format!(
+        "{}[risk]\nstore = \"redis\"\n[risk.redis]\ncluster = {}\nkey_prefix = \"tgc\"\n",
+        base_config(false),
+        cluster.seeds_toml()
+    );
+    let node = s.start(&text).await;
+    const CALLS: usize = 600;
+    let mut csv = String::from("SEQUENTIAL\n");
+    for i in 0..CALLS {
+        writeln!(csv, "1312555{:04};18005550100;{:07}", i % 100, i).unwrap();
+    }
+    std::fs::write(s.path("calls.csv"), csv).unwrap();
+    // Every caller is in exchange 312-555: one hash tag, one slot, one master to kill.
+    let slot = cluster.keyslot("tgc:{1312555}:n");
+    let master = cluster.master_of_slot(slot).unwrap();
+    let (target, dir) = (node.udp.to_string(), s.dir.path().to_owned());
+    let run = tokio::task::spawn_blocking(move || sipp(&target, &dir, CALLS, 100, 300, "120s"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while node.calls().len() < 150 {
+        assert!(std::time::Instant::now() < deadline, "sipp stalled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cluster.kill(master);
+    let killed_at = node.calls().len();
+    let promoted = cluster.wait_failover(slot, master);
+    let SippRun {
+        failed,
+        successful: ok,
+        stderr,
+        ..
+    } = run.await.unwrap();
+    assert_eq!(failed, 0, "failed calls; {stderr}");
+    assert_eq!(ok, CALLS);
+    let calls = node.calls();
+    assert_eq!(calls.len(), CALLS);
+    assert!(calls.iter().all(|(_, d)| d.queue().is_some()));
+    let degraded: Vec<usize> = (0..CALLS)
+        .filter(|&i| calls[i].0.risk.as_ref().unwrap().degraded)
+        .collect();
+    assert!(
+        degraded.iter().all(|&i| i + 5 >= killed_at),
+        "counted before the kill: {degraded:?} (killed at {killed_at})"
+    );
+    assert!(!degraded.is_empty(), "the kill was felt");
+    assert_eq!(
+        degraded.iter().filter(|&&i| i >= CALLS - 20).count(),
+        0,
+        "counting resumed on the promoted replica"
+    );
+    let counted: usize = cluster
+        .keys("tgc:*:a:*")
+        .iter()
+        .map(|k| {
+            cluster
+                .on_key(k, &["ZCARD", k])
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    let window = degraded.last().unwrap() - degraded.first().unwrap() + 1;
+    eprintln!(
+        "Redis Cluster master {master} killed at call {killed_at}; replica {promoted} took over; \
+         {} calls failed open (calls {}..={}, {window} calls at 100/s), {counted} of {CALLS} \
+         observations kept, {} lost; slowest decision {:?}",
+        degraded.len(),
+        degraded.first().unwrap(),
+        degraded.last().unwrap(),
+        CALLS - counted,
+        node.slowest()
+    );
+    assert!(
+        counted <= CALLS - degraded.len(),
+        "a degraded call was counted"
+    );
 }

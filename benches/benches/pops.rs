@@ -50,7 +50,7 @@ fn fanout(c: &mut Criterion) {
             );
             tokio::spawn(async move {
                 while let Ok(ev) = rx.recv().await {
-                    if ev.queue == "support" && !ev.json.is_empty() {
+                    if ev.queue == "support" && !ev.json().is_empty() {
                         let n = delivered.fetch_add(1, Ordering::AcqRel) + 1;
                         if n == target.load(Ordering::Acquire) {
                             done.notify_one();

@@ -48,7 +48,9 @@ fn rss_kb(pid: u32) -> Option<u64> {
 }
 
 fn invite(port: u16, n: u64, worker: usize) -> String {
-    let ani = 2_000_000 + (n % 7_000_000);
+    // Every call of the run its own ANI (up to 7 million): the senders interleave their
+    // numbers instead of each counting from the same start.
+    let ani = 2_000_000 + ((n * SOCKETS as u64 + worker as u64) % 7_000_000);
     format!(
         "INVITE sip:+18005550100@127.0.0.1;user=phone SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKfl{worker}x{n}\r\n\

@@ -367,6 +367,21 @@ impl Process {
     pub fn base(&self) -> String {
         format!("http://{}", self.http)
     }
+
+    /// Sends `sig` (`"-TERM"`, `"-KILL"`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits for the process to exit (after a signal); its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
 }
 
 impl Drop for Process {

@@ -17,9 +17,79 @@ use crate::pop::ScreenPop;
 pub struct PopEvent {
     pub call_ref: String,
     pub queue: String,
-    /// The pop's JSON.
-    pub json: Arc<str>,
+    body: Body,
     pub stored_at: Instant,
+}
+
+/// A pop's JSON: as is for live streams, webhooks and Redis (short-lived), deflated (raw
+/// DEFLATE, RFC 1951) while stored for fetches by call reference, where up to `max_pops` of
+/// them sit for the retention: a stored pop takes about 40 % of its JSON's bytes (1.3 kB of
+/// JSON a pop, 100,000 pops: 128 MB as text; README "Memory").
+#[derive(Debug)]
+enum Body {
+    Plain(Arc<str>),
+    Packed(Box<[u8]>),
+}
+
+impl PopEvent {
+    /// A live pop (as streamed, and as handed to webhooks and Redis).
+    pub fn new(call_ref: String, queue: String, json: Arc<str>, stored_at: Instant) -> Self {
+        Self {
+            call_ref,
+            queue,
+            body: Body::Plain(json),
+            stored_at,
+        }
+    }
+
+    /// The same pop, its JSON deflated, for the store.
+    fn packed(&self) -> Self {
+        let body = match &self.body {
+            Body::Plain(json) => Body::Packed(deflate(json.as_bytes())),
+            Body::Packed(b) => Body::Packed(b.clone()),
+        };
+        Self {
+            call_ref: self.call_ref.clone(),
+            queue: self.queue.clone(),
+            body,
+            stored_at: self.stored_at,
+        }
+    }
+
+    /// The pop's JSON (inflated when stored).
+    pub fn json(&self) -> std::borrow::Cow<'_, str> {
+        match &self.body {
+            Body::Plain(json) => std::borrow::Cow::Borrowed(json),
+            Body::Packed(b) => std::borrow::Cow::Owned(inflate(b)),
+        }
+    }
+
+    /// Heap bytes the pop's body holds.
+    pub fn body_bytes(&self) -> usize {
+        match &self.body {
+            Body::Plain(json) => json.len(),
+            Body::Packed(b) => b.len(),
+        }
+    }
+}
+
+fn deflate(json: &[u8]) -> Box<[u8]> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(json.len() / 2),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(json);
+    enc.finish().unwrap_or_default().into_boxed_slice()
+}
+
+fn inflate(packed: &[u8]) -> String {
+    use std::io::Read as _;
+    let mut out = String::with_capacity(packed.len() * 3);
+    // Only `deflate` wrote these bytes, from a str: they inflate to valid UTF-8.
+    let _ = flate2::read::DeflateDecoder::new(packed).read_to_string(&mut out);
+    out
 }
 
 /// The fields a node needs to route a pop it got as JSON (from Redis).
@@ -42,6 +112,22 @@ impl Store {
         let now = ev.stored_at;
         self.by_ref.insert(ev.call_ref.clone(), Arc::clone(&ev));
         self.order.push_back(ev);
+        self.evict(now, retention, capacity);
+    }
+
+    /// Drops the pops past the retention at `now` (when no pop arrives to push them out) and
+    /// gives the tables' memory back once they are mostly empty.
+    fn sweep(&mut self, now: Instant, retention: Duration, capacity: usize) {
+        self.evict(now, retention, capacity);
+        if self.order.capacity() > 64 && self.order.len() < self.order.capacity() / 4 {
+            self.order.shrink_to_fit();
+        }
+        if self.by_ref.capacity() > 64 && self.by_ref.len() < self.by_ref.capacity() / 4 {
+            self.by_ref.shrink_to_fit();
+        }
+    }
+
+    fn evict(&mut self, now: Instant, retention: Duration, capacity: usize) {
         while let Some(front) = self.order.front() {
             let expired = now.saturating_duration_since(front.stored_at) > retention;
             if !expired && self.order.len() <= capacity {
@@ -60,6 +146,9 @@ impl Store {
         }
     }
 }
+
+/// How often the hub drops expired pops when none arrive to push them out.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Limits of the hub.
 #[derive(Debug, Clone)]
@@ -191,15 +280,19 @@ impl Hub {
     }
 
     /// Stores and broadcasts; returns the event for webhooks and Redis.
-    pub(crate) fn deliver(&self, call_ref: String, queue: String, json: Arc<str>) -> Arc<PopEvent> {
-        let ev = Arc::new(PopEvent {
-            call_ref,
-            queue,
-            json,
-            stored_at: Instant::now(),
-        });
+    /// Drops expired pops without waiting for new ones; the hub task runs it every few seconds.
+    pub(crate) fn sweep(&self) {
         if let Ok(mut store) = self.store.lock() {
-            store.insert(Arc::clone(&ev), self.cfg.retention, self.cfg.capacity);
+            store.sweep(Instant::now(), self.cfg.retention, self.cfg.capacity);
+            metrics::gauge!("tollgate_pops_stored").set(store.by_ref.len() as f64);
+        }
+    }
+
+    pub(crate) fn deliver(&self, call_ref: String, queue: String, json: Arc<str>) -> Arc<PopEvent> {
+        let ev = Arc::new(PopEvent::new(call_ref, queue, json, Instant::now()));
+        let stored = Arc::new(ev.packed());
+        if let Ok(mut store) = self.store.lock() {
+            store.insert(stored, self.cfg.retention, self.cfg.capacity);
         }
         // No subscriber is not an error: the pop stays fetchable.
         let _ = self.live.send(Arc::clone(&ev));
@@ -271,9 +364,15 @@ pub(crate) fn spawn(hub: &Arc<Hub>, outlets: Outlets) -> Publisher {
     let hub = Arc::clone(hub);
     let mut stop = hub.stopping();
     tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let pop = tokio::select! {
                 p = rx.recv() => match p { Some(p) => p, None => break },
+                _ = sweep.tick() => {
+                    hub.sweep();
+                    continue;
+                }
                 _ = crate::hub::stopped(&mut stop) => break,
             };
             let json: Arc<str> = match serde_json::to_string(&pop) {
@@ -303,12 +402,34 @@ mod tests {
     use super::*;
 
     fn ev(r: &str, at: Instant) -> Arc<PopEvent> {
-        Arc::new(PopEvent {
-            call_ref: r.into(),
-            queue: "q".into(),
-            json: "{}".into(),
-            stored_at: at,
-        })
+        Arc::new(PopEvent::new(r.into(), "q".into(), "{}".into(), at))
+    }
+
+    #[test]
+    fn a_stored_pop_is_deflated_and_reads_back_the_same() {
+        let json: String = format!(
+            "{{\"call_ref\":\"r1\",\"ani\":\"+12125550100\",\"geo\":{{\"region\":\"US\",\
+             \"description\":\"New York, NY\"}},\"skills\":[{}]}}",
+            (0..40)
+                .map(|i| format!("\"skill-{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let live = PopEvent::new(
+            "r1".into(),
+            "q".into(),
+            json.as_str().into(),
+            Instant::now(),
+        );
+        let stored = live.packed();
+        assert_eq!(stored.json(), json.as_str());
+        assert_eq!(live.json(), json.as_str());
+        assert!(
+            stored.body_bytes() < json.len() / 2,
+            "{} of {}",
+            stored.body_bytes(),
+            json.len()
+        );
     }
 
     #[test]
@@ -327,5 +448,25 @@ mod tests {
         );
         assert_eq!(s.by_ref.len(), 1);
         assert_eq!(s.order.len(), 1);
+    }
+
+    #[test]
+    fn sweep_drops_expired_pops_without_a_new_one_and_shrinks() {
+        let mut s = Store::default();
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(10);
+        for i in 0..1000 {
+            s.insert(ev(&format!("r{i}"), t0), keep, 10_000);
+        }
+        let cap = s.by_ref.capacity();
+        s.sweep(t0 + Duration::from_secs(5), keep, 10_000);
+        assert_eq!(s.by_ref.len(), 1000, "within the retention: kept");
+        s.sweep(t0 + Duration::from_secs(11), keep, 10_000);
+        assert_eq!((s.by_ref.len(), s.order.len()), (0, 0));
+        assert!(
+            s.by_ref.capacity() < cap / 4,
+            "{} of {cap}",
+            s.by_ref.capacity()
+        );
     }
 }

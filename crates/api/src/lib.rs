@@ -26,7 +26,7 @@ pub use error::{ApiError, StartError};
 pub use hub::{default_node, HubConfig, PopEvent, Publisher};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use pop::{Crm, Geo, Line, Presented, Profile, Risk, ScreenPop, Signal};
-pub use redis_bus::BusConfig;
+pub use redis_bus::{BusConfig, BusTarget};
 pub use webhook::{signature, WebhookConfig, WebhookSettings};
 
 /// The OpenAPI 3 document (checked in as `openapi.json`, served at `/v1/openapi.json`).

@@ -258,7 +258,7 @@ async fn recent(State(api): State<Api>, headers: HeaderMap, q: Params) -> ApiRes
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&ev.json);
+        body.push_str(&ev.json());
     }
     body.push(']');
     Ok(raw_json(StatusCode::OK, body))
@@ -305,7 +305,7 @@ async fn pop_by_ref(
     let ev = found.ok_or_else(|| {
         ApiError::not_found(format!("no screen pop for call reference {call_ref:?}"))
     })?;
-    Ok(raw_json(StatusCode::OK, ev.json.to_string()))
+    Ok(raw_json(StatusCode::OK, ev.json().into_owned()))
 }
 
 /// Counts open streams for `/metrics`; decremented when the stream is dropped.
@@ -445,7 +445,7 @@ fn pop_event(ev: &PopEvent) -> Event {
     Event::default()
         .event("pop")
         .id(&ev.call_ref)
-        .data(&*ev.json)
+        .data(&*ev.json())
 }
 
 async fn websocket(
@@ -485,7 +485,7 @@ async fn ws_session(
             r = rx.recv() => {
                 let text = match r {
                     Ok(ev) if filter.allows(&ev.queue) => {
-                        format!("{{\"type\":\"pop\",\"pop\":{}}}", ev.json)
+                        format!("{{\"type\":\"pop\",\"pop\":{}}}", ev.json())
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(n)) => json!({"type": "lagged", "missed": n}).to_string(),

@@ -166,7 +166,7 @@ fn client(settings: &WebhookSettings) -> Result<reqwest::Client, String> {
 }
 
 async fn deliver(client: &reqwest::Client, settings: &WebhookSettings, job: &Job) {
-    let body = job.ev.json.as_bytes().to_vec();
+    let body = job.ev.json().as_bytes().to_vec();
     let mut wait = settings.backoff;
     let attempts = settings.attempts.max(1);
     for attempt in 1..=attempts {

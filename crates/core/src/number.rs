@@ -2,7 +2,7 @@
 //!
 //! libphonenumber is the source of truth for the numbering plan (its metadata, from one
 //! release, is embedded: `data/metadata.txt.gz`), but the phonenumber crate is slow and
-//! serialises on a global lock (DESIGN.md), so [`NumberPlan`] parses with the start-up-compiled
+//! serialises on a global lock, so [`NumberPlan`] parses with the start-up-compiled
 //! [`Classifier`] (its per-thread caches, no lock): the region's international prefix pattern,
 //! its calling code written in front, `nationalPrefixForParsing` and its transform rule.
 

@@ -16,6 +16,9 @@
 //! [risk.redis]
 //! # url = "redis://127.0.0.1:6379/0"   # or leave unset and export the variable below
 //! url_env = "TOLLGATE_REDIS_URL"
+//! # cluster = ["10.0.0.1:6379", "10.0.0.2:6379"]  # a Redis Cluster instead: seed nodes
+//! # cluster_env = "TOLLGATE_REDIS_CLUSTER"       # or the seeds, comma-separated, from the env
+//! # tls_ca_file = "redis-ca.pem"   # rediss:// with a private CA (else the system's roots)
 //! key_prefix = "tg"
 //! response_timeout_ms = 100
 //! connection_timeout_ms = 100
@@ -27,6 +30,9 @@
 //! [risk.memory]
 //! max_keys = 1000000              # ANIs + NPA-NXX tracked; least recently seen evicted
 //! max_events = 4000000            # calls remembered in all windows together
+//! max_history = 1000000           # callers whose last queue is remembered (history_ttl_s)
+//! max_queue_names = 4096          # distinct queue names interned; least recently stored evicted
+//! sweep_ms = 10000                # background sweep of expired entries (0: only as calls come)
 //!
 //! [risk.velocity]
 //! windows = [60, 3600, 86400]     # seconds
@@ -209,6 +215,16 @@ pub struct RedisConfig {
     pub url: Option<Secret>,
     /// The environment variable holding the URL when `url` is unset.
     pub url_env: Option<String>,
+    /// A Redis Cluster instead of one Redis: seed nodes as `redis://[user:password@]host:port`
+    /// (or `host:port`); the client learns the rest of the cluster from them. Never logged.
+    /// Exclusive with `url`; `url_env` is then not read.
+    pub cluster: Vec<Secret>,
+    /// The environment variable holding the seed nodes, comma-separated, when `cluster` is
+    /// empty and the URLs carry a password (unset: not read).
+    pub cluster_env: Option<String>,
+    /// With `rediss://` URLs: a PEM file of the CA(s) to trust instead of the system's roots
+    /// (relative to the config file's folder).
+    pub tls_ca_file: Option<PathBuf>,
     /// First part of every key (`tg:{...}:a:...`).
     pub key_prefix: String,
     pub response_timeout_ms: u64,
@@ -228,6 +244,9 @@ impl Default for RedisConfig {
         Self {
             url: None,
             url_env: Some("TOLLGATE_REDIS_URL".into()),
+            cluster: Vec::new(),
+            cluster_env: None,
+            tls_ca_file: None,
             key_prefix: "tg".into(),
             response_timeout_ms: 100,
             connection_timeout_ms: 100,
@@ -239,6 +258,24 @@ impl Default for RedisConfig {
     }
 }
 
+/// A Cluster seed node as a URL: `redis://…` or `rediss://…` as given, `host:port` with
+/// `redis://` put in front; `None` when it is neither (no host, or a port that is not a port).
+pub fn cluster_node_url(node: &str) -> Option<String> {
+    let node = node.trim();
+    let url = if node.starts_with("redis://") || node.starts_with("rediss://") {
+        node.to_owned()
+    } else if node.contains("://") {
+        return None;
+    } else {
+        format!("redis://{node}")
+    };
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = host_port.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)).then_some(url)
+}
+
 /// `[risk.memory]`: the embedded store's bounds.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -247,6 +284,15 @@ pub struct MemoryConfig {
     pub max_keys: usize,
     /// Calls remembered across all keys; past it the least recently seen keys are evicted.
     pub max_events: usize,
+    /// Callers whose last routed queue is remembered (per trust space); past it the callers
+    /// not called back for longest are forgotten.
+    pub max_history: usize,
+    /// Distinct queue names the caller history interns; past it the least recently stored
+    /// name is evicted (its callers read as having no history).
+    pub max_queue_names: usize,
+    /// How often a background task frees the entries whose windows (and history TTL) have
+    /// passed and gives their memory back; 0: only as calls arrive (two per call).
+    pub sweep_ms: u64,
 }
 
 impl Default for MemoryConfig {
@@ -254,6 +300,9 @@ impl Default for MemoryConfig {
         Self {
             max_keys: 1_000_000,
             max_events: 4_000_000,
+            max_history: 1_000_000,
+            max_queue_names: 4096,
+            sweep_ms: 10_000,
         }
     }
 }
@@ -507,6 +556,15 @@ impl RiskConfig {
         if self.memory.max_keys == 0 {
             p.add("risk.memory.max_keys", "at least 1".into());
         }
+        if self.memory.max_history == 0 {
+            p.add(
+                "risk.memory.max_history",
+                "at least 1 (history_ttl_s = 0 turns history off)".into(),
+            );
+        }
+        if self.memory.max_queue_names == 0 {
+            p.add("risk.memory.max_queue_names", "at least 1".into());
+        }
         if self.memory.max_events == 0 {
             p.add("risk.memory.max_events", "at least 1".into());
         }
@@ -559,11 +617,42 @@ impl RiskConfig {
 
     fn validate_redis(&self, p: &mut Problems) {
         let r = &self.redis;
-        if self.store == StoreKind::Redis && r.url.is_none() && r.url_env.is_none() {
+        let clustered = !r.cluster.is_empty() || r.cluster_env.is_some();
+        if self.store == StoreKind::Redis && r.url.is_none() && r.url_env.is_none() && !clustered {
             p.add(
                 "risk.redis.url",
-                "store = \"redis\" needs url or url_env".into(),
+                "store = \"redis\" needs url, url_env, cluster or cluster_env".into(),
             );
+        }
+        if clustered && r.url.is_some() {
+            p.add(
+                "risk.redis.cluster",
+                "set either url (one Redis) or cluster (a Redis Cluster), not both".into(),
+            );
+        }
+        if !r.cluster.is_empty() && r.cluster_env.is_some() {
+            p.add(
+                "risk.redis.cluster_env",
+                "set either cluster or cluster_env, not both".into(),
+            );
+        }
+        for (i, node) in r.cluster.iter().enumerate() {
+            if cluster_node_url(node.expose()).is_none() {
+                // Never echo the node: it may hold a password.
+                p.add(
+                    "risk.redis.cluster",
+                    format!(
+                        "node {}: expected redis://[user:password@]host:port or host:port",
+                        i + 1
+                    ),
+                );
+            }
+        }
+        if r.cluster_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            p.add("risk.redis.cluster_env", "empty variable name".into());
         }
         if let Some(url) = &r.url {
             let u = url.expose();
@@ -738,6 +827,47 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_is_its_seed_nodes_and_excludes_a_url() {
+        let keys = |text: &str| -> Vec<String> {
+            parse(&format!("[risk]\n{text}"))
+                .unwrap()
+                .validate()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let ok = "[risk.redis]\ncluster = [\"10.0.0.1:6379\", \"redis://u:pw@10.0.0.2:6380\"]\n";
+        assert!(keys(&format!("store = \"redis\"\n{ok}")).is_empty());
+        assert_eq!(
+            keys("store = \"redis\"\n[risk.redis]\nurl = \"redis://a:1\"\ncluster = [\"b:2\"]\n"),
+            ["risk.redis.cluster"]
+        );
+        for bad in ["b", "b:0", "b:99999", ":6379", "http://b:1", "b:port"] {
+            assert_eq!(
+                keys(&format!("[risk.redis]\ncluster = [\"{bad}\"]\n")),
+                ["risk.redis.cluster"],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            keys("[risk.redis]\ncluster = [\"b:1\"]\ncluster_env = \"X\"\n"),
+            ["risk.redis.cluster_env"]
+        );
+        assert_eq!(
+            cluster_node_url("10.0.0.1:6379").as_deref(),
+            Some("redis://10.0.0.1:6379")
+        );
+        assert_eq!(
+            cluster_node_url("rediss://u:p@h:1/0").as_deref(),
+            Some("rediss://u:p@h:1/0")
+        );
+        assert!(
+            parse("[risk]\n[risk.redis]\nclustr = []\n").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn module_doc_example_parses_and_validates() {
         let doc = include_str!("config.rs");
         let example: String = doc
@@ -774,6 +904,38 @@ mod tests {
         assert_eq!(
             parse("[risk]\nuntrusted = \"ignore\"\n").unwrap().untrusted,
             UntrustedMode::Ignore
+        );
+    }
+
+    #[test]
+    fn memory_bounds_parse_default_and_refuse_zero_and_typos() {
+        let c = parse("[risk.memory]\nmax_history = 5000\nmax_queue_names = 8\nsweep_ms = 0\n")
+            .unwrap();
+        assert_eq!(
+            (
+                c.memory.max_history,
+                c.memory.max_queue_names,
+                c.memory.sweep_ms
+            ),
+            (5000, 8, 0)
+        );
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let d = parse("[risk]\n").unwrap().memory;
+        assert_eq!(
+            (d.max_history, d.max_queue_names, d.sweep_ms),
+            (1_000_000, 4096, 10_000)
+        );
+        let e = parse("[risk.memory]\nmax_histroy = 5\n").unwrap_err();
+        assert!(e.to_string().contains("max_histroy"), "{e}");
+        let c = parse("[risk.memory]\nmax_history = 0\nmax_queue_names = 0\n").unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.iter().any(|k| k == "risk.memory.max_history"),
+            "{keys:?}"
+        );
+        assert!(
+            keys.iter().any(|k| k == "risk.memory.max_queue_names"),
+            "{keys:?}"
         );
     }
 

@@ -118,7 +118,11 @@ impl RiskEngine {
                     cfg.memory.max_keys,
                     cfg.memory.max_events,
                 )
-                .with_history_ttl(cfg.history_ttl_s, cfg.memory.max_keys),
+                .with_history(
+                    cfg.history_ttl_s,
+                    cfg.memory.max_history,
+                    cfg.memory.max_queue_names,
+                ),
             ),
             StoreKind::Redis => Arc::new(
                 RedisVelocity::new(

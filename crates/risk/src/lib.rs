@@ -40,8 +40,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admin::ListAdmin;
 pub use config::{
-    BlockConfig, LevelConfig, MemoryConfig, PolicyConfig, RedisConfig, ResponseConfig, RiskConfig,
-    Secret, StoreKind, ThresholdOverride, TrunkRiskConfig, UntrustedMode, VelocityConfig, Weights,
+    cluster_node_url, BlockConfig, LevelConfig, MemoryConfig, PolicyConfig, RedisConfig,
+    ResponseConfig, RiskConfig, Secret, StoreKind, ThresholdOverride, TrunkRiskConfig,
+    UntrustedMode, VelocityConfig, Weights,
 };
 pub use engine::{open_list_store, RiskEngine, RiskVerdict};
 pub use error::{ErrorClass, RiskError};
@@ -50,7 +51,7 @@ pub use lists::{
     FileListStore, ListEntry, ListHit, ListKind, ListSnapshot, ListStore, Lists, Pattern,
     RedisListStore,
 };
-pub use redis_conn::connect as redis_connect;
+pub use redis_conn::{connect as redis_connect, RedisConn};
 pub use velocity::{
     Caller, MemoryVelocity, Observation, RedisVelocity, Trust, VelocityCounts, VelocityStore,
 };

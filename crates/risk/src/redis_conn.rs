@@ -1,7 +1,7 @@
 //! Redis connections with explicit timeouts, and the circuit breaker in front of them.
 //!
 //! redis 1.8's `ConnectionManager` reconnects but never retries a command, and with default
-//! settings a command sent while Redis is down waits ≈ 9.5 s (DESIGN.md): here every
+//! settings a command sent while Redis is down waits ≈ 9.5 s: here every
 //! connection has a response and a connect timeout and few reconnect attempts, every call is
 //! wrapped in a deadline by its caller, and after a failure calls skip Redis for `breaker_ms`
 //! so a dead Redis costs each call nothing rather than a full deadline.
@@ -9,9 +9,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisFuture, TlsCertificates};
 
-use crate::config::RedisConfig;
+use crate::config::{cluster_node_url, RedisConfig};
 use crate::error::RiskError;
 
 /// The Redis URL from the config or from the named environment variable.
@@ -29,21 +32,166 @@ pub(crate) fn resolve_url(cfg: &RedisConfig) -> Result<String, RiskError> {
     }
 }
 
-/// A lazily connecting manager: building it never waits for Redis, so the server starts (and
-/// fails open or closed per policy) while Redis is down. Needs a Tokio runtime.
-pub fn connect(cfg: &RedisConfig) -> Result<ConnectionManager, RiskError> {
+/// One connection type for both deployments: one Redis (`ConnectionManager`, reconnecting) or
+/// a Redis Cluster (`cluster_async::ClusterConnection`, following MOVED/ASK and refreshing its
+/// slot map after a failover). The stores send scripts and pipelines through it and never know
+/// which; every script and MULTI they send touches one hash tag, so one slot.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Single(_) => "redis",
+            Self::Cluster(_) => "redis-cluster",
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Cluster seed nodes from the config or from the named environment variable; `None` when
+/// the config names no cluster (one Redis).
+pub(crate) fn resolve_cluster(cfg: &RedisConfig) -> Result<Option<Vec<String>>, RiskError> {
+    let raw: Vec<String> = if !cfg.cluster.is_empty() {
+        cfg.cluster.iter().map(|s| s.expose().to_owned()).collect()
+    } else if let Some(var) = &cfg.cluster_env {
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            _ => {
+                return Err(RiskError::Config(vec![(
+                    "risk.redis.cluster_env".into(),
+                    format!("environment variable {var} is not set"),
+                )]))
+            }
+        }
+    } else {
+        return Ok(None);
+    };
+    let mut nodes = Vec::with_capacity(raw.len());
+    for (i, n) in raw.iter().enumerate() {
+        match cluster_node_url(n) {
+            Some(u) => nodes.push(u),
+            None => {
+                return Err(RiskError::Config(vec![(
+                    "risk.redis.cluster".into(),
+                    format!(
+                        "node {}: expected redis://[user:password@]host:port or host:port",
+                        i + 1
+                    ),
+                )]))
+            }
+        }
+    }
+    Ok(Some(nodes))
+}
+
+/// The CA to trust for `rediss://`, when the config names one (else rustls uses the system's
+/// roots).
+fn tls_certificates(cfg: &RedisConfig) -> Result<Option<TlsCertificates>, RiskError> {
+    let Some(path) = &cfg.tls_ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        RiskError::Config(vec![(
+            "risk.redis.tls_ca_file".into(),
+            format!("{}: {e}", path.display()),
+        )])
+    })?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+/// A lazily connecting connection: building it never waits for Redis, so the server starts
+/// (and fails open or closed per policy) while Redis is down. Needs a Tokio runtime.
+pub fn connect(cfg: &RedisConfig) -> Result<RedisConn, RiskError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(RiskError::NoRuntime);
     }
+    let ms = Duration::from_millis;
+    // rustls needs a process-wide crypto provider before any rediss:// handshake; an already
+    // installed one (the HTTP client's, the same ring) is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = tls_certificates(cfg)?;
+    if let Some(nodes) = resolve_cluster(cfg)? {
+        let mut builder = ClusterClientBuilder::new(nodes);
+        if let Some(c) = certs {
+            builder = builder.certs(c);
+        }
+        let client = builder
+            .connection_timeout(ms(cfg.connection_timeout_ms))
+            .response_timeout(ms(cfg.response_timeout_ms))
+            .retries(u32::try_from(cfg.retries).unwrap_or(5))
+            .min_retry_wait(10)
+            .max_retry_wait(cfg.connection_timeout_ms.max(10))
+            .build()
+            .map_err(|_| {
+                RiskError::Config(vec![(
+                    "risk.redis.cluster".into(),
+                    "not a valid list of Redis Cluster nodes".into(),
+                )])
+            })?;
+        let cc = ClusterConfig::new()
+            .set_connection_timeout(ms(cfg.connection_timeout_ms))
+            .set_response_timeout(ms(cfg.response_timeout_ms));
+        return Ok(RedisConn::Cluster(
+            client.get_pending_async_connection_with_config(cc),
+        ));
+    }
     let url = resolve_url(cfg)?;
-    let client = redis::Client::open(url.as_str()).map_err(|_| {
+    let client = match certs {
+        Some(c) => redis::Client::build_with_tls(url.as_str(), c),
+        None => redis::Client::open(url.as_str()),
+    }
+    .map_err(|_| {
         // The parser's message may quote the URL: keep it out.
         RiskError::Config(vec![(
             "risk.redis.url".into(),
             "not a valid Redis URL".into(),
         )])
     })?;
-    let ms = Duration::from_millis;
     let mc = ConnectionManagerConfig::new()
         .set_response_timeout(Some(ms(cfg.response_timeout_ms)))
         .set_connection_timeout(Some(ms(cfg.connection_timeout_ms)))
@@ -51,14 +199,18 @@ pub fn connect(cfg: &RedisConfig) -> Result<ConnectionManager, RiskError> {
         .set_min_delay(ms(10))
         .set_max_delay(ms(cfg.connection_timeout_ms.max(10)));
     ConnectionManager::new_lazy_with_config(client, mc)
+        .map(RedisConn::Single)
         .map_err(|e| RiskError::from_redis("redis", &e))
 }
 
-/// Refuses a Redis that is one node of a Redis Cluster with other nodes: this client is not a
-/// Cluster client, so such a node answers MOVED for every key it does not own (a single-node
-/// cluster owning every slot works). Best effort at start-up: a Redis that does not answer
+/// Refuses a `url` that is one node of a Redis Cluster with other nodes: the single-Redis
+/// client would get MOVED for every key that node does not own (a single-node cluster owning
+/// every slot works); such a deployment belongs in `cluster`. Best effort at start-up: a Redis that does not answer
 /// within the connect timeout is not refused (the node starts degraded and fails open).
 pub async fn refuse_multi_node_cluster(cfg: &RedisConfig) -> Result<(), RiskError> {
+    if resolve_cluster(cfg)?.is_some() {
+        return Ok(());
+    }
     let url = resolve_url(cfg)?;
     let Ok(client) = redis::Client::open(url.as_str()) else {
         return Ok(());
@@ -94,9 +246,9 @@ pub async fn refuse_multi_node_cluster(cfg: &RedisConfig) -> Result<(), RiskErro
         Ok(Some(Some((nodes, size)))) => Err(RiskError::Config(vec![(
             "risk.redis.url".into(),
             format!(
-                "is a node of a Redis Cluster ({} known nodes, {} masters): this build's Redis \
-                 client is not a Cluster client and would get MOVED for other nodes' keys; use \
-                 one Redis (with replicas for failover)",
+                "is a node of a Redis Cluster ({} known nodes, {} masters): a single-Redis \
+                 client would get MOVED for other nodes' keys; list the cluster's nodes in \
+                 risk.redis.cluster instead of url",
                 nodes.unwrap_or(0),
                 size.unwrap_or(0)
             ),

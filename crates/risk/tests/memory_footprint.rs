@@ -107,8 +107,11 @@ fn one_million_anis_stay_within_budget_and_more_do_not_grow_memory() {
     // The index and slab stay put; what grows is the new exchanges' event vectors, which
     // live beside the old exchanges' until those reach the LRU tail (bounded by max_events).
     assert!(stats2.approx_bytes < stats.approx_bytes + stats.approx_bytes / 5);
+    // Those vectors are ~12 MB (a million events); with entries at 32 bytes and a compact
+    // index that is ~22 % of the first million's RSS (it was under 20 % of a larger one). An
+    // unbounded store would add the whole first figure again.
     assert!(
-        after.saturating_sub(full) < (full - base) / 5,
+        after.saturating_sub(full) < (full - base) * 3 / 10,
         "memory grew past the cap: {full} -> {after}"
     );
     assert!(store.tracks("12020000999"), "the newest ANIs are tracked");

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{e164, facts, key_slot, Monitor, RedisServer};
+use common::{e164, facts, key_slot, obs, Monitor, RedisServer};
 use tollgate_core::{RiskLevel, E164};
 use tollgate_risk::velocity::{keys_for, Caps};
 use tollgate_risk::{
@@ -45,20 +45,6 @@ fn velocity(server: &RedisServer, deadline: Duration) -> RedisVelocity {
         deadline,
         Duration::from_millis(300),
     )
-}
-
-fn obs<'a>(call: &'a str, ani: &'a E164, dnis: Option<&'a str>, t: u64) -> Observation<'a> {
-    let d = ani.digits();
-    let npa_nxx = (d.len() == 11 && d.starts_with('1'))
-        .then(|| (d[1..4].parse().unwrap(), d[4..7].parse().unwrap()));
-    Observation {
-        call_id: call,
-        ani,
-        dnis,
-        npa_nxx,
-        now: at(t),
-        trust: Trust::Verified,
-    }
 }
 
 #[tokio::test]

@@ -120,6 +120,45 @@ pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, Ada
     }
 }
 
+/// The in-memory risk store's background sweep (`[risk.memory] sweep_ms`): every period it
+/// frees the callers whose windows and history TTL have passed and gives the memory back, so
+/// memory falls after a flood of callers even when no further call arrives. Ends when the
+/// engine is dropped; a Redis store has nothing to sweep (Redis expires its keys) and gets no
+/// task. The clock lives here, not in the risk crate's core.
+pub fn spawn_sweep(engine: &Arc<RiskEngine>, period: std::time::Duration) {
+    if period.is_zero() || engine.velocity_store().kind() != "memory" {
+        return;
+    }
+    let engine = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            // A sweep of a million callers takes tens of milliseconds: off the runtime's
+            // workers, so no call waits behind it.
+            let swept = tokio::task::spawn_blocking(move || {
+                engine.velocity_store().sweep(SystemTime::now())
+            })
+            .await;
+            if let Ok(Some(r)) = swept {
+                if r.keys_freed + r.history_dropped > 0 {
+                    tracing::debug!(
+                        keys_freed = r.keys_freed,
+                        history_dropped = r.history_dropped,
+                        keys = r.store.keys,
+                        "risk store swept"
+                    );
+                }
+            }
+        }
+    });
+}
+
 /// The CRM seam over tollgate-lookup's protected stack (cache, breaker, rate cap, deadline).
 #[derive(Debug)]
 pub struct CrmDirectory(pub Lookup);
@@ -261,5 +300,54 @@ impl IdentityVerifier for StirIdentity {
             }
             out
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+    use tollgate_core::E164;
+    use tollgate_risk::{Observation, RiskConfig, Trust};
+
+    /// The wiring's sweep frees a caller whose calls all left the windows, with no further
+    /// call arriving: a second call of that caller then counts as its first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_task_frees_callers_whose_windows_have_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RiskConfig::default();
+        cfg.velocity.windows = vec![30, 60];
+        cfg.velocity.ani = vec![5, 10];
+        cfg.velocity.ani_dnis = vec![3, 6];
+        cfg.velocity.npa_nxx = vec![100, 200];
+        cfg.memory.sweep_ms = 50;
+        let engine = Arc::new(RiskEngine::from_config(&cfg, dir.path()).await.unwrap());
+        let store = Arc::clone(engine.velocity_store());
+        let ani = E164::from_digits("12125550100").unwrap();
+        // A call 100 s ago: outside both windows by the time the sweep looks.
+        let then = SystemTime::now() - Duration::from_secs(100);
+        let obs = |id: &'static str, now| Observation {
+            call_id: id,
+            ani: &ani,
+            dnis: Some("18005550100"),
+            npa_nxx: None,
+            now,
+            trust: Trust::Verified,
+        };
+        store.record(obs("first", then)).await.unwrap();
+        let later = then + Duration::from_secs(1);
+        let held = store.peek(obs("second", later)).await.unwrap();
+        assert_eq!(held.ani, vec![2, 2], "the first call is held");
+        spawn_sweep(&engine, Duration::from_millis(cfg.memory.sweep_ms));
+        let mut counts = held;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            counts = store.peek(obs("second", later)).await.unwrap();
+            if counts.ani == vec![1, 1] {
+                break;
+            }
+        }
+        assert_eq!(counts.ani, vec![1, 1], "the sweep never freed the caller");
     }
 }

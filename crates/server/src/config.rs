@@ -401,8 +401,26 @@ pub fn load(path: &Path, plan: &NumberPlan) -> Result<Loaded, ConfigErrors> {
     parse(path, &text, plan)
 }
 
-/// Validates config text; `path` names it in errors.
+/// Validates config text; `path` names it in errors. A `routing.rules_dir` is read (relative
+/// to `path`'s folder) and its rule files checked.
 pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, ConfigErrors> {
+    parse_with_rules(path, text, plan, |dir, settings| {
+        crate::rules::load_dir(dir, settings)
+            .err()
+            .unwrap_or_default()
+    })
+}
+
+/// [`parse`] with the rules directory's check given: `rule_errors` gets the directory (already
+/// joined to `path`'s folder) and the settings, and returns the problems in its rule files.
+/// Nothing else reads a file or opens a socket, so `|_, _| Vec::new()` makes this a pure
+/// function of the text (the config fuzz target uses it so).
+pub fn parse_with_rules(
+    path: &Path,
+    text: &str,
+    plan: &NumberPlan,
+    rule_errors: impl FnOnce(&Path, &tollgate_router::Settings) -> Vec<tollgate_router::RuleError>,
+) -> Result<Loaded, ConfigErrors> {
     let raw: Config = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         ConfigErrors(vec![ConfigError {
@@ -663,9 +681,7 @@ pub fn parse(path: &Path, text: &str, plan: &NumberPlan) -> Result<Loaded, Confi
         Some(dir) => {
             let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
             let dir = base.join(dir.get_ref());
-            let errors = crate::rules::load_dir(&dir, &rule_settings)
-                .err()
-                .unwrap_or_default();
+            let errors = rule_errors(&dir, &rule_settings);
             (crate::rules::RuleSource::Dir(dir), errors)
         }
         None => (crate::rules::RuleSource::Table(table.clone()), Vec::new()),
@@ -842,7 +858,11 @@ fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> Adapter
             }
         }
         report(errs, at, problems);
-        r.get_ref().clone()
+        let mut cfg = r.get_ref().clone();
+        if let Some(ca) = &mut cfg.redis.tls_ca_file {
+            *ca = base.join(&*ca);
+        }
+        cfg
     });
     let stir = raw.stir.as_ref().map(|s| {
         let at = section_line(errs, s.span());

@@ -189,9 +189,29 @@ pub async fn serve_prepared(
             async move { stop.notified().await }
         }),
     );
+    if let (Some(engine), Some(risk)) = (&adapters.engine, &cfg.risk) {
+        adapters::spawn_sweep(
+            engine,
+            std::time::Duration::from_millis(risk.memory.sweep_ms),
+        );
+    }
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shutdown = {
+        let draining = Arc::clone(&draining);
+        async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     let api = match &cfg.http {
         Some(settings) => {
-            let admin = http::ServerAdmin::new(settings, Arc::clone(&pipeline), &cfg, &adapters);
+            let admin = http::ServerAdmin::new(
+                settings,
+                Arc::clone(&pipeline),
+                &cfg,
+                &adapters,
+                Arc::clone(&draining),
+            );
             http::start(Some(settings), Arc::new(admin))
                 .await
                 .map_err(|e| {

@@ -7,6 +7,19 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tollgate_core::{NumberIntel, NumberPlan};
 
+/// jemalloc, with its background threads purging freed pages (dirty pages decay back to the OS
+/// within seconds even when no call arrives): glibc malloc kept the peak of a 1 M-caller run
+/// resident for good (issue 18; README "Memory").
+#[cfg(not(feature = "dhat-heap"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// `--features dhat-heap`: every allocation recorded, `dhat-heap.json` written when `serve`
+/// returns (README "Memory": how the breakdown per structure was measured).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tollgate",
@@ -272,6 +285,8 @@ fn main() -> ExitCode {
             )),
         },
         Cmd::Serve { config } => {
+            #[cfg(feature = "dhat-heap")]
+            let _profiler = dhat::Profiler::new_heap();
             let cfg = match load(config.as_deref(), &plan) {
                 Ok(c) => c,
                 Err(errs) => {
@@ -375,9 +390,30 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let (bound, run) = tollgate_server::serve(cfg, plan, intel, shutdown_signal()).await?;
     tracing::info!(udp = ?bound.udp, tcp = ?bound.tcp, "listening");
+    #[cfg(not(feature = "dhat-heap"))]
+    tokio::spawn(allocator_gauges());
     run.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The allocator's own view, every 5 s: `tollgate_memory_allocated_bytes` (live heap),
+/// `tollgate_memory_resident_bytes` (pages jemalloc holds resident) and
+/// `tollgate_memory_retained_bytes` (address space kept but returned to the OS).
+#[cfg(not(feature = "dhat-heap"))]
+async fn allocator_gauges() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if epoch::advance().is_err() {
+            return;
+        }
+        let read = |r: tikv_jemalloc_ctl::Result<usize>| r.map_or(0.0, |v| v as f64);
+        metrics::gauge!("tollgate_memory_allocated_bytes").set(read(stats::allocated::read()));
+        metrics::gauge!("tollgate_memory_resident_bytes").set(read(stats::resident::read()));
+        metrics::gauge!("tollgate_memory_retained_bytes").set(read(stats::retained::read()));
+    }
 }
 
 async fn shutdown_signal() {

@@ -51,7 +51,9 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .filter_map(|e| {
-                    let m = e.metadata().ok()?;
+                    // Through symlinks: a Kubernetes ConfigMap volume's files are links into
+                    // a `..data` link it swaps on every update.
+                    let m = std::fs::metadata(e.path()).ok()?;
                     Some((e.path(), m.len(), m.modified().ok()))
                 })
                 .collect()

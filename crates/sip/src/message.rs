@@ -433,6 +433,54 @@ pub fn frame(buf: &[u8]) -> Frame {
     }
 }
 
+/// One piece of a stream buffer, as [`drain_frames`] hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framed<'b> {
+    /// A whole message, keep-alive CRLFs before it stepped over.
+    Message(&'b [u8]),
+    /// A whole message without Content-Length, which a stream cannot be framed without
+    /// (RFC 3261 §18.3): answer 400, then close.
+    MissingLength(&'b [u8]),
+    /// The buffer (all of it) cannot be framed, for the reason given: answer 400, then close.
+    Invalid(&'b [u8], &'static str),
+}
+
+/// Takes every whole message and keep-alive off the front of a TCP stream buffer, in order,
+/// handing each message to `on`: what the TCP read loop does after every read. Returns `None`
+/// when the connection must close (after [`Framed::MissingLength`] or [`Framed::Invalid`]),
+/// else whether a message was completed; what is left in `buf` is the start of the next one.
+pub fn drain_frames(buf: &mut Vec<u8>, mut on: impl FnMut(Framed<'_>)) -> Option<bool> {
+    let mut completed = false;
+    loop {
+        match frame(buf) {
+            Frame::Incomplete => return Some(completed),
+            Frame::KeepAlive(skip) => {
+                buf.drain(..skip.min(buf.len()));
+            }
+            Frame::Message {
+                skip,
+                len,
+                missing_length,
+            } => {
+                let end = skip.saturating_add(len);
+                if let Some(data) = buf.get(skip..end) {
+                    if missing_length {
+                        on(Framed::MissingLength(data));
+                        return None;
+                    }
+                    on(Framed::Message(data));
+                }
+                buf.drain(..end.min(buf.len()));
+                completed = true;
+            }
+            Frame::Invalid(why) => {
+                on(Framed::Invalid(buf, why));
+                return None;
+            }
+        }
+    }
+}
+
 /// `trim_lws(text[from..end])` for a header value: the one space after the colon that most
 /// lines have is stepped over first, so `trim_lws` finds nothing to trim and returns at once.
 #[inline(always)]
@@ -1043,6 +1091,40 @@ i: abc@192.0.2.1\r\n\
 CSeq: 1 INVITE\r\n\
 Subject: folded\r\n  continues here\r\n\
 l: 4\r\n\r\nbody";
+
+    /// The stream loop's framing: keep-alives stepped over, whole messages handed over in
+    /// order, the partial one left in the buffer; a message without Content-Length closes.
+    #[test]
+    fn drain_frames_takes_whole_messages() {
+        let mut buf = format!("\r\n\r\n{INVITE}{INVITE}\r\n{}", &INVITE[..40]).into_bytes();
+        let mut got = Vec::new();
+        let r = drain_frames(&mut buf, |f| got.push(format!("{f:?}")));
+        assert_eq!(r, Some(true));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], format!("{:?}", Framed::Message(INVITE.as_bytes())));
+        assert_eq!(got[0], got[1]);
+        // A keep-alive before a partial message stays with it.
+        assert_eq!(buf, format!("\r\n{}", &INVITE[..40]).as_bytes());
+        // Nothing whole: nothing handed over, nothing completed.
+        assert_eq!(
+            drain_frames(&mut buf, |_| panic!("no message")),
+            Some(false)
+        );
+
+        let no_length = INVITE.replace("l: 4\r\n\r\nbody", "\r\n");
+        let mut buf = format!("{no_length}{INVITE}").into_bytes();
+        let mut got = Vec::new();
+        assert_eq!(drain_frames(&mut buf, |f| got.push(format!("{f:?}"))), None);
+        assert_eq!(
+            got,
+            [format!("{:?}", Framed::MissingLength(no_length.as_bytes()))]
+        );
+
+        let mut buf = b"INVITE x SIP/2.0\r\nl: x\r\n\r\n".to_vec();
+        let mut got = Vec::new();
+        assert_eq!(drain_frames(&mut buf, |f| got.push(format!("{f:?}"))), None);
+        assert!(got[0].starts_with("Invalid("), "{got:?}");
+    }
 
     #[test]
     fn parses_compact_and_folded() {

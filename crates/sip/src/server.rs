@@ -122,9 +122,13 @@ pub struct EarlyAnswer<'a> {
 /// (RFC 4028 §9) 2xx responses. Compared ignoring case.
 pub const SUPPORTED_OPTIONS: [&str; 2] = ["100rel", "timer"];
 
+/// At most this many tags are named in an `Unsupported` line: a request with thousands of
+/// `Require` tags gets a 420 of bounded size, and the duplicate check stays linear.
+pub const MAX_UNSUPPORTED: usize = 16;
+
 /// The `Unsupported` line for a request whose `Require` names tags outside
-/// [`SUPPORTED_OPTIONS`] (each once, in the request's order), or `None`. `Proxy-Require` is for
-/// proxies (§20.29) and not read.
+/// [`SUPPORTED_OPTIONS`] (each once, in the request's order, the first [`MAX_UNSUPPORTED`]),
+/// or `None`. `Proxy-Require` is for proxies (§20.29) and not read.
 fn unsupported(msg: &Message<'_>) -> Option<Lines> {
     let mut lines: Option<Lines> = None;
     let mut seen: Vec<&str> = Vec::new();
@@ -148,6 +152,9 @@ fn unsupported(msg: &Message<'_>) -> Option<Lines> {
         }
         l.token(tag);
         seen.push(tag);
+        if seen.len() == MAX_UNSUPPORTED {
+            break;
+        }
     }
     lines.map(|mut l| {
         l.end();
@@ -1123,6 +1130,37 @@ pub async fn bind(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsupported_names_each_tag_once_and_at_most_max_unsupported() {
+        let mut req = String::from(
+            "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\n\
+             To: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nRequire: 100rel, foo, Foo, foo\r\n",
+        );
+        let many: Vec<String> = (0..3000).map(|i| format!("t{i}")).collect();
+        req.push_str(&format!("Require: {}\r\n", many.join(",")));
+        req.push_str("Content-Length: 0\r\n\r\n");
+        let msg = Message::parse(req.as_bytes()).unwrap();
+        let line = unsupported(&msg).unwrap();
+        let text = line.as_str();
+        let tags: Vec<&str> = text
+            .trim_start_matches("Unsupported: ")
+            .trim_end()
+            .split(", ")
+            .collect();
+        assert_eq!(tags.len(), MAX_UNSUPPORTED, "{text}");
+        assert_eq!(
+            &tags[..3],
+            ["foo", "Foo", "t0"],
+            "case-sensitive, in order, once"
+        );
+        let small = Message::parse(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\n\
+              To: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nRequire: timer\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert!(unsupported(&small).is_none(), "timer is supported");
+    }
 
     /// `push_hex` writes what `{:0width$x}` writes, at every digit count and width used.
     #[test]

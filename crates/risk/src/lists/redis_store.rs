@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use serde::{Deserialize, Serialize};
 
 use super::{ListEntry, ListKind, ListStore, Pattern};
@@ -26,7 +26,7 @@ struct Stored {
 /// Lists shared by every node through Redis.
 #[derive(Clone)]
 pub struct RedisListStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     timeout: Duration,
 }
@@ -42,7 +42,7 @@ impl std::fmt::Debug for RedisListStore {
 
 impl RedisListStore {
     /// `timeout` bounds every operation (list reads can be large: not the per-call deadline).
-    pub fn new(conn: ConnectionManager, prefix: &str, timeout: Duration) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str, timeout: Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),

@@ -14,10 +14,17 @@
 //!   old are freed as calls come in;
 //! - per entry at most `cap` events (one more than the largest threshold).
 //!
-//! Measured (`tests/memory_footprint.rs`, RSS of a release-like run): about 70 bytes per ANI
-//! seen once, so 1 million ANIs take about 70 MB; each further remembered call of a key adds
-//! 12 bytes (plus vector slack). The worst case is bounded by
-//! `max_keys × ~70 B + max_events × ~16 B` (defaults: ≈ 70 MB + ≈ 64 MB).
+//! An entry is 32 bytes in its shard's slab (a spilled event vector is boxed) plus about 10 in
+//! the index, which holds 4-byte slab positions and reads keys from the slab. Measured
+//! (`tests/memory_footprint.rs`, RSS of a release-like run): about 60 bytes per ANI seen once
+//! with the exchanges' events, so 1 million ANIs take about 60 MB; each further remembered call
+//! of a key adds 12 bytes (plus vector slack). The worst case is bounded by
+//! `max_keys × ~60 B + max_events × ~16 B` (defaults: ≈ 60 MB + ≈ 64 MB).
+//!
+//! [`MemoryVelocity::sweep`] (the server runs it every `[risk.memory] sweep_ms`) frees the
+//! entries whose calls have all left the longest window, drops the old events of the rest, and
+//! rebuilds a shard's slab and index once most of it is free, so the memory goes back after a
+//! flood of callers even when no further call arrives.
 //!
 //! Verified ANIs live in one space, every ANI the engine does not believe (unverified or
 //! untrusted, told apart by two key bits) in a second one with its own bounds and its own
@@ -32,13 +39,13 @@
 //! key, so two different calls of one ANI collide with odds of about n²/2³³ (n calls of that
 //! ANI in the longest window), which would count one call too few.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 // Keyed per process like std's SipHash, at a fraction of its cost per call.
 use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use super::{Caller, Caps, MemoryHistory, Observation, Trust, VelocityCounts, VelocityStore};
 use crate::error::RiskError;
@@ -53,10 +60,12 @@ const NUMBER_MASK: u64 = (1 << TRUST_SHIFT) - 1;
 const SHARDS: usize = 16;
 /// Entries whose calls all left the longest window, freed per call (amortised cleanup).
 const EXPIRE_PER_CALL: usize = 2;
+/// Entries one sweep frees under one shard lock before letting calls in.
+pub const SWEEP_BATCH: usize = 4096;
 /// Repeat-caller memory when the config does not say (a day).
 const DEFAULT_HISTORY_TTL_S: u64 = 86_400;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Event {
     /// Unix seconds.
     at: u32,
@@ -70,8 +79,10 @@ struct Event {
 #[derive(Debug)]
 enum Events {
     One(Event),
-    /// Sorted by time, oldest first.
-    Many(Vec<Event>),
+    /// Sorted by time, oldest first. Boxed, so an entry is 32 bytes, not 40: most entries
+    /// never spill, and 8 bytes on each of a million entries is 8 MB.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Event>>),
 }
 
 impl Events {
@@ -89,7 +100,8 @@ impl Events {
     fn spill(&self) -> usize {
         match self {
             Events::One(_) => 0,
-            Events::Many(v) => v.capacity(),
+            // The box holds the vector's 24-byte header: two events' worth.
+            Events::Many(v) => v.capacity() + 2,
         }
     }
 
@@ -154,7 +166,7 @@ impl Events {
         match self {
             Events::One(a) => {
                 let a = *a;
-                *self = Events::Many(if a.at <= e.at { vec![a, e] } else { vec![e, a] });
+                *self = Events::Many(Box::new(if a.at <= e.at { vec![a, e] } else { vec![e, a] }));
             }
             Events::Many(v) => {
                 // Calls arrive in time order but threads race: insert from the back.
@@ -162,6 +174,22 @@ impl Events {
                 v.insert(pos, e);
             }
         }
+    }
+
+    /// Drops every event at or before `cutoff` now (the sweep: no batching); keeps at least
+    /// one (an entry with none left is freed by the sweep itself, from the list's tail).
+    fn trim_before(&mut self, cutoff: u32) -> usize {
+        let Events::Many(v) = self else { return 0 };
+        let old = v
+            .partition_point(|e| e.at <= cutoff)
+            .min(v.len().saturating_sub(1));
+        v.drain(..old);
+        if let [only] = v.as_slice() {
+            *self = Events::One(*only);
+        } else if v.capacity() > 8 && v.capacity() > 2 * v.len() {
+            v.shrink_to_fit();
+        }
+        old
     }
 
     /// Drops events at or before `cutoff`, then the oldest past `cap`, once at least
@@ -190,6 +218,51 @@ impl Events {
     }
 }
 
+/// Key → slab position. The table holds only the 4-byte positions and reads each key from the
+/// slab: 5 bytes a bucket where a map of (u64, u32) pairs takes 17 (1 million keys: about
+/// 10 MB instead of 35).
+#[derive(Debug, Default)]
+struct Index {
+    table: hashbrown::HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl Index {
+    fn key_at(nodes: &[Node], i: u32) -> Option<u64> {
+        nodes.get(usize::try_from(i).ok()?).map(|n| n.key)
+    }
+
+    fn get(&self, key: u64, nodes: &[Node]) -> Option<u32> {
+        let h = self.hasher.hash_one(key);
+        self.table
+            .find(h, |&i| Self::key_at(nodes, i) == Some(key))
+            .copied()
+    }
+
+    /// `nodes[at]` must hold `key` already (a resize rehashes every entry from the slab).
+    fn insert(&mut self, key: u64, at: u32, nodes: &[Node]) {
+        let h = self.hasher.hash_one(key);
+        let hasher = &self.hasher;
+        self.table.insert_unique(h, at, |&i| {
+            Self::key_at(nodes, i).map_or(0, |k| hasher.hash_one(k))
+        });
+    }
+
+    fn remove(&mut self, key: u64, nodes: &[Node]) {
+        let h = self.hasher.hash_one(key);
+        if let Ok(e) = self
+            .table
+            .find_entry(h, |&i| Self::key_at(nodes, i) == Some(key))
+        {
+            e.remove();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
 #[derive(Debug)]
 struct Node {
     key: u64,
@@ -206,7 +279,7 @@ struct Limits {
 
 #[derive(Debug)]
 struct Shard {
-    index: HashMap<u64, u32, RandomState>,
+    index: Index,
     nodes: Vec<Node>,
     free: Vec<u32>,
     /// Most recently seen.
@@ -217,6 +290,8 @@ struct Shard {
     /// Capacity of all spilled event vectors, for the byte estimate.
     spill: usize,
     evictions: u64,
+    /// Entries freed by [`MemoryVelocity::sweep`] (all their calls older than every window).
+    expired: u64,
     /// When an entry last went for the key or event budget (0: never): until the longest
     /// window has passed since, an ANI without an entry may still have an exchange event.
     pressure_at: u32,
@@ -249,7 +324,7 @@ enum Hint {
 impl Shard {
     fn new() -> Self {
         Self {
-            index: HashMap::default(),
+            index: Index::default(),
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -257,6 +332,7 @@ impl Shard {
             events: 0,
             spill: 0,
             evictions: 0,
+            expired: 0,
             pressure_at: 0,
         }
     }
@@ -304,17 +380,10 @@ impl Shard {
         self.unlink(i);
         let Some(n) = self.node_mut(i) else { return };
         let key = n.key;
-        let events = std::mem::replace(
-            &mut n.events,
-            Events::One(Event {
-                at: 0,
-                call: 0,
-                dnis: 0,
-            }),
-        );
+        let events = std::mem::replace(&mut n.events, Events::One(Event::default()));
         self.events -= events.as_slice().len();
         self.spill -= events.spill();
-        self.index.remove(&key);
+        self.index.remove(key, &self.nodes);
         self.free.push(i);
         self.evictions += 1;
     }
@@ -323,7 +392,11 @@ impl Shard {
         let Some(cutoff) = cutoff else { return };
         for _ in 0..EXPIRE_PER_CALL {
             match self.node(self.tail) {
-                Some(n) if n.events.newest() <= cutoff => self.evict_tail(),
+                Some(n) if n.events.newest() <= cutoff => {
+                    self.evict_tail();
+                    self.evictions -= 1;
+                    self.expired += 1;
+                }
                 _ => break,
             }
         }
@@ -343,8 +416,8 @@ impl Shard {
         count: impl FnOnce(&[Event]) -> R,
     ) -> (R, bool) {
         self.expire(cutoff);
-        let i = match self.index.get(&key) {
-            Some(&i) => {
+        let i = match self.index.get(key, &self.nodes) {
+            Some(i) => {
                 self.unlink(i);
                 self.push_front(i);
                 i
@@ -372,7 +445,7 @@ impl Shard {
                         u32::try_from(self.nodes.len() - 1).unwrap_or(NIL)
                     }
                 };
-                self.index.insert(key, i);
+                self.index.insert(key, i, &self.nodes);
                 self.push_front(i);
                 self.events += 1;
                 let r = count(std::slice::from_ref(&ev));
@@ -402,12 +475,84 @@ impl Shard {
         add: Add,
         count: impl FnOnce(&[Event]) -> R,
     ) -> (R, bool) {
-        let Some(n) = self.index.get(&key).and_then(|&i| self.node(i)) else {
+        let Some(n) = self.index.get(key, &self.nodes).and_then(|i| self.node(i)) else {
             return (count(std::slice::from_ref(&ev)), false);
         };
-        let mut copy = Events::Many(n.events.as_slice().to_vec());
+        let mut copy = Events::Many(Box::new(n.events.as_slice().to_vec()));
         let (dup, _) = copy.apply(ev, add);
         (count(copy.as_slice()), dup)
+    }
+
+    /// Frees up to `max` entries from the least recently seen end whose newest call is at or
+    /// before `cutoff`; returns how many went (fewer than `max`: none is left).
+    fn sweep(&mut self, cutoff: u32, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.node(self.tail) {
+                Some(node) if node.events.newest() <= cutoff => {
+                    self.evict_tail();
+                    self.evictions -= 1;
+                    self.expired += 1;
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+
+    /// Drops, from every entry left, the events at or before `cutoff` (outside every window),
+    /// which a call would trim only in batches and only when it touches the entry.
+    fn drop_old(&mut self, cutoff: u32) {
+        let mut removed = 0;
+        let mut spill_delta: isize = 0;
+        for n in &mut self.nodes {
+            let Events::Many(v) = &n.events else { continue };
+            if v.first().is_none_or(|e| e.at > cutoff) {
+                continue;
+            }
+            let before = n.events.spill();
+            removed += n.events.trim_before(cutoff);
+            spill_delta += n.events.spill() as isize - before as isize;
+        }
+        self.events -= removed;
+        self.spill = self.spill.saturating_add_signed(spill_delta);
+    }
+
+    /// Gives back the slab and index memory of freed entries once most of the slab is free:
+    /// the live entries move to a new slab in recency order (the list stays what it was).
+    fn compact(&mut self) {
+        let live = self.index.len();
+        if self.nodes.len() <= 64 || live * 4 > self.nodes.len() {
+            return;
+        }
+        let mut nodes: Vec<Node> = Vec::with_capacity(live);
+        let mut index = Index::default();
+        let mut i = self.head;
+        while let Some(n) = self.node_mut(i) {
+            let next = n.next;
+            let events = std::mem::replace(&mut n.events, Events::One(Event::default()));
+            let at = u32::try_from(nodes.len()).unwrap_or(NIL);
+            nodes.push(Node {
+                key: n.key,
+                prev: if at == 0 { NIL } else { at - 1 },
+                next: at.saturating_add(1),
+                events,
+            });
+            index.insert(n.key, at, &nodes);
+            i = next;
+        }
+        if let Some(last) = nodes.last_mut() {
+            last.next = NIL;
+        }
+        self.head = if nodes.is_empty() { NIL } else { 0 };
+        self.tail = u32::try_from(nodes.len())
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .unwrap_or(NIL);
+        self.nodes = nodes;
+        self.index = index;
+        self.free = Vec::new();
     }
 
     fn enforce_budget(&mut self, current: u32, lim: Limits, now: u32) {
@@ -418,13 +563,13 @@ impl Shard {
     }
 
     fn approx_bytes(&self) -> usize {
-        let cap = self.index.capacity();
+        let cap = self.index.table.capacity();
         let buckets = if cap == 0 {
             0
         } else {
             (cap * 8 / 7).next_power_of_two()
         };
-        buckets * (std::mem::size_of::<(u64, u32)>() + 1)
+        buckets * (std::mem::size_of::<u32>() + 1)
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.free.capacity() * std::mem::size_of::<u32>()
             + self.spill * std::mem::size_of::<Event>()
@@ -438,9 +583,26 @@ pub struct MemoryStats {
     pub keys: usize,
     /// Calls remembered across all entries.
     pub events: usize,
-    /// Heap bytes by capacity (index, slab, spilled events); RSS tracks it (see the test).
+    /// Heap bytes by capacity (index, slab, spilled events, caller history); RSS tracks it
+    /// (see the test).
     pub approx_bytes: usize,
     pub evictions: u64,
+    /// Entries freed because all their calls left every window (by calls or the sweep).
+    pub expired: u64,
+}
+
+/// What one [`MemoryVelocity::sweep`] freed, and what is left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Entries whose calls had all left the longest window.
+    pub keys_freed: usize,
+    /// Caller-history entries past the TTL (or of an evicted queue name).
+    pub history_dropped: usize,
+    pub store: MemoryStats,
+    /// Callers remembered, both spaces.
+    pub history_callers: usize,
+    /// Queue names interned, both spaces.
+    pub queue_names: usize,
 }
 
 /// One space's entries and caller history.
@@ -506,9 +668,16 @@ impl MemoryVelocity {
 
     /// How long a routed call is remembered for repeat-caller rules (0: not at all); the
     /// history holds at most `max_keys` callers per space.
-    pub fn with_history_ttl(mut self, ttl_s: u64, max_keys: usize) -> Self {
+    pub fn with_history_ttl(self, ttl_s: u64, max_keys: usize) -> Self {
+        self.with_history(ttl_s, max_keys, super::history::DEFAULT_MAX_QUEUE_NAMES)
+    }
+
+    /// Caller history kept `ttl_s` (0: not at all), for at most `max_callers` callers and
+    /// `max_queue_names` distinct queue names per space (`[risk.memory] max_history`,
+    /// `max_queue_names`).
+    pub fn with_history(mut self, ttl_s: u64, max_callers: usize, max_queue_names: usize) -> Self {
         for s in &mut self.spaces {
-            s.history = MemoryHistory::new(max_keys, ttl_s);
+            s.history = MemoryHistory::with_names(max_callers, ttl_s, max_queue_names);
         }
         self
     }
@@ -646,9 +815,7 @@ impl MemoryVelocity {
                 .is_multiple_of(4096)
         {
             let s = self.stats();
-            metrics::gauge!("tollgate_risk_memory_keys").set(s.keys as f64);
-            metrics::gauge!("tollgate_risk_memory_events").set(s.events as f64);
-            metrics::gauge!("tollgate_risk_memory_bytes").set(s.approx_bytes as f64);
+            self.publish(&s);
         }
         VelocityCounts {
             ani,
@@ -656,6 +823,53 @@ impl MemoryVelocity {
             npa_nxx,
             history: space.history.get(obs.ani, obs.trust, i64::from(now)),
         }
+    }
+
+    /// Frees every entry whose calls have all left the longest window, and every caller-history
+    /// entry past its TTL, then gives the freed tables' memory back (slabs compacted, tables
+    /// shrunk). Calls free two stale entries each as they come; this frees the rest when calls
+    /// stop, so memory falls once the windows have passed. Locks one shard at a time, for at
+    /// most [`SWEEP_BATCH`] entries (calls wait no longer than that); the server runs it every
+    /// `[risk.memory] sweep_ms`.
+    pub fn sweep(&self, now: SystemTime) -> SweepReport {
+        let now_s = u32::try_from(unix_secs(now)).unwrap_or(u32::MAX);
+        let mut r = SweepReport::default();
+        if let Some(cutoff) = now_s.checked_sub(self.max_window) {
+            for m in self.spaces.iter().flat_map(|sp| sp.shards.iter()) {
+                loop {
+                    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = g.sweep(cutoff, SWEEP_BATCH);
+                    r.keys_freed += n;
+                    if n < SWEEP_BATCH {
+                        g.drop_old(cutoff);
+                        g.compact();
+                        break;
+                    }
+                }
+            }
+        }
+        for sp in &self.spaces {
+            let h = sp.history.sweep(i64::from(now_s));
+            r.history_dropped += h.dropped;
+            r.history_callers += h.callers;
+            r.queue_names += h.queue_names;
+        }
+        r.store = self.stats();
+        self.publish(&r.store);
+        metrics::gauge!("tollgate_risk_history_callers").set(r.history_callers as f64);
+        metrics::gauge!("tollgate_risk_history_queue_names").set(r.queue_names as f64);
+        r
+    }
+
+    fn publish(&self, s: &MemoryStats) {
+        metrics::gauge!("tollgate_risk_memory_keys").set(s.keys as f64);
+        metrics::gauge!("tollgate_risk_memory_events").set(s.events as f64);
+        metrics::gauge!("tollgate_risk_memory_bytes").set(s.approx_bytes as f64);
+    }
+
+    /// Callers remembered for repeat-caller rules, both spaces.
+    pub fn history_len(&self) -> usize {
+        self.spaces.iter().map(|sp| sp.history.len()).sum()
     }
 
     /// Both spaces together.
@@ -667,6 +881,10 @@ impl MemoryVelocity {
             s.events += g.events;
             s.approx_bytes += g.approx_bytes();
             s.evictions += g.evictions;
+            s.expired += g.expired;
+        }
+        for sp in &self.spaces {
+            s.approx_bytes += sp.history.approx_bytes();
         }
         s
     }
@@ -674,8 +892,10 @@ impl MemoryVelocity {
     /// Whether the verified `ani` (E.164 digits) is still tracked.
     pub fn tracks(&self, ani: &str) -> bool {
         let space = self.space(Trust::Verified);
-        ani.parse::<u64>()
-            .is_ok_and(|k| self.shard(space, k).index.contains_key(&k))
+        ani.parse::<u64>().is_ok_and(|k| {
+            let g = self.shard(space, k);
+            g.index.get(k, &g.nodes).is_some()
+        })
     }
 }
 
@@ -746,6 +966,10 @@ impl VelocityStore for MemoryVelocity {
             .put(&caller.ani, caller.trust, queue, at);
         Box::pin(std::future::ready(Ok(())))
     }
+
+    fn sweep(&self, now: SystemTime) -> Option<SweepReport> {
+        Some(MemoryVelocity::sweep(self, now))
+    }
 }
 
 #[cfg(test)]
@@ -779,7 +1003,7 @@ mod tests {
     fn node_is_small() {
         // The per-key cost in the crate docs rests on this.
         assert!(
-            std::mem::size_of::<Node>() <= 40,
+            std::mem::size_of::<Node>() <= 32,
             "{}",
             std::mem::size_of::<Node>()
         );
@@ -1072,5 +1296,51 @@ mod tests {
             });
         }
         assert_eq!(s.stats().keys, 1, "four stale ANIs freed, two per call");
+    }
+
+    #[test]
+    fn the_sweep_frees_what_left_every_window_and_gives_the_memory_back() {
+        let s = MemoryVelocity::new(vec![10, 60], Caps::default(), 1_000_000, 4_000_000)
+            .with_history(60, 1_000_000, 16);
+        let anis: Vec<E164> = (0..20_000u64)
+            .map(|i| E164::from_digits(&format!("1212555{i:04}")).unwrap())
+            .collect();
+        for (i, a) in anis.iter().enumerate() {
+            s.record_now(obs(&format!("c{i}"), a, "18005550100", 0));
+            s.space(Trust::Verified)
+                .history
+                .put(a, Trust::Verified, "support", T0 as i64);
+        }
+        let late = E164::from_digits("19175550000").unwrap();
+        s.record_now(obs("late", &late, "18005550100", 30));
+        let full = s.stats();
+        assert_eq!(full.keys, 20_002, "20,001 ANIs and their exchange");
+        let r = s.sweep(at(59));
+        assert_eq!(r.keys_freed, 0, "inside the longest window: kept");
+        assert_eq!(r.history_callers, 20_000);
+        let r = s.sweep(at(61));
+        assert_eq!(r.keys_freed, 20_000, "{r:?}");
+        assert_eq!(r.history_dropped, 20_000);
+        assert_eq!(
+            r.store.keys, 2,
+            "the caller of t=30 and its exchange are left"
+        );
+        assert_eq!(
+            r.store.events, 2,
+            "the exchange's callers of t=0 were dropped"
+        );
+        assert!(
+            r.store.approx_bytes < full.approx_bytes / 20,
+            "{} of {}",
+            r.store.approx_bytes,
+            full.approx_bytes
+        );
+        assert!(s.tracks("19175550000") && !s.tracks("12125550000"));
+        // What is left still counts and dedups as before the sweep (the slab was rebuilt).
+        let c = s.record_now(obs("late", &late, "18005550100", 62));
+        assert_eq!(c.ani, vec![0, 1]);
+        let c = s.record_now(obs("late-2", &late, "18005550100", 63));
+        assert_eq!((c.ani, c.npa_nxx), (vec![1, 2], Some(vec![1, 1])));
+        assert_eq!(s.sweep(at(200)).store.keys, 0);
     }
 }

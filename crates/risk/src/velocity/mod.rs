@@ -26,7 +26,8 @@ use crate::error::RiskError;
 use crate::BoxFuture;
 
 pub use history::MemoryHistory;
-pub use memory::{MemoryStats, MemoryVelocity};
+pub use history::{HistorySweep, DEFAULT_MAX_QUEUE_NAMES};
+pub use memory::{MemoryStats, MemoryVelocity, SweepReport, SWEEP_BATCH};
 pub use redis_store::{call_member, history_key, keys_for, RedisVelocity};
 
 /// How far the engine believes a call's ANI; each level counts in its own keys.
@@ -180,6 +181,12 @@ pub trait VelocityStore: Send + Sync + std::fmt::Debug {
         queue: &'a str,
         now: SystemTime,
     ) -> BoxFuture<'a, Result<(), RiskError>>;
+    /// Frees what has left every window (and the history TTL) by `now` and gives its memory
+    /// back: the in-memory store's background sweep. Stores that expire keys themselves
+    /// (Redis) have nothing to do. `None`: nothing to sweep.
+    fn sweep(&self, _now: SystemTime) -> Option<memory::SweepReport> {
+        None
+    }
 }
 
 /// "1m", "1h", "1d", "90s": for signal names.

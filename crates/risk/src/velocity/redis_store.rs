@@ -45,7 +45,7 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use redis::Script;
 
 use super::{Caller, Caps, Observation, Trust, VelocityCounts, VelocityStore};
@@ -217,7 +217,7 @@ pub fn call_member(call_id: &str) -> String {
 
 /// The Redis [`VelocityStore`].
 pub struct RedisVelocity {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: Script,
     peek_script: Script,
     prefix: String,
@@ -243,7 +243,7 @@ impl RedisVelocity {
     /// `deadline` bounds each call's round trip (retries and script reload included);
     /// `breaker` is how long calls skip Redis after a failure.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConn,
         prefix: &str,
         windows: Vec<u32>,
         caps: Caps,

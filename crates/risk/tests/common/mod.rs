@@ -226,3 +226,23 @@ pub fn key_slot(key: &str) -> u16 {
     }
     crc % 16384
 }
+
+/// A verified call's observation at `scenarios::at(t)`, its NPA-NXX read from a NANP number.
+pub fn obs<'a>(
+    call: &'a str,
+    ani: &'a tollgate_core::E164,
+    dnis: Option<&'a str>,
+    t: u64,
+) -> tollgate_risk::Observation<'a> {
+    let d = ani.digits();
+    let npa_nxx = (d.len() == 11 && d.starts_with('1'))
+        .then(|| (d[1..4].parse().unwrap(), d[4..7].parse().unwrap()));
+    tollgate_risk::Observation {
+        call_id: call,
+        ani,
+        dnis,
+        npa_nxx,
+        now: scenarios::at(t),
+        trust: tollgate_risk::Trust::Verified,
+    }
+}

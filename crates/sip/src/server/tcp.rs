@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{CallHandler, Limits, Reply, Server};
-use crate::message::{frame, Frame};
+use crate::message::{drain_frames, Framed};
 
 /// Why a connection was refused or closed by the server (a metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,38 +306,20 @@ impl<H: CallHandler> Server<H> {
             };
             last_read = Instant::now();
             buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            let mut completed = false;
-            loop {
-                match frame(&buf) {
-                    Frame::Incomplete => break,
-                    Frame::KeepAlive(skip) => {
-                        buf.drain(..skip.min(buf.len()));
-                    }
-                    Frame::Message {
-                        skip,
-                        len,
-                        missing_length,
-                    } => {
-                        let end = skip + len;
-                        if let Some(data) = buf.get(skip..end) {
-                            if missing_length {
-                                // A stream cannot be framed without Content-Length (RFC 3261 §18.3).
-                                self.answer_garbage(data, &reply, 400, "Missing Content-Length");
-                                Close::Framing.count();
-                                break 'conn;
-                            }
-                            self.on_message(data, reply.clone(), false);
-                        }
-                        buf.drain(..end.min(buf.len()));
-                        completed = true;
-                    }
-                    Frame::Invalid(why) => {
-                        self.answer_garbage(&buf, &reply, 400, why);
-                        Close::Framing.count();
-                        break 'conn;
-                    }
+            let drained = drain_frames(&mut buf, |piece| match piece {
+                Framed::Message(data) => self.on_message(data, reply.clone(), false),
+                Framed::MissingLength(data) => {
+                    self.answer_garbage(data, &reply, 400, "Missing Content-Length");
+                    Close::Framing.count();
                 }
-            }
+                Framed::Invalid(data, why) => {
+                    self.answer_garbage(data, &reply, 400, why);
+                    Close::Framing.count();
+                }
+            });
+            let Some(completed) = drained else {
+                break 'conn;
+            };
             if buf.is_empty() {
                 begun = None;
                 if buf.capacity() > 16384 {
