@@ -69,6 +69,11 @@ pub struct Copied {
 }
 
 impl Copied {
+    /// What the copy holds on the heap (its text's capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity()
+    }
+
     pub fn new(msg: &Message<'_>, source: SocketAddr) -> Self {
         let mut text = String::with_capacity(384);
         let mut tag_at = None;

@@ -213,7 +213,8 @@ pub struct SipConfig {
 pub struct Limits {
     /// Live transactions (pending, completed, and kept for retransmissions).
     pub max_transactions: usize,
-    /// Bytes the transaction table holds: keys and the responses kept for retransmission.
+    /// Bytes the transactions hold: keys, the responses kept for retransmission, and the
+    /// tasks that decide them and time their retransmissions (each task's future and cell).
     pub max_transaction_bytes: usize,
     /// INVITEs being decided at once.
     pub max_pending_decisions: usize,
@@ -252,7 +253,11 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
     pub transactions: usize,
+    /// Bytes held by the transactions: keys, stored responses, and the tasks that decide and
+    /// time them (the part in `task_bytes`). `max_transaction_bytes` bounds this.
     pub transaction_bytes: usize,
+    /// The tasks' part of `transaction_bytes`.
+    pub task_bytes: usize,
     pub pending_decisions: usize,
     pub tcp_connections: usize,
     pub tcp_queued_bytes: usize,
@@ -330,6 +335,10 @@ impl Reply {
     }
 }
 
+/// What a spawned task costs beyond its future, roughly: tokio's task cell (header, scheduler
+/// links, trailer) and the allocator's rounding. Charged with each transaction task.
+const TASK_CELL_BYTES: usize = 128;
+
 /// Timer G's retransmissions of one final response, at most: with RFC 3261's T2 = 8·T1 it fires
 /// exactly this often before timer H (64·T1), so this only bounds other timers (T2 < 8·T1, or
 /// T1 = 0). A stateful INVITE transaction over UDP thus sends at most 1 + 10 copies of its final
@@ -385,6 +394,7 @@ impl<H: CallHandler> Server<H> {
         TransportStats {
             transactions: self.table.len(),
             transaction_bytes: self.table.bytes(),
+            task_bytes: self.table.task_bytes(),
             pending_decisions: self.pending.load(Ordering::Relaxed),
             tcp_connections: self.conns.open(),
             tcp_queued_bytes: self.conns.queued(),
@@ -399,6 +409,7 @@ impl<H: CallHandler> Server<H> {
         {
             metrics::gauge!("tollgate_sip_transactions").set(s.transactions as f64);
             metrics::gauge!("tollgate_sip_transaction_bytes").set(s.transaction_bytes as f64);
+            metrics::gauge!("tollgate_sip_task_bytes").set(s.task_bytes as f64);
             metrics::gauge!("tollgate_sip_pending_decisions").set(s.pending_decisions as f64);
             metrics::gauge!("tollgate_sip_tcp_connections").set(s.tcp_connections as f64);
             metrics::gauge!("tollgate_sip_tcp_queued_bytes").set(s.tcp_queued_bytes as f64);
@@ -665,6 +676,26 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
+    /// Spawns a transaction's task (its decision, or the timers of its final response) with its
+    /// bytes charged to the table's byte bound while it lives: the future's own size (for a
+    /// decision, the call's facts and the pipeline's state across its awaits) and tokio's task
+    /// cell. Under a flood these tasks, not the stored responses, are most of what the
+    /// transport holds.
+    /// `heap` is what the task's captures hold on the heap beyond the responses the table
+    /// already counts.
+    fn spawn_held<F>(&self, heap: usize, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let held = self
+            .table
+            .hold(std::mem::size_of::<F>() + TASK_CELL_BYTES + heap);
+        tokio::spawn(async move {
+            let _held = held;
+            task.await;
+        });
+    }
+
     /// Why a new INVITE cannot be taken on now: a table bound, or too many decisions running.
     fn overloaded(&self) -> Option<&'static str> {
         if let Some(full) = self.table.full() {
@@ -773,7 +804,8 @@ impl<H: CallHandler> Server<H> {
         );
         self.pending.fetch_add(1, Ordering::SeqCst);
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        let heap = template.heap_bytes() + call.facts.call_id.capacity();
+        self.spawn_held(heap, async move {
             let mut call = call;
             let cfg = &me.ctx.config;
             let outcome = {
@@ -870,7 +902,7 @@ impl<H: CallHandler> Server<H> {
         );
         reply.send(&bytes);
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        self.spawn_held(0, async move {
             let cfg = &me.ctx.config;
             if once {
                 metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
@@ -900,6 +932,9 @@ impl<H: CallHandler> Server<H> {
                     }
                 }
             };
+            // The response is not sent again: its bytes go now, not at the end of timer I.
+            drop(reply);
+            drop(bytes);
             if !got_ack {
                 metrics::counter!("tollgate_sip_ack_timeouts_total").increment(1);
             } else if !reliable {
@@ -1030,7 +1065,7 @@ impl<H: CallHandler> Server<H> {
         }
         self.table.insert(&key, TxState::Done { response: bytes });
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        self.spawn_held(0, async move {
             tokio::time::sleep(keep).await;
             me.table.remove(&key);
         });
@@ -1099,6 +1134,11 @@ struct ResponseTemplate {
 }
 
 impl ResponseTemplate {
+    /// What the template holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        self.copied.heap_bytes() + self.tag.capacity()
+    }
+
     /// A final response with `extra` lines.
     fn with_status(&self, code: u16, reason: &str, extra: &Lines) -> Vec<u8> {
         self.copied.response(code, reason, Some(&self.tag), extra)

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tollgate_core::{Decision, DecisionAction, NumberPlan, Target};
 use tollgate_sip::extract::Emergency;
 use tollgate_sip::trunk::{Trunk, Trunks, UnknownSource};
-use tollgate_sip::{Call, CallHandler, Context, Limits, Server, SipConfig};
+use tollgate_sip::{Call, CallHandler, Context, Limits, Server, SipConfig, TransportStats};
 
 /// Routes every call after `delay`.
 #[derive(Debug)]
@@ -489,6 +489,69 @@ async fn the_transaction_bytes_are_capped() {
     let held = node.server.stats().transaction_bytes;
     // Admission checks before adding, so one entry may pass the bound.
     assert!(held < 2000 + 1500, "{held} bytes held");
+}
+
+/// The tasks count toward `max_transaction_bytes`: a decision still running holds its future
+/// (the call's facts and the decision's state) and its copy of the request's headers, so a
+/// flood of slow decisions meets the byte bound long before the count bound, and each shed
+/// INVITE gets one 503. Once the decisions end and their transactions expire, nothing is held.
+#[tokio::test]
+async fn running_decisions_count_toward_the_transaction_bytes() {
+    let node = start(
+        Limits {
+            max_transaction_bytes: 64 << 10,
+            ..Limits::default()
+        },
+        Duration::from_millis(800),
+        |_| {},
+    )
+    .await;
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let mut shed = Vec::new();
+    for i in 0..200 {
+        udp.send_to(invite("UDP", port, &format!("rd{i}")).as_bytes(), node.udp)
+            .await
+            .unwrap();
+        // Paced, so that neither socket's receive buffer drops a datagram.
+        if i % 20 == 19 {
+            shed.extend(collect(&udp, 20).await);
+        }
+    }
+    shed.extend(collect(&udp, 300).await);
+    let s = node.server.stats();
+    assert!(
+        s.pending_decisions > 0 && s.pending_decisions < 200,
+        "{s:?}"
+    );
+    assert_eq!(shed.len(), 200 - s.pending_decisions, "{s:?}");
+    assert!(shed.iter().all(|r| status(r) == 503));
+    // Each running decision is charged at least the facts it carries and its header copy.
+    let per = s.task_bytes / s.pending_decisions;
+    assert!(
+        per > std::mem::size_of::<tollgate_core::CallFacts>() + 300,
+        "{per} bytes charged per running decision"
+    );
+    assert!(s.transaction_bytes >= s.task_bytes);
+    // Admission checks before adding, so one call may pass the bound.
+    assert!(s.transaction_bytes < (64 << 10) + per + 2000, "{s:?}");
+    // The admitted calls are routed; their transactions end (ACK absent: timer H, 64·T1).
+    let routed = collect(&udp, 1500).await;
+    // Distinct transactions: a 302 not ACKed is retransmitted (timer G).
+    let branches: std::collections::BTreeSet<&str> = routed
+        .iter()
+        .filter(|r| status(r) == 302)
+        .filter_map(|r| r.split("branch=").nth(1))
+        .map(|b| b.split([';', '\r']).next().unwrap_or(b))
+        .collect();
+    assert_eq!(branches.len(), s.pending_decisions, "{branches:?}");
+    for _ in 0..100 {
+        if node.server.stats() == TransportStats::default() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.server.stats(), TransportStats::default());
 }
 
 /// Drain: a decision that outlasts `drain_timeout` is answered 503 (shutting down), a new

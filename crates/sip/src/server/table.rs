@@ -2,7 +2,9 @@
 //!
 //! Every change goes through [`Table::insert`], [`Table::update`] and [`Table::remove`], which
 //! keep the live entry count and the bytes the entries hold (keys and stored responses) in two
-//! counters, so the admission check on every new request reads two atomics and takes no lock.
+//! counters; the tasks that decide and time the transactions charge their own bytes to a third
+//! ([`Table::hold`]) while they live. The admission check on every new request reads three
+//! atomics and takes no lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -79,8 +81,25 @@ pub(super) struct Table {
     hasher: RandomState,
     entries: AtomicUsize,
     bytes: AtomicUsize,
+    /// Bytes of the tasks that decide and time the transactions ([`Table::hold`]): their
+    /// futures (the call's facts and the decision's state among them) and tokio's task cells.
+    tasks: Arc<AtomicUsize>,
     max_entries: usize,
     max_bytes: usize,
+}
+
+/// A task's bytes, charged to [`Table`] while the task lives (released on drop, also when the
+/// runtime drops the task unfinished).
+#[derive(Debug)]
+pub(super) struct Held {
+    tasks: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.tasks.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Table {
@@ -90,6 +109,7 @@ impl Table {
             hasher: RandomState::new(),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            tasks: Arc::default(),
             max_entries,
             max_bytes,
         }
@@ -119,7 +139,7 @@ impl Table {
     pub(super) fn full(&self) -> Option<Full> {
         if self.entries.load(Ordering::Relaxed) >= self.max_entries {
             Some(Full::Entries)
-        } else if self.bytes.load(Ordering::Relaxed) >= self.max_bytes {
+        } else if self.bytes() >= self.max_bytes {
             Some(Full::Bytes)
         } else {
             None
@@ -163,8 +183,25 @@ impl Table {
         self.entries.load(Ordering::Relaxed)
     }
 
+    /// Bytes held: the entries' and the tasks'. The bound of [`Table::full`] is on this sum.
     pub(super) fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(self.task_bytes())
+    }
+
+    /// The part of [`Table::bytes`] that the tasks hold.
+    pub(super) fn task_bytes(&self) -> usize {
+        self.tasks.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` of a task until the returned guard drops.
+    pub(super) fn hold(&self, bytes: usize) -> Held {
+        self.tasks.fetch_add(bytes, Ordering::Relaxed);
+        Held {
+            tasks: Arc::clone(&self.tasks),
+            bytes,
+        }
     }
 }
 
@@ -220,5 +257,24 @@ mod tests {
             t.remove(&key(k));
         }
         assert_eq!((t.len(), t.bytes()), (0, 0));
+    }
+
+    /// A task's bytes count toward the byte bound while its guard lives, and only then.
+    #[test]
+    fn held_task_bytes_count_toward_the_bound_until_dropped() {
+        let t = Table::new(10, 10_000);
+        t.insert(&key(1), TxState::Confirmed);
+        let entry = t.bytes();
+        let a = t.hold(4_000);
+        let b = t.hold(6_000);
+        assert_eq!(t.task_bytes(), 10_000);
+        assert_eq!(t.bytes(), entry + 10_000);
+        assert_eq!(t.full(), Some(Full::Bytes));
+        drop(b);
+        assert_eq!(t.full(), None);
+        assert_eq!(t.bytes(), entry + 4_000);
+        drop(a);
+        t.remove(&key(1));
+        assert_eq!((t.len(), t.bytes(), t.task_bytes()), (0, 0, 0));
     }
 }
