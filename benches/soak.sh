@@ -18,6 +18,7 @@
 #   (the CRM here is Python: on a busy 2-core machine its first pass over a million callers,
 #   all cache misses, cannot keep up with 4,000/s and calls route at the CRM deadline)
 #   RATE=1000 MINUTES=3 OUT=/tmp/soak benches/soak.sh
+#   BIN=/tmp/tollgate-old NO_BUILD=1 ...     # another build of the engine, for an A/B run
 set -euo pipefail
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 rate=${RATE:-4000}
@@ -32,7 +33,7 @@ mkdir -p "$out"
 if [ -z "${NO_BUILD:-}" ]; then
   cargo build --quiet --release -p tollgate-server --bin tollgate --manifest-path "$repo/Cargo.toml"
 fi
-bin=$repo/target/release/tollgate
+bin=${BIN:-$repo/target/release/tollgate}
 token=soak-admin-token-0000001
 
 redis-server --port 16399 --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \

@@ -335,6 +335,9 @@ impl Reply {
     }
 }
 
+/// How often the transactions waiting out timer I are swept: each leaves at most this late.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
 /// What a spawned task costs beyond its future, roughly: tokio's task cell (header, scheduler
 /// links, trailer) and the allocator's rounding. Charged with each transaction task.
 const TASK_CELL_BYTES: usize = 128;
@@ -447,6 +450,18 @@ impl<H: CallHandler> Server<H> {
                 }
             })
         };
+        // Timer I's expiries (Table::expire_after), at most EXPIRY_TICK late.
+        let expiry = {
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(EXPIRY_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    me.table.expire(tokio::time::Instant::now());
+                }
+            })
+        };
         shutdown.await;
         self.draining.store(true, Ordering::SeqCst);
         tracing::info!(pending = self.pending.load(Ordering::SeqCst), "draining");
@@ -493,6 +508,7 @@ impl<H: CallHandler> Server<H> {
         }
         self.publish_stats();
         sampler.abort();
+        expiry.abort();
     }
 
     /// Waits until no decision is running, or `deadline`; true if none is.
@@ -938,7 +954,10 @@ impl<H: CallHandler> Server<H> {
             if !got_ack {
                 metrics::counter!("tollgate_sip_ack_timeouts_total").increment(1);
             } else if !reliable {
-                tokio::time::sleep(cfg.t4).await;
+                // Timer I: the confirmed transaction absorbs retransmitted ACKs for T4, waiting
+                // in the table's expiry queue; this task (~0.7 kB) ends now.
+                me.table.expire_after(key, cfg.t4);
+                return;
             }
             me.table.remove(&key);
         });

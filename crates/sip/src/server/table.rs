@@ -6,12 +6,13 @@
 //! ([`Table::hold`]) while they live. The admission check on every new request reads three
 //! atomics and takes no lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 const SHARDS: usize = 16;
 
@@ -77,7 +78,7 @@ impl Full {
 
 #[derive(Debug)]
 pub(super) struct Table {
-    shards: Vec<Mutex<HashMap<TxKey, TxState>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
     entries: AtomicUsize,
     bytes: AtomicUsize,
@@ -86,6 +87,20 @@ pub(super) struct Table {
     tasks: Arc<AtomicUsize>,
     max_entries: usize,
     max_bytes: usize,
+}
+
+/// One shard: its transactions, and the keys of those waiting out timer I in the order they
+/// began to wait ([`Table::expire_after`]).
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<TxKey, TxState>,
+    expiring: VecDeque<(Instant, TxKey)>,
+}
+
+/// What a key waiting in a shard's expiry queue costs beyond its entry: the queue slot and the
+/// key's second copy.
+fn expiring_weight(key: &TxKey) -> usize {
+    key.weight() + std::mem::size_of::<(Instant, TxKey)>()
 }
 
 /// A task's bytes, charged to [`Table`] while the task lives (released on drop, also when the
@@ -105,7 +120,7 @@ impl Drop for Held {
 impl Table {
     pub(super) fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
@@ -115,16 +130,14 @@ impl Table {
         }
     }
 
-    fn shard(&self, key: &TxKey) -> std::sync::MutexGuard<'_, HashMap<TxKey, TxState>> {
+    fn shard(&self, key: &TxKey) -> std::sync::MutexGuard<'_, Shard> {
         let idx = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         // idx < SHARDS always; shard 0 stands in so the path has no panic branch.
         let shard = match self.shards.get(idx).or_else(|| self.shards.first()) {
             Some(s) => s,
             None => unreachable_shard(),
         };
-        shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(shard)
     }
 
     fn account(&self, before: usize, after: usize) {
@@ -149,7 +162,7 @@ impl Table {
     /// Inserts or replaces `key`'s state.
     pub(super) fn insert(&self, key: &TxKey, state: TxState) {
         let after = key.weight() + state.weight();
-        let old = self.shard(key).insert(key.clone(), state);
+        let old = self.shard(key).map.insert(key.clone(), state);
         match old {
             Some(old) => self.account(key.weight() + old.weight(), after),
             None => {
@@ -162,7 +175,7 @@ impl Table {
     /// Runs `f` on `key`'s state, if any, keeping the byte count right whatever `f` changes.
     pub(super) fn update<R>(&self, key: &TxKey, f: impl FnOnce(&mut TxState) -> R) -> Option<R> {
         let mut shard = self.shard(key);
-        let state = shard.get_mut(key)?;
+        let state = shard.map.get_mut(key)?;
         let before = state.weight();
         let r = f(state);
         let after = state.weight();
@@ -172,11 +185,43 @@ impl Table {
     }
 
     pub(super) fn remove(&self, key: &TxKey) {
-        let old = self.shard(key).remove(key);
+        let old = self.shard(key).map.remove(key);
         if let Some(old) = old {
             self.entries.fetch_sub(1, Ordering::Relaxed);
             self.account(key.weight() + old.weight(), 0);
         }
+    }
+
+    /// Removes `key` once `delay` has passed (at the next [`Table::expire`] after it), without a
+    /// task waiting for it: a confirmed INVITE transaction waits out timer I here. Every key
+    /// given the same `delay` leaves in the order it was given.
+    pub(super) fn expire_after(&self, key: TxKey, delay: std::time::Duration) {
+        let weight = expiring_weight(&key);
+        self.shard(&key)
+            .expiring
+            .push_back((Instant::now() + delay, key));
+        self.account(0, weight);
+    }
+
+    /// Removes the transactions whose [`Table::expire_after`] time has come; returns how many.
+    pub(super) fn expire(&self, now: Instant) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            while shard.expiring.front().is_some_and(|(at, _)| *at <= now) {
+                let Some((_, key)) = shard.expiring.pop_front() else {
+                    break;
+                };
+                let mut freed = expiring_weight(&key);
+                if let Some(old) = shard.map.remove(&key) {
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    freed += key.weight() + old.weight();
+                    removed += 1;
+                }
+                self.account(freed, 0);
+            }
+        }
+        removed
     }
 
     pub(super) fn len(&self) -> usize {
@@ -203,6 +248,12 @@ impl Table {
             bytes,
         }
     }
+}
+
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cold]
@@ -276,5 +327,33 @@ mod tests {
         drop(a);
         t.remove(&key(1));
         assert_eq!((t.len(), t.bytes(), t.task_bytes()), (0, 0, 0));
+    }
+
+    /// A key given to `expire_after` is removed by the first `expire` at or after its time, with
+    /// its queue slot; earlier calls leave it, and the counters go back to zero.
+    #[test]
+    fn expiring_keys_leave_at_their_time_and_free_their_bytes() {
+        let t = Table::new(10, 1 << 20);
+        t.insert(&key(1), TxState::Confirmed);
+        t.insert(&key(2), TxState::Confirmed);
+        let entries = t.bytes();
+        let start = Instant::now();
+        t.expire_after(key(1), std::time::Duration::from_secs(5));
+        t.expire_after(key(2), std::time::Duration::from_secs(10));
+        assert!(t.bytes() > entries);
+        assert_eq!(t.expire(start), 0);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.expire(start + std::time::Duration::from_secs(6)), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.update(&key(1), |_| ()), None);
+        assert!(t.update(&key(2), |_| ()).is_some());
+        assert_eq!(t.expire(start + std::time::Duration::from_secs(11)), 1);
+        assert_eq!((t.len(), t.bytes()), (0, 0));
+        // A key already gone (removed another way) leaves its slot without a trace.
+        t.insert(&key(3), TxState::Confirmed);
+        t.expire_after(key(3), std::time::Duration::ZERO);
+        t.remove(&key(3));
+        assert_eq!(t.expire(Instant::now()), 0);
+        assert_eq!((t.len(), t.bytes()), (0, 0));
     }
 }
