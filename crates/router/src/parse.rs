@@ -244,6 +244,7 @@ fn weekday(s: &str) -> Option<Weekday> {
 
 /// The key a TOML/serde error is about, when its message names one ("unknown field `x`",
 /// "missing field `x`", "duplicate key `x`"); else "toml". Lets an operator grep for the key.
+/// TOML's empty key (`'' = 1`, "unknown field ``") is named as TOML writes it: `""`.
 pub fn toml_key(message: &str) -> &str {
     ["unknown field `", "missing field `", "duplicate key `"]
         .iter()
@@ -252,7 +253,7 @@ pub fn toml_key(message: &str) -> &str {
                 .split_once(p)
                 .and_then(|(_, rest)| rest.split_once('`'))
         })
-        .map_or("toml", |(key, _)| key)
+        .map_or("toml", |(key, _)| if key.is_empty() { "\"\"" } else { key })
 }
 
 /// E.164 (`+…`) or a short code → the digits a DNIS key holds.

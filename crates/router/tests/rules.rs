@@ -607,6 +607,14 @@ queue = "support"
     ]);
     assert!(out.contains("queues.toml: queues: missing"), "{out}");
     assert!(out.contains("a.toml:2: foo: unknown field `foo`"), "{out}");
+    // TOML's empty key is named as TOML writes it (the `rules` fuzz target's crash of
+    // 2026-12-07: the error named no key).
+    let out = errors(&[
+        ("queues.toml", QUEUES),
+        ("default.toml", DEFAULT),
+        ("a.toml", "'' = ''\n"),
+    ]);
+    assert!(out.contains("a.toml:1: \"\": unknown field ``"), "{out}");
 }
 
 #[test]
