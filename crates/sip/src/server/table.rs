@@ -185,11 +185,18 @@ impl Table {
     }
 
     pub(super) fn remove(&self, key: &TxKey) {
-        let old = self.shard(key).map.remove(key);
-        if let Some(old) = old {
-            self.entries.fetch_sub(1, Ordering::Relaxed);
-            self.account(key.weight() + old.weight(), 0);
-        }
+        let mut shard = self.shard(key);
+        self.take(&mut shard, key);
+    }
+
+    /// Removes `key` from its (locked) shard and its bytes and count from the totals.
+    fn take(&self, shard: &mut Shard, key: &TxKey) -> bool {
+        let Some(old) = shard.map.remove(key) else {
+            return false;
+        };
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.account(key.weight() + old.weight(), 0);
+        true
     }
 
     /// Removes `key` once `delay` has passed (at the next [`Table::expire`] after it), without a
@@ -212,13 +219,10 @@ impl Table {
                 let Some((_, key)) = shard.expiring.pop_front() else {
                     break;
                 };
-                let mut freed = expiring_weight(&key);
-                if let Some(old) = shard.map.remove(&key) {
-                    self.entries.fetch_sub(1, Ordering::Relaxed);
-                    freed += key.weight() + old.weight();
+                self.account(expiring_weight(&key), 0);
+                if self.take(&mut shard, &key) {
                     removed += 1;
                 }
-                self.account(freed, 0);
             }
         }
         removed
