@@ -335,7 +335,8 @@ impl Reply {
     }
 }
 
-/// How often the transactions waiting out timer I are swept: each leaves at most this late.
+/// How often the table's expiry queue is swept (timers I and J, stateless T4): each key leaves at most
+/// this late.
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// What a spawned task costs beyond its future, roughly: tokio's task cell (header, scheduler
@@ -450,7 +451,8 @@ impl<H: CallHandler> Server<H> {
                 }
             })
         };
-        // Timer I's expiries (Table::expire_after), at most EXPIRY_TICK late.
+        // The table's expiries (Table::expire_after: timer I, timer J, a stateless answer's T4), at
+        // most EXPIRY_TICK late.
         let expiry = {
             let me = Arc::clone(&self);
             tokio::spawn(async move {
@@ -917,15 +919,16 @@ impl<H: CallHandler> Server<H> {
             },
         );
         reply.send(&bytes);
+        if once {
+            // No timer to run: the entry waits out T4 in the table's expiry queue.
+            metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+            let cfg = &self.ctx.config;
+            self.table.expire_after(key, cfg.t4.min(cfg.t1 * 64));
+            return;
+        }
         let me = Arc::clone(self);
         self.spawn_held(0, async move {
             let cfg = &me.ctx.config;
-            if once {
-                metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
-                tokio::time::sleep(cfg.t4.min(cfg.t1 * 64)).await;
-                me.table.remove(&key);
-                return;
-            }
             let reliable = reply.reliable();
             // TCP retransmits nothing: the connection is not held for the ACK.
             let reply = (!reliable).then_some(reply);
@@ -1083,11 +1086,7 @@ impl<H: CallHandler> Server<H> {
             return;
         }
         self.table.insert(&key, TxState::Done { response: bytes });
-        let me = Arc::clone(self);
-        self.spawn_held(0, async move {
-            tokio::time::sleep(keep).await;
-            me.table.remove(&key);
-        });
+        self.table.expire_after(key, keep);
     }
 }
 

@@ -6,7 +6,8 @@
 //! ([`Table::hold`]) while they live. The admission check on every new request reads three
 //! atomics and takes no lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::{Ordering as Order, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,18 +90,45 @@ pub(super) struct Table {
     max_bytes: usize,
 }
 
-/// One shard: its transactions, and the keys of those waiting out timer I in the order they
-/// began to wait ([`Table::expire_after`]).
+/// One shard: its transactions, and the keys waiting to leave ([`Table::expire_after`]) in a
+/// min-heap by deadline.
 #[derive(Debug, Default)]
 struct Shard {
     map: HashMap<TxKey, TxState>,
-    expiring: VecDeque<(Instant, TxKey)>,
+    expiring: BinaryHeap<Reverse<Expiring>>,
 }
 
-/// What a key waiting in a shard's expiry queue costs beyond its entry: the queue slot and the
+/// A key and when it leaves; ordered by the time alone.
+#[derive(Debug)]
+struct Expiring {
+    at: Instant,
+    key: TxKey,
+}
+
+impl PartialEq for Expiring {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Expiring {}
+
+impl PartialOrd for Expiring {
+    fn partial_cmp(&self, other: &Self) -> Option<Order> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiring {
+    fn cmp(&self, other: &Self) -> Order {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// What a key waiting in a shard's expiry queue costs beyond its entry: the heap slot and the
 /// key's second copy.
 fn expiring_weight(key: &TxKey) -> usize {
-    key.weight() + std::mem::size_of::<(Instant, TxKey)>()
+    key.weight() + std::mem::size_of::<Expiring>()
 }
 
 /// A task's bytes, charged to [`Table`] while the task lives (released on drop, also when the
@@ -200,13 +228,15 @@ impl Table {
     }
 
     /// Removes `key` once `delay` has passed (at the next [`Table::expire`] after it), without a
-    /// task waiting for it: a confirmed INVITE transaction waits out timer I here. Every key
-    /// given the same `delay` leaves in the order it was given.
+    /// task waiting for it: a confirmed INVITE transaction waits out timer I here, a stateless
+    /// answer its T4 and a non-INVITE final response timer J. Keys leave in deadline order,
+    /// whatever delays they were given.
     pub(super) fn expire_after(&self, key: TxKey, delay: std::time::Duration) {
         let weight = expiring_weight(&key);
+        let at = Instant::now() + delay;
         self.shard(&key)
             .expiring
-            .push_back((Instant::now() + delay, key));
+            .push(Reverse(Expiring { at, key }));
         self.account(0, weight);
     }
 
@@ -215,8 +245,8 @@ impl Table {
         let mut removed = 0;
         for shard in &self.shards {
             let mut shard = lock(shard);
-            while shard.expiring.front().is_some_and(|(at, _)| *at <= now) {
-                let Some((_, key)) = shard.expiring.pop_front() else {
+            while shard.expiring.peek().is_some_and(|e| e.0.at <= now) {
+                let Some(Reverse(Expiring { key, .. })) = shard.expiring.pop() else {
                     break;
                 };
                 self.account(expiring_weight(&key), 0);
@@ -358,6 +388,31 @@ mod tests {
         t.expire_after(key(3), std::time::Duration::ZERO);
         t.remove(&key(3));
         assert_eq!(t.expire(Instant::now()), 0);
+        assert_eq!((t.len(), t.bytes()), (0, 0));
+    }
+
+    /// Keys leave by deadline, not by the order they were given: a short delay given after a
+    /// long one (a stateless answer's T4 after a non-INVITE's timer J in the same shard) is
+    /// not held back. 64 keys of each put long ones ahead of short ones in every shard.
+    #[test]
+    fn expiry_follows_the_deadline_not_the_order_given() {
+        let t = Table::new(1_000, 1 << 20);
+        let long = std::time::Duration::from_secs(32);
+        let short = std::time::Duration::from_secs(5);
+        for n in 0..128 {
+            t.insert(&key(n), TxState::Confirmed);
+        }
+        let start = Instant::now();
+        for n in 0..64 {
+            t.expire_after(key(n), long);
+        }
+        for n in 64..128 {
+            t.expire_after(key(n), short);
+        }
+        assert_eq!(t.expire(start + std::time::Duration::from_secs(6)), 64);
+        assert!((0..64).all(|n| t.update(&key(n), |_| ()).is_some()));
+        assert!((64..128).all(|n| t.update(&key(n), |_| ()).is_none()));
+        assert_eq!(t.expire(start + std::time::Duration::from_secs(33)), 64);
         assert_eq!((t.len(), t.bytes()), (0, 0));
     }
 }
