@@ -14,7 +14,12 @@
 //! CSeq once each (a refusal copies the duplicates of the request it refuses).
 //!
 //! The long run by hand is in fuzz/README.md.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,5 +1,10 @@
 //! The `tollgate` binary as a user runs it: `check` on every shipped config, and on bad ones.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,7 +5,12 @@
 //!
 //! The node is the real `serve` (config file, adapters, HTTP API, SIP on UDP), its decision
 //! log captured from the real tracing output; sipp sends each call.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "../crates/stir/tests/common/mod.rs"]
 mod sti;

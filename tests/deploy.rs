@@ -2,7 +2,12 @@
 //! name only metrics a node exports (scraped from `/metrics`), the container config passes
 //! `tollgate check` and agrees with the Kubernetes manifests, rules reload when a ConfigMap
 //! volume swaps its `..data` link, and `/readyz` turns 503 while a node drains.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod http_support;
 

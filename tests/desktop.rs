@@ -4,7 +4,12 @@
 //!
 //! Needs the Debian packages chromium and chromium-driver (.ci/run installs them); without
 //! them the test fails, it does not skip.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod http_support;
 

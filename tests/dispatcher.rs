@@ -3,7 +3,12 @@
 //! Redis → the 302 followed by Kamailio → the ACD (sipp UAS), which answers 200. Shared state
 //! across the nodes, a node killed -9 under load, and a rolling restart: the carrier must see
 //! no failed call.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod http_support;
 

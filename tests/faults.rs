@@ -12,7 +12,12 @@
 //!
 //! The Redis fault during a sipp run at rate, with the breaker, is `tests/wiring_sipp.rs`; the CRM
 //! down under sipp is there too; this suite drives the binary itself.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 mod node;

@@ -1,6 +1,11 @@
 //! `tollgate list` as a user runs it, against the embedded list file, and a running
 //! `tollgate serve` that blocks a newly listed number without a restart.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 mod node;

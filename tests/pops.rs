@@ -1,7 +1,12 @@
 //! Screen pops end to end: INVITEs over UDP to a whole engine, pops on SSE and WebSocket
 //! filtered by queue, tokens, the pop by the 302's call reference, a signed and retried
 //! webhook, admin endpoints, metrics, and two `tollgate serve` processes sharing one Redis.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod http_support;
 #[path = "support/redis_cluster.rs"]

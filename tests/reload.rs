@@ -2,7 +2,12 @@
 //! times, valid and invalid versions alternating. Every call is answered, every answer comes
 //! whole from one of the two valid rule sets (re-routing its facts against the snapshot its
 //! version names gives the same decision), and the invalid files are reported and never live.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

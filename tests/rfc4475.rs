@@ -1,6 +1,11 @@
 //! RFC 4475 torture messages sent over UDP to a running server; each gets the treatment its
 //! SOURCE.md lists (tests/data/rfc4475, copied byte for byte from RFC 4475 Appendix A).
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! INVITEs over real UDP and TCP sockets: carrier header styles, trunk trust, transactions.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! sipp (Debian package sip-tester) drives the running server: INVITE → 302 → ACK, hundreds of
 //! calls, zero failed, and every call decided exactly once.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

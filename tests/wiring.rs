@@ -1,7 +1,12 @@
 //! The adapters wired into a running node, driven over real UDP: the risk engine (lists,
 //! velocity, identity, repeat callers), the CRM (file directory and a real HTTP CRM) and
 //! STIR/SHAKEN (a test PKI and a real x5u server).
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 #[path = "../crates/lookup/tests/support/crm.rs"]

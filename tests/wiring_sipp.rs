@@ -1,6 +1,11 @@
 //! sipp drives a node whose CRM is down (an HTTP CRM on a closed port) with the risk engine on:
 //! every call answered, none waiting on the CRM past the breaker.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 mod node;

@@ -4,6 +4,7 @@
 //! 1,000,000 entries (what any other write costs while lists are that large).
 //!
 //! `cargo bench -p tollgate-bench --bench lists`
+#![allow(clippy::expect_used)] // a benchmark stops on a broken fixture
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //!   request to a CRM on 127.0.0.1 (pooled keep-alive connection, JSON answer, field mapping).
 //!   Client and server share the one thread, so this is the whole CPU cost of a miss plus
 //!   loopback latency: what a cache hit saves.
+#![allow(clippy::expect_used)] // a benchmark stops on a broken fixture
 
 use std::hint::black_box;
 use std::path::Path;

@@ -6,6 +6,7 @@
 //!   target: under 2 µs median for a typical call.
 //! - `reload/*`: building a new snapshot, from texts in memory and from a directory on disk
 //!   (what a file change or SIGHUP costs, off the call path).
+#![allow(clippy::expect_used)] // a benchmark stops on a broken fixture
 
 use std::fmt::Write as _;
 use std::hint::black_box;

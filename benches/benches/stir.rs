@@ -4,6 +4,7 @@
 //! CA in a temporary anchor directory) is served once from a local HTTP server on 127.0.0.1;
 //! every timed call then hits the cache, so the cost is parsing, the claim checks, the cached
 //! chain verdict and ring's ES256 verify. `es256_only` times that last step alone.
+#![allow(clippy::expect_used)] // a benchmark stops on a broken fixture
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -10,7 +10,12 @@
 //! unless `--no-ack`, which leaves every transaction to timer H: the worst case for the table.
 //! Every second it prints the server's RSS (from /proc/PID/status) and the answers so far;
 //! at the end one JSON line with the totals, the peak RSS and the RSS after `--settle` seconds.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};

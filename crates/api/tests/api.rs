@@ -1,6 +1,11 @@
 //! The API on a real listener: streams filtered by queue, tokens, pops by reference, webhooks
 //! against a real local receiver, metrics, and the OpenAPI document against the router.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

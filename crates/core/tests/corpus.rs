@@ -14,7 +14,12 @@
 //! number agrees). Every remaining
 //! difference is listed, with its reason, in `data/differences.tsv`; a listed input that no
 //! longer differs fails the test too, so the list stays exact.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;

@@ -2,7 +2,12 @@
 //! `parse`, `format_number(E164)`, `is_valid_number`, `number_type`, `region_code_for_number`,
 //! `geocoder.description_for_number(n, "en")`, `timezone.time_zones_for_number`), through the
 //! engine's parse and what `NumberIntel::annotate` fills for an ANI.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use tollgate_core::{zone_for, NumberIntel, NumberKind, NumberPlan, ZoneChoice};
 

@@ -2,7 +2,12 @@
 //! (`redis-server --cluster-enabled yes`, joined by `redis-cli --cluster create`). Velocity,
 //! caller history, the lists and their refresh between nodes, every script's keys in one slot
 //! as the cluster itself computes it, and a master killed mid-run.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 #[path = "../../../tests/support/redis_cluster.rs"]

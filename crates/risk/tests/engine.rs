@@ -1,5 +1,10 @@
 //! The engine with the embedded stores (memory velocity, list file): signals, levels, answers.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 

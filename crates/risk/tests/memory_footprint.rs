@@ -1,7 +1,12 @@
 //! The in-memory store's real footprint: process RSS before and after tracking 1 million ANIs,
 //! then another million past the key cap (memory must stay flat). Its own test binary, one
 //! test, so nothing else allocates meanwhile.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::time::{Duration, UNIX_EPOCH};
 

@@ -2,7 +2,12 @@
 //! test CA (rcgen) and `requirepass`, reached through `rediss://:password@…` and
 //! `risk.redis.tls_ca_file`. Without the CA (the system's roots) or with a wrong password the
 //! store refuses to count, so the TLS and the auth are real.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 #[path = "../../../tests/support/redis_cluster.rs"]

@@ -1,6 +1,11 @@
 //! The rule engine: every matcher and combinator, business hours across DST and holidays,
 //! loading errors, the trace, and the table conversion.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

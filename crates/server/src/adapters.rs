@@ -305,7 +305,7 @@ impl IdentityVerifier for StirIdentity {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::time::Duration;
     use tollgate_core::E164;

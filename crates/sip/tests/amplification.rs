@@ -3,7 +3,12 @@
 //! long it goes unacknowledged (no timer G, no 100 Trying); a configured trunk keeps RFC 3261
 //! retransmissions until the ACK, and timer G is bounded whatever the timers. Each test prints
 //! the amplification factor (response bytes / request bytes over the whole window).
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,12 @@
 //! never reads. The transaction table and the decisions running: past their bounds an INVITE
 //! is answered 503 once and nothing is kept. Draining: a decision that outlasts the drain
 //! timeout is answered 503, and nothing that reached the node goes unanswered.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

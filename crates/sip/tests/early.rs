@@ -1,7 +1,12 @@
 //! Over real UDP sockets: every INVITE answered without a decision reaches
 //! `CallHandler::answered_early` exactly once (a retransmission never), with its reason; an
 //! unsupported `Require` gets 420 with `Unsupported` (RFC 3261 §8.2.2.3).
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

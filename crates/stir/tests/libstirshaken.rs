@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 //! Reference material from signalwire/libstirshaken (tests/data/README.md): a real third-party
 //! signer's certificate, CA and PASSporT, with known defects.
 

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 //! End to end: certificates made here, PASSporTs signed with ring, certificates served over
 //! real HTTP on 127.0.0.1; each failure class gives its SIP response.
 

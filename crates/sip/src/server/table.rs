@@ -79,7 +79,7 @@ impl Full {
 
 #[derive(Debug)]
 pub(super) struct Table {
-    shards: Vec<Mutex<Shard>>,
+    shards: [Mutex<Shard>; SHARDS],
     hasher: RandomState,
     entries: AtomicUsize,
     bytes: AtomicUsize,
@@ -148,7 +148,7 @@ impl Drop for Held {
 impl Table {
     pub(super) fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             hasher: RandomState::new(),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
@@ -161,11 +161,8 @@ impl Table {
     fn shard(&self, key: &TxKey) -> std::sync::MutexGuard<'_, Shard> {
         let idx = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         // idx < SHARDS always; shard 0 stands in so the path has no panic branch.
-        let shard = match self.shards.get(idx).or_else(|| self.shards.first()) {
-            Some(s) => s,
-            None => unreachable_shard(),
-        };
-        lock(shard)
+        let [first, ..] = &self.shards;
+        lock(self.shards.get(idx).unwrap_or(first))
     }
 
     fn account(&self, before: usize, after: usize) {
@@ -288,12 +285,6 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
     shard
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cold]
-fn unreachable_shard() -> ! {
-    // The table is built with SHARDS shards and never shrinks.
-    std::process::abort()
 }
 
 #[cfg(test)]
