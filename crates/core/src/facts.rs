@@ -225,14 +225,45 @@ pub struct RiskAssessment {
     /// The risk store could not be reached (or the lists are not loaded): the call was judged
     /// without its counts, whether the policy then failed open or closed.
     pub degraded: bool,
+    /// The risk policy's verification queue for this caller (gray-listed, or high risk and not
+    /// rejected; never for an emergency call). The router sends the call there unless the rule
+    /// that decided tests risk itself; it is also the zero-weight signal `verify-queue`, so
+    /// explain and the decision log show it.
+    pub verify_queue: Option<crate::QueueName>,
 }
 
-/// A final non-2xx response, with extra header lines (each without CRLF).
+/// A final non-2xx response the risk policy wants instead of routing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub code: u16,
     pub reason: String,
-    pub headers: Vec<String>,
+    /// Where the caller can complain (RFC 8688: with 608, `Call-Info: <URL>;purpose=jwscard`).
+    pub call_info: Option<CallInfo>,
+    /// `Retry-After` seconds (RFC 3261 §20.33), as `[risk.fail_closed]` may ask.
+    pub retry_after: Option<u32>,
+    /// Which of the policy's reasons it is: the router names it in `decided_by`.
+    pub cause: RejectCause,
+}
+
+/// Why the risk policy rejects a call. The engine checks them in this order and the first
+/// that holds is the rejection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RejectCause {
+    /// On the block list (`[risk.block]`).
+    #[default]
+    Blocked,
+    /// The trunk requires signed calls and this one did not verify (RFC 8224 §6.2.2: 428,
+    /// 436, 437, 438, 403 Stale Date).
+    Identity,
+    /// The risk store failed under `fail_open = false` (`[risk.fail_closed]`).
+    FailClosed,
+}
+
+/// A rejection's `Call-Info` (RFC 8688 §3): the URL of a jCard where the caller can
+/// complain; the SIP layer writes it as `Call-Info: <URL>;purpose=jwscard`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    pub url: String,
 }
 
 /// Everything known about one inbound call, extracted from headers the trunk may be trusted for.
@@ -288,11 +319,13 @@ pub struct CallFacts {
 pub enum DecisionAction {
     /// Redirect (302) to `queue@host`, with what the ACD needs to pick an agent.
     Route(Target),
-    /// Reject with a final status; `headers` are extra lines such as Call-Info (RFC 8688).
+    /// Reject with a final status; for a 608 where the caller can complain (RFC 8688), and
+    /// when to try again.
     Reject {
         code: u16,
         reason: String,
-        headers: Vec<String>,
+        call_info: Option<CallInfo>,
+        retry_after: Option<u32>,
     },
 }
 
@@ -330,17 +363,28 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn reject(
-        code: u16,
-        reason: impl Into<String>,
-        headers: Vec<String>,
-        rule: impl Into<String>,
-    ) -> Self {
+    /// A plain rejection: a status and its reason.
+    pub fn reject(code: u16, reason: impl Into<String>, rule: impl Into<String>) -> Self {
         Self {
             action: DecisionAction::Reject {
                 code,
                 reason: reason.into(),
-                headers,
+                call_info: None,
+                retry_after: None,
+            },
+            rule: rule.into(),
+            version: String::new(),
+        }
+    }
+
+    /// The risk policy's rejection, with its `Call-Info` and `Retry-After`.
+    pub fn rejected(r: &Rejection, rule: impl Into<String>) -> Self {
+        Self {
+            action: DecisionAction::Reject {
+                code: r.code,
+                reason: r.reason.clone(),
+                call_info: r.call_info.clone(),
+                retry_after: r.retry_after,
             },
             rule: rule.into(),
             version: String::new(),

@@ -10,6 +10,7 @@ mod geo;
 mod intel;
 mod metadata;
 mod number;
+mod queue;
 
 pub use classify::{Classifier, ClassifierError, NumberInfo, NumberKind};
 pub use cli::{
@@ -17,11 +18,12 @@ pub use cli::{
     CliVerdict, PolicyOutcome, Unapproved,
 };
 pub use facts::{
-    AniCandidate, AniSource, Attestation, CallFacts, CallerHistory, CallerProfile, Candidates,
-    CompactString, Decision, DecisionAction, DnisCandidate, DnisSource, LookupStatus, Privacy,
-    Rejection, RiskAssessment, RiskLevel, RiskSignal, Target, Verification,
+    AniCandidate, AniSource, Attestation, CallFacts, CallInfo, CallerHistory, CallerProfile,
+    Candidates, CompactString, Decision, DecisionAction, DnisCandidate, DnisSource, LookupStatus,
+    Privacy, RejectCause, Rejection, RiskAssessment, RiskLevel, RiskSignal, Target, Verification,
 };
 pub use geo::{caller_zone, zone_for, GeoError, GeoInfo, Geography, ZoneChoice};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};
+pub use queue::{InvalidQueueName, QueueName};

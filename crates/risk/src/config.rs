@@ -785,15 +785,8 @@ fn check_thresholds(p: &mut Problems, key: &str, t: &[u32], windows: usize) {
 }
 
 fn check_queue(p: &mut Problems, key: &str, q: &str) {
-    let ok = !q.is_empty()
-        && q.len() <= 64
-        && q.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'+'));
-    if !ok {
-        p.add(
-            key,
-            "1-64 characters of letters, digits, '-', '_', '.', '+'".into(),
-        );
+    if let Err(e) = tollgate_core::QueueName::new(q) {
+        p.add(key, e.to_string());
     }
 }
 

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tollgate_core::{CallFacts, Rejection, RiskAssessment, RiskLevel, RiskSignal};
+use tollgate_core::{
+    CallFacts, CallInfo, QueueName, RejectCause, Rejection, RiskAssessment, RiskLevel, RiskSignal,
+};
 
 use crate::config::{reason_phrase, LevelConfig, RiskConfig, StoreKind, UntrustedMode, Weights};
 use crate::error::RiskError;
@@ -32,9 +34,6 @@ use crate::velocity::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RiskVerdict {
     pub assessment: RiskAssessment,
-    /// Send the call here (gray-listed, or high risk and not rejected); the same name is in
-    /// the assessment as the zero-weight signal `verify-queue`, so a router rule can see it.
-    pub verify_queue: Option<String>,
     /// The policy that applied ("default" or a `[[risk.policy]]` name).
     pub policy: String,
     /// The caller's previous routed call ([`RiskEngine::remember`]), for repeat-caller rules.
@@ -46,7 +45,7 @@ struct Policy {
     name: String,
     dnis: Vec<Pattern>,
     fail_open: bool,
-    gray_queue: Option<String>,
+    gray_queue: Option<QueueName>,
     thresholds: Thresholds,
 }
 
@@ -154,7 +153,7 @@ impl RiskEngine {
             name: "default".into(),
             dnis: Vec::new(),
             fail_open: cfg.fail_open,
-            gray_queue: cfg.gray_queue.clone(),
+            gray_queue: queue(cfg.gray_queue.as_deref()),
             thresholds: Thresholds {
                 ani: v.ani.clone(),
                 ani_dnis: v.ani_dnis.clone(),
@@ -168,7 +167,7 @@ impl RiskEngine {
                 name: p.name.clone(),
                 dnis: p.dnis.iter().filter_map(|d| d.parse().ok()).collect(),
                 fail_open: p.fail_open.unwrap_or(cfg.fail_open),
-                gray_queue: p.gray_queue.clone().or_else(|| cfg.gray_queue.clone()),
+                gray_queue: queue(p.gray_queue.as_deref().or(cfg.gray_queue.as_deref())),
                 thresholds: Thresholds {
                     ani: p.velocity.ani.clone().unwrap_or_else(|| v.ani.clone()),
                     ani_dnis: p
@@ -185,33 +184,30 @@ impl RiskEngine {
             })
             .collect();
         let b = &cfg.block;
-        let mut block = Rejection {
+        let block = Rejection {
             code: b.code,
             reason: b
                 .reason
                 .clone()
                 .unwrap_or_else(|| reason_phrase(b.code).into()),
-            headers: Vec::new(),
+            call_info: match (b.code, &b.complaint_url) {
+                (608, Some(url)) => Some(CallInfo { url: url.clone() }),
+                _ => None,
+            },
+            retry_after: None,
+            cause: RejectCause::Blocked,
         };
-        if let (608, Some(url)) = (b.code, &b.complaint_url) {
-            block
-                .headers
-                .push(format!("Call-Info: <{url}>;purpose=jwscard"));
-        }
         let f = &cfg.fail_closed;
-        let mut fail_closed = Rejection {
+        let fail_closed = Rejection {
             code: f.code,
             reason: f
                 .reason
                 .clone()
                 .unwrap_or_else(|| reason_phrase(f.code).into()),
-            headers: Vec::new(),
+            call_info: None,
+            retry_after: (f.retry_after_s > 0).then_some(f.retry_after_s),
+            cause: RejectCause::FailClosed,
         };
-        if f.retry_after_s > 0 {
-            fail_closed
-                .headers
-                .push(format!("Retry-After: {}", f.retry_after_s));
-        }
         let default_trunk = TrunkScoring {
             sources_disagree: cfg.weights.sources_disagree,
             disagree_from: true,
@@ -399,7 +395,7 @@ impl RiskEngine {
                 None
             };
         if let Some(q) = &verify_queue {
-            signals.push(info("verify-queue", q.clone()));
+            signals.push(info("verify-queue", q.to_string()));
         }
         if !std::ptr::eq(policy, &self.default_policy) {
             // Which thresholds and fail mode applied, for explain and the decision log.
@@ -423,6 +419,7 @@ impl RiskEngine {
             reject,
             // Whatever the policy did about it, the call was judged without its counts.
             degraded: store_failed || !snapshot_loaded,
+            verify_queue,
         };
         if mode == Mode::Live {
             // A dry run (explain) is no call: it counts in no metric.
@@ -430,7 +427,6 @@ impl RiskEngine {
         }
         RiskVerdict {
             assessment,
-            verify_queue,
             policy: policy.name.clone(),
             history,
         }
@@ -477,6 +473,11 @@ impl RiskEngine {
             .find(|p| p.dnis.iter().any(|d| d.matches(dnis)))
             .unwrap_or(&self.default_policy)
     }
+}
+
+/// A verification queue from the config, which `validate` has checked by [`QueueName::new`].
+fn queue(name: Option<&str>) -> Option<QueueName> {
+    name.and_then(|q| QueueName::new(q).ok())
 }
 
 fn info(name: &str, detail: String) -> RiskSignal {

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::facts;
 use tollgate_core::{
-    AniCandidate, AniSource, Attestation, CallFacts, CliCheck, CliVerdict, NumberKind, PartyNumber,
-    Rejection, RiskAssessment, RiskLevel, Verification, Withheld,
+    AniCandidate, AniSource, Attestation, CallFacts, CallInfo, CliCheck, CliVerdict, NumberKind,
+    PartyNumber, RejectCause, Rejection, RiskAssessment, RiskLevel, Verification, Withheld,
 };
 use tollgate_risk::{
     Caller, FixedIdentity, IdentityOutcome, IdentitySource, IdentityVerifier, ListEntry, ListKind,
@@ -194,15 +194,15 @@ async fn velocity_signals_per_window_per_policy_and_call_ids_count_once() {
 
 #[tokio::test]
 async fn block_list_answers_with_the_configured_response() {
-    for (code, url, reason, headers) in [
-        (603, None, "Decline", vec![]),
-        (607, None, "Unwanted", vec![]),
-        (608, None, "Rejected", vec![]),
+    for (code, url, reason, call_info) in [
+        (603, None, "Decline", None),
+        (607, None, "Unwanted", None),
+        (608, None, "Rejected", None),
         (
             608,
             Some("https://tollgate.example/complain"),
             "Rejected",
-            vec!["Call-Info: <https://tollgate.example/complain>;purpose=jwscard".to_owned()],
+            Some("https://tollgate.example/complain"),
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -220,7 +220,9 @@ async fn block_list_answers_with_the_configured_response() {
             Some(Rejection {
                 code,
                 reason: reason.into(),
-                headers
+                call_info: call_info.map(|url| CallInfo { url: url.into() }),
+                retry_after: None,
+                cause: RejectCause::Blocked,
             })
         );
     }
@@ -248,7 +250,7 @@ async fn allow_overrides_block_and_emergency_is_never_rejected() {
     );
     assert!(names(a).contains(&("allow-list", -50)));
     assert!(names(a).contains(&("allow-overrides", 0)));
-    assert_eq!(vip.verify_queue.as_deref(), Some("verify"));
+    assert_eq!(vip.assessment.verify_queue.as_deref(), Some("verify"));
 
     let mut sos = facts("e", "12125550000", "911");
     sos.dnis = PartyNumber::Short("911".into());
@@ -256,7 +258,7 @@ async fn allow_overrides_block_and_emergency_is_never_rejected() {
     let v = e.evaluate(&sos, at(0)).await;
     assert_eq!(v.assessment.level, RiskLevel::Blocked, "still assessed");
     assert!(v.assessment.reject.is_none());
-    assert!(v.verify_queue.is_none());
+    assert!(v.assessment.verify_queue.is_none());
     assert!(names(&v.assessment).contains(&("emergency-exempt", 0)));
 }
 
@@ -278,7 +280,7 @@ async fn gray_and_high_risk_go_to_the_verification_queue() {
 
     let g = e.evaluate(&facts("g", "16465550100", DNIS), at(0)).await;
     assert_eq!(g.assessment.level, RiskLevel::Elevated);
-    assert_eq!(g.verify_queue.as_deref(), Some("verify"));
+    assert_eq!(g.assessment.verify_queue.as_deref(), Some("verify"));
     let q = g.assessment.signals.last().unwrap();
     assert_eq!(
         (q.name.as_str(), q.weight, q.detail.as_str()),
@@ -288,7 +290,7 @@ async fn gray_and_high_risk_go_to_the_verification_queue() {
     let g = e
         .evaluate(&facts("g2", "16465550100", "18885550101"), at(0))
         .await;
-    assert_eq!(g.verify_queue.as_deref(), Some("verify-fraud"));
+    assert_eq!(g.assessment.verify_queue.as_deref(), Some("verify-fraud"));
 
     let mut f = facts("h", ANI, DNIS);
     f.trusted = false;
@@ -296,10 +298,10 @@ async fn gray_and_high_risk_go_to_the_verification_queue() {
     f.ani_info.as_mut().unwrap().valid = false;
     let h = e.evaluate(&f, at(0)).await;
     assert_eq!(h.assessment.level, RiskLevel::High);
-    assert_eq!(h.verify_queue.as_deref(), Some("verify"));
+    assert_eq!(h.assessment.verify_queue.as_deref(), Some("verify"));
 
     let low = e.evaluate(&facts("l", ANI, DNIS), at(0)).await;
-    assert!(low.verify_queue.is_none());
+    assert!(low.assessment.verify_queue.is_none());
 }
 
 #[tokio::test]
@@ -378,7 +380,9 @@ async fn the_identity_hook_is_scored_and_its_rejection_applied() {
         reject: Some(Rejection {
             code: 438,
             reason: "Invalid Identity Header".into(),
-            headers: vec![],
+            call_info: None,
+            retry_after: None,
+            cause: RejectCause::Identity,
         }),
     })
     .await;
@@ -610,7 +614,9 @@ async fn a_blocked_call_has_level_blocked_and_the_block_answer_even_with_an_iden
             reject: Some(Rejection {
                 code: 438,
                 reason: "Invalid Identity Header".into(),
-                headers: vec![],
+                call_info: None,
+                retry_after: None,
+                cause: RejectCause::Identity,
             }),
         })));
     block(&e, ListKind::Block, ANI).await;

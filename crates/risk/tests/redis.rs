@@ -425,7 +425,8 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
         (rej.code, rej.reason.as_str()),
         (480, "Temporarily Unavailable")
     );
-    assert_eq!(rej.headers, vec!["Retry-After: 120"]);
+    assert_eq!(rej.retry_after, Some(120));
+    assert_eq!(rej.cause, tollgate_core::RejectCause::FailClosed);
     assert!(
         strict.assessment.degraded,
         "judged without counts: degraded, whatever the policy did"
@@ -462,12 +463,8 @@ async fn fail_closed_policy_rejects_but_never_emergency_or_allow_listed_calls() 
     let a = closed.assess(&facts("c1", ANI, DNIS), at(1)).await;
     let rej = a.reject.clone().unwrap();
     assert_eq!(
-        (rej.code, rej.reason.as_str(), rej.headers),
-        (
-            503,
-            "Service Unavailable",
-            vec!["Retry-After: 30".to_owned()]
-        )
+        (rej.code, rej.reason.as_str(), rej.retry_after),
+        (503, "Service Unavailable", Some(30))
     );
     assert!(a.degraded);
     let mut sos = facts("e2", ANI, DNIS);
@@ -524,8 +521,8 @@ async fn lists_are_shared_between_nodes_and_follow_prefix_and_expiry_rules() {
     let rej = a.reject.unwrap();
     assert_eq!(rej.code, 608);
     assert_eq!(
-        rej.headers,
-        vec!["Call-Info: <https://complaints.example/jws>;purpose=jwscard"]
+        rej.call_info.map(|c| c.url).as_deref(),
+        Some("https://complaints.example/jws")
     );
 
     // The CLI path: the same store through ListAdmin, without an engine.

@@ -330,19 +330,14 @@ fn target(rules: &Rules, q: &crate::model::QueueSpec, verify: bool) -> DecisionA
     })
 }
 
-/// Routes a call: the first matching rule of the DNIS's rule set, then of the default set.
-pub fn route(facts: &CallFacts, rules: &Rules, now: Timestamp) -> Decision {
-    run(facts, rules, now, None).decision
-}
-
-/// Routes a call and records every rule tried and why.
+/// The rules alone, recording every rule tried and why.
 pub fn explain(facts: &CallFacts, rules: &Rules, now: Timestamp) -> Explained {
     evaluate(facts, rules, now, true)
 }
 
-/// [`route`] with what else the caller needs to know (whether the deciding rule looked at
-/// risk), and the trace of every rule tried when `trace` is set. Live calls and `explain` run
-/// this one function; only the trace differs.
+/// The rules alone: the first matching rule of the DNIS's rule set, then of the default set,
+/// with whether the deciding rule looked at risk, and the trace of every rule tried when
+/// `trace` is set. [`crate::decide`] runs it and then the risk policy.
 pub fn evaluate(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> Explained {
     let mut steps = Vec::new();
     run(facts, rules, now, trace.then_some(&mut steps))
@@ -478,7 +473,8 @@ fn run(
                 Action::Reject { code, reason } => DecisionAction::Reject {
                     code: *code,
                     reason: reason.clone(),
-                    headers: Vec::new(),
+                    call_info: None,
+                    retry_after: None,
                 },
                 Action::Verify(q) => target(rules, q, true),
                 Action::Queue(q) => {

@@ -4,14 +4,16 @@
 mod eval;
 mod model;
 mod parse;
+mod policy;
 
 use std::collections::HashMap;
 
-pub use eval::{evaluate, explain, route, Explained, Step};
+pub use eval::{evaluate, explain, Explained, Step};
 pub use model::{Action, Cond, Hours, Matcher, QueueSpec, Rule, RuleSet, Rules};
 pub use parse::{
     from_table, parse, toml_key, RuleError, Settings, Source, DEFAULT_FILE, LAST, QUEUES_FILE,
 };
+pub use policy::{decide, route, DecidedBy, Routed};
 
 /// The main config's simple routing table, for deployments without a rules directory.
 #[derive(Clone, Debug, Default)]

@@ -670,14 +670,8 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
                 Ok(q) => {
                     let mut set = BTreeSet::new();
                     for name in q.queues.get_ref() {
-                        if !is_queue_token(name) {
-                            e.at(
-                                q.queues.span(),
-                                "queues",
-                                format!(
-                                    "{name:?} must be a SIP user token (letters, digits, -_.!~*'+)"
-                                ),
-                            );
+                        if let Err(bad) = tollgate_core::QueueName::new(name.as_str()) {
+                            e.at(q.queues.span(), "queues", bad.to_string());
                         }
                         if !set.insert(name.clone()) {
                             e.at(q.queues.span(), "queues", format!("{name:?} listed twice"));
@@ -977,12 +971,6 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
         default: default.unwrap_or(0),
         queues,
     })
-}
-
-fn is_queue_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'+".contains(&b))
 }
 
 /// The main config's simple table (per-DNIS queue, default queue, caller-country suffixes),

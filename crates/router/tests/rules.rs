@@ -480,7 +480,8 @@ queue = "support"
         DecisionAction::Reject {
             code: 607,
             reason: "Unwanted".into(),
-            headers: vec![]
+            call_info: None,
+            retry_after: None
         }
     );
     assert_eq!(
@@ -776,4 +777,115 @@ fn a_rule_that_tests_risk_is_risk_aware() {
     let e = tollgate_router::evaluate(&f, &r, at(MON_10_NY), true);
     assert!(!e.risk_aware, "the catch-all does not look at risk");
     assert_eq!(e.steps.len(), 2);
+}
+
+/// `decide`: the rules, then the risk policy. A risk-aware rule keeps a blocked caller (its own
+/// answer) and its queue for a gray one; a rule that does not look at risk yields to the
+/// policy's rejection (named by its cause) and verification queue; identity and fail-closed
+/// rejections stand even against a risk-aware rule; an emergency call is neither rejected nor
+/// moved. The trace says what the policy did.
+#[test]
+fn decide_applies_the_risk_policy_after_the_rules() {
+    use tollgate_core::{CallInfo, QueueName, RejectCause, Rejection};
+    use tollgate_router::{decide, DecidedBy};
+    let line = r#"
+dnis = ["+18005550100"]
+[[rule]]
+name = "grayish"
+when = { list = "gray" }
+queue = "vip"
+[[rule]]
+name = "rest"
+queue = "support"
+"#;
+    let r = rules(line);
+    let now = at(MON_10_NY);
+    let rejection = |cause| Rejection {
+        code: 608,
+        reason: "Rejected".into(),
+        call_info: Some(CallInfo {
+            url: "https://x.example/c".into(),
+        }),
+        retry_after: None,
+        cause,
+    };
+    let mut f = facts("12012001234");
+
+    // Blocked, the deciding rule ("rest") does not test risk: the policy's 608, Call-Info kept.
+    f.risk = Some(RiskAssessment {
+        level: RiskLevel::Blocked,
+        reject: Some(rejection(RejectCause::Blocked)),
+        ..RiskAssessment::default()
+    });
+    let d = decide(&f, &r, now, true);
+    assert_eq!(d.decided_by, DecidedBy::RiskBlock);
+    assert_eq!(d.decision.rule, "risk");
+    assert!(matches!(
+        &d.decision.action,
+        DecisionAction::Reject { code: 608, call_info: Some(c), .. } if c.url == "https://x.example/c"
+    ));
+    assert!(d.policy.unwrap().starts_with("risk-block: 608 Rejected"));
+    assert_eq!(
+        route(&f, &r, now),
+        d.decision,
+        "route is decide without the trace"
+    );
+
+    // The same caller also gray-listed: the risk-aware rule decides for it.
+    f.risk.as_mut().unwrap().list_hits = vec!["gray".into()];
+    let d = decide(&f, &r, now, false);
+    assert_eq!(
+        (d.decided_by, d.decision.queue()),
+        (DecidedBy::Rule, Some("vip"))
+    );
+    assert!(d.policy.is_none(), "no trace asked for");
+
+    // An identity rejection is the policy's alone, risk-aware rule or not.
+    for cause in [RejectCause::Identity, RejectCause::FailClosed] {
+        f.risk.as_mut().unwrap().level = RiskLevel::Low;
+        f.risk.as_mut().unwrap().reject = Some(rejection(cause));
+        let d = decide(&f, &r, now, false);
+        let want = match cause {
+            RejectCause::Identity => DecidedBy::Identity,
+            _ => DecidedBy::FailClosed,
+        };
+        assert_eq!(d.decided_by, want);
+        assert_eq!(d.decision.rule, "risk");
+    }
+
+    // Gray-listed: the rule that tests risk keeps its queue; without it, the verify queue.
+    f.risk = Some(RiskAssessment {
+        level: RiskLevel::High,
+        list_hits: vec!["gray".into()],
+        verify_queue: Some(QueueName::new("verify").unwrap()),
+        ..RiskAssessment::default()
+    });
+    let d = decide(&f, &r, now, true);
+    assert_eq!(
+        (d.decided_by, d.decision.queue()),
+        (DecidedBy::Rule, Some("vip"))
+    );
+    assert!(d.policy.unwrap().contains("keeps vip"));
+    f.risk.as_mut().unwrap().list_hits.clear();
+    let d = decide(&f, &r, now, true);
+    assert_eq!(d.decided_by, DecidedBy::RiskVerify);
+    assert_eq!(d.decision.rule, "support/rest+risk-verify");
+    let DecisionAction::Route(t) = &d.decision.action else {
+        panic!("{d:?}")
+    };
+    assert!(t.verify && t.queue == "verify" && t.priority.is_none());
+    assert_eq!(
+        d.policy.as_deref(),
+        Some("risk-verify: verify instead of support")
+    );
+
+    // Emergency: assessed, never rejected, never moved.
+    f.emergency = true;
+    f.risk.as_mut().unwrap().reject = Some(rejection(RejectCause::Blocked));
+    let d = decide(&f, &r, now, true);
+    assert_eq!(
+        (d.decided_by, d.decision.queue()),
+        (DecidedBy::Rule, Some("support"))
+    );
+    assert!(d.policy.unwrap().contains("emergency"));
 }

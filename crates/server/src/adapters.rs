@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tollgate_core::{
-    CallFacts, CallerProfile, Decision, DecisionAction, LookupStatus, NumberPlan, Rejection,
-    Verification,
+    CallFacts, CallerProfile, Decision, DecisionAction, LookupStatus, NumberPlan, RejectCause,
+    Rejection, Verification,
 };
 use tollgate_lookup::Lookup;
 use tollgate_risk::{Caller, IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
@@ -295,7 +295,9 @@ impl IdentityVerifier for StirIdentity {
                 out.reject = Some(Rejection {
                     code,
                     reason: reason.into(),
-                    headers: Vec::new(),
+                    call_info: None,
+                    retry_after: None,
+                    cause: RejectCause::Identity,
                 });
             }
             out

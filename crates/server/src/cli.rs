@@ -322,6 +322,9 @@ pub fn render(e: &Explanation, rules_version: &str) -> String {
     } else {
         let _ = writeln!(out, "{} rejects the call before routing", r.decided_by);
     }
+    if let Some(p) = &e.outcome.policy {
+        let _ = writeln!(out, "policy    {p}");
+    }
     let _ = writeln!(
         out,
         "decision  {} by {} ({})",

@@ -585,24 +585,12 @@ pub fn parse_with_rules(
     }
 
     let r = &raw.routing;
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'+".contains(&b))
-    };
     if tollgate_sip::uri::split_hostport(r.acd_host.get_ref()).is_err() {
         errs.push(&r.acd_host, "routing.acd_host", "not a host or host:port");
     }
     let queue = |errs: &mut Errors<'_>, q: &Spanned<String>, key: String| {
-        if !token(q.get_ref()) {
-            errs.push(
-                q,
-                key,
-                format!(
-                    "queue {:?} must be a SIP user token (letters, digits, -_.!~*'+)",
-                    q.get_ref()
-                ),
-            );
+        if let Err(bad) = tollgate_core::QueueName::new(q.get_ref().as_str()) {
+            errs.push(q, key, bad.to_string());
         }
         q.get_ref().clone()
     };

@@ -7,29 +7,18 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use tollgate_core::{CallFacts, DecisionAction, RiskAssessment, Verification};
+use tollgate_router::DecidedBy;
 
 use crate::pipeline::Outcome;
 
 /// The log target of decision lines: `log.level` never filters it (see `main`'s logging).
 pub const TARGET: &str = "tollgate::decision";
 
-/// Which part of the engine gave the answer.
+/// Which part of the engine gave the answer: a decision ([`DecidedBy`], from the router's
+/// [`tollgate_router::decide`] or the CLI policy), or the SIP layer before or instead of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Why {
-    /// A rule routed the call.
-    Rule,
-    /// A rule rejected the call (its own code).
-    RuleReject,
-    /// The trunk's CLI policy rejected the caller number.
-    CliPolicy,
-    /// `[risk.block]`: blocked, and no rule that tests risk decided.
-    RiskBlock,
-    /// The risk policy's verification queue replaced the rule's agent queue.
-    RiskVerify,
-    /// `identity = "require"` and the call did not verify (RFC 8224 §6.2.2).
-    Identity,
-    /// The risk store failed under `fail_open = false`.
-    FailClosed,
+    Decided(DecidedBy),
     /// The SIP layer answered before a decision (unknown source, draining, an unsupported
     /// `Require`, a malformed request) or gave one up (the decision timeout, a CANCEL).
     Early(tollgate_sip::EarlyReason),
@@ -38,13 +27,7 @@ pub enum Why {
 impl Why {
     pub fn as_str(self) -> &'static str {
         match self {
-            Why::Rule => "rule",
-            Why::RuleReject => "rule-reject",
-            Why::CliPolicy => "cli-policy",
-            Why::RiskBlock => "risk-block",
-            Why::RiskVerify => "risk-verify",
-            Why::Identity => "identity-required",
-            Why::FailClosed => "risk-fail-closed",
+            Why::Decided(d) => d.as_str(),
             Why::Early(r) => r.as_str(),
         }
     }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tollgate_core::{
     Attestation, CallFacts, CallerHistory, CallerProfile, CliConfig, Decision, DecisionAction,
-    LookupStatus, NumberIntel, NumberPlan, Rejection, RiskAssessment, RiskLevel,
+    LookupStatus, NumberIntel, NumberPlan, RejectCause, Rejection, RiskAssessment, RiskLevel,
 };
-use tollgate_router::Explained;
+use tollgate_router::{DecidedBy, Explained};
 use tollgate_sip::extract::Emergency;
 use tollgate_sip::trunk::Trunks;
 use tollgate_sip::{Call, CallHandler};
@@ -163,7 +163,9 @@ impl Overrides {
             Some(block.cloned().unwrap_or_else(|| Rejection {
                 code: 603,
                 reason: "Decline".into(),
-                headers: Vec::new(),
+                call_info: None,
+                retry_after: None,
+                cause: RejectCause::Blocked,
             }))
         } else {
             None
@@ -182,6 +184,8 @@ pub struct Outcome {
     pub enrich: &'static str,
     /// The router's trace, when asked for.
     pub trace: Option<Explained>,
+    /// What the risk policy did after the rules, when a trace was asked for.
+    pub policy: Option<String>,
     /// Facts the caller stated instead of the adapters' ([`Overrides`]).
     pub overridden: Vec<String>,
     /// The zone a rule on the caller's local time uses (`caller_time`), and why: the caller's
@@ -237,7 +241,7 @@ impl Pipeline {
 
     /// Routes facts that are already enriched by the live rules: the pure part.
     pub fn route(&self, facts: &CallFacts) -> Decision {
-        self.finish(facts, (self.clock)(), false).0
+        tollgate_router::route(facts, &self.rules.current(), (self.clock)())
     }
 
     /// Number intelligence and the trunk's CLI policy; `Some` is a policy rejection.
@@ -246,73 +250,7 @@ impl Pipeline {
         self.intel
             .annotate(facts, cli)
             .err()
-            .map(|rej| Decision::reject(rej.code, rej.reason, Vec::new(), "cli-policy"))
-    }
-
-    /// After enrichment: the rules, then the risk policy's answer where no rule decided.
-    ///
-    /// Precedence: a rule whose condition tests the risk verdict (`risk`, `risk_at_least`,
-    /// `list`) decides for the callers it matches, blocked ones included, so a line's own
-    /// reject code or verification queue wins. Where the deciding rule does not look at risk,
-    /// a blocked caller gets `[risk.block]` and a gray-listed or high-risk one the policy's
-    /// verification queue. Identity (`identity = "require"`) and fail-closed rejections are
-    /// not the rules' to override. Emergency calls are never rejected.
-    pub fn finish(
-        &self,
-        facts: &CallFacts,
-        now: jiff::Timestamp,
-        trace: bool,
-    ) -> (Decision, Why, Option<Explained>) {
-        let e = tollgate_router::evaluate(facts, &self.rules.current(), now, trace);
-        let risk = facts.risk.as_ref();
-        let mut decision = e.decision.clone();
-        let mut why = match decision.action {
-            DecisionAction::Route(_) => Why::Rule,
-            DecisionAction::Reject { .. } => Why::RuleReject,
-        };
-        if !facts.emergency {
-            if let Some((r, rej)) = risk.and_then(|r| Some((r, r.reject.as_ref()?))) {
-                let blocked = r.level == RiskLevel::Blocked;
-                if !(blocked && e.risk_aware) {
-                    // The engine rejects for a block first, then identity (RFC 8224's
-                    // codes), then a failed store under `fail_open = false`.
-                    let policy = if blocked {
-                        Why::RiskBlock
-                    } else if matches!(rej.code, 428 | 436 | 437 | 438)
-                        || (rej.code == 403 && rej.reason.contains("Stale"))
-                    {
-                        Why::Identity
-                    } else {
-                        Why::FailClosed
-                    };
-                    let d =
-                        Decision::reject(rej.code, rej.reason.clone(), rej.headers.clone(), "risk");
-                    return (d, policy, trace.then_some(e));
-                }
-            }
-        }
-        // The risk policy's verification queue (gray list, high risk) takes the call from an
-        // agent queue; a rule that looked at risk, one that already verifies, and emergency
-        // calls keep theirs.
-        let verify = risk.and_then(|r| {
-            r.signals
-                .iter()
-                .find(|s| s.name == "verify-queue")
-                .map(|s| s.detail.clone())
-        });
-        if let (DecisionAction::Route(t), Some(q), false, false) =
-            (&mut decision.action, verify, facts.emergency, e.risk_aware)
-        {
-            if !t.verify {
-                t.queue = q;
-                t.verify = true;
-                t.priority = None;
-                t.skills.clear();
-                decision.rule = format!("{}+risk-verify", decision.rule);
-                why = Why::RiskVerify;
-            }
-        }
-        (decision, why, trace.then_some(e))
+            .map(|rej| Decision::reject(rej.code, rej.reason, "cli-policy"))
     }
 
     /// The zone `caller_time` rules of the call's line use, and why.
@@ -390,9 +328,10 @@ impl Pipeline {
             let caller_zone = self.caller_zone(facts);
             return Outcome {
                 decision: reject,
-                why: Why::CliPolicy,
+                why: Why::Decided(DecidedBy::CliPolicy),
                 enrich: "skipped",
                 trace: None,
+                policy: None,
                 overridden: Vec::new(),
                 caller_zone,
             };
@@ -402,14 +341,16 @@ impl Pipeline {
         stage("enrich", t);
         let overridden = overrides.apply(facts, self.risk.block_rejection().as_ref());
         let t = std::time::Instant::now();
-        let (decision, why, trace) = self.finish(facts, now, trace);
+        // The rules, then the risk policy (tollgate_router::decide has the precedence).
+        let routed = tollgate_router::decide(facts, &self.rules.current(), now, trace);
         stage("route", t);
         let caller_zone = self.caller_zone(facts);
         Outcome {
-            decision,
-            why,
+            decision: routed.decision,
+            why: Why::Decided(routed.decided_by),
             enrich,
-            trace,
+            trace: routed.trace,
+            policy: routed.policy,
             overridden,
             caller_zone,
         }
@@ -428,7 +369,7 @@ impl Pipeline {
                 false,
             )
             .await;
-        if out.why != Why::CliPolicy {
+        if out.why != Why::Decided(DecidedBy::CliPolicy) {
             self.risk
                 .remember(&call.facts, &out.decision, std::time::SystemTime::from(now));
         }
@@ -454,10 +395,11 @@ impl Pipeline {
     pub fn early_outcome(status: u16, reason: tollgate_sip::EarlyReason) -> Outcome {
         let phrase = tollgate_sip::response::reason_phrase(status);
         Outcome {
-            decision: Decision::reject(status, phrase, Vec::new(), reason.as_str()),
+            decision: Decision::reject(status, phrase, reason.as_str()),
             why: Why::Early(reason),
             enrich: "skipped",
             trace: None,
+            policy: None,
             overridden: Vec::new(),
             caller_zone: (None, None),
         }

@@ -46,7 +46,8 @@ fn reject() -> DecisionAction {
     DecisionAction::Reject {
         code: 603,
         reason: "Decline".into(),
-        headers: Vec::new(),
+        call_info: None,
+        retry_after: None,
     }
 }
 
