@@ -5,7 +5,8 @@
 # - core depends on no other tollgate crate, router only on core;
 # - the adapters (sip, stir, lookup, risk, api) depend on core only, never on each other;
 # - only tollgate-server depends on the adapters (and the benches, which are no product);
-# - one rust-version, the workspace's.
+# - one rust-version, the workspace's;
+# - no file cites DESIGN.md or STANDARDS.md, which are not in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -63,6 +64,14 @@ own=$(grep -H '^rust-version *= *"' crates/*/Cargo.toml benches/Cargo.toml || tr
 if [ -n "$own" ]; then
     echo "architecture: one rust-version, the workspace's (write rust-version.workspace = true):" >&2
     echo "$own" >&2
+    fail=1
+fi
+# The repository stands alone: nothing cites a design or standards document that is not in it
+# (cite the RFC, or bring the text in).
+cites=$(git grep -nwE 'DESIGN|STANDARDS' -- . ':!tools/architecture.sh' || true)
+if [ -n "$cites" ]; then
+    echo "architecture: cites a document the repository does not hold:" >&2
+    echo "$cites" >&2
     fail=1
 fi
 [ "$fail" -eq 0 ] && echo "architecture: layering holds"

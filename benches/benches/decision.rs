@@ -1,7 +1,7 @@
 //! The in-process decision path for the calls the sipp comparison sends: parse + validate +
 //! extract + number intelligence (classification, geography, CLI rules) + route, with the parity configuration (`benches/sipp/parity.toml`).
 //!
-//! DESIGN target: under 20 µs median per call. `decide_async` adds what the server wraps
+//! Target: under 20 µs median per call. `decide_async` adds what the server wraps
 //! around routing (the pipeline's `CallHandler::decide`: span, enrich deadline with the
 //! no-op risk and CRM seams, metrics) on a current-thread runtime.
 #![allow(clippy::expect_used)] // a benchmark stops on a broken fixture

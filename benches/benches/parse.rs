@@ -1,7 +1,7 @@
 //! Parsing one carrier INVITE four ways in one run: Tollgate parse + validate + extract, parse +
 //! validate, split only, and rsip 0.4 with the headers a redirect server needs read and typed.
 //!
-//! DESIGN targets: parse + extract under 1.5 µs median, at least 3x faster than rsip.
+//! Targets: parse + extract under 1.5 µs median, at least 3x faster than rsip.
 #![allow(clippy::expect_used)] // a benchmark stops on a broken fixture
 
 use std::hint::black_box;

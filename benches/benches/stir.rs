@@ -1,6 +1,6 @@
 //! STIR/SHAKEN verification of a fresh PASSporT with the certificate already cached.
 //!
-//! DESIGN target: under 100 µs median. The certificate (made here with rcgen, chained to a
+//! Target: under 100 µs median. The certificate (made here with rcgen, chained to a
 //! CA in a temporary anchor directory) is served once from a local HTTP server on 127.0.0.1;
 //! every timed call then hits the cache, so the cost is parsing, the claim checks, the cached
 //! chain verdict and ring's ES256 verify. `es256_only` times that last step alone.

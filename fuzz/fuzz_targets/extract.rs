@@ -139,10 +139,18 @@ fuzz_target!(|data: &[u8]| {
         let out = common::respond(&req.msg, &decision, &facts);
         common::check_response(&out, 302, &msg, Some(&common::route_lines(&facts)));
 
-        let reject = Decision::reject(
-            603,
-            String::from_utf8_lossy(field(14)).into_owned(),
-            vec![String::from_utf8_lossy(field(13)).into_owned()],
+        // A rejection with a Call-Info URL and a Retry-After from the input (typed values the
+        // SIP writer escapes, as `[risk.block] complaint_url` and `[risk.fail_closed]` give).
+        let reject = Decision::rejected(
+            &tollgate_core::Rejection {
+                code: 603,
+                reason: String::from_utf8_lossy(field(14)).into_owned(),
+                call_info: Some(tollgate_core::CallInfo {
+                    url: String::from_utf8_lossy(field(13)).into_owned(),
+                }),
+                retry_after: field(12).first().map(|b| u32::from(*b) * 1000),
+                cause: tollgate_core::RejectCause::Blocked,
+            },
             "fuzz/reject",
         );
         let out = common::respond(&req.msg, &reject, &facts);

@@ -285,7 +285,7 @@ impl IdentityVerifier for StirIdentity {
                 _ => IdentityOutcome::default(),
             };
             if trunk.require_signed && out.verification != Verification::Verified {
-                // STANDARDS 3.4: the PASSporT's own failure class, else 438 for a failed
+                // RFC 8224 §6.2.2: the PASSporT's own failure class, else 438 for a failed
                 // carrier verification, else 428 (nothing signed).
                 let (code, reason) = match (&passport, &out.verification) {
                     (Some(p), _) => p.sip_response().unwrap_or((428, "Use Identity Header")),

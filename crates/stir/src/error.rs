@@ -1,4 +1,5 @@
-//! Verification errors, classified by the SIP response RFC 8224 §6.2.2 gives them (STANDARDS 3.4).
+//! Verification errors, classified by the SIP response RFC 8224 §6.2.2 gives them: 428, 436,
+//! 437, 438 and 403 Stale Date.
 
 use thiserror::Error;
 
@@ -106,7 +107,7 @@ pub enum StirError {
 }
 
 impl StirError {
-    /// The response class (STANDARDS 3.4).
+    /// The response class (RFC 8224 §6.2.2: 428, 436, 437, 438, 403 Stale Date).
     pub fn kind(&self) -> ErrorKind {
         use StirError::*;
         match self {

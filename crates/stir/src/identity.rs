@@ -2,7 +2,7 @@
 
 use crate::error::StirError;
 
-/// One parsed `Identity` header value (STANDARDS 3.1).
+/// One parsed `Identity` header value (RFC 8224 §4).
 ///
 /// ```text
 /// Identity: <hdr>.<payload>.<sig>;info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken

@@ -5,9 +5,10 @@
 //! DNIS digits and the call's time, and gets a [`StirOutcome`] (attestation, verified / failed
 //! / absent, origid). Failures are [`StirError`]s classified per RFC 8224 §6.2.2 so a trunk that
 //! demands signed calls can answer with [`StirError::sip_response`] (428/436/437/438, 403 Stale
-//! Date); by default the call is routed with the verdict as a fact (STANDARDS 3.6).
+//! Date); by default the call is routed with the verdict as a fact (RFC 8224 leaves rejecting
+//! to local policy: only trunks whose contract requires signing reject).
 //!
-//! Steps (STANDARDS 3.3), cheapest first:
+//! Steps (RFC 8224 §6.2), cheapest first:
 //! 1. `ppt` must be `shaken` (others are ignored, 428 if nothing else is left), `alg` ES256
 //!    (absent means ES256, RFC 8224 §4), `info` present (436).
 //! 2. JOSE header: `typ` `passport`, `alg` ES256 (437), `ppt` `shaken` (438), `x5u` == `info`

@@ -107,8 +107,9 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Decodes and type-checks the payload segment (STANDARDS 3.3 step 3). Every failure is
-    /// a 438 [`StirError::BadClaim`] (or `Malformed` when it is not JSON at all).
+    /// Decodes and type-checks the payload segment (RFC 8225 §5, RFC 8588 §4: `iat` an
+    /// integer, `attest` A, B or C, `dest.tn` an array). Every failure is a 438
+    /// [`StirError::BadClaim`] (or `Malformed` when it is not JSON at all).
     pub fn decode(segment: &str) -> Result<Self, StirError> {
         let obj = json_object(segment, "PASSporT payload")?;
         let bad = |m: String| StirError::BadClaim(m);

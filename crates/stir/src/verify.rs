@@ -1,4 +1,5 @@
-//! The verifier: STANDARDS 3.3's steps over every Identity header of a request.
+//! The verifier: RFC 8224 §6.2's steps (with RFC 8225, RFC 8588 and RFC 8226's certificate
+//! checks) over every Identity header of a request.
 
 use std::fmt;
 use std::path::Path;
@@ -52,7 +53,7 @@ impl StirOutcome {
     }
 
     /// The response a trunk that demands signed calls would send: None when verified,
-    /// 428 when absent, else the error's (STANDARDS 3.4).
+    /// 428 when absent, else the error's (RFC 8224 §6.2.2).
     pub fn sip_response(&self) -> Option<(u16, &'static str)> {
         match &self.verification {
             StirVerification::Verified => None,

@@ -1,5 +1,6 @@
 //! The carrier's own verification result, the 3GPP `verstat` tel/sip URI parameter
-//! (TS 24.229 §7.2A.20; STANDARDS 3.5), for trunks that verify for us.
+//! (3GPP TS 24.229 §7.2A.20, in the IANA tel URI parameter registry), for trunks that verify
+//! for us.
 
 use tollgate_core::{Attestation, Verification};
 
