@@ -4,6 +4,7 @@
 //! same [`serve`] in-process on port 0.
 
 pub mod adapters;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod decision;
@@ -205,7 +206,7 @@ pub async fn serve_prepared(
     };
     let api = match &cfg.http {
         Some(settings) => {
-            let admin = http::ServerAdmin::new(
+            let admin = admin::ServerAdmin::new(
                 settings,
                 Arc::clone(&pipeline),
                 &cfg,

@@ -384,7 +384,7 @@ impl Pipeline {
             crate::decision::count(&call.facts.trunk, status, latency);
         }
         if let Some(pops) = self.pops.get() {
-            crate::http::publish_pop(pops, call, &out.decision);
+            publish_pop(pops, call, &out.decision);
         }
         out.decision
     }
@@ -441,5 +441,19 @@ impl CallHandler for Pipeline {
 
     fn answered_early(&self, answer: &tollgate_sip::EarlyAnswer<'_>) {
         self.log_early(answer);
+    }
+}
+
+/// The screen pop for a routed call, handed to the hub without waiting.
+fn publish_pop(publisher: &tollgate_api::Publisher, call: &Call, decision: &Decision) {
+    if let Some(pop) = tollgate_api::ScreenPop::build(
+        &call.facts,
+        decision,
+        &call.call_ref,
+        publisher.node(),
+        jiff::Timestamp::now(),
+        call.received.elapsed(),
+    ) {
+        publisher.publish(pop);
     }
 }
