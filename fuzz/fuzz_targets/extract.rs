@@ -144,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
         let reject = Decision::rejected(
             &tollgate_core::Rejection {
                 code: 603,
-                reason: String::from_utf8_lossy(field(14)).into_owned(),
+                reason: Some(String::from_utf8_lossy(field(14)).into_owned()),
                 call_info: Some(tollgate_core::CallInfo {
                     url: String::from_utf8_lossy(field(13)).into_owned(),
                 }),

@@ -236,7 +236,9 @@ pub struct RiskAssessment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     pub code: u16,
-    pub reason: String,
+    /// The reason phrase the operator configured; `None`: the status's standard phrase, which
+    /// the SIP layer writes (`tollgate_sip::response::reason_phrase`, the one table).
+    pub reason: Option<String>,
     /// Where the caller can complain (RFC 8688: with 608, `Call-Info: <URL>;purpose=jwscard`).
     pub call_info: Option<CallInfo>,
     /// `Retry-After` seconds (RFC 3261 §20.33), as `[risk.fail_closed]` may ask.
@@ -323,7 +325,8 @@ pub enum DecisionAction {
     /// when to try again.
     Reject {
         code: u16,
-        reason: String,
+        /// `None`: the status's standard phrase (the SIP layer's table).
+        reason: Option<String>,
         call_info: Option<CallInfo>,
         retry_after: Option<u32>,
     },
@@ -363,12 +366,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// A plain rejection: a status and its reason.
+    /// A plain rejection: a status and its reason phrase.
     pub fn reject(code: u16, reason: impl Into<String>, rule: impl Into<String>) -> Self {
         Self {
             action: DecisionAction::Reject {
                 code,
-                reason: reason.into(),
+                reason: Some(reason.into()),
                 call_info: None,
                 retry_after: None,
             },

@@ -485,21 +485,6 @@ pub struct PolicyConfig {
     pub velocity: ThresholdOverride,
 }
 
-/// The standard reason phrase for the codes the risk crate sends.
-pub(crate) fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        403 => "Forbidden",
-        480 => "Temporarily Unavailable",
-        486 => "Busy Here",
-        500 => "Server Internal Error",
-        503 => "Service Unavailable",
-        603 => "Decline",
-        607 => "Unwanted",
-        608 => "Rejected",
-        _ => "Rejected",
-    }
-}
-
 const MAX_WINDOWS: usize = 8;
 const MAX_WINDOW_SECS: u32 = 7 * 86_400;
 

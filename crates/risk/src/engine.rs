@@ -19,7 +19,7 @@ use tollgate_core::{
     CallFacts, CallInfo, QueueName, RejectCause, Rejection, RiskAssessment, RiskLevel, RiskSignal,
 };
 
-use crate::config::{reason_phrase, LevelConfig, RiskConfig, StoreKind, UntrustedMode, Weights};
+use crate::config::{LevelConfig, RiskConfig, StoreKind, UntrustedMode, Weights};
 use crate::error::RiskError;
 use crate::identity::{IdentityOutcome, IdentityVerifier};
 use crate::lists::{FileListStore, ListHit, ListKind, ListStore, Lists, Pattern, RedisListStore};
@@ -186,10 +186,7 @@ impl RiskEngine {
         let b = &cfg.block;
         let block = Rejection {
             code: b.code,
-            reason: b
-                .reason
-                .clone()
-                .unwrap_or_else(|| reason_phrase(b.code).into()),
+            reason: b.reason.clone(),
             call_info: match (b.code, &b.complaint_url) {
                 (608, Some(url)) => Some(CallInfo { url: url.clone() }),
                 _ => None,
@@ -200,10 +197,7 @@ impl RiskEngine {
         let f = &cfg.fail_closed;
         let fail_closed = Rejection {
             code: f.code,
-            reason: f
-                .reason
-                .clone()
-                .unwrap_or_else(|| reason_phrase(f.code).into()),
+            reason: f.reason.clone(),
             call_info: None,
             retry_after: (f.retry_after_s > 0).then_some(f.retry_after_s),
             cause: RejectCause::FailClosed,
@@ -372,8 +366,8 @@ impl RiskEngine {
                 signals.push(info(
                     "emergency-exempt",
                     format!(
-                        "would reject {} {}; emergency calls are always routed",
-                        r.code, r.reason
+                        "would reject {}; emergency calls are always routed",
+                        status(&r)
                     ),
                 ));
                 None
@@ -381,7 +375,7 @@ impl RiskEngine {
             Some(r) if allowed => {
                 signals.push(info(
                     "allow-overrides",
-                    format!("would reject {} {}; allow-listed", r.code, r.reason),
+                    format!("would reject {}; allow-listed", status(&r)),
                 ));
                 None
             }
@@ -472,6 +466,15 @@ impl RiskEngine {
             .iter()
             .find(|p| p.dnis.iter().any(|d| d.matches(dnis)))
             .unwrap_or(&self.default_policy)
+    }
+}
+
+/// A rejection's status for the signals' text: the code, and the reason phrase where the
+/// operator configured one (the standard phrase is the SIP layer's).
+fn status(r: &Rejection) -> String {
+    match &r.reason {
+        Some(reason) => format!("{} {reason}", r.code),
+        None => r.code.to_string(),
     }
 }
 

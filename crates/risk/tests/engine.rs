@@ -194,14 +194,15 @@ async fn velocity_signals_per_window_per_policy_and_call_ids_count_once() {
 
 #[tokio::test]
 async fn block_list_answers_with_the_configured_response() {
-    for (code, url, reason, call_info) in [
-        (603, None, "Decline", None),
-        (607, None, "Unwanted", None),
-        (608, None, "Rejected", None),
+    // No reason configured: the rejection carries none, and the SIP layer writes the status's
+    // standard phrase (tests/wiring.rs reads it off the wire).
+    for (code, url, call_info) in [
+        (603, None, None),
+        (607, None, None),
+        (608, None, None),
         (
             608,
             Some("https://tollgate.example/complain"),
-            "Rejected",
             Some("https://tollgate.example/complain"),
         ),
     ] {
@@ -219,7 +220,7 @@ async fn block_list_answers_with_the_configured_response() {
             a.reject,
             Some(Rejection {
                 code,
-                reason: reason.into(),
+                reason: None,
                 call_info: call_info.map(|url| CallInfo { url: url.into() }),
                 retry_after: None,
                 cause: RejectCause::Blocked,
@@ -379,7 +380,7 @@ async fn the_identity_hook_is_scored_and_its_rejection_applied() {
         source: IdentitySource::Passport,
         reject: Some(Rejection {
             code: 438,
-            reason: "Invalid Identity Header".into(),
+            reason: Some("Invalid Identity Header".into()),
             call_info: None,
             retry_after: None,
             cause: RejectCause::Identity,
@@ -613,7 +614,7 @@ async fn a_blocked_call_has_level_blocked_and_the_block_answer_even_with_an_iden
             source: IdentitySource::Passport,
             reject: Some(Rejection {
                 code: 438,
-                reason: "Invalid Identity Header".into(),
+                reason: Some("Invalid Identity Header".into()),
                 call_info: None,
                 retry_after: None,
                 cause: RejectCause::Identity,

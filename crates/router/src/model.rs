@@ -111,7 +111,8 @@ pub enum Action {
     Verify(QueueSpec),
     Reject {
         code: u16,
-        reason: String,
+        /// `None`: the status's standard phrase.
+        reason: Option<String>,
     },
 }
 

@@ -591,7 +591,7 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
     }
 }
 
-fn reject_spec(v: &toml::Value) -> Result<(u16, String), String> {
+fn reject_spec(v: &toml::Value) -> Result<(u16, Option<String>), String> {
     let (code, reason) = match v {
         toml::Value::Integer(c) => (*c, None),
         toml::Value::Table(t) => {
@@ -615,24 +615,14 @@ fn reject_spec(v: &toml::Value) -> Result<(u16, String), String> {
         .ok()
         .filter(|c| (400..=699).contains(c))
         .ok_or("code must be 400-699")?;
-    let reason = reason.unwrap_or_else(|| default_reason(code).to_owned());
-    if reason.bytes().any(|b| b.is_ascii_control()) {
+    // Without `reason` the SIP layer writes the status's standard phrase.
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.bytes().any(|b| b.is_ascii_control()))
+    {
         return Err("reason must be one line".into());
     }
     Ok((code, reason))
-}
-
-fn default_reason(code: u16) -> &'static str {
-    match code {
-        403 => "Forbidden",
-        480 => "Temporarily Unavailable",
-        486 => "Busy Here",
-        503 => "Service Unavailable",
-        603 => "Decline",
-        607 => "Unwanted",
-        608 => "Rejected",
-        _ => "Rejected",
-    }
 }
 
 fn version_of(sources: &[Source]) -> String {

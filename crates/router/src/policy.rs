@@ -98,11 +98,14 @@ pub fn decide(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> 
                 RejectCause::FailClosed => DecidedBy::FailClosed,
             };
             let policy = trace.is_some().then(|| {
+                let reason = rej
+                    .reason
+                    .as_deref()
+                    .map_or(String::new(), |r| format!(" {r}"));
                 format!(
-                    "{}: {} {} instead of the rules' answer",
+                    "{}: {}{reason} instead of the rules' answer",
                     decided_by.as_str(),
                     rej.code,
-                    rej.reason
                 )
             });
             return Routed {

@@ -479,7 +479,7 @@ queue = "support"
         d.action,
         DecisionAction::Reject {
             code: 607,
-            reason: "Unwanted".into(),
+            reason: Some("Unwanted".into()),
             call_info: None,
             retry_after: None
         }
@@ -802,7 +802,7 @@ queue = "support"
     let now = at(MON_10_NY);
     let rejection = |cause| Rejection {
         code: 608,
-        reason: "Rejected".into(),
+        reason: Some("Rejected".into()),
         call_info: Some(CallInfo {
             url: "https://x.example/c".into(),
         }),

@@ -294,7 +294,7 @@ impl IdentityVerifier for StirIdentity {
                 };
                 out.reject = Some(Rejection {
                     code,
-                    reason: reason.into(),
+                    reason: Some(reason.into()),
                     call_info: None,
                     retry_after: None,
                     cause: RejectCause::Identity,

@@ -239,7 +239,12 @@ fn describe(d: &Decision) -> String {
             }
             s
         }
-        DecisionAction::Reject { code, reason, .. } => format!("{code} {reason}"),
+        DecisionAction::Reject { code, reason, .. } => format!(
+            "{code} {}",
+            reason
+                .as_deref()
+                .unwrap_or(tollgate_sip::response::reason_phrase(*code))
+        ),
     }
 }
 

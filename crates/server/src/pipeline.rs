@@ -160,9 +160,9 @@ impl Overrides {
         };
         r.level = level;
         r.reject = if level == RiskLevel::Blocked && !on("allow") && !facts.emergency {
-            Some(block.cloned().unwrap_or_else(|| Rejection {
+            Some(block.cloned().unwrap_or(Rejection {
                 code: 603,
-                reason: "Decline".into(),
+                reason: None,
                 call_info: None,
                 retry_after: None,
                 cause: RejectCause::Blocked,

@@ -8,7 +8,10 @@ use tollgate_core::{CallFacts, Decision, DecisionAction, PartyNumber, Verificati
 use crate::hdr;
 use crate::message::{HeaderName, Message};
 
-/// Standard reason phrases for the statuses this server sends.
+/// Standard reason phrases (RFC 3261 §21, RFC 8224 §6.2.2, RFC 8197, RFC 8688) for
+/// the statuses this engine sends: the one table. A rule's `reject` and the risk policy's
+/// answers carry a phrase only when the operator wrote one; otherwise this is it. A status
+/// not listed gets "Rejected".
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
         100 => "Trying",
@@ -21,6 +24,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
         428 => "Use Identity Header",
         436 => "Bad Identity Info",
         437 => "Unsupported Credential",
@@ -36,7 +40,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         603 => "Decline",
         607 => "Unwanted",
         608 => "Rejected",
-        _ => "Unknown",
+        _ => "Rejected",
     }
 }
 
@@ -412,7 +416,7 @@ pub fn decision<'d>(
             if let Some(secs) = retry_after {
                 x.start("Retry-After").text(&secs.to_string()).end();
             }
-            (*code, reason, x)
+            (*code, reason.as_deref().unwrap_or(reason_phrase(*code)), x)
         }
     }
 }
@@ -916,7 +920,7 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
                 let d = Decision {
                     action: DecisionAction::Reject {
                         code,
-                        reason,
+                        reason: Some(reason),
                         call_info: url.clone().map(|url| tollgate_core::CallInfo { url }),
                         retry_after: retry,
                     },

@@ -45,7 +45,7 @@ fn route() -> DecisionAction {
 fn reject() -> DecisionAction {
     DecisionAction::Reject {
         code: 603,
-        reason: "Decline".into(),
+        reason: None,
         call_info: None,
         retry_after: None,
     }
