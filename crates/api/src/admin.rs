@@ -1,16 +1,13 @@
 //! The operations behind the admin endpoints, as a trait the server implements: this crate
 //! knows nothing of the risk, lookup or router crates.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use tollgate_core::BoxFuture;
 
 /// What an admin operation returns: JSON for the client, or an error with its status.
 pub type AdminResult = Result<Value, AdminError>;

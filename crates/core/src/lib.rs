@@ -27,3 +27,8 @@ pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};
 pub use queue::{InvalidQueueName, QueueName};
+
+/// A boxed future, so the seams between the engine's parts (the CRM directory, the risk stores
+/// and verifier, the admin API) stay object-safe and adapters can be chosen from config. The
+/// one definition; core itself runs no future.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -19,9 +19,6 @@
 //! (one per call), `tollgate_crm_breaker_open`, `tollgate_crm_reload_total{result}` and
 //! `tollgate_crm_directory_records`.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use tollgate_core::{CallerProfile, E164};
 
 mod breaker;
@@ -45,8 +42,7 @@ pub use http::HttpDirectory;
 pub use lookup::Lookup;
 pub use tollgate_core::LookupStatus;
 
-/// A boxed future, so [`Directory`] stays object-safe and adapters can be chosen from config.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use tollgate_core::BoxFuture;
 
 /// A source of caller profiles keyed by normalized ANI.
 ///

@@ -34,8 +34,6 @@ mod redis_conn;
 pub mod score;
 pub mod velocity;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admin::ListAdmin;
@@ -56,8 +54,7 @@ pub use velocity::{
     Caller, MemoryVelocity, Observation, RedisVelocity, Trust, VelocityCounts, VelocityStore,
 };
 
-/// A boxed future, so the store and verifier traits stay object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use tollgate_core::BoxFuture;
 
 /// Whole seconds since the Unix epoch (0 before it).
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,8 +23,7 @@ use tracing::Instrument;
 
 use crate::decision::{DecisionRecord, Why};
 
-/// A boxed future: the seams are object-safe so adapters can be chosen from config.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use tollgate_core::BoxFuture;
 
 /// Whether a decision is a live call's or a dry run's (`explain`, `diff`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
