@@ -79,6 +79,45 @@ fn check_reports_every_error_with_file_line_and_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `[stir]` problems are named by their own key (not all under `trust_anchors_dir`): the
+/// settings are checked first, without I/O, and the trust anchors read only when they pass.
+#[test]
+fn check_names_each_stir_key() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-stir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("stir.toml");
+    let base =
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n[routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n";
+    std::fs::write(
+        &bad,
+        format!("{base}[stir]\ntrust_anchors_dir = \"no-such-dir\"\nfetch_timeout_ms = 0\nallowed_hosts = [\"a/b\"]\n"),
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(
+        out.contains(":8: stir.fetch_timeout_ms: must be positive"),
+        "{out}"
+    );
+    assert!(out.contains(":9: stir.allowed_hosts:"), "{out}");
+    assert!(
+        !out.contains("trust_anchors_dir"),
+        "anchors not read yet: {out}"
+    );
+    std::fs::write(
+        &bad,
+        format!("{base}[stir]\ntrust_anchors_dir = \"no-such-dir\"\n"),
+    )
+    .unwrap();
+    let (ok, out) = check(&bad);
+    assert!(!ok);
+    assert!(
+        out.contains(":7: stir.trust_anchors_dir: reading trust anchors"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn serve_refuses_a_bad_config_without_starting() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -856,12 +856,16 @@ fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> Adapter
         let at = section_line(errs, s.span());
         let mut cfg = s.get_ref().clone();
         cfg.trust_anchors_dir = base.join(&cfg.trust_anchors_dir);
-        if let Err(e) = tollgate_stir::Verifier::new(&cfg) {
-            report(
-                errs,
-                at,
-                vec![("stir.trust_anchors_dir".into(), e.to_string())],
-            );
+        // The settings first, each under its own key; the trust anchors only when they pass.
+        let problems: Vec<(String, String)> = cfg
+            .validate()
+            .into_iter()
+            .map(|(key, message)| (format!("stir.{key}"), message))
+            .collect();
+        if !problems.is_empty() {
+            report(errs, at, problems);
+        } else if let Err(e) = tollgate_stir::Verifier::new(&cfg) {
+            report(errs, at, vec![(format!("stir.{}", e.key()), e.to_string())]);
         }
         cfg
     });

@@ -46,6 +46,29 @@ pub struct StirConfig {
 }
 
 impl StirConfig {
+    /// Every problem the settings have on their own, without reading a file or the network:
+    /// `(key, message)` with the key inside `[stir]`. [`crate::Verifier::new`] then reads the
+    /// trust anchors, whose problems [`crate::ConfigError::key`] names `trust_anchors_dir`.
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.trust_anchors_dir.as_os_str().is_empty() {
+            problems.push(("trust_anchors_dir", "empty path".to_owned()));
+        }
+        if self.fetch_timeout_ms == 0 {
+            problems.push(("fetch_timeout_ms", "must be positive".to_owned()));
+        }
+        if self.default_cert_ttl_s > self.max_cert_ttl_s {
+            problems.push((
+                "default_cert_ttl_s",
+                format!("above max_cert_ttl_s ({})", self.max_cert_ttl_s),
+            ));
+        }
+        if let Err(e) = crate::fetch::UrlPolicy::new(&self.allowed_hosts, self.allow_http) {
+            problems.push((e.key(), e.to_string()));
+        }
+        problems
+    }
+
     /// The defaults, with the required anchor directory.
     pub fn new(trust_anchors_dir: impl Into<PathBuf>) -> Self {
         StirConfig {

@@ -164,3 +164,16 @@ pub enum ConfigError {
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
+
+impl ConfigError {
+    /// The `[stir]` key the problem is with, for a `file:line: stir.KEY: message` report.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConfigError::Io { .. } | ConfigError::BadAnchor { .. } | ConfigError::NoAnchors(_) => {
+                "trust_anchors_dir"
+            }
+            ConfigError::Http(_) => "allow_http",
+            ConfigError::Invalid { key, .. } => key,
+        }
+    }
+}

@@ -124,13 +124,10 @@ impl Verifier {
     /// Fails if the directory holds no certificate: a verifier that trusts nothing would fail
     /// every call with 437 and look like a carrier problem.
     pub fn new(config: &StirConfig) -> Result<Self, ConfigError> {
-        let anchors = load_anchors(&config.trust_anchors_dir)?;
-        if config.fetch_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "fetch_timeout_ms",
-                reason: "must be positive".into(),
-            });
+        if let Some((key, reason)) = config.validate().into_iter().next() {
+            return Err(ConfigError::Invalid { key, reason });
         }
+        let anchors = load_anchors(&config.trust_anchors_dir)?;
         let policy = UrlPolicy::new(&config.allowed_hosts, config.allow_http)?;
         let client = http_client(
             Duration::from_millis(config.fetch_timeout_ms),
