@@ -9,7 +9,7 @@
 )]
 
 mod common;
-#[path = "../crates/lookup/tests/support/crm.rs"]
+#[path = "../crates/crm/tests/support/crm.rs"]
 mod crm;
 mod node;
 #[path = "../crates/risk/tests/common/mod.rs"]

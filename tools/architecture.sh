@@ -3,7 +3,7 @@
 # - tollgate-core and tollgate-router build without tokio, mio or any async runtime or socket
 #   crate (their clocks and file access are banned by crates/{core,router}/clippy.toml);
 # - core depends on no other tollgate crate, router only on core;
-# - the adapters (sip, stir, lookup, risk, api) depend on core only, never on each other;
+# - the adapters (sip, stir, crm, risk, api) depend on core only, never on each other;
 # - only tollgate-server depends on the adapters (and the benches, which are no product);
 # - one rust-version, the workspace's;
 # - no file cites DESIGN.md or STANDARDS.md, which are not in the repository.
@@ -42,7 +42,7 @@ for pure in tollgate-core tollgate-router; do
 done
 expect_direct tollgate-core ""
 expect_direct tollgate-router "tollgate-core "
-for adapter in sip stir lookup risk api; do
+for adapter in sip stir crm risk api; do
     expect_direct "tollgate-$adapter" "tollgate-core "
 done
 # Who may depend on an adapter: the server (and the benches).
@@ -50,7 +50,7 @@ users=$(cargo metadata --format-version 1 --locked --offline --no-deps \
     | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
-adapters = {"tollgate-sip", "tollgate-stir", "tollgate-lookup", "tollgate-risk", "tollgate-api"}
+adapters = {"tollgate-sip", "tollgate-stir", "tollgate-crm", "tollgate-risk", "tollgate-api"}
 for p in m["packages"]:
     for d in p["dependencies"]:
         if d["name"] in adapters and d["kind"] is None and p["name"] not in ("tollgate-server", "tollgate-bench"):

@@ -1,4 +1,4 @@
-//! CRM lookups (`tollgate-lookup`) on a current-thread runtime, as the per-call path pays them:
+//! CRM lookups (`tollgate-crm`) on a current-thread runtime, as the per-call path pays them:
 //!
 //! - `cache_hit`: a caller already in the moka cache (HTTP stack). Target: under 1 µs median.
 //! - `file_hit`: the embedded directory (`config/directory.csv`), the default adapter.
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_core::{LookupStatus, E164};
-use tollgate_lookup::{Kind, Lookup, LookupConfig};
+use tollgate_crm::{Kind, Lookup, LookupConfig};
 
-#[path = "../../crates/lookup/tests/support/crm.rs"]
+#[path = "../../crates/crm/tests/support/crm.rs"]
 mod crm;
 
 fn lookup(c: &mut Criterion) {

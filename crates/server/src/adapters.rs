@@ -1,5 +1,5 @@
 //! The adapters behind the pipeline's seams, built from the config: CRM lookups
-//! (tollgate-lookup) as the [`Directory`], the risk engine (tollgate-risk) as the
+//! (tollgate-crm) as the [`Directory`], the risk engine (tollgate-risk) as the
 //! [`RiskCheck`], and STIR/SHAKEN (tollgate-stir) as the risk engine's identity verifier. The
 //! adapter crates never see each other; this module is where they meet.
 //!
@@ -15,7 +15,7 @@ use tollgate_core::{
     CallFacts, CallerProfile, Decision, DecisionAction, LookupStatus, NumberPlan, RejectCause,
     Rejection, Verification,
 };
-use tollgate_lookup::Lookup;
+use tollgate_crm::Lookup;
 use tollgate_risk::{Caller, IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
 use tollgate_stir::Verifier;
 
@@ -36,7 +36,7 @@ pub struct TrunkIdentity {
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     #[error("[crm]: {0}")]
-    Crm(#[from] tollgate_lookup::LookupError),
+    Crm(#[from] tollgate_crm::LookupError),
     #[error("[risk]: {0}")]
     Risk(#[from] tollgate_risk::RiskError),
     #[error("[stir]: {0}")]
@@ -76,7 +76,7 @@ pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, Ada
     let mut errors = Vec::new();
     if let Some(crm) = &cfg.crm {
         match Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan))) {
-            Ok(lookup) if lookup.kind() != tollgate_lookup::Kind::None => {
+            Ok(lookup) if lookup.kind() != tollgate_crm::Kind::None => {
                 out.directory = Arc::new(CrmDirectory(lookup.clone()));
                 out.lookup = Some(lookup);
             }
@@ -159,7 +159,7 @@ pub fn spawn_sweep(engine: &Arc<RiskEngine>, period: std::time::Duration) {
     });
 }
 
-/// The CRM seam over tollgate-lookup's protected stack (cache, breaker, rate cap, deadline).
+/// The CRM seam over tollgate-crm's protected stack (cache, breaker, rate cap, deadline).
 #[derive(Debug)]
 pub struct CrmDirectory(pub Lookup);
 

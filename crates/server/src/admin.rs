@@ -20,7 +20,7 @@ pub struct ServerAdmin {
     /// The configured list store (`[risk]`), as `tollgate list` opens it.
     lists: Option<tollgate_risk::ListAdmin>,
     /// The CRM cache (`[crm]`).
-    lookup: Option<tollgate_lookup::Lookup>,
+    lookup: Option<tollgate_crm::Lookup>,
     /// Secret values the config reads from the environment or files, so that the config
     /// view can never show them, whatever key holds them.
     secrets: Vec<String>,

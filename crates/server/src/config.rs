@@ -33,9 +33,9 @@ pub struct Config {
     /// The HTTP API: screen pops, admin, metrics (absent: no API).
     #[serde(default)]
     pub http: Option<crate::http::HttpSection>,
-    /// CRM lookups (tollgate-lookup); absent: no CRM.
+    /// CRM lookups (tollgate-crm); absent: no CRM.
     #[serde(default)]
-    pub crm: Option<Spanned<tollgate_lookup::LookupConfig>>,
+    pub crm: Option<Spanned<tollgate_crm::LookupConfig>>,
     /// Velocity, lists and the score (tollgate-risk); absent: calls are not assessed.
     #[serde(default)]
     pub risk: Option<Spanned<tollgate_risk::RiskConfig>>,
@@ -330,7 +330,7 @@ pub struct Loaded {
     /// The config file's folder: relative paths in `[crm]` and `[risk]` are resolved from it.
     pub base_dir: PathBuf,
     /// `[crm]`; None: no CRM.
-    pub crm: Option<tollgate_lookup::LookupConfig>,
+    pub crm: Option<tollgate_crm::LookupConfig>,
     /// `[risk]`; None: calls are not assessed.
     pub risk: Option<tollgate_risk::RiskConfig>,
     /// `[stir]`, its `trust_anchors_dir` resolved against `base_dir`.
@@ -796,7 +796,7 @@ pub fn parse_with_rules(
 }
 
 type AdapterSections = (
-    Option<tollgate_lookup::LookupConfig>,
+    Option<tollgate_crm::LookupConfig>,
     Option<tollgate_risk::RiskConfig>,
     Option<tollgate_stir::StirConfig>,
     std::collections::HashMap<String, crate::adapters::TrunkIdentity>,
@@ -822,11 +822,11 @@ fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> Adapter
         let at = section_line(errs, c.span());
         let cfg = c.get_ref().clone();
         let problems = cfg.validate();
-        if problems.is_empty() && cfg.kind == tollgate_lookup::Kind::File {
+        if problems.is_empty() && cfg.kind == tollgate_crm::Kind::File {
             // Read the directory once now so `check` reports bad rows with their lines.
             let mut probe = cfg.clone();
             probe.file.poll_ms = 0;
-            if let Err(e) = tollgate_lookup::Lookup::from_config(&probe, base) {
+            if let Err(e) = tollgate_crm::Lookup::from_config(&probe, base) {
                 report(errs, at, vec![("crm.file.path".into(), e.to_string())]);
             }
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::crm::{Crm, Mode};
 use tollgate_core::{CallerProfile, LookupStatus, E164};
-use tollgate_lookup::{
+use tollgate_crm::{
     BreakerState, Directory, ErrorKind, HttpDirectory, Kind, Lookup, LookupConfig, LookupError,
 };
 
@@ -124,7 +124,7 @@ async fn post_body_template_carries_the_number() {
     crm.set_record(NYC, &simple("C-2001", "Maria Lopez"));
     let mut cfg = http_config(&crm);
     cfg.http.url = crm.url("/search");
-    cfg.http.method = tollgate_lookup::Method::Post;
+    cfg.http.method = tollgate_crm::Method::Post;
     cfg.http.body = Some(r#"{"phone": "{e164}", "filter": {"active": true}}"#.into());
     let lookup = build(&cfg);
     let (status, profile) = lookup.lookup(&ani(NYC)).await;

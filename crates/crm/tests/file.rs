@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tollgate_core::{LookupStatus, E164};
-use tollgate_lookup::{FileFormat, Kind, Lookup, LookupConfig, LookupError};
+use tollgate_crm::{FileFormat, Kind, Lookup, LookupConfig, LookupError};
 
 fn ani(digits: &str) -> E164 {
     E164::from_digits(digits).unwrap()
