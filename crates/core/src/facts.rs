@@ -1,7 +1,7 @@
 //! What the pipeline knows about one call, and what it decided.
 
 use crate::classify::NumberInfo;
-use crate::cli::CliCheck;
+use crate::clid::CliCheck;
 use crate::geo::GeoInfo;
 use crate::number::PartyNumber;
 

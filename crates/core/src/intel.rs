@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::classify::{Classifier, ClassifierError, NumberInfo};
-use crate::cli::{validate, CliCheck, CliPolicy, CliRule, CliVerdict, PolicyOutcome};
+use crate::clid::{validate, CliCheck, CliPolicy, CliRule, CliVerdict, PolicyOutcome};
 use crate::facts::CallFacts;
 use crate::geo::{GeoError, GeoInfo, Geography};
 use crate::number::PartyNumber;

@@ -4,7 +4,7 @@
 //! that reads it can be unit-tested without a socket.
 
 mod classify;
-mod cli;
+mod clid;
 mod facts;
 mod geo;
 mod intel;
@@ -13,7 +13,7 @@ mod number;
 mod queue;
 
 pub use classify::{Classifier, ClassifierError, NumberInfo, NumberKind};
-pub use cli::{
+pub use clid::{
     validate as validate_cli, CliAction, CliCheck, CliError, CliPattern, CliPolicy, CliRule,
     CliVerdict, PolicyOutcome, Unapproved,
 };

@@ -256,17 +256,17 @@ impl ServerAdmin {
             attributes: p.attributes,
             ..CallerProfile::default()
         });
-        let spec = crate::cli::CallSpec {
+        let spec = crate::cmd::explain::CallSpec {
             ani: call.ani,
             dnis: call.dnis,
             trunk: call.trunk,
             source,
             sip: call.sip,
             at,
-            overrides: crate::cli::overrides(profile, risk, call.lists, attestation, None),
+            overrides: crate::cmd::explain::overrides(profile, risk, call.lists, attestation, None),
             fill_cache: call.fill_cache,
         };
-        let e = crate::cli::explain_call(&spec, &self.pipeline)
+        let e = crate::cmd::explain::explain_call(&spec, &self.pipeline)
             .await
             .map_err(|e| bad(e.to_string()))?;
         let version = self.pipeline.rules.current().version.clone();
@@ -278,7 +278,7 @@ impl ServerAdmin {
             "record": record,
             "trace": e.trace(),
             "overridden": e.outcome.overridden,
-            "text": crate::cli::render(&e, &version),
+            "text": crate::cmd::explain::render(&e, &version),
         }))
     }
 }

@@ -5,11 +5,10 @@
 
 pub mod adapters;
 pub mod admin;
-pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod http;
-pub mod list_cmd;
 pub mod pipeline;
 pub mod rules;
 

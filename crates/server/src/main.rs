@@ -104,7 +104,7 @@ enum Cmd {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
-        action: tollgate_server::list_cmd::ListAction,
+        action: tollgate_server::cmd::list::ListAction,
     },
 }
 
@@ -171,10 +171,10 @@ fn main() -> ExitCode {
             fill_cache,
             json,
         } => {
-            let spec = || -> Result<tollgate_server::cli::CallSpec, String> {
+            let spec = || -> Result<tollgate_server::cmd::explain::CallSpec, String> {
                 let profile = profile
                     .as_deref()
-                    .map(tollgate_server::cli::profile_from_toml)
+                    .map(tollgate_server::cmd::explain::profile_from_toml)
                     .transpose()
                     .map_err(|e| e.to_string())?;
                 let risk = risk
@@ -190,14 +190,14 @@ fn main() -> ExitCode {
                         std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
                     })
                     .transpose()?;
-                Ok(tollgate_server::cli::CallSpec {
+                Ok(tollgate_server::cmd::explain::CallSpec {
                     ani: ani.clone().unwrap_or_default(),
                     dnis: dnis.clone().unwrap_or_default(),
                     trunk: trunk.clone(),
                     source,
                     sip,
                     at,
-                    overrides: tollgate_server::cli::overrides(
+                    overrides: tollgate_server::cmd::explain::overrides(
                         profile,
                         risk,
                         lists.clone(),
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
                 rules.as_deref(),
                 move |live, _| {
                     Box::pin(async move {
-                        let e = tollgate_server::cli::explain_call(&spec, live)
+                        let e = tollgate_server::cmd::explain::explain_call(&spec, live)
                             .await
                             .map_err(|e| e.to_string())?;
                         let version = live.rules.current().version.clone();
@@ -234,7 +234,7 @@ fn main() -> ExitCode {
                             });
                             Ok(format!("{v:#}\n"))
                         } else {
-                            Ok(tollgate_server::cli::render(&e, &version))
+                            Ok(tollgate_server::cmd::explain::render(&e, &version))
                         }
                     })
                 },
@@ -256,9 +256,9 @@ fn main() -> ExitCode {
                         format!("the candidate rules do not load:\n{}", list.join("\n"))
                     })?;
                     let candidate = live.with_rules(Arc::new(candidate));
-                    let calls =
-                        tollgate_server::cli::calls_from_csv(&calls).map_err(|e| e.to_string())?;
-                    tollgate_server::cli::diff(&calls, live, &candidate)
+                    let calls = tollgate_server::cmd::explain::calls_from_csv(&calls)
+                        .map_err(|e| e.to_string())?;
+                    tollgate_server::cmd::explain::diff(&calls, live, &candidate)
                         .await
                         .map_err(|e| e.to_string())
                 })
@@ -277,7 +277,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::List { config, action } => match config {
-            Some(config) => report(tollgate_server::list_cmd::run(&config, &plan, action)),
+            Some(config) => report(tollgate_server::cmd::list::run(&config, &plan, action)),
             None => report(Err(
                 "tollgate list needs --config: the embedded defaults have no [risk] section, so \
                  no lists"
