@@ -15,25 +15,8 @@ use rand::Rng;
 
 use crate::error::ApiError;
 
-/// A secret string (token or webhook key): `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// Tokens and webhook keys: the one secret type, `Debug` shows `***`.
+pub use tollgate_core::Secret;
 
 /// What a token may do.
 #[derive(Clone, Debug, PartialEq, Eq)]

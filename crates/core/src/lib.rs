@@ -11,6 +11,7 @@ mod intel;
 mod metadata;
 mod number;
 mod queue;
+mod secret;
 
 pub use classify::{Classifier, ClassifierError, NumberInfo, NumberKind};
 pub use clid::{
@@ -27,6 +28,7 @@ pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};
 pub use queue::{InvalidQueueName, QueueName};
+pub use secret::Secret;
 
 /// A boxed future, so the seams between the engine's parts (the CRM directory, the risk stores
 /// and verifier, the admin API) stay object-safe and adapters can be chosen from config. The

@@ -68,7 +68,6 @@
 //! `[risk.weights]` lists every signal's weight; see [`Weights`] for names and defaults.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -130,26 +129,8 @@ pub struct TrunkRiskConfig {
     pub sources_disagree_from: Option<bool>,
 }
 
-/// A string that never appears in logs or `Debug` output (a Redis URL may carry a password).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A Redis URL may carry a password: the one secret type, `Debug` shows `***`.
+pub use tollgate_core::Secret;
 
 /// `[risk]`.
 #[derive(Clone, Debug, Deserialize)]
