@@ -73,8 +73,12 @@ pub struct Routed {
 pub fn decide(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> Routed {
     let e = evaluate(facts, rules, now, trace);
     let risk_aware = e.risk_aware;
-    let mut decision = e.decision.clone();
-    let trace = trace.then_some(e);
+    // The live path (no trace) moves the rules' decision out; only explain keeps a copy.
+    let (mut decision, trace) = if trace {
+        (e.decision.clone(), Some(e))
+    } else {
+        (e.decision, None)
+    };
     let by_rule = match decision.action {
         DecisionAction::Route(_) => DecidedBy::Rule,
         DecisionAction::Reject { .. } => DecidedBy::RuleReject,
