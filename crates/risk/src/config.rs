@@ -785,6 +785,23 @@ mod tests {
         assert_eq!(c.block.code, 603);
     }
 
+    /// The verification queue is checked by core's `QueueName`, the rule the router and the
+    /// routing table use: `a!b` (a SIP user token) passes here as it does there.
+    #[test]
+    fn gray_queues_follow_the_one_queue_name_rule() {
+        for (q, ok) in [
+            ("a!b", true),
+            ("verify-ivr", true),
+            ("a b", false),
+            ("a@b", false),
+        ] {
+            let c = parse(&format!("[risk]\ngray_queue = {q:?}\n")).unwrap();
+            let problems = c.validate();
+            assert_eq!(problems.is_empty(), ok, "{q}: {problems:?}");
+            assert_eq!(tollgate_core::QueueName::is_valid(q), ok);
+        }
+    }
+
     #[test]
     fn a_cluster_is_its_seed_nodes_and_excludes_a_url() {
         let keys = |text: &str| -> Vec<String> {

@@ -889,3 +889,33 @@ queue = "support"
     );
     assert!(d.policy.unwrap().contains("emergency"));
 }
+
+/// queues.toml is checked by core's `QueueName`, the rule risk's `gray_queue` and the routing
+/// table use: `a!b` loads and routes, `a b` is refused with the rule's own message.
+#[test]
+fn queues_follow_the_one_queue_name_rule() {
+    let settings = Settings {
+        acd_host: "acd.example.net".into(),
+        emergency_queue: None,
+    };
+    let load = |queues: &str, queue: &str| {
+        parse(
+            &[
+                src("queues.toml", &format!("queues = [{queues:?}]")),
+                src(
+                    "default.toml",
+                    &format!("[[rule]]\nname = \"all\"\nqueue = {queue:?}\n"),
+                ),
+            ],
+            &settings,
+        )
+    };
+    let r = load("a!b", "a!b").unwrap();
+    assert_eq!(queue_of(&r, &facts("12012001234"), MON_10_NY), "a!b");
+    let errs = load("a b", "a b").unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains(tollgate_core::QueueName::RULE)),
+        "{errs:?}"
+    );
+}
