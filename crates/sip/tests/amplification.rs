@@ -315,6 +315,71 @@ async fn trusted_trunk_302_retransmits_until_the_ack() {
     assert!(after.is_empty(), "retransmitted after the ACK: {after:?}");
 }
 
+fn options(port: u16, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:ping@c.example>;tag=f\r\n\
+To: <sip:127.0.0.1>\r\n\
+Call-ID: {branch}@c.example\r\n\
+CSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The waits the table's expiry queue times, over real sockets, from a configured trunk:
+/// timer J (a non-INVITE's final kept 64·T1 = 3.2 s here: a retransmission within it gets the
+/// very same response, one after it a new one) and timer I (after the ACK the INVITE's
+/// transaction absorbs ACKs for T4 = 200 ms, then a retransmitted INVITE is a new request).
+#[tokio::test]
+async fn timers_i_and_j_keep_their_transactions_as_long_as_the_rfc_says() {
+    let addr = start_default(
+        |p| Trunks::new(vec![trunk(p, "127.0.0.1/32")], UnknownSource::Reject),
+        route(),
+        Duration::ZERO,
+    )
+    .await;
+    let peer = Peer::new(addr).await;
+
+    let ping = options(peer.port(), "tj1");
+    peer.send(&ping).await;
+    let first = peer.collect(100).await;
+    assert_eq!(statuses(&first), [200], "{first:?}");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    peer.send(&ping).await;
+    let within = peer.collect(100).await;
+    assert_eq!(within, first, "within timer J: the stored response");
+    // 64·T1 after the first answer, plus the expiry sweep (100 ms) and slack.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    peer.send(&ping).await;
+    let after = peer.collect(100).await;
+    assert_eq!(statuses(&after), [200], "{after:?}");
+    assert_ne!(
+        after, first,
+        "after timer J: a new transaction, a new To-tag"
+    );
+
+    let msg = invite(peer.port(), "ti1");
+    peer.send(&msg).await;
+    let got = peer.collect(30).await;
+    assert_eq!(statuses(&got).first(), Some(&302), "{got:?}");
+    let ack = ack(peer.port(), "ti1", &got[0]);
+    peer.send(&ack).await;
+    peer.send(&msg).await;
+    let within = peer.collect(100).await;
+    assert!(
+        within.is_empty(),
+        "a confirmed transaction answers nothing: {within:?}"
+    );
+    // T4 (200 ms) and the sweep have passed: the INVITE is a new request again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    peer.send(&msg).await;
+    let again = peer.collect(100).await;
+    assert_eq!(statuses(&again).first(), Some(&302), "{again:?}");
+    assert_ne!(again[0], got[0], "a new transaction, a new To-tag");
+}
+
 #[tokio::test]
 async fn timer_g_is_bounded_whatever_the_timers() {
     // T1 = T2 = 2 ms: timer H at 128 ms, so an unbounded timer G would send about 64 copies.
