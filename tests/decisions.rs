@@ -352,6 +352,16 @@ async fn explain_on_the_live_node_equals_the_decision_log_for_every_call() {
             .unwrap();
         let record = explained["record"].clone();
         assert!(record.is_object(), "{}: {explained}", s.what);
+        // Where the risk policy moved the call, explain's text says so in its `policy` line
+        // (tollgate_router::decide's own step, the function the live call runs too).
+        if record["decided_by"] == "risk-verify" {
+            let text = explained["text"].as_str().unwrap();
+            let want = format!(
+                "policy    risk-verify: {} instead of ",
+                record["queue"].as_str().unwrap()
+            );
+            assert!(text.contains(&want), "{}: {text}", s.what);
+        }
         let status = record["status"].as_u64().unwrap();
         let before = captured.decisions().len();
         let (d, spec_ref, server) = (dir.path().to_owned(), s, sip);

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use tollgate_core::{CallFacts, DecisionAction, RiskAssessment, Verification};
 use tollgate_router::DecidedBy;
-use tollgate_sip::response::reason_phrase;
+use tollgate_sip::response::phrase;
 
 use crate::pipeline::Outcome;
 
@@ -134,12 +134,9 @@ impl<'a> DecisionRecord<'a> {
         let d = &out.decision;
         let (outcome, status, queue, reason) = match &d.action {
             DecisionAction::Route(t) => ("302", 302, t.queue.as_str(), "-"),
-            DecisionAction::Reject { code, reason, .. } => (
-                "reject",
-                *code,
-                "-",
-                reason.as_deref().unwrap_or(reason_phrase(*code)),
-            ),
+            DecisionAction::Reject { code, reason, .. } => {
+                ("reject", *code, "-", phrase(*code, reason.as_deref()))
+            }
         };
         Self {
             call_id: &f.call_id,
@@ -230,9 +227,7 @@ impl<'a> DecisionRecord<'a> {
     pub fn before_decision(req: &Request<'a>, outcome: &'a Outcome) -> Self {
         let d = &outcome.decision;
         let reason = match &d.action {
-            DecisionAction::Reject { code, reason, .. } => {
-                reason.as_deref().unwrap_or(reason_phrase(*code))
-            }
+            DecisionAction::Reject { code, reason, .. } => phrase(*code, reason.as_deref()),
             DecisionAction::Route(_) => "-",
         };
         let user = |u: Option<&str>| u.unwrap_or("-").to_owned();

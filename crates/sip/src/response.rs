@@ -44,6 +44,11 @@ pub fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
+/// A rejection's phrase: the one the operator configured, else the status's standard one.
+pub fn phrase(code: u16, configured: Option<&str>) -> &str {
+    configured.unwrap_or(reason_phrase(code))
+}
+
 /// Writes a response to `msg` (a request). `to_tag` is added to To when it has none and the
 /// status is above 100. `extra` lines (each without CRLF) go through [`Lines::line`].
 pub fn build(
@@ -416,7 +421,7 @@ pub fn decision<'d>(
             if let Some(secs) = retry_after {
                 x.start("Retry-After").text(&secs.to_string()).end();
             }
-            (*code, reason.as_deref().unwrap_or(reason_phrase(*code)), x)
+            (*code, phrase(*code, reason.as_deref()), x)
         }
     }
 }

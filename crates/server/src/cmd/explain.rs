@@ -241,9 +241,7 @@ fn describe(d: &Decision) -> String {
         }
         DecisionAction::Reject { code, reason, .. } => format!(
             "{code} {}",
-            reason
-                .as_deref()
-                .unwrap_or(tollgate_sip::response::reason_phrase(*code))
+            tollgate_sip::response::phrase(*code, reason.as_deref())
         ),
     }
 }
