@@ -42,6 +42,7 @@ pub fn env() -> &'static Env {
                 DnisSource::To,
             ],
             region,
+            tls_peers: Vec::new(),
         };
         let untrusted = Trunk {
             name: "fuzz-untrusted".into(),

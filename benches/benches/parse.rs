@@ -22,6 +22,7 @@ fn trunk(plan: &NumberPlan) -> Trunk {
         ani_precedence: Trunk::DEFAULT_ANI.to_vec(),
         dnis_precedence: Trunk::DEFAULT_DNIS.to_vec(),
         region: plan.region("US").expect("US is in the plan").clone(),
+        tls_peers: Vec::new(),
     }
 }
 

@@ -35,6 +35,7 @@ fn env() -> &'static Env {
                 DnisSource::To,
             ],
             region,
+            tls_peers: Vec::new(),
         };
         Env {
             plan,

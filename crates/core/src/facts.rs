@@ -314,6 +314,38 @@ pub struct CallFacts {
     /// The caller's previous call, when the risk store knows it.
     pub history: Option<CallerHistory>,
     pub risk: Option<RiskAssessment>,
+    /// How the INVITE arrived: its transport and, over TLS, who the peer's certificate names.
+    pub arrival: Arrival,
+}
+
+/// The transport an INVITE arrived on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    /// TLS over TCP (RFC 3261 §26.2): the 302's Contact keeps the `sips:` scheme.
+    Tls,
+}
+
+impl Transport {
+    /// `udp`, `tcp`, `tls`: the decision log's and the metrics' word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// How a call reached the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arrival {
+    pub transport: Transport,
+    /// Over TLS with a client certificate: the trunk identity it matched (`dns:…`, `uri:…`,
+    /// `sha256:…`), or `unmatched` when it matched none. `None` without a certificate.
+    pub tls_peer: Option<CompactString>,
 }
 
 /// What to do with the call.
@@ -342,6 +374,26 @@ pub struct Target {
     pub language: Option<String>,
     /// A verification / IVR queue rather than agents.
     pub verify: bool,
+    /// The Contact's scheme when the rule names one (`queue = { …, scheme = "sips" }`);
+    /// `None`: `sips:` for a call that came in over TLS, `sip:` otherwise.
+    pub scheme: Option<UriScheme>,
+}
+
+/// A 302 Contact's URI scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UriScheme {
+    Sip,
+    /// RFC 3261 §19.1 / RFC 5630: every hop to the target over TLS.
+    Sips,
+}
+
+impl UriScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UriScheme::Sip => "sip",
+            UriScheme::Sips => "sips",
+        }
+    }
 }
 
 impl Target {

@@ -19,9 +19,10 @@ pub use clid::{
     CliVerdict, PolicyOutcome, Unapproved,
 };
 pub use facts::{
-    AniCandidate, AniSource, Attestation, CallFacts, CallInfo, CallerHistory, CallerProfile,
-    Candidates, CompactString, Decision, DecisionAction, DnisCandidate, DnisSource, LookupStatus,
-    Privacy, RejectCause, Rejection, RiskAssessment, RiskLevel, RiskSignal, Target, Verification,
+    AniCandidate, AniSource, Arrival, Attestation, CallFacts, CallInfo, CallerHistory,
+    CallerProfile, Candidates, CompactString, Decision, DecisionAction, DnisCandidate, DnisSource,
+    LookupStatus, Privacy, RejectCause, Rejection, RiskAssessment, RiskLevel, RiskSignal, Target,
+    Transport, UriScheme, Verification,
 };
 pub use geo::{caller_zone, zone_for, GeoError, GeoInfo, Geography, ZoneChoice};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};

@@ -327,6 +327,7 @@ fn target(rules: &Rules, q: &crate::model::QueueSpec, verify: bool) -> DecisionA
         skills: q.skills.clone(),
         language: q.language.clone(),
         verify,
+        scheme: q.scheme,
     })
 }
 
@@ -409,6 +410,7 @@ fn run(
                 skills: Vec::new(),
                 language: None,
                 back_to_last: false,
+                scheme: None,
             };
             return Explained {
                 decision: decide(target(rules, &spec, false), "emergency".into()),
@@ -535,6 +537,7 @@ fn run(
         skills: Vec::new(),
         language: None,
         back_to_last: false,
+        scheme: None,
     };
     Explained {
         decision: decide(target(rules, &spec, false), "fallback".into()),

@@ -102,6 +102,8 @@ pub struct QueueSpec {
     /// (the risk store's caller history), when it is a known queue other than the line's
     /// overflow; `name` otherwise.
     pub back_to_last: bool,
+    /// The 302 Contact's scheme (`scheme = "sip" | "sips"`); `None` follows the transport.
+    pub scheme: Option<tollgate_core::UriScheme>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -527,12 +527,18 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
             skills: Vec::new(),
             language: None,
             back_to_last: false,
+            scheme: None,
         }),
         toml::Value::Table(t) => {
             for k in t.keys() {
-                if !["name", "priority", "skills", "language", "fallback"].contains(&k.as_str()) {
+                if ![
+                    "name", "priority", "skills", "language", "fallback", "scheme",
+                ]
+                .contains(&k.as_str())
+                {
                     return Err(format!(
-                        "unknown key {k:?}: expected name, priority, skills, language, fallback"
+                        "unknown key {k:?}: expected name, priority, skills, language, fallback, \
+                         scheme"
                     ));
                 }
             }
@@ -579,12 +585,20 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
                 None => None,
                 Some(l) => Some(l.as_str().ok_or("language must be a string")?.to_owned()),
             };
+            // The Contact's scheme; without it, sips: for a call that came in over TLS.
+            let scheme = match t.get("scheme").map(toml::Value::as_str) {
+                None => None,
+                Some(Some("sip")) => Some(tollgate_core::UriScheme::Sip),
+                Some(Some("sips")) => Some(tollgate_core::UriScheme::Sips),
+                Some(_) => return Err("scheme must be \"sip\" or \"sips\"".into()),
+            };
             Ok(QueueSpec {
                 name: name.to_owned(),
                 priority,
                 skills,
                 language,
                 back_to_last,
+                scheme,
             })
         }
         _ => Err("expected a queue name or a table { name, priority, skills, language }".into()),
@@ -984,6 +998,7 @@ pub fn from_table(table: &crate::Table) -> Rules {
                     skills: Vec::new(),
                     language: None,
                     back_to_last: false,
+                    scheme: None,
                 }),
                 respect_hours: true,
                 overflow: None,
@@ -1000,6 +1015,7 @@ pub fn from_table(table: &crate::Table) -> Rules {
                 skills: Vec::new(),
                 language: None,
                 back_to_last: false,
+                scheme: None,
             }),
             respect_hours: true,
             overflow: None,

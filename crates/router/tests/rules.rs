@@ -103,6 +103,7 @@ fn facts(ani: &str) -> CallFacts {
         lookup: LookupStatus::Skipped,
         history: None,
         risk: None,
+        arrival: tollgate_core::Arrival::default(),
     }
 }
 

@@ -17,6 +17,9 @@ use tollgate_sip::trunk::{Trunk, Trunks, UnknownSource};
 use tollgate_sip::SipConfig;
 use toml::Spanned;
 
+mod tls;
+pub use tls::{TlsSection, TlsSettings};
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +105,9 @@ pub struct SipSection {
     /// `[sip.limits]`: what the transport may hold, whatever is offered.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[sip.tls]`: SIP over TLS.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
 }
 
 /// `[sip.limits]`. Every key is a positive whole number; the defaults are
@@ -176,7 +182,13 @@ impl LimitsSection {
 #[serde(deny_unknown_fields)]
 pub struct TrunkSection {
     pub name: Spanned<String>,
+    /// Source addresses of the trunk; may be empty when `tls_peers` names it.
+    #[serde(default)]
     pub cidrs: Vec<Spanned<String>>,
+    /// TLS client certificates that are this trunk (`dns:…`, `uri:…`, `sha256:…`); with any,
+    /// `trusted` needs the certificate (and the address, when `cidrs` are given too).
+    #[serde(default)]
+    pub tls_peers: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub trusted: bool,
     #[serde(default = "default_region")]
@@ -311,6 +323,8 @@ impl fmt::Display for ConfigErrors {
 pub struct Loaded {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// `[sip.tls]`: its addresses and the certificate, read once.
+    pub tls: Option<TlsSettings>,
     pub trunks: Trunks,
     pub emergency: Emergency,
     pub sip: SipConfig,
@@ -452,14 +466,17 @@ pub fn parse_with_rules(
     };
     let udp = addrs(&mut errs, &raw.sip.udp, "sip.udp");
     let tcp = addrs(&mut errs, &raw.sip.tcp, "sip.tcp");
-    if raw.sip.udp.is_empty() && raw.sip.tcp.is_empty() {
+    if raw.sip.udp.is_empty() && raw.sip.tcp.is_empty() && raw.sip.tls.is_none() {
         errs.list.push(ConfigError {
             file: path.to_owned(),
             line: None,
             key: "sip".into(),
-            message: "no listener: set sip.udp or sip.tcp".into(),
+            message: "no listener: set sip.udp, sip.tcp or sip.tls".into(),
         });
     }
+    let config_dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tls = tls::settings(&mut errs, raw.sip.tls.as_ref(), config_dir);
+    let client_ca = raw.sip.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
 
     let region =
         |errs: &mut Errors<'_>, r: &Spanned<String>, key: &str| match plan.region(r.get_ref()) {
@@ -494,6 +511,19 @@ pub fn parse_with_rules(
                     format!("{:?} is not a CIDR or IP address", c.get_ref()),
                 ),
             }
+        }
+        let tls_peers = tls::peers(
+            &mut errs,
+            t.tls_peers.as_ref(),
+            &key("tls_peers"),
+            client_ca,
+        );
+        if t.cidrs.is_empty() && tls_peers.is_empty() {
+            errs.push(
+                &t.name,
+                key("cidrs"),
+                "a trunk needs cidrs, tls_peers, or both",
+            );
         }
         let ani_precedence = match &t.ani_precedence {
             None => Trunk::DEFAULT_ANI.to_vec(),
@@ -545,6 +575,7 @@ pub fn parse_with_rules(
                 ani_precedence,
                 dnis_precedence,
                 region,
+                tls_peers,
             });
         }
     }
@@ -558,6 +589,7 @@ pub fn parse_with_rules(
                 ani_precedence: vec![AniSource::From],
                 dnis_precedence: Trunk::DEFAULT_DNIS.to_vec(),
                 region,
+                tls_peers: Vec::new(),
             })),
             None => UnknownSource::Reject,
         },
@@ -757,6 +789,7 @@ pub fn parse_with_rules(
     Ok(Loaded {
         udp,
         tcp,
+        tls,
         trunks: Trunks::new(trunks, unknown).stateless_rejects(
             &raw.trunks
                 .iter()

@@ -41,6 +41,11 @@ pub struct DecisionRecord<'a> {
     pub call_ref: &'a str,
     pub trunk: &'a str,
     pub trusted: bool,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: &'static str,
+    /// Over TLS with a client certificate: the trunk's `tls_peers` entry it matched, or
+    /// `unmatched`; "-" otherwise.
+    pub tls_peer: &'a str,
     pub ani: String,
     pub ani_source: &'static str,
     pub ani_verified: bool,
@@ -98,6 +103,8 @@ pub struct DecisionRecord<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     pub call_id: &'a str,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: &'static str,
     pub trunk: Option<&'a str>,
     pub status: u16,
     pub from_user: Option<&'a str>,
@@ -143,6 +150,8 @@ impl<'a> DecisionRecord<'a> {
             call_ref,
             trunk: &f.trunk,
             trusted: f.trusted,
+            transport: f.arrival.transport.as_str(),
+            tls_peer: f.arrival.tls_peer.as_deref().unwrap_or("-"),
             ani: f.ani.to_string(),
             ani_source: f.ani_source.as_str(),
             ani_verified: f.ani_verified,
@@ -214,6 +223,7 @@ impl<'a> DecisionRecord<'a> {
         Self::before_decision(
             &Request {
                 call_id: answer.call_id,
+                transport: answer.transport.as_str(),
                 trunk: answer.trunk,
                 status: answer.status,
                 from_user: answer.from_user.as_deref(),
@@ -236,6 +246,8 @@ impl<'a> DecisionRecord<'a> {
             call_ref: "-",
             trunk: req.trunk.unwrap_or("-"),
             trusted: false,
+            transport: req.transport,
+            tls_peer: "-",
             ani: user(req.from_user),
             ani_source: "from",
             ani_verified: false,
@@ -290,6 +302,8 @@ impl<'a> DecisionRecord<'a> {
             call_ref = self.call_ref,
             trunk = self.trunk,
             trusted = self.trusted,
+            transport = self.transport,
+            tls_peer = self.tls_peer,
             ani = %self.ani,
             ani_source = self.ani_source,
             ani_verified = self.ani_verified,
@@ -335,6 +349,7 @@ impl<'a> DecisionRecord<'a> {
             "decision"
         );
         count(self.trunk, self.status, latency);
+        count_arrival(self.transport, self.tls_peer);
     }
 }
 
@@ -342,6 +357,17 @@ impl<'a> DecisionRecord<'a> {
 /// is only built when they are.
 pub fn enabled() -> bool {
     tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
+/// `tollgate_calls_by_transport_total{transport, tls_peer}`: configured peer names, `unmatched`
+/// or `-`, so the series stay few.
+pub fn count_arrival(transport: &'static str, tls_peer: &str) {
+    metrics::counter!(
+        "tollgate_calls_by_transport_total",
+        "transport" => transport,
+        "tls_peer" => tls_peer.to_owned()
+    )
+    .increment(1);
 }
 
 /// `tollgate_calls_total{trunk, status}` (and `outcome`, "302" or "reject", as before), and

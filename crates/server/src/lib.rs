@@ -27,6 +27,8 @@ pub use pipeline::{Directory, Live, Mode, NoDirectory, NoRisk, Overrides, Pipeli
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// `[sip.tls]` listeners.
+    pub tls: Vec<SocketAddr>,
     /// The HTTP API, when `[http]` is configured.
     pub http: Option<SocketAddr>,
 }
@@ -131,9 +133,7 @@ pub async fn prepare(
 }
 
 /// Binds every configured address, naming the one that failed.
-async fn bind_all(
-    cfg: &Loaded,
-) -> std::io::Result<(Vec<tokio::net::UdpSocket>, Vec<tokio::net::TcpListener>)> {
+async fn bind_all(cfg: &Loaded) -> std::io::Result<tollgate_sip::Listeners> {
     let (mut udp, mut tcp) = (Vec::new(), Vec::new());
     for a in &cfg.udp {
         let (mut u, _) = tollgate_sip::bind(std::slice::from_ref(a), &[])
@@ -147,7 +147,16 @@ async fn bind_all(
             .map_err(|e| std::io::Error::new(e.kind(), format!("sip.tcp {a}: {e}")))?;
         tcp.append(&mut t);
     }
-    Ok((udp, tcp))
+    let mut tls = Vec::new();
+    if let Some(settings) = &cfg.tls {
+        for a in &settings.listen {
+            let (_, mut t) = tollgate_sip::bind(&[], std::slice::from_ref(a))
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("sip.tls.listen {a}: {e}")))?;
+            tls.extend(t.drain(..).map(|l| (l, Arc::clone(&settings.certs))));
+        }
+    }
+    Ok(tollgate_sip::Listeners { udp, tcp, tls })
 }
 
 /// Binds the configured listeners and returns the bound addresses and a future that serves
@@ -176,12 +185,29 @@ pub async fn serve_prepared(
         pipeline,
         adapters,
     } = prepared;
-    let (udp, tcp) = bind_all(&cfg).await?;
+    let listeners = bind_all(&cfg).await?;
     let mut bound = Bound {
-        udp: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
-        tcp: tcp.iter().filter_map(|s| s.local_addr().ok()).collect(),
+        udp: listeners
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect(),
+        tcp: listeners
+            .tcp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect(),
+        tls: listeners
+            .tls
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect(),
         http: None,
     };
+    // The certificate follows its files (and SIGHUP) while the node runs.
+    let cert_watch = cfg.tls.as_ref().map(|t| {
+        tokio::spawn(Arc::clone(&t.certs).watch(t.reload_poll, std::future::pending::<()>()))
+    });
     let watch_stop = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(
         Arc::clone(&rules).watch(std::time::Duration::from_secs(1), {
@@ -234,8 +260,11 @@ pub async fn serve_prepared(
     let run = async move {
         // The API serves until SIP has drained, so desktops see the last calls' pops.
         let api = api.map(http::Http::spawn);
-        server.run(udp, tcp, shutdown).await;
+        server.serve(listeners, shutdown).await;
         watch_stop.notify_one();
+        if let Some(w) = cert_watch {
+            w.abort();
+        }
         if let Some(api) = api {
             api.stop().await;
         }

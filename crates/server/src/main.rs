@@ -389,7 +389,7 @@ async fn serve(
     intel: Arc<NumberIntel>,
 ) -> anyhow::Result<()> {
     let (bound, run) = tollgate_server::serve(cfg, plan, intel, shutdown_signal()).await?;
-    tracing::info!(udp = ?bound.udp, tcp = ?bound.tcp, "listening");
+    tracing::info!(udp = ?bound.udp, tcp = ?bound.tcp, tls = ?bound.tls, "listening");
     #[cfg(not(feature = "dhat-heap"))]
     tokio::spawn(allocator_gauges());
     run.await;

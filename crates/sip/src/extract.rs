@@ -472,6 +472,7 @@ pub fn extract<'a>(
         lookup: tollgate_core::LookupStatus::Skipped,
         history: None,
         risk: None,
+        arrival: tollgate_core::Arrival::default(),
     }
 }
 
@@ -488,6 +489,7 @@ mod tests {
             ani_precedence: Trunk::DEFAULT_ANI.to_vec(),
             dnis_precedence: dnis.to_vec(),
             region: plan.region("US").expect("US").clone(),
+            tls_peers: Vec::new(),
         }
     }
 

@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
-use tollgate_core::{CallFacts, Decision, DecisionAction, PartyNumber, Verification};
+use tollgate_core::{
+    CallFacts, Decision, DecisionAction, PartyNumber, Transport, UriScheme, Verification,
+};
 
 use crate::hdr;
 use crate::message::{HeaderName, Message};
@@ -331,8 +333,16 @@ pub fn decision<'d>(
     let mut x = Lines::with_capacity(384);
     match &decision.action {
         DecisionAction::Route(t) => {
+            // RFC 5630: a call that came in over TLS is sent on as sips: unless the rule names
+            // the scheme.
+            let scheme = t.scheme.unwrap_or(match facts.arrival.transport {
+                Transport::Tls => UriScheme::Sips,
+                Transport::Udp | Transport::Tcp => UriScheme::Sip,
+            });
             x.start("Contact")
-                .lit("<sip:")
+                .lit("<")
+                .lit(scheme.as_str())
+                .lit(":")
                 .user(&t.queue)
                 .lit("@")
                 .host(&t.host)
@@ -798,6 +808,7 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
                 ani_precedence: crate::trunk::Trunk::DEFAULT_ANI.to_vec(),
                 dnis_precedence: crate::trunk::Trunk::DEFAULT_DNIS.to_vec(),
                 region: plan.region("US").expect("US").clone(),
+                tls_peers: Vec::new(),
             };
             crate::extract::extract(&req, &trunk, &plan, &crate::extract::Emergency::default())
         }
@@ -884,6 +895,7 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
                         skills,
                         language: lang,
                         verify: true,
+                        scheme: None,
                     }),
                     rule,
                     version,

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
-use tollgate_core::{CallFacts, Decision, NumberPlan};
+use tollgate_core::{CallFacts, CompactString, Decision, NumberPlan, Transport};
 use tracing::{debug, warn};
 
 use crate::extract::{extract, Emergency};
 use crate::message::{HeaderName, Message, Method, Request, RequestUri, StartLine, MAX_MESSAGE};
 use crate::response::{self, clean_text, reason_phrase, Lines};
+use crate::tls::{Certificates, PeerIdentity};
 use crate::trunk::Trunks;
 
 mod table;
@@ -101,6 +102,8 @@ pub struct EarlyAnswer<'a> {
     /// The Call-ID as the request had it (empty when a malformed request had none).
     pub call_id: &'a str,
     pub source: SocketAddr,
+    /// The transport the INVITE came in on.
+    pub transport: Transport,
     /// The trunk the source maps to (the unknown-source trunk's name with
     /// `unknown_source = "untrusted"`); `None` when no trunk claims it.
     pub trunk: Option<&'a str>,
@@ -306,6 +309,21 @@ impl Reply {
         matches!(self, Reply::Tcp { .. })
     }
 
+    fn transport(&self) -> Transport {
+        match self {
+            Reply::Udp { .. } => Transport::Udp,
+            Reply::Tcp { conn, .. } => conn.transport,
+        }
+    }
+
+    /// The verified client certificate of a TLS peer.
+    fn cert(&self) -> Option<&PeerIdentity> {
+        match self {
+            Reply::Udp { .. } => None,
+            Reply::Tcp { conn, .. } => conn.cert.as_deref(),
+        }
+    }
+
     fn peer(&self) -> SocketAddr {
         match self {
             Reply::Udp { peer, .. } | Reply::Tcp { peer, .. } => *peer,
@@ -431,7 +449,22 @@ impl<H: CallHandler> Server<H> {
         tcp: Vec<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let listeners = Listeners {
+            udp,
+            tcp,
+            tls: Vec::new(),
+        };
+        self.serve(listeners, shutdown).await;
+    }
+
+    /// [`Server::run`] with TLS listeners too.
+    pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+        let Listeners { udp, tcp, tls } = listeners;
         let mut tasks = Vec::new();
+        for (listener, certs) in tls {
+            let me = Arc::clone(&self);
+            tasks.push(tokio::spawn(me.tls_accept(listener, certs)));
+        }
         let udp: Vec<Arc<UdpSocket>> = udp.into_iter().map(Arc::new).collect();
         for socket in &udp {
             let me = Arc::clone(&self);
@@ -567,7 +600,7 @@ impl<H: CallHandler> Server<H> {
             .map_or(head.len(), |i| i + 4);
         if let Ok(msg) = Message::parse(head.get(..end).unwrap_or_default()) {
             if msg.is_request() && msg.header(crate::message::HeaderName::Via).is_some() {
-                self.malformed_invite(&msg, reply.peer(), code);
+                self.malformed_invite(&msg, reply, code);
                 let bytes: Arc<[u8]> =
                     response::build(&msg, reply.peer(), code, why, Some(&self.tag()), &[]).into();
                 reply.send(&bytes);
@@ -576,7 +609,8 @@ impl<H: CallHandler> Server<H> {
     }
 
     /// Tells the handler of a malformed INVITE's answer (other methods are not reported).
-    fn malformed_invite(&self, msg: &Message<'_>, source: SocketAddr, status: u16) {
+    fn malformed_invite(&self, msg: &Message<'_>, reply: &Reply, status: u16) {
+        let source = reply.peer();
         if !matches!(
             msg.start,
             StartLine::Request {
@@ -589,7 +623,13 @@ impl<H: CallHandler> Server<H> {
         self.ctx.handler.answered_early(&EarlyAnswer {
             call_id: &clean_text(msg.header(HeaderName::CallId).unwrap_or_default()),
             source,
-            trunk: self.ctx.trunks.classify(source.ip()).map(|t| &*t.name),
+            transport: reply.transport(),
+            trunk: self
+                .ctx
+                .trunks
+                .source_with(source.ip(), reply.cert())
+                .0
+                .map(|t| &*t.name),
             status,
             reason: EarlyReason::Malformed,
             from_user: None,
@@ -637,7 +677,7 @@ impl<H: CallHandler> Server<H> {
                 debug!(peer = %reply.peer(), status = rej.status, reason = %rej.reason, "rejected malformed request");
                 let is_ack = matches!(msg.start, StartLine::Request { method: "ACK", .. });
                 if can_answer && !is_ack {
-                    self.malformed_invite(&msg, reply.peer(), rej.status);
+                    self.malformed_invite(&msg, &reply, rej.status);
                     let bytes: Arc<[u8]> = response::build(
                         &msg,
                         reply.peer(),
@@ -738,7 +778,7 @@ impl<H: CallHandler> Server<H> {
         }
         let tag = self.tag();
         let source = reply.peer();
-        let (trunk, stateless) = self.ctx.trunks.source(source.ip());
+        let (trunk, stateless) = self.ctx.trunks.source_with(source.ip(), reply.cert());
         // Sent once: one response per datagram received (no 100 Trying, no timer G).
         let once = stateless && !reply.reliable();
         // Answers that need no decision, in RFC 3261 §8.2's order after the policy ones: a
@@ -776,6 +816,7 @@ impl<H: CallHandler> Server<H> {
             self.ctx.handler.answered_early(&EarlyAnswer {
                 call_id: &clean_text(req.call_id),
                 source,
+                transport: reply.transport(),
                 trunk: trunk.map(|t| &*t.name),
                 status: code,
                 reason: why,
@@ -802,7 +843,11 @@ impl<H: CallHandler> Server<H> {
             .response(100, reason_phrase(100), None, &Lines::default())
             .into();
         let Some(trunk) = trunk else { return };
-        let facts = extract(&req, trunk, &self.ctx.plan, &self.ctx.emergency);
+        let mut facts = extract(&req, trunk, &self.ctx.plan, &self.ctx.emergency);
+        facts.arrival.transport = reply.transport();
+        facts.arrival.tls_peer = reply
+            .cert()
+            .map(|peer| CompactString::from(trunk.peer_label(peer)));
         let call = Call {
             facts,
             call_ref: self.call_ref(),
@@ -883,6 +928,7 @@ impl<H: CallHandler> Server<H> {
                     me.ctx.handler.answered_early(&EarlyAnswer {
                         call_id: &clean_text(&call.facts.call_id),
                         source: call.source,
+                        transport: call.facts.arrival.transport,
                         trunk: Some(&call.facts.trunk),
                         status,
                         reason: why,
@@ -1167,6 +1213,15 @@ impl ResponseTemplate {
         let (code, reason, extra) = response::decision(decision, &call.facts, &call.call_ref);
         self.with_status(code, reason, &extra)
     }
+}
+
+/// Every socket a server serves: UDP sockets, TCP listeners, and TLS listeners with their
+/// certificates.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+    pub tls: Vec<(TcpListener, Arc<Certificates>)>,
 }
 
 /// Binds UDP sockets and TCP listeners for the given addresses.

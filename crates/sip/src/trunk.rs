@@ -6,6 +6,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use tollgate_core::{AniSource, DnisSource, RegionPlan};
 
+use crate::tls::{PeerIdentity, PeerMatch};
+
 /// One carrier or SBC connection, as configured.
 #[derive(Clone, Debug)]
 pub struct Trunk {
@@ -25,9 +27,23 @@ pub struct Trunk {
     pub dnis_precedence: Vec<DnisSource>,
     /// Region for national-format numbers.
     pub region: RegionPlan,
+    /// TLS peers that are this trunk (a verified client certificate's SAN DNS name or URI, or
+    /// its SHA-256). With any, `trusted` needs the certificate: a call from the trunk's CIDRs
+    /// without it (over UDP, TCP, or TLS with no or another certificate) is this trunk,
+    /// untrusted; with both CIDRs and peers, trust needs both.
+    pub tls_peers: Vec<PeerMatch>,
 }
 
 impl Trunk {
+    /// Which of the trunk's `tls_peers` a certificate matched (the decision log's and the
+    /// metrics' `tls_peer`), or `unmatched`: a bounded set of words.
+    pub fn peer_label(&self, peer: &PeerIdentity) -> String {
+        self.tls_peers
+            .iter()
+            .find(|m| m.matches(peer))
+            .map_or_else(|| "unmatched".to_owned(), ToString::to_string)
+    }
+
     pub const DEFAULT_ANI: [AniSource; 3] = [AniSource::Pai, AniSource::Rpid, AniSource::From];
     pub const DEFAULT_DNIS: [DnisSource; 4] = [
         DnisSource::Diversion,
@@ -46,7 +62,20 @@ pub enum UnknownSource {
     Untrusted(Arc<Trunk>),
 }
 
-/// Source address → trunk, longest prefix first.
+/// One trunk as classified: itself, and the untrusted form it takes when the identity its
+/// trust needs is missing.
+#[derive(Clone, Debug)]
+struct Entry {
+    trunk: Arc<Trunk>,
+    /// `trunk` with `trusted = false`, for a trunk with `tls_peers` met without its certificate.
+    untrusted: Arc<Trunk>,
+    stateless: bool,
+}
+
+/// Which trunk a source is, and whether its answers are stateless.
+pub type Classified<'a> = (Option<&'a Arc<Trunk>>, bool);
+
+/// Source address (and TLS peer) → trunk, longest prefix first.
 ///
 /// Each source is also stateful or stateless for its answers over UDP: a stateless source's
 /// final responses to INVITE are sent once, never retransmitted by timer G (as Kamailio's
@@ -55,22 +84,40 @@ pub enum UnknownSource {
 /// stateless; a configured trunk is stateful unless named in [`Trunks::stateless_rejects`].
 #[derive(Clone, Debug)]
 pub struct Trunks {
-    /// The prefix, its trunk, and whether that trunk's answers are stateless.
-    by_prefix: Vec<(IpNet, Arc<Trunk>, bool)>,
+    /// The prefix and its trunk.
+    by_prefix: Vec<(IpNet, Entry)>,
+    /// Trunks named by TLS peer, in configuration order.
+    by_peer: Vec<Entry>,
     unknown: UnknownSource,
 }
 
 impl Trunks {
     pub fn new(trunks: Vec<Trunk>, unknown: UnknownSource) -> Self {
-        let mut by_prefix: Vec<(IpNet, Arc<Trunk>, bool)> = Vec::new();
+        let mut by_prefix: Vec<(IpNet, Entry)> = Vec::new();
+        let mut by_peer = Vec::new();
         for t in trunks {
-            let t = Arc::new(t);
-            for net in &t.cidrs {
-                by_prefix.push((*net, Arc::clone(&t), false));
+            let untrusted = Arc::new(Trunk {
+                trusted: false,
+                ..t.clone()
+            });
+            let entry = Entry {
+                trunk: Arc::new(t),
+                untrusted,
+                stateless: false,
+            };
+            for net in &entry.trunk.cidrs {
+                by_prefix.push((*net, entry.clone()));
+            }
+            if !entry.trunk.tls_peers.is_empty() {
+                by_peer.push(entry);
             }
         }
-        by_prefix.sort_by_key(|(net, _, _)| std::cmp::Reverse(net.prefix_len()));
-        Self { by_prefix, unknown }
+        by_prefix.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        Self {
+            by_prefix,
+            by_peer,
+            unknown,
+        }
     }
 
     /// Makes the named trunks' answers stateless (`[[trunk]] stateless_rejects = true`): every
@@ -78,19 +125,31 @@ impl Trunks {
     /// UDP source address could be spoofed.
     #[must_use]
     pub fn stateless_rejects(mut self, names: &[&str]) -> Self {
-        for (_, t, stateless) in &mut self.by_prefix {
-            if names.contains(&&*t.name) {
-                *stateless = true;
+        let entries = self
+            .by_prefix
+            .iter_mut()
+            .map(|(_, e)| e)
+            .chain(self.by_peer.iter_mut());
+        for e in entries {
+            if names.contains(&&*e.trunk.name) {
+                e.stateless = true;
             }
         }
         self
+    }
+
+    /// Whether any trunk is named by TLS peer (then the TLS listener must verify client
+    /// certificates).
+    pub fn names_tls_peers(&self) -> bool {
+        !self.by_peer.is_empty()
     }
 
     /// A configured trunk by name.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Trunk>> {
         self.by_prefix
             .iter()
-            .map(|(_, t, _)| t)
+            .map(|(_, e)| &e.trunk)
+            .chain(self.by_peer.iter().map(|e| &e.trunk))
             .find(|t| *t.name == *name)
             .or(match &self.unknown {
                 UnknownSource::Untrusted(t) if *t.name == *name => Some(t),
@@ -101,7 +160,8 @@ impl Trunks {
     /// Every configured trunk's name, once each, in configuration order of their first CIDR.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = Vec::new();
-        for (_, t, _) in &self.by_prefix {
+        let trunks = self.by_prefix.iter().map(|(_, e)| &e.trunk);
+        for t in trunks.chain(self.by_peer.iter().map(|e| &e.trunk)) {
             if !v.contains(&&*t.name) {
                 v.push(&t.name);
             }
@@ -117,13 +177,36 @@ impl Trunks {
     /// The trunk for a source address (`None`: answer 403) and whether answers to it are
     /// stateless (sent once over UDP): true for a source no configured trunk claims, and for a
     /// trunk named in [`Trunks::stateless_rejects`].
-    pub fn source(&self, ip: IpAddr) -> (Option<&Arc<Trunk>>, bool) {
+    pub fn source(&self, ip: IpAddr) -> Classified<'_> {
+        self.source_with(ip, None)
+    }
+
+    /// [`Trunks::source`] for a source that may have shown a verified TLS client certificate.
+    ///
+    /// A certificate a trunk's `tls_peers` name makes the call that trunk's (the first in
+    /// configuration order), trusted as configured when its address is also in the trunk's
+    /// CIDRs (or the trunk has none). Otherwise the address decides, as without TLS; a trunk
+    /// with `tls_peers` reached that way is untrusted (its trust needs the certificate).
+    pub fn source_with(&self, ip: IpAddr, peer: Option<&PeerIdentity>) -> Classified<'_> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match self.by_prefix.iter().find(|(net, _, _)| net.contains(&ip)) {
-            Some((_, t, stateless)) => (Some(t), *stateless),
+        if let Some(peer) = peer {
+            let named = self
+                .by_peer
+                .iter()
+                .find(|e| e.trunk.tls_peers.iter().any(|m| m.matches(peer)));
+            if let Some(e) = named {
+                let at_home =
+                    e.trunk.cidrs.is_empty() || e.trunk.cidrs.iter().any(|n| n.contains(&ip));
+                let t = if at_home { &e.trunk } else { &e.untrusted };
+                return (Some(t), e.stateless);
+            }
+        }
+        match self.by_prefix.iter().find(|(net, _)| net.contains(&ip)) {
+            Some((_, e)) if e.trunk.tls_peers.is_empty() => (Some(&e.trunk), e.stateless),
+            Some((_, e)) => (Some(&e.untrusted), e.stateless),
             None => match &self.unknown {
                 UnknownSource::Reject => (None, true),
                 UnknownSource::Untrusted(t) => (Some(t), true),

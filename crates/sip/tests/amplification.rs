@@ -59,6 +59,7 @@ fn trunk(plan: &NumberPlan, cidr: &str) -> Trunk {
         ani_precedence: Trunk::DEFAULT_ANI.to_vec(),
         dnis_precedence: Trunk::DEFAULT_DNIS.to_vec(),
         region: plan.region("US").unwrap().clone(),
+        tls_peers: Vec::new(),
     }
 }
 

@@ -61,6 +61,7 @@ async fn start(limits: Limits, delay: Duration, tune: impl FnOnce(&mut SipConfig
         ani_precedence: Trunk::DEFAULT_ANI.to_vec(),
         dnis_precedence: Trunk::DEFAULT_DNIS.to_vec(),
         region: plan.region("US").unwrap().clone(),
+        tls_peers: Vec::new(),
     };
     let mut config = SipConfig {
         t1: Duration::from_millis(50),

@@ -91,6 +91,7 @@ async fn start(cidr: &str, delay: Duration, decision_timeout: Duration) -> Runni
         ani_precedence: Trunk::DEFAULT_ANI.to_vec(),
         dnis_precedence: Trunk::DEFAULT_DNIS.to_vec(),
         region: plan.region("US").unwrap().clone(),
+        tls_peers: Vec::new(),
     };
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = udp.local_addr().unwrap();

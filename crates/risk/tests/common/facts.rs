@@ -61,5 +61,6 @@ pub fn facts(call_id: &str, ani: &str, dnis: &str) -> CallFacts {
         lookup: LookupStatus::Skipped,
         history: None,
         risk: None,
+        arrival: tollgate_core::Arrival::default(),
     }
 }

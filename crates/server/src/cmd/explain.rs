@@ -158,6 +158,7 @@ impl Explanation {
             (None, Some(e)) => DecisionRecord::before_decision(
                 &crate::decision::Request {
                     call_id: &e.call_id,
+                    transport: "udp",
                     trunk: e.trunk.as_deref(),
                     status: e.status,
                     from_user: e.from_user.as_deref(),
@@ -168,6 +169,7 @@ impl Explanation {
             (None, None) => DecisionRecord::before_decision(
                 &crate::decision::Request {
                     call_id: "-",
+                    transport: "udp",
                     trunk: None,
                     status: 0,
                     from_user: None,

@@ -1,5 +1,10 @@
-//! TCP: connection admission, the framing reader with its idle and message timeouts, and the
-//! writer with its byte cap and write timeout.
+//! TCP and TLS: connection admission, the TLS handshake under its timeout, the framing reader
+//! with its idle and message timeouts, and the writer with its byte cap and write timeout.
+//!
+//! A TLS connection is a TCP connection with a handshake first: it takes the same slot (the
+//! per-source and total bounds count both), and once the handshake is done it is read, framed,
+//! answered and closed exactly as TCP is. Responses go back on the connection the request came
+//! in on.
 //!
 //! What one peer can hold is bounded: a connection slot (per source address and in all), the
 //! read buffer (one message, at most `MAX_MESSAGE`, which `frame` enforces), and the responses
@@ -13,15 +18,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{CallHandler, Limits, Reply, Server};
 use crate::message::{drain_frames, Framed};
+use crate::tls::{Certificates, PeerIdentity};
+use tollgate_core::Transport;
 
 /// Why a connection was refused or closed by the server (a metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +139,10 @@ impl Drop for Slot {
 pub(super) struct Link {
     tx: mpsc::UnboundedSender<Arc<[u8]>>,
     outbox: Arc<Outbox>,
+    /// TCP or TLS.
+    pub(super) transport: Transport,
+    /// A TLS peer's verified client certificate.
+    pub(super) cert: Option<Arc<PeerIdentity>>,
 }
 
 impl Link {
@@ -196,8 +206,8 @@ impl Outbox {
     }
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<S: AsyncWrite>(
+    mut wr: WriteHalf<S>,
     mut rx: mpsc::UnboundedReceiver<Arc<[u8]>>,
     outbox: Arc<Outbox>,
     timeout: Duration,
@@ -241,7 +251,8 @@ impl<H: CallHandler> Server<H> {
                 Ok((stream, peer)) => match self.conns.admit(peer.ip(), &self.ctx.config.limits) {
                     Ok(slot) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(Arc::clone(&self).tcp_conn(stream, peer, slot));
+                        let me = Arc::clone(&self);
+                        tokio::spawn(me.stream_conn(stream, peer, slot, Transport::Tcp, None));
                     }
                     Err(why) => {
                         // Refused before a byte is read: the peer sees the connection closed.
@@ -259,9 +270,84 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
-    async fn tcp_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    /// Accepts TLS connections: each takes a slot as TCP does, then has `handshake_timeout`
+    /// to finish its handshake (a plain-TCP hello, an expired or unknown client certificate,
+    /// or a peer that never finishes is counted, logged and closed), then is served as TCP.
+    pub(super) async fn tls_accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        certs: Arc<Certificates>,
+    ) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => match self.conns.admit(peer.ip(), &self.ctx.config.limits) {
+                    Ok(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        let me = Arc::clone(&self);
+                        let certs = Arc::clone(&certs);
+                        tokio::spawn(async move {
+                            let acceptor = certs.acceptor();
+                            let shake = tokio::time::timeout(
+                                certs.handshake_timeout,
+                                acceptor.accept(stream),
+                            );
+                            let tls = match shake.await {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    handshake_failed(peer, "error", &e.to_string());
+                                    return;
+                                }
+                                Err(_) => {
+                                    handshake_failed(peer, "timeout", "no handshake in time");
+                                    return;
+                                }
+                            };
+                            let cert = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|der| Arc::new(PeerIdentity::of(der.as_ref())));
+                            metrics::counter!(
+                                "tollgate_sip_tls_handshakes_total",
+                                "result" => "ok",
+                                "client_cert" => if cert.is_some() { "yes" } else { "no" }
+                            )
+                            .increment(1);
+                            debug!(
+                                %peer,
+                                cert = cert.as_ref().map(|c| c.fingerprint()).as_deref(),
+                                "tls connection"
+                            );
+                            me.stream_conn(tls, peer, slot, Transport::Tls, cert).await;
+                        });
+                    }
+                    Err(why) => {
+                        why.count();
+                        debug!(%peer, why = why.as_str(), "tls connection refused");
+                        drop(stream);
+                    }
+                },
+                Err(e) => {
+                    warn!(error = %e, "tls accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn stream_conn<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        slot: Slot,
+        transport: Transport,
+        cert: Option<Arc<PeerIdentity>>,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let limits = self.ctx.config.limits.clone();
-        let (mut rd, wr) = stream.into_split();
+        let (mut rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::unbounded_channel::<Arc<[u8]>>();
         let outbox = Arc::new(Outbox {
             queued: AtomicUsize::new(0),
@@ -280,6 +366,8 @@ impl<H: CallHandler> Server<H> {
             conn: Arc::new(Link {
                 tx,
                 outbox: Arc::clone(&outbox),
+                transport,
+                cert,
             }),
             peer,
         };
@@ -334,4 +422,11 @@ impl<H: CallHandler> Server<H> {
         let _ = writer.await;
         drop(slot);
     }
+}
+
+/// A TLS handshake that did not complete: counted and logged; the listener keeps serving.
+fn handshake_failed(peer: SocketAddr, why: &'static str, detail: &str) {
+    metrics::counter!("tollgate_sip_tls_handshakes_total", "result" => why, "client_cert" => "no")
+        .increment(1);
+    warn!(%peer, why, error = detail, "tls handshake failed; connection closed");
 }
