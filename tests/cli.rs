@@ -118,6 +118,74 @@ fn check_names_each_stir_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `[sip.tls]` and `tls_peers`: the files are read by `check` (a missing file, a key that is
+/// not the certificate's, an unknown key), each problem under its own key; a good pair is
+/// reported with its fingerprint and expiry.
+#[test]
+fn check_reads_the_tls_files_and_names_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(d.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    for stem in ["a", "b"] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["tollgate.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(d.join(format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(d.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+    }
+    let config = |tls: &str, trunk: &str| {
+        let text = format!(
+            "[sip]\nudp = [\"127.0.0.1:5060\"]\n\n[sip.tls]\nlisten = [\"127.0.0.1:5061\"]\n{tls}\n\
+             [[trunk]]\nname = \"t\"\ncidrs = [\"10.0.0.0/8\"]\n{trunk}\n\
+             [routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n"
+        );
+        let path = d.join("tls.toml");
+        std::fs::write(&path, text).unwrap();
+        check(&path)
+    };
+    // Lines: 4 [sip.tls], 5 listen, 6.. the tls keys; the trunk's keys follow.
+    let (ok, out) = config("cert = \"missing.pem\"\nkey = \"a.key\"", "");
+    assert!(!ok);
+    assert!(
+        out.contains(":6: sip.tls.cert:") && out.contains("missing.pem"),
+        "{out}"
+    );
+    let (ok, out) = config("cert = \"a.pem\"\nkey = \"b.key\"", "");
+    assert!(!ok);
+    assert!(
+        out.contains(":7: sip.tls.key:") && out.contains("do not go together"),
+        "{out}"
+    );
+    let (ok, out) = config(
+        "cert = \"a.pem\"\nkey = \"a.key\"\nbogus = 1",
+        "tls_peers = [\"dns:sbc.carrier.test\"]",
+    );
+    assert!(!ok);
+    assert!(out.contains("unknown field `bogus`"), "{out}");
+    let (ok, out) = config(
+        "cert = \"a.pem\"\nkey = \"a.key\"",
+        "tls_peers = [\"dns:sbc.carrier.test\", \"cn:x\"]",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("trunk[0].tls_peers: needs sip.tls with client_ca"),
+        "{out}"
+    );
+    assert!(out.contains("trunk[0].tls_peers: \"cn:x\""), "{out}");
+    let (ok, out) = config(
+        "cert = \"a.pem\"\nkey = \"a.key\"\nclient_ca = \"ca.pem\"\nrequire_client_cert = true",
+        "tls_peers = [\"dns:sbc.carrier.test\"]",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("sip.tls certificate sha256:"), "{out}");
+    assert!(out.contains(": ok"), "{out}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_without_starting() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -143,10 +143,28 @@ fn main() -> ExitCode {
                             .await
                             .map(drop)
                             .map_err(|e| e.to_string())
-                    })
+                    })?;
+                    Ok(cfg.tls.as_ref().map(|t| t.certs.live()))
                 });
             match checked {
-                Ok(()) => {
+                Ok(tls) => {
+                    if let Some((fingerprint, not_after)) = tls {
+                        let expiry = not_after.map_or_else(
+                            || "unknown".to_owned(),
+                            |t| {
+                                let at = jiff::Timestamp::try_from(t)
+                                    .map_or_else(|_| "?".to_owned(), |t| t.to_string());
+                                if t < std::time::SystemTime::now() {
+                                    format!("{at} (EXPIRED: carriers will refuse it)")
+                                } else {
+                                    at
+                                }
+                            },
+                        );
+                        println!(
+                            "{name}: sip.tls certificate sha256:{fingerprint}, expires {expiry}"
+                        );
+                    }
                     println!("{name}: ok");
                     ExitCode::SUCCESS
                 }

@@ -184,6 +184,8 @@ impl TlsFiles {
 pub struct Certificates {
     files: TlsFiles,
     live: ArcSwap<ServerConfig>,
+    /// The live certificate's fingerprint and expiry.
+    info: std::sync::Mutex<(String, Option<SystemTime>)>,
     stamp: std::sync::Mutex<Vec<Option<(SystemTime, u64)>>>,
     /// Bounds the handshake: a peer that starts one and never finishes is closed after this.
     pub handshake_timeout: Duration,
@@ -198,8 +200,10 @@ impl Certificates {
             fingerprint = %loaded.fingerprint,
             "tls certificate loaded"
         );
+        publish_expiry(loaded.not_after);
         Ok(Arc::new(Self {
             files,
+            info: std::sync::Mutex::new((loaded.fingerprint.clone(), loaded.not_after)),
             live: ArcSwap::new(loaded.config),
             stamp: std::sync::Mutex::new(stamp),
             handshake_timeout,
@@ -209,6 +213,14 @@ impl Certificates {
     /// The acceptor for the next handshake (the certificate live now).
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.live.load_full())
+    }
+
+    /// The live certificate's SHA-256 (hex) and when it expires.
+    pub fn live(&self) -> (String, Option<SystemTime>) {
+        self.info
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Whether client certificates are asked for.
@@ -223,6 +235,10 @@ impl Certificates {
         match self.files.load() {
             Ok(loaded) => {
                 self.live.store(Arc::clone(&loaded.config));
+                publish_expiry(loaded.not_after);
+                if let Ok(mut info) = self.info.lock() {
+                    *info = (loaded.fingerprint.clone(), loaded.not_after);
+                }
                 if let Ok(mut s) = self.stamp.lock() {
                     *s = stamp;
                 }
@@ -282,6 +298,21 @@ impl Certificates {
                     }
                 }
             }
+        }
+    }
+}
+
+/// `tollgate_sip_tls_cert_expiry_seconds`: seconds until the live certificate expires
+/// (negative once it has), for an alert well before carriers start refusing it.
+fn publish_expiry(not_after: Option<SystemTime>) {
+    if let Some(t) = not_after {
+        let left = match t.duration_since(SystemTime::now()) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        metrics::gauge!("tollgate_sip_tls_cert_expiry_seconds").set(left);
+        if left < 14.0 * 86_400.0 {
+            tracing::warn!(days_left = left / 86_400.0, "tls certificate expires soon");
         }
     }
 }
