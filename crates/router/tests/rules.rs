@@ -920,3 +920,30 @@ fn queues_follow_the_one_queue_name_rule() {
         "{errs:?}"
     );
 }
+
+/// `scheme` on a queue sets the 302 Contact's scheme; without it the target leaves it to the
+/// transport; anything but sip or sips is an error.
+#[test]
+fn a_queue_can_name_the_contact_scheme() {
+    let r = rules(
+        "dnis = [\"+18005550100\"]\n[[rule]]\nname = \"plain\"\n\
+         queue = { name = \"support\", scheme = \"sip\" }\n",
+    );
+    let d = tollgate_router::route(&facts("12125551212"), &r, at(MON_10_NY));
+    let DecisionAction::Route(t) = d.action else {
+        panic!("routed");
+    };
+    assert_eq!(t.scheme, Some(tollgate_core::UriScheme::Sip));
+    let r = rules("dnis = [\"+18005550100\"]\n[[rule]]\nname = \"any\"\nqueue = \"support\"\n");
+    let DecisionAction::Route(t) =
+        tollgate_router::route(&facts("12125551212"), &r, at(MON_10_NY)).action
+    else {
+        panic!("routed");
+    };
+    assert_eq!(t.scheme, None);
+    let e = errors(&[(
+        "support.toml",
+        "dnis = [\"+18005550100\"]\n[[rule]]\nname = \"a\"\nqueue = { name = \"support\", scheme = \"tls\" }\n",
+    )]);
+    assert!(e.contains("scheme must be \"sip\" or \"sips\""), "{e}");
+}

@@ -628,6 +628,53 @@ Content-Length: 0\r\n\r\n";
         String::from_utf8(build(&msg, source(), code, reason, Some("t9"), extra)).expect("text")
     }
 
+    /// The 302 Contact is `sips:` for a call that came in over TLS, `sip:` otherwise, unless the
+    /// rule named the scheme (RFC 5630).
+    #[test]
+    fn contact_scheme_follows_the_transport_unless_the_rule_names_it() {
+        use tollgate_core::{Arrival, Target};
+        let msg = Message::parse(INVITE.as_bytes()).expect("parse");
+        let req = crate::message::Request::from_message(msg, true).expect("valid");
+        let plan = tollgate_core::NumberPlan::load();
+        let trunk = crate::trunk::Trunk {
+            name: "t".into(),
+            cidrs: Vec::new(),
+            trusted: true,
+            ani_precedence: crate::trunk::Trunk::DEFAULT_ANI.to_vec(),
+            dnis_precedence: crate::trunk::Trunk::DEFAULT_DNIS.to_vec(),
+            region: plan.region("US").expect("US").clone(),
+            tls_peers: Vec::new(),
+        };
+        let mut facts =
+            crate::extract::extract(&req, &trunk, &plan, &crate::extract::Emergency::default());
+        for (transport, scheme, want) in [
+            (Transport::Udp, None, "<sip:q@acd;"),
+            (Transport::Tcp, None, "<sip:q@acd;"),
+            (Transport::Tls, None, "<sips:q@acd;"),
+            (Transport::Tls, Some(UriScheme::Sip), "<sip:q@acd;"),
+            (Transport::Udp, Some(UriScheme::Sips), "<sips:q@acd;"),
+        ] {
+            facts.arrival = Arrival {
+                transport,
+                tls_peer: None,
+            };
+            let d = Decision {
+                action: DecisionAction::Route(Target {
+                    scheme,
+                    ..Target::new("q", "acd")
+                }),
+                rule: "r".into(),
+                version: String::new(),
+            };
+            let (_, _, lines) = decision(&d, &facts, "ref1");
+            assert!(
+                lines.as_str().starts_with(&format!("Contact: {want}")),
+                "{transport:?} {scheme:?}: {}",
+                lines.as_str()
+            );
+        }
+    }
+
     /// Each copied header once, in the request's order; the top Via gets `received` and `rport`,
     /// folding is undone, To gets the tag above 100 only, and extra lines come before Server.
     #[test]
