@@ -125,19 +125,11 @@ fn check_names_each_stir_key() {
 fn check_reads_the_tls_files_and_names_each_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    std::fs::write(d.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    for stem in ["a", "b"] {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["tollgate.test".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        std::fs::write(d.join(format!("{stem}.pem")), cert.pem()).unwrap();
-        std::fs::write(d.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
-    }
+    let ca = tollgate_testkit::Ca::new("carrier ca");
+    ca.write(&d.join("ca.pem"));
+    // Two certificates: a's key is not b's.
+    ca.write_leaf(d, "a", "tollgate.test");
+    ca.write_leaf(d, "b", "tollgate.test");
     let config = |tls: &str, trunk: &str| {
         let text = format!(
             "[sip]\nudp = [\"127.0.0.1:5060\"]\n\n[sip.tls]\nlisten = [\"127.0.0.1:5061\"]\n{tls}\n\

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http_support::*;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use tollgate_testkit::Ca;
 
 const PAI: &str = "13125550122";
 const FROM: &str = "+12125550111";
@@ -44,45 +44,6 @@ fn free_tcp() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    /// Writes `<stem>.pem` and `<stem>.key` for `dns`, usable as both TLS client and server.
-    fn leaf(&self, dir: &Path, stem: &str, dns: &str) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(vec![dns.to_owned()]).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-            .unwrap();
-        let (c, k) = (
-            dir.join(format!("{stem}.pem")),
-            dir.join(format!("{stem}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
 }
 
 struct Kamailio {
@@ -282,12 +243,11 @@ async fn a_carrier_sbc_over_tls_is_the_trunk_its_certificate_names() {
     let d = dir.path();
     let server_ca = Ca::new("tollgate ca");
     let carrier_ca = Ca::new("carrier ca");
-    let (cert, key) = server_ca.leaf(d, "tollgate", "tollgate.test");
-    let (sbc_cert, sbc_key) = carrier_ca.leaf(d, "sbc", "sbc.carrier.test");
-    let (other_cert, other_key) = carrier_ca.leaf(d, "other", "other.carrier.test");
-    let (server_ca_pem, carrier_ca_pem) = (d.join("server-ca.pem"), d.join("carrier-ca.pem"));
-    std::fs::write(&server_ca_pem, &server_ca.pem).unwrap();
-    std::fs::write(&carrier_ca_pem, &carrier_ca.pem).unwrap();
+    let (cert, key) = server_ca.write_leaf(d, "tollgate", "tollgate.test");
+    let (sbc_cert, sbc_key) = carrier_ca.write_leaf(d, "sbc", "sbc.carrier.test");
+    let (other_cert, other_key) = carrier_ca.write_leaf(d, "other", "other.carrier.test");
+    let server_ca_pem = server_ca.write(&d.join("server-ca.pem"));
+    let carrier_ca_pem = carrier_ca.write(&d.join("carrier-ca.pem"));
 
     let tls_port = free_tcp();
     let node = Process::start(&config(d, tls_port, &cert, &key, &carrier_ca_pem));

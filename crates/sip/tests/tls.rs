@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +28,7 @@ use tollgate_sip::extract::Emergency;
 use tollgate_sip::tls::{Certificates, PeerMatch, TlsFiles};
 use tollgate_sip::trunk::{Trunk, Trunks, UnknownSource};
 use tollgate_sip::{Call, CallHandler, Context, Listeners, Server, SipConfig};
+use tollgate_testkit::{Ca, Leaf};
 
 /// Records each call's facts and routes it to `q`.
 #[derive(Debug, Default)]
@@ -44,44 +44,6 @@ impl CallHandler for Recording {
             rule: "r".into(),
             version: String::new(),
         }
-    }
-}
-
-/// A CA and what it signs.
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    /// A leaf for `dns` (a client certificate when `client`), valid now unless `expired`.
-    fn leaf(&self, dns: &str, client: bool, expired: bool) -> (String, String) {
-        let mut params = CertificateParams::new(vec![dns.to_owned()]).unwrap();
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
     }
 }
 
@@ -108,11 +70,11 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let server_ca = Ca::new("server ca");
         let client_ca = Ca::new("carrier ca");
-        let (cert, key) = server_ca.leaf("tollgate.test", false, false);
+        let (cert, key) = server_ca.write_leaf(dir.path(), "cert", "tollgate.test");
         let files = TlsFiles {
-            cert: write(dir.path(), "cert.pem", &cert),
-            key: write(dir.path(), "key.pem", &key),
-            client_ca: Some(write(dir.path(), "ca.pem", &client_ca.pem)),
+            cert,
+            key,
+            client_ca: Some(client_ca.write(&dir.path().join("ca.pem"))),
             require_client_cert: false,
         };
         let certs = Certificates::new(files, Duration::from_millis(400)).unwrap();
@@ -159,16 +121,13 @@ impl Node {
     }
 
     /// A TLS client trusting the server CA, showing `client` (chain PEM, key PEM) if given.
-    async fn connect(
-        &self,
-        client: Option<&(String, String)>,
-    ) -> std::io::Result<TlsStream<TcpStream>> {
-        self.connect_to(client, &self.server_ca.pem).await
+    async fn connect(&self, client: Option<&Leaf>) -> std::io::Result<TlsStream<TcpStream>> {
+        self.connect_to(client, self.server_ca.pem()).await
     }
 
     async fn connect_to(
         &self,
-        client: Option<&(String, String)>,
+        client: Option<&Leaf>,
         server_ca_pem: &str,
     ) -> std::io::Result<TlsStream<TcpStream>> {
         use rustls::pki_types::pem::PemObject;
@@ -183,12 +142,12 @@ impl Node {
             .with_root_certificates(roots);
         let config = match client {
             None => builder.with_no_client_auth(),
-            Some((chain, key)) => {
+            Some(leaf) => {
                 let chain: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(chain.as_bytes())
+                    CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
                         .map(Result::unwrap)
                         .collect();
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
                 builder.with_client_auth_cert(chain, key).unwrap()
             }
         };
@@ -260,8 +219,8 @@ fn facts_of(node: &Node, branch: &str) -> CallFacts {
 #[tokio::test]
 async fn the_certificate_names_the_trunk_and_the_address_alone_does_not() {
     let node = Node::start().await;
-    let good = node.client_ca.leaf("sbc.carrier.test", true, false);
-    let other = node.client_ca.leaf("sbc.other.test", true, false);
+    let good = node.client_ca.leaf("sbc.carrier.test", false);
+    let other = node.client_ca.leaf("sbc.other.test", false);
 
     // The trunk's certificate: trusted, PAI believed; the 302 over the same connection, sips:.
     let mut tls = node.connect(Some(&good)).await.unwrap();
@@ -308,9 +267,9 @@ async fn the_certificate_names_the_trunk_and_the_address_alone_does_not() {
 #[tokio::test]
 async fn bad_peers_are_refused_and_the_listener_keeps_serving() {
     let node = Node::start().await;
-    let expired = node.client_ca.leaf("sbc.carrier.test", true, true);
+    let expired = node.client_ca.leaf("sbc.carrier.test", true);
     let stranger_ca = Ca::new("stranger ca");
-    let foreign = stranger_ca.leaf("sbc.carrier.test", true, false);
+    let foreign = stranger_ca.leaf("sbc.carrier.test", false);
 
     for (what, cert) in [("expired", &expired), ("wrong CA", &foreign)] {
         // The server refuses the certificate: the handshake fails, or (TLS 1.3) the first
@@ -346,7 +305,7 @@ async fn bad_peers_are_refused_and_the_listener_keeps_serving() {
 
     assert!(node.calls().is_empty(), "{:?}", node.calls());
     // Still serving.
-    let good = node.client_ca.leaf("sbc.carrier.test", true, false);
+    let good = node.client_ca.leaf("sbc.carrier.test", false);
     let mut tls = node.connect(Some(&good)).await.unwrap();
     let mut buf = Vec::new();
     let r = call(&mut tls, &mut buf, "after").await.expect("answer");
@@ -357,7 +316,7 @@ async fn bad_peers_are_refused_and_the_listener_keeps_serving() {
 #[tokio::test]
 async fn a_new_certificate_serves_new_handshakes_and_open_connections_stay() {
     let node = Node::start().await;
-    let good = node.client_ca.leaf("sbc.carrier.test", true, false);
+    let good = node.client_ca.leaf("sbc.carrier.test", false);
     let mut open = node.connect(Some(&good)).await.unwrap();
     let mut open_buf = Vec::new();
     assert!(call(&mut open, &mut open_buf, "before")
@@ -368,25 +327,25 @@ async fn a_new_certificate_serves_new_handshakes_and_open_connections_stay() {
     // Another CA's certificate at the same paths; a bad key first: the reload is refused and
     // the live certificate stays.
     let next_ca = Ca::new("next server ca");
-    let (cert, key) = next_ca.leaf("tollgate.test", false, false);
-    let (_, other_key) = next_ca.leaf("tollgate.test", false, false);
-    write(node.dir.path(), "cert.pem", &cert);
-    write(node.dir.path(), "key.pem", &other_key);
+    let next = next_ca.leaf("tollgate.test", false);
+    let other = next_ca.leaf("tollgate.test", false);
+    write(node.dir.path(), "cert.pem", &next.cert);
+    write(node.dir.path(), "cert.key", &other.key);
     assert!(node.certs.reload().is_err(), "a key that is not the cert's");
     assert!(
         node.connect(Some(&good)).await.is_ok(),
         "the old cert still serves"
     );
-    assert!(node.connect_to(Some(&good), &next_ca.pem).await.is_err());
+    assert!(node.connect_to(Some(&good), next_ca.pem()).await.is_err());
 
     // The right key lands: picked up by the file watch (no explicit reload).
     let watch = tokio::spawn(
         Arc::clone(&node.certs).watch(Duration::from_millis(50), std::future::pending::<()>()),
     );
-    write(node.dir.path(), "key.pem", &key);
+    write(node.dir.path(), "cert.key", &next.key);
     let mut swapped = None;
     for _ in 0..100 {
-        if let Ok(s) = node.connect_to(Some(&good), &next_ca.pem).await {
+        if let Ok(s) = node.connect_to(Some(&good), next_ca.pem()).await {
             swapped = Some(s);
             break;
         }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -246,28 +246,10 @@ async fn write_loop<S: AsyncWrite>(
 
 impl<H: CallHandler> Server<H> {
     pub(super) async fn tcp_accept(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => match self.conns.admit(peer.ip(), &self.ctx.config.limits) {
-                    Ok(slot) => {
-                        let _ = stream.set_nodelay(true);
-                        let me = Arc::clone(&self);
-                        tokio::spawn(me.stream_conn(stream, peer, slot, Transport::Tcp, None));
-                    }
-                    Err(why) => {
-                        // Refused before a byte is read: the peer sees the connection closed.
-                        why.count();
-                        debug!(%peer, why = why.as_str(), "tcp connection refused");
-                        drop(stream);
-                    }
-                },
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    warn!(error = %e, "tcp accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        self.accept_loop(listener, Transport::Tcp, |me, stream, peer, slot| {
+            tokio::spawn(me.stream_conn(stream, peer, slot, Transport::Tcp, None));
+        })
+        .await;
     }
 
     /// Accepts TLS connections: each takes a slot as TCP does, then has `handshake_timeout`
@@ -278,58 +260,64 @@ impl<H: CallHandler> Server<H> {
         listener: TcpListener,
         certs: Arc<Certificates>,
     ) {
+        self.accept_loop(listener, Transport::Tls, move |me, stream, peer, slot| {
+            let certs = Arc::clone(&certs);
+            tokio::spawn(async move {
+                let shake =
+                    tokio::time::timeout(certs.handshake_timeout, certs.acceptor().accept(stream));
+                let tls = match shake.await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return handshake_failed(peer, "error", &e.to_string()),
+                    Err(_) => return handshake_failed(peer, "timeout", "no handshake in time"),
+                };
+                let cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|der| Arc::new(PeerIdentity::of(der.as_ref())));
+                metrics::counter!(
+                    "tollgate_sip_tls_handshakes_total",
+                    "result" => "ok",
+                    "client_cert" => if cert.is_some() { "yes" } else { "no" }
+                )
+                .increment(1);
+                debug!(
+                    %peer,
+                    cert = cert.as_ref().map(|c| c.fingerprint()).as_deref(),
+                    "tls connection"
+                );
+                me.stream_conn(tls, peer, slot, Transport::Tls, cert).await;
+            });
+        })
+        .await;
+    }
+
+    /// Accepts connections on `listener` and hands each admitted one, with its slot, to
+    /// `serve`; a connection past a bound is closed before a byte is read.
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        transport: Transport,
+        serve: impl Fn(Arc<Self>, TcpStream, SocketAddr, Slot),
+    ) {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => match self.conns.admit(peer.ip(), &self.ctx.config.limits) {
                     Ok(slot) => {
                         let _ = stream.set_nodelay(true);
-                        let me = Arc::clone(&self);
-                        let certs = Arc::clone(&certs);
-                        tokio::spawn(async move {
-                            let acceptor = certs.acceptor();
-                            let shake = tokio::time::timeout(
-                                certs.handshake_timeout,
-                                acceptor.accept(stream),
-                            );
-                            let tls = match shake.await {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    handshake_failed(peer, "error", &e.to_string());
-                                    return;
-                                }
-                                Err(_) => {
-                                    handshake_failed(peer, "timeout", "no handshake in time");
-                                    return;
-                                }
-                            };
-                            let cert = tls
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .map(|der| Arc::new(PeerIdentity::of(der.as_ref())));
-                            metrics::counter!(
-                                "tollgate_sip_tls_handshakes_total",
-                                "result" => "ok",
-                                "client_cert" => if cert.is_some() { "yes" } else { "no" }
-                            )
-                            .increment(1);
-                            debug!(
-                                %peer,
-                                cert = cert.as_ref().map(|c| c.fingerprint()).as_deref(),
-                                "tls connection"
-                            );
-                            me.stream_conn(tls, peer, slot, Transport::Tls, cert).await;
-                        });
+                        serve(Arc::clone(&self), stream, peer, slot);
                     }
                     Err(why) => {
+                        // Refused before a byte is read: the peer sees the connection closed.
                         why.count();
-                        debug!(%peer, why = why.as_str(), "tls connection refused");
+                        debug!(%peer, why = why.as_str(), transport = transport.as_str(), "connection refused");
                         drop(stream);
                     }
                 },
                 Err(e) => {
-                    warn!(error = %e, "tls accept");
+                    // EMFILE and the like: back off instead of spinning.
+                    warn!(error = %e, transport = transport.as_str(), "accept");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
