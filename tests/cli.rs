@@ -178,6 +178,59 @@ fn check_reads_the_tls_files_and_names_each_key() {
     assert!(out.contains(": ok"), "{out}");
 }
 
+/// `explain --tls-peer` decides a call as the TLS listener would for a peer whose verified
+/// certificate says that: the trunk its `tls_peers` name is trusted; the same address without
+/// the certificate is that trunk untrusted.
+#[test]
+fn explain_takes_the_tls_peer_as_the_listener_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = tollgate_testkit::Ca::new("ca");
+    ca.write(&d.join("ca.pem"));
+    ca.write_leaf(d, "node", "tollgate.test");
+    let path = d.join("tls.toml");
+    std::fs::write(
+        &path,
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n[sip.tls]\nlisten = [\"127.0.0.1:5061\"]\n\
+         cert = \"node.pem\"\nkey = \"node.key\"\nclient_ca = \"ca.pem\"\n\
+         [[trunk]]\nname = \"carrier\"\ncidrs = [\"10.0.0.0/8\"]\ntls_peers = [\"dns:sbc.carrier.test\"]\ntrusted = true\n\
+         [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"q\"\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "explain",
+            "--config",
+            config,
+            "--ani",
+            "+12125550123",
+            "--dnis",
+            "+18005550100",
+            "--source",
+            "10.1.2.3",
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let (ok, out, err) = tollgate(&args(&["--tls-peer", "dns:sbc.carrier.test"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("(carrier via pai, verified)"), "{out}");
+    assert!(
+        out.contains("tls       peer dns:sbc.carrier.test (trunk carrier, trusted)"),
+        "{out}"
+    );
+    let (ok, out, err) = tollgate(&args(&[]));
+    assert!(ok, "{err}");
+    assert!(out.contains("(carrier via from, unverified)"), "{out}");
+    let (ok, out, err) = tollgate(&args(&["--tls-peer", "dns:other.carrier.test"]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tls       peer unmatched (trunk carrier, untrusted)"),
+        "{out}"
+    );
+}
+
 #[test]
 fn serve_refuses_a_bad_config_without_starting() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -90,6 +90,10 @@ pub struct ExplainRequest {
     /// The source address the call comes from: picks the trunk as the SIP server does.
     #[serde(default)]
     pub source: Option<String>,
+    /// The call came over TLS with a verified client certificate saying this (`dns:NAME`,
+    /// `uri:URI`, `sha256:HEX`): picks and trusts the trunk as the SIP server does.
+    #[serde(default)]
+    pub tls_peer: Option<String>,
     /// Cache a CRM answer fetched for this explain, as a live call would (default: no).
     #[serde(default)]
     pub fill_cache: bool,

@@ -261,6 +261,7 @@ impl ServerAdmin {
             dnis: call.dnis,
             trunk: call.trunk,
             source,
+            tls_peer: call.tls_peer,
             sip: call.sip,
             at,
             overrides: crate::cmd::explain::overrides(profile, risk, call.lists, attestation, None),

@@ -67,6 +67,10 @@ enum Cmd {
         /// The source IP address it arrives from (picks the trunk as the SIP server does).
         #[arg(long)]
         source: Option<std::net::IpAddr>,
+        /// The call came over TLS with a client certificate saying this (dns:NAME, uri:URI or
+        /// sha256:HEX): picks and trusts the trunk as the SIP server does.
+        #[arg(long)]
+        tls_peer: Option<String>,
         /// A CRM record for the caller instead of the CRM's (TOML: tier, language, tags, ...).
         #[arg(long)]
         profile: Option<PathBuf>,
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
             at,
             trunk,
             source,
+            tls_peer,
             profile,
             risk,
             lists,
@@ -213,6 +218,7 @@ fn main() -> ExitCode {
                     dnis: dnis.clone().unwrap_or_default(),
                     trunk: trunk.clone(),
                     source,
+                    tls_peer: tls_peer.clone(),
                     sip,
                     at,
                     overrides: tollgate_server::cmd::explain::overrides(

@@ -396,6 +396,25 @@ impl PeerMatch {
         }
     }
 
+    /// A certificate identity that says exactly this (for `explain --tls-peer`: the call as
+    /// if that certificate had been shown).
+    pub fn certificate(&self) -> PeerIdentity {
+        let mut peer = PeerIdentity {
+            dns: Vec::new(),
+            uris: Vec::new(),
+            sha256: [0; 32],
+        };
+        match self {
+            PeerMatch::Dns(d) => peer.dns.push(match d.strip_prefix("*.") {
+                Some(rest) => format!("explain.{rest}"),
+                None => d.clone(),
+            }),
+            PeerMatch::Uri(u) => peer.uris.push(u.clone()),
+            PeerMatch::Sha256(h) => peer.sha256 = *h,
+        }
+        peer
+    }
+
     /// Whether the peer's certificate says this.
     pub fn matches(&self, peer: &PeerIdentity) -> bool {
         match self {

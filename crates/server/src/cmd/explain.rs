@@ -23,6 +23,9 @@ pub struct CallSpec {
     /// The trunk by name; else the trunk `source` belongs to; else the first configured.
     pub trunk: Option<String>,
     pub source: Option<std::net::IpAddr>,
+    /// Over TLS, with a verified client certificate saying this (`dns:…`, `uri:…`, `sha256:…`):
+    /// the trunk is picked, and trusted, as the SIP server does for such a peer.
+    pub tls_peer: Option<String>,
     /// A whole INVITE (as captured): its headers decide, `ani` and `dnis` are ignored.
     pub sip: Option<String>,
     pub at: Option<Timestamp>,
@@ -73,13 +76,19 @@ pub fn facts_for(
 ) -> Result<Result<CallFacts, (Early, Outcome)>, CliError> {
     let trunks = &pipeline.trunks;
     let names = || trunks.names().join(", ");
+    let cert = spec
+        .tls_peer
+        .as_deref()
+        .map(|p| tollgate_sip::tls::PeerMatch::parse(p).map(|m| m.certificate()))
+        .transpose()
+        .map_err(CliError::Other)?;
     let trunk = match (&spec.trunk, spec.source) {
         (Some(n), _) => Some(
             trunks
                 .by_name(n)
                 .ok_or_else(|| CliError::Trunk(n.clone(), names()))?,
         ),
-        (None, Some(ip)) => trunks.classify(ip),
+        (None, Some(ip)) => trunks.source_with(ip, cert.as_ref()).0,
         (None, None) => Some(
             trunks
                 .names()
@@ -132,12 +141,15 @@ pub fn facts_for(
     let Some(trunk) = trunk else {
         return Err(CliError::NoTrunk);
     };
-    Ok(Ok(tollgate_sip::extract::extract(
-        &req,
-        trunk,
-        &pipeline.plan,
-        &pipeline.emergency,
-    )))
+    let mut facts =
+        tollgate_sip::extract::extract(&req, trunk, &pipeline.plan, &pipeline.emergency);
+    if let Some(cert) = &cert {
+        facts.arrival = tollgate_core::Arrival {
+            transport: tollgate_core::Transport::Tls,
+            tls_peer: Some(trunk.peer_label(cert).into()),
+        };
+    }
+    Ok(Ok(facts))
 }
 
 /// One explained call: the facts, the outcome (with the router's trace) and when; or what the
@@ -266,6 +278,15 @@ pub fn render(e: &Explanation, rules_version: &str) -> String {
         r.dnis,
         r.dnis_source
     );
+    if r.transport == "tls" {
+        let _ = writeln!(
+            out,
+            "tls       peer {} (trunk {}, {})",
+            r.tls_peer,
+            r.trunk,
+            if r.trusted { "trusted" } else { "untrusted" }
+        );
+    }
     let _ = writeln!(
         out,
         "number    valid={} kind={} region={} subdivision={} geo={:?} tz={}",
