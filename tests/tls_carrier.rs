@@ -4,7 +4,8 @@
 //! carrier's P-Asserted-Identity is believed (the 302's Contact carries the PAI number as the
 //! ANI) and the Contact keeps `sips:`; the same SBC at the same address with another
 //! certificate of the same CA is the trunk untrusted (the ANI is From's). The metrics count the
-//! calls by transport and peer.
+//! calls by transport and peer. And SIGHUP to the running binary swaps its certificate for new
+//! handshakes while a connection already open keeps working.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -293,4 +294,111 @@ async fn a_carrier_sbc_over_tls_is_the_trunk_its_certificate_names() {
         metric(&base, r#"transport="tls""#).await,
         2.0 * CALLS as f64
     );
+}
+
+/// A rustls client trusting `ca`; the node's name is `tollgate.test`.
+async fn tls_client(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("tollgate.test").unwrap(),
+            tcp,
+        )
+        .await
+}
+
+/// One INVITE over `s`; the status line of its final answer.
+async fn tls_call<S>(s: &mut S, branch: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let invite = format!(
+        "INVITE sip:+18005550100@tollgate.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:+12125550111@carrier.test>;tag=a\r\nTo: <sip:+18005550100@tollgate.test>\r\n\
+         Call-ID: {branch}@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(invite.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        for msg in text.split("\r\n\r\n") {
+            if msg.starts_with("SIP/2.0 ") && !msg.starts_with("SIP/2.0 100") {
+                return msg.lines().next().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_certificate_and_open_connections_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (first, second) = (Ca::new("first"), Ca::new("second"));
+    let first_pem = first.write(&d.join("first.pem"));
+    let second_pem = second.write(&d.join("second.pem"));
+    let (cert, key) = first.write_leaf(d, "tollgate", "tollgate.test");
+    let tls_port = free_tcp();
+    // No polling to speak of: only SIGHUP can bring the new certificate in.
+    let text = format!(
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n[sip.tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+         cert = \"{}\"\nkey = \"{}\"\nreload_poll_ms = 3600000\n\
+         [[trunk]]\nname = \"local\"\ncidrs = [\"127.0.0.1/32\"]\ntrusted = true\n\
+         [routing]\nacd_host = \"acd.example.net\"\ndefault_queue = \"general\"\n\
+         [log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        cert.display(),
+        key.display()
+    );
+    let node = Process::start(&text);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let mut open = tls_client(addr, &first_pem).await.unwrap();
+    assert!(tls_call(&mut open, "one").await.starts_with("SIP/2.0 302"));
+
+    second.write_leaf(d, "tollgate", "tollgate.test");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tls_client(addr, &second_pem).await.is_err(),
+        "the new files are not read before SIGHUP"
+    );
+    node.signal("-HUP");
+    let mut swapped = None;
+    for _ in 0..100 {
+        if let Ok(s) = tls_client(addr, &second_pem).await {
+            swapped = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut fresh = swapped.expect("after SIGHUP the new certificate is presented");
+    assert!(tls_call(&mut fresh, "two").await.starts_with("SIP/2.0 302"));
+    assert!(
+        tls_client(addr, &first_pem).await.is_err(),
+        "the old one is gone"
+    );
+    // The connection made before the swap still carries calls.
+    assert!(tls_call(&mut open, "three")
+        .await
+        .starts_with("SIP/2.0 302"));
 }
