@@ -470,10 +470,15 @@ pub fn parse_with_rules(
 ) -> Result<Loaded, ConfigErrors> {
     let raw: Config = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
+        let key = match (tollgate_router::toml_key(e.message()), line) {
+            // A value of the wrong type names no key: the one its line sets.
+            ("toml", Some(l)) => key_on_line(text, l).unwrap_or_else(|| "toml".into()),
+            (k, _) => k.into(),
+        };
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
             line,
-            key: tollgate_router::toml_key(e.message()).into(),
+            key,
             message: e.message().to_owned(),
         }])
     })?;
@@ -1164,6 +1169,49 @@ fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> Adapter
         );
     }
     (crm, risk, stir, identity)
+}
+
+/// The dotted key line `line` (1-based) sets, under its table (`sip.max_cps`,
+/// `trunk[1].max_cps` for the second `[[trunk]]`); `None` when the line sets no key.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if i + 1 == line {
+            let (k, _) = l.split_once('=')?;
+            let k = k.trim().replace([' ', '"'], "");
+            if l.starts_with('[') || l.starts_with('#') || k.is_empty() {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                k
+            } else {
+                format!("{table}.{k}")
+            });
+        }
+        if let Some(name) = l.strip_prefix("[[") {
+            let name = name
+                .split("]]")
+                .next()
+                .unwrap_or("")
+                .replace([' ', '"'], "");
+            let n = arrays.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = l.strip_prefix('[') {
+            let name = name.split(']').next().unwrap_or("").replace([' ', '"'], "");
+            // A sub-table of the latest array element (`[trunk.cli]`) belongs to it.
+            table = match name.split_once('.') {
+                Some((head, rest)) => match arrays.get(head) {
+                    Some(n) => format!("{head}[{}].{rest}", n.saturating_sub(1)),
+                    None => name.clone(),
+                },
+                None => name.clone(),
+            };
+        }
+    }
+    None
 }
 
 /// The line that sets a dotted key (`crm.http.url`, `risk.policy[0].name`), else the line of

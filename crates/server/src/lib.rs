@@ -148,7 +148,8 @@ fn overflow_queues_declared(cfg: &Loaded, rules: &rules::RuleStore) -> Result<()
         .filter(|(q, _)| !current.queues.contains(q.as_str()))
         .map(|(q, at)| ConfigError {
             message: format!(
-                "overflow queue {q:?} is not in {}",
+                "overflow queue {:?} is not in {}",
+                q.as_str(),
                 tollgate_router::QUEUES_FILE
             ),
             ..at.clone()

@@ -472,6 +472,9 @@ impl Default for Limits<DefaultClock> {
     }
 }
 
+/// The end of explain's `limits` line.
+const DRY: &str = " (read, not charged: a dry run)";
+
 /// Appends one part of explain's `limits` line.
 fn note(out: &mut Option<String>, part: std::fmt::Arguments<'_>) {
     if let Some(s) = out {
@@ -553,15 +556,20 @@ impl<C: Clock + Clone> Limits<C> {
                 report: notes,
             };
         }
-        let limited = |scope, action: &OverLimit, notes: Option<String>| Checked {
-            limited: Some(Limited {
-                scope,
-                action: action.clone(),
-                retry_after: self.retry_after,
-            }),
-            report: notes,
-        };
         let live = charge == Charge::Live;
+        let limited = |scope, action: &OverLimit, mut notes: Option<String>| {
+            if let (false, Some(n)) = (live, notes.as_mut()) {
+                n.push_str(DRY);
+            }
+            Checked {
+                limited: Some(Limited {
+                    scope,
+                    action: action.clone(),
+                    retry_after: self.retry_after,
+                }),
+                report: notes,
+            }
+        };
         let mut charged_source = None;
         if let Some((g, l)) = gates.and_then(|g| g.per_source.as_ref().map(|l| (g, l))) {
             match source {
@@ -625,8 +633,8 @@ impl<C: Clock + Clone> Limits<C> {
                 return limited(Scope::Node, &NODE, notes);
             }
         }
-        if !live {
-            note(&mut notes, format_args!("(read, not charged: a dry run)"));
+        if let (false, Some(n)) = (live, notes.as_mut()) {
+            n.push_str(DRY);
         }
         Checked {
             limited: None,
