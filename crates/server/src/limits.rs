@@ -541,6 +541,9 @@ impl<C: Clock + Clone> Limits<C> {
         charge: Charge,
         report: bool,
     ) -> Checked {
+        if self.is_empty() {
+            return Checked::default();
+        }
         let gates = self.trunks.get(trunk);
         if self.node.is_none() && gates.is_none() {
             return Checked::default();
