@@ -607,3 +607,38 @@ fn check_reports_every_bad_limit_with_file_line_and_key() {
     let (ok, out) = check(&good.replace("queue:overflow", "queue:callback"));
     assert!(ok, "{out}");
 }
+
+/// sipp as a carrier: 40 calls at 400 calls a second against a trunk of 10 at once. Exactly 10
+/// are redirected (sipp's successful calls); the 30 others get 503 (sipp's failed calls, an
+/// unexpected answer for its 302 scenario), and none of them ran enrichment or the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_offered_four_times_the_burst_gets_exactly_the_burst_routed() {
+    let s = Scratch::new();
+    let node = s
+        .start(&config(
+            "",
+            &trunk("carrier", "127.0.0.1/32", "max_cps = 0.01\nmax_burst = 10"),
+        ))
+        .await;
+    let dir = s.path("sipp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from("SEQUENTIAL\n");
+    for i in 0..40 {
+        csv.push_str(&format!("1212555{i:04};18005550100;{i:07}\n"));
+    }
+    std::fs::write(dir.join("calls.csv"), csv).unwrap();
+    let target = node.udp.to_string();
+    let d = dir.clone();
+    let run = tokio::task::spawn_blocking(move || common::sipp(&target, &d, 40, 400, 400, "60s"))
+        .await
+        .unwrap();
+    assert_eq!(run.successful, 10, "sipp: {}", run.stderr);
+    assert_eq!(run.failed, 30, "sipp: {}", run.stderr);
+    let decided = node.calls();
+    assert_eq!(decided.len(), 40);
+    let limited = decided
+        .iter()
+        .filter(|(_, d)| d.rule == "rate-limit/trunk")
+        .count();
+    assert_eq!(limited, 30);
+}
