@@ -125,6 +125,9 @@ async fn a_trunk_passes_its_burst_and_answers_the_rest_503_with_retry_after_but_
 #[tokio::test]
 async fn over_limit_answers_486_480_or_routes_to_the_overflow_queue_as_any_302() {
     let s = Scratch::new();
+    // An overflow queue no rule routes to, declared as every queue is.
+    let declared = node::QUEUES.replace("\"emergency\"", "\"emergency\", \"overflow\"");
+    std::fs::write(s.path("routes").join("queues.toml"), &declared).unwrap();
     let node = s
         .start(&config(
             "",
@@ -132,7 +135,7 @@ async fn over_limit_answers_486_480_or_routes_to_the_overflow_queue_as_any_302()
                 trunk(
                     "overflowing",
                     "127.0.0.1/32",
-                    "max_cps = 0.01\nmax_burst = 1\nover_limit = \"queue:callback\"",
+                    "max_cps = 0.01\nmax_burst = 1\nover_limit = \"queue:overflow\"",
                 ),
                 trunk(
                     "busy",
@@ -166,9 +169,9 @@ async fn over_limit_answers_486_480_or_routes_to_the_overflow_queue_as_any_302()
     assert_eq!(
         queues,
         [
-            ("callback".to_owned(), "rate-limit/trunk".to_owned()),
-            ("callback".to_owned(), "rate-limit/trunk".to_owned()),
             ("general".to_owned(), "default/everyone".to_owned()),
+            ("overflow".to_owned(), "rate-limit/trunk".to_owned()),
+            ("overflow".to_owned(), "rate-limit/trunk".to_owned()),
         ]
     );
     // The overflow 302 is any 302: the Contact at the ACD with the call ref and the ANI, and
@@ -183,7 +186,7 @@ async fn over_limit_answers_486_480_or_routes_to_the_overflow_queue_as_any_302()
         .unwrap();
     let contact = header(overflow, "Contact").unwrap();
     assert!(
-        contact.starts_with("<sip:callback@acd.example.net;ref="),
+        contact.starts_with("<sip:overflow@acd.example.net;ref="),
         "{contact}"
     );
     assert!(contact.contains(";ani=%2B12125550123"), "{contact}");
@@ -194,6 +197,24 @@ async fn over_limit_answers_486_480_or_routes_to_the_overflow_queue_as_any_302()
             .collect()
     };
     assert_eq!(names(overflow), names(routed));
+
+    // A rules reload that stops declaring the overflow queue is refused; the live rules stay.
+    let rules = &node.server.handler().inner.rules;
+    let version = rules.current().version.clone();
+    std::fs::write(
+        s.path("routes").join("queues.toml"),
+        declared.replace(", \"overflow\"", ""),
+    )
+    .unwrap();
+    let errors = rules.reload().unwrap_err();
+    assert!(
+        errors[0]
+            .message
+            .contains("the overflow queue \"overflow\" (a trunk's over_limit) is not declared"),
+        "{errors:?}"
+    );
+    assert_eq!(rules.current().version, version);
+    assert!(rules.current().queues.contains("overflow"));
 
     let busy = flood(&node, "127.0.0.4", &calls("busy", 3)).await;
     assert_eq!(count(&busy, 302), 1);

@@ -37,7 +37,15 @@ pub struct Bound {
 /// Builds the live rule store for a loaded config.
 pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
     rules::RuleStore::new(cfg.rules.clone(), cfg.rule_settings.clone())
-        .map(Arc::new)
+        .map(|mut store| {
+            store.require_queues(
+                cfg.overflow_queues
+                    .iter()
+                    .map(|(q, _)| q.as_str().to_owned())
+                    .collect(),
+            );
+            Arc::new(store)
+        })
         .map_err(|errs| {
             ConfigErrors(
                 errs.into_iter()
