@@ -450,7 +450,8 @@ fn serve(text: &str) -> Served {
 async fn the_real_node_logs_one_line_per_limited_call_counts_it_and_explains_it() {
     let text = http_support::config("").replace(
         "trusted = true\n",
-        "trusted = true\nmax_cps = 0.01\nmax_burst = 2\nover_limit = \"486\"\n",
+        "trusted = true\nmax_cps = 0.01\nmax_burst = 2\nover_limit = \"486\"\n\
+         max_cps_per_source = 0.01\nmax_burst_per_source = 10\n",
     );
     let node = serve(&text);
     let base = format!("http://{}", node.http);
@@ -525,9 +526,37 @@ async fn the_real_node_logs_one_line_per_limited_call_counts_it_and_explains_it(
         assert_eq!(body["record"]["decided_by"], "rate-limit-trunk", "{body}");
         let text = body["text"].as_str().unwrap();
         assert!(
-            text.contains("limits    trunk local 0.01 cps burst 2: over it"),
+            text.contains(
+                "limits    source 0.01 cps burst 10: not checked (no source address); \
+                 trunk local 0.01 cps burst 2: over it"
+            ),
             "{text}"
         );
+    }
+    // The sweep reports the addresses the per-source limit tracks: 127.0.0.1 only (its bucket
+    // will not be full again for 300 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = http_support::http()
+            .get(format!("{base}/metrics"))
+            .bearer_auth(http_support::ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if scrape
+            .lines()
+            .any(|l| l == "tollgate_rate_limit_sources{trunk=\"local\"} 1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tollgate_rate_limit_sources{{trunk=\"local\"}} 1 in\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let sample_after = http_support::http()
         .get(format!("{base}/metrics"))
