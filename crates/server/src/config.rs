@@ -108,6 +108,16 @@ pub struct SipSection {
     /// `[sip.tls]`: SIP over TLS.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Calls per second the whole node takes (every trunk and unknown sources together);
+    /// absent: no node-wide limit. Over it a call gets 503 with `Retry-After`.
+    #[serde(default)]
+    pub max_cps: Option<Spanned<f64>>,
+    /// Calls the node takes at once (default: `max_cps` rounded up).
+    #[serde(default)]
+    pub max_burst: Option<Spanned<i64>>,
+    /// `Retry-After` seconds of the node's 503s: draining, overload and the rate limits.
+    #[serde(default)]
+    pub retry_after_s: Option<Spanned<i64>>,
 }
 
 /// `[sip.limits]`. Every key is a positive whole number; the defaults are
@@ -210,6 +220,24 @@ pub struct TrunkSection {
     /// trunk whose UDP source could be spoofed; sources no trunk claims always are).
     #[serde(default)]
     pub stateless_rejects: bool,
+    /// Calls per second this trunk may send (an integer or not); absent: no trunk limit.
+    #[serde(default)]
+    pub max_cps: Option<Spanned<f64>>,
+    /// Calls it may send at once (default: `max_cps` rounded up, at least 1).
+    #[serde(default)]
+    pub max_burst: Option<Spanned<i64>>,
+    /// A call over the trunk's limit: "503" (default, with `Retry-After`), "486", "480" or
+    /// "queue:NAME" (a 302 to that overflow queue).
+    #[serde(default)]
+    pub over_limit: Option<Spanned<String>>,
+    /// Calls per second one source address inside the trunk's CIDRs may send (pike-like).
+    #[serde(default)]
+    pub max_cps_per_source: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub max_burst_per_source: Option<Spanned<i64>>,
+    /// A call over the per-source limit (default: what `over_limit` says).
+    #[serde(default)]
+    pub over_limit_per_source: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -351,6 +379,11 @@ pub struct Loaded {
     pub stir: Option<tollgate_stir::StirConfig>,
     /// How each trunk's caller identity is judged (by trunk name).
     pub identity: std::collections::HashMap<String, crate::adapters::TrunkIdentity>,
+    /// The call-rate limits (`max_cps` and friends, per trunk and in `[sip]`).
+    pub limits: crate::limits::LimitsConfig,
+    /// Each overflow queue an `over_limit` names, with where: `prepare` checks it against the
+    /// rules' `queues.toml`.
+    pub overflow_queues: Vec<(tollgate_core::QueueName, ConfigError)>,
     /// The config file and its text, for errors found after parsing (adapters, binding).
     pub path: PathBuf,
     pub text: String,
@@ -437,10 +470,15 @@ pub fn parse_with_rules(
 ) -> Result<Loaded, ConfigErrors> {
     let raw: Config = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
+        let key = match (tollgate_router::toml_key(e.message()), line) {
+            // A value of the wrong type names no key: the one its line sets.
+            ("toml", Some(l)) => key_on_line(text, l).unwrap_or_else(|| "toml".into()),
+            (k, _) => k.into(),
+        };
         ConfigErrors(vec![ConfigError {
             file: path.to_owned(),
             line,
-            key: tollgate_router::toml_key(e.message()).into(),
+            key,
             message: e.message().to_owned(),
         }])
     })?;
@@ -774,6 +812,8 @@ pub fn parse_with_rules(
         });
     }
 
+    let (limits, overflow_queues) = rate_limits(&mut errs, &raw);
+
     if !errs.list.is_empty() || !rule_errors.is_empty() {
         errs.list.sort_by_key(|e| e.line);
         errs.list
@@ -805,7 +845,7 @@ pub fn parse_with_rules(
             trying_delay: Duration::from_millis(s.trying_delay_ms),
             decision_timeout: Duration::from_millis(s.decision_timeout_ms),
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
-            retry_after: 5,
+            retry_after: limits.retry_after,
             enforce_require: raw.sip.unsupported_require.get_ref() == "reject",
             limits: raw.sip.limits.limits(),
         },
@@ -823,9 +863,184 @@ pub fn parse_with_rules(
         risk,
         stir,
         identity,
+        limits,
+        overflow_queues,
         path: path.to_owned(),
         text: text.to_owned(),
     })
+}
+
+/// The most calls per second a limit may name, and the largest burst.
+const MAX_CPS: f64 = 100_000.0;
+const MAX_BURST: i64 = 1_000_000;
+
+/// One limit's `max_cps` and `max_burst` (`burst_key` without `cps_key` is an error).
+fn rate(
+    errs: &mut Errors<'_>,
+    cps: Option<&Spanned<f64>>,
+    burst: Option<&Spanned<i64>>,
+    cps_key: &str,
+    burst_key: &str,
+) -> Option<crate::limits::Rate> {
+    let Some(cps) = cps else {
+        if let Some(b) = burst {
+            errs.push(
+                b,
+                burst_key,
+                format!("needs {cps_key}: a burst of what rate?"),
+            );
+        }
+        return None;
+    };
+    let per_second = *cps.get_ref();
+    if !(per_second.is_finite() && (0.001..=MAX_CPS).contains(&per_second)) {
+        errs.push(
+            cps,
+            cps_key,
+            format!("{per_second}: calls per second must be from 0.001 to {MAX_CPS}"),
+        );
+        return None;
+    }
+    let burst = match burst {
+        None => None,
+        Some(b) => match u32::try_from(*b.get_ref()) {
+            Ok(n) if (1..=MAX_BURST).contains(b.get_ref()) => Some(n),
+            _ => {
+                errs.push(
+                    b,
+                    burst_key,
+                    format!(
+                        "{}: calls at once must be from 1 to {MAX_BURST}",
+                        b.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(crate::limits::Rate::new(per_second, burst))
+}
+
+/// The call-rate limits: `[sip] max_cps`, `max_burst`, `retry_after_s`, and each trunk's
+/// `max_cps`, `max_burst`, `over_limit` and their `_per_source` forms; with every overflow
+/// queue and where it is named.
+fn rate_limits(
+    errs: &mut Errors<'_>,
+    raw: &Config,
+) -> (
+    crate::limits::LimitsConfig,
+    Vec<(tollgate_core::QueueName, ConfigError)>,
+) {
+    use crate::limits::{LimitsConfig, OverLimit, TrunkLimits};
+    let node = rate(
+        errs,
+        raw.sip.max_cps.as_ref(),
+        raw.sip.max_burst.as_ref(),
+        "sip.max_cps",
+        "sip.max_burst",
+    );
+    let retry_after = match &raw.sip.retry_after_s {
+        None => 5,
+        Some(r) => match u32::try_from(*r.get_ref()) {
+            Ok(n) if (1..=86_400).contains(&n) => n,
+            _ => {
+                errs.push(
+                    r,
+                    "sip.retry_after_s",
+                    format!("{}: seconds must be from 1 to 86400", r.get_ref()),
+                );
+                5
+            }
+        },
+    };
+    let mut trunks = std::collections::HashMap::new();
+    let mut queues = Vec::new();
+    for (i, t) in raw.trunks.iter().enumerate() {
+        let key = |k: &str| format!("trunk[{i}].{k}");
+        let trunk = rate(
+            errs,
+            t.max_cps.as_ref(),
+            t.max_burst.as_ref(),
+            &key("max_cps"),
+            &key("max_burst"),
+        );
+        let per_source = rate(
+            errs,
+            t.max_cps_per_source.as_ref(),
+            t.max_burst_per_source.as_ref(),
+            &key("max_cps_per_source"),
+            &key("max_burst_per_source"),
+        );
+        let mut over = |errs: &mut Errors<'_>, v: Option<&Spanned<String>>, name: &str| {
+            let v = v?;
+            match OverLimit::parse(v.get_ref()) {
+                Ok(o) => {
+                    if let OverLimit::Queue(q) = &o {
+                        let line = (v.span().end > 0).then(|| line_of(errs.text, v.span().start));
+                        queues.push((
+                            q.clone(),
+                            ConfigError {
+                                file: errs.file.to_owned(),
+                                line,
+                                key: key(name),
+                                message: String::new(),
+                            },
+                        ));
+                    }
+                    Some(o)
+                }
+                Err(e) => {
+                    errs.push(v, key(name), e);
+                    None
+                }
+            }
+        };
+        let over_limit = over(errs, t.over_limit.as_ref(), "over_limit");
+        let over_source = over(
+            errs,
+            t.over_limit_per_source.as_ref(),
+            "over_limit_per_source",
+        );
+        if let (Some(v), None, None) = (&t.over_limit, trunk, per_source) {
+            if t.max_cps.is_none() && t.max_cps_per_source.is_none() {
+                errs.push(
+                    v,
+                    key("over_limit"),
+                    "nothing to be over: set max_cps or max_cps_per_source",
+                );
+            }
+        }
+        if let (Some(v), None) = (&t.over_limit_per_source, per_source) {
+            if t.max_cps_per_source.is_none() {
+                errs.push(
+                    v,
+                    key("over_limit_per_source"),
+                    "nothing to be over: set max_cps_per_source",
+                );
+            }
+        }
+        if trunk.is_none() && per_source.is_none() {
+            continue;
+        }
+        let over_limit = over_limit.unwrap_or(OverLimit::Reject(503));
+        trunks.insert(
+            t.name.get_ref().clone(),
+            TrunkLimits {
+                trunk,
+                over_limit_per_source: over_source.unwrap_or_else(|| over_limit.clone()),
+                over_limit,
+                per_source,
+            },
+        );
+    }
+    (
+        LimitsConfig {
+            node,
+            trunks,
+            retry_after,
+        },
+        queues,
+    )
 }
 
 type AdapterSections = (
@@ -954,6 +1169,49 @@ fn adapter_sections(errs: &mut Errors<'_>, raw: &Config, base: &Path) -> Adapter
         );
     }
     (crm, risk, stir, identity)
+}
+
+/// The dotted key line `line` (1-based) sets, under its table (`sip.max_cps`,
+/// `trunk[1].max_cps` for the second `[[trunk]]`); `None` when the line sets no key.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if i + 1 == line {
+            let (k, _) = l.split_once('=')?;
+            let k = k.trim().replace([' ', '"'], "");
+            if l.starts_with('[') || l.starts_with('#') || k.is_empty() {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                k
+            } else {
+                format!("{table}.{k}")
+            });
+        }
+        if let Some(name) = l.strip_prefix("[[") {
+            let name = name
+                .split("]]")
+                .next()
+                .unwrap_or("")
+                .replace([' ', '"'], "");
+            let n = arrays.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = l.strip_prefix('[') {
+            let name = name.split(']').next().unwrap_or("").replace([' ', '"'], "");
+            // A sub-table of the latest array element (`[trunk.cli]`) belongs to it.
+            table = match name.split_once('.') {
+                Some((head, rest)) => match arrays.get(head) {
+                    Some(n) => format!("{head}[{}].{rest}", n.saturating_sub(1)),
+                    None => name.clone(),
+                },
+                None => name.clone(),
+            };
+        }
+    }
+    None
 }
 
 /// The line that sets a dotted key (`crm.http.url`, `risk.policy[0].name`), else the line of

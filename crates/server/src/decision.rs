@@ -23,6 +23,9 @@ pub enum Why {
     /// The SIP layer answered before a decision (unknown source, draining, an unsupported
     /// `Require`, a malformed request) or gave one up (the decision timeout, a CANCEL).
     Early(tollgate_sip::EarlyReason),
+    /// Over a call-rate limit (the trunk's, one source address's, or the node's): answered
+    /// before enrichment and the rules, as that limit's `over_limit` says.
+    Limited(crate::limits::Scope),
 }
 
 impl Why {
@@ -30,6 +33,7 @@ impl Why {
         match self {
             Why::Decided(d) => d.as_str(),
             Why::Early(r) => r.as_str(),
+            Why::Limited(s) => s.decided_by(),
         }
     }
 }

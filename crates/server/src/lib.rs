@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod http;
+pub mod limits;
 pub mod pipeline;
 pub mod rules;
 
@@ -36,7 +37,15 @@ pub struct Bound {
 /// Builds the live rule store for a loaded config.
 pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
     rules::RuleStore::new(cfg.rules.clone(), cfg.rule_settings.clone())
-        .map(Arc::new)
+        .map(|mut store| {
+            store.require_queues(
+                cfg.overflow_queues
+                    .iter()
+                    .map(|(q, _)| q.as_str().to_owned())
+                    .collect(),
+            );
+            Arc::new(store)
+        })
         .map_err(|errs| {
             ConfigErrors(
                 errs.into_iter()
@@ -73,6 +82,7 @@ pub fn pipeline(
         enrich_deadline: cfg.enrich_deadline,
         clock: jiff::Timestamp::now,
         pops: std::sync::OnceLock::new(),
+        limits: Arc::new(limits::Limits::new(&cfg.limits)),
     }
 }
 
@@ -108,6 +118,7 @@ pub async fn prepare(
     intel: Arc<NumberIntel>,
 ) -> Result<Prepared, ConfigErrors> {
     let rules = rule_store(cfg)?;
+    overflow_queues_declared(cfg, &rules)?;
     let (pipeline, adapters) = wired_pipeline(cfg, plan, intel, Arc::clone(&rules))
         .await
         .map_err(|errs| {
@@ -130,6 +141,33 @@ pub async fn prepare(
         pipeline: Arc::new(pipeline),
         adapters,
     })
+}
+
+/// Every `over_limit = "queue:NAME"` names a queue of the rules' `queues.toml` (a rules
+/// directory declares every queue a call may be sent to; the table of `[routing]` has none).
+fn overflow_queues_declared(cfg: &Loaded, rules: &rules::RuleStore) -> Result<(), ConfigErrors> {
+    if !matches!(cfg.rules, rules::RuleSource::Dir(_)) {
+        return Ok(());
+    }
+    let current = rules.current();
+    let missing: Vec<ConfigError> = cfg
+        .overflow_queues
+        .iter()
+        .filter(|(q, _)| !current.queues.contains(q.as_str()))
+        .map(|(q, at)| ConfigError {
+            message: format!(
+                "overflow queue {:?} is not in {}",
+                q.as_str(),
+                tollgate_router::QUEUES_FILE
+            ),
+            ..at.clone()
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(missing))
+    }
 }
 
 /// Binds every configured address, naming the one that failed.
@@ -221,6 +259,7 @@ pub async fn serve_prepared(
             std::time::Duration::from_millis(risk.memory.sweep_ms),
         );
     }
+    limits::spawn_sweep(&pipeline.limits, std::time::Duration::from_secs(1));
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shutdown = {
         let draining = Arc::clone(&draining);

@@ -189,6 +189,9 @@ pub struct Outcome {
     /// The zone a rule on the caller's local time uses (`caller_time`), and why: the caller's
     /// one zone, else the dialled line's (`tollgate_core::caller_zone`).
     pub caller_zone: (Option<String>, Option<tollgate_core::ZoneChoice>),
+    /// What each call-rate limit said (explain's `limits` line; dry runs only, and only where
+    /// a limit applies to the call's trunk or the node).
+    pub limits: Option<String>,
 }
 
 /// The call handler the SIP layer calls (through [`Live`]), and `explain`'s engine.
@@ -215,6 +218,8 @@ pub struct Pipeline {
     /// Screen pops for routed calls (the HTTP API's hub, set once it runs); publishing never
     /// waits.
     pub pops: OnceLock<tollgate_api::Publisher>,
+    /// The call-rate limits, built once at start-up: a rules reload keeps their buckets.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Pipeline {
@@ -234,6 +239,7 @@ impl Pipeline {
             enrich_deadline: self.enrich_deadline,
             clock: self.clock,
             pops: OnceLock::new(),
+            limits: Arc::clone(&self.limits),
         }
     }
 
@@ -303,11 +309,14 @@ impl Pipeline {
         note
     }
 
-    /// The one decision path: number intelligence and CLI policy, enrichment under the
-    /// deadline, the stated overrides (dry runs only have any), rules and risk precedence.
+    /// The one decision path: number intelligence and CLI policy, the call-rate limits (from
+    /// `source`, the address the INVITE came from), enrichment under the deadline, the stated
+    /// overrides (dry runs only have any), rules and risk precedence. A dry run reads the
+    /// limits' buckets and charges none.
     pub async fn run(
         &self,
         facts: &mut CallFacts,
+        source: Option<std::net::IpAddr>,
         mode: Mode,
         now: jiff::Timestamp,
         overrides: &Overrides,
@@ -332,6 +341,42 @@ impl Pipeline {
                 policy: None,
                 overridden: Vec::new(),
                 caller_zone,
+                limits: None,
+            };
+        }
+        // The rate limits: after extraction (an emergency call is never limited) and the
+        // CLI policy (a call it rejects costs no token), before any enrichment is spent.
+        let charge = match mode {
+            Mode::Live => crate::limits::Charge::Live,
+            Mode::Dry { .. } => crate::limits::Charge::Dry,
+        };
+        let checked = self.limits.check(
+            &facts.trunk,
+            source,
+            facts.emergency,
+            charge,
+            mode != Mode::Live,
+        );
+        if let Some(limited) = checked.limited {
+            let rules = self.rules.current();
+            if mode == Mode::Live {
+                metrics::counter!(
+                    "tollgate_rate_limited_total",
+                    "trunk" => facts.trunk.to_string(),
+                    "limit" => limited.scope.as_str(),
+                    "action" => limited.action.label()
+                )
+                .increment(1);
+            }
+            return Outcome {
+                decision: limited.decision(&rules.acd_host, &rules.version),
+                why: Why::Limited(limited.scope),
+                enrich: "skipped",
+                trace: None,
+                policy: None,
+                overridden: Vec::new(),
+                caller_zone: self.caller_zone(facts),
+                limits: checked.report,
             };
         }
         let t = std::time::Instant::now();
@@ -351,6 +396,7 @@ impl Pipeline {
             policy: routed.policy,
             overridden,
             caller_zone,
+            limits: checked.report,
         }
     }
 
@@ -361,13 +407,15 @@ impl Pipeline {
         let out = self
             .run(
                 &mut call.facts,
+                Some(call.source.ip()),
                 Mode::Live,
                 now,
                 &Overrides::default(),
                 false,
             )
             .await;
-        if out.why != Why::Decided(DecidedBy::CliPolicy) {
+        // A call the CLI policy or a rate limit answered was not assessed: nothing to remember.
+        if matches!(out.why, Why::Decided(d) if d != DecidedBy::CliPolicy) {
             self.risk
                 .remember(&call.facts, &out.decision, std::time::SystemTime::from(now));
         }
@@ -400,6 +448,7 @@ impl Pipeline {
             policy: None,
             overridden: Vec::new(),
             caller_zone: (None, None),
+            limits: None,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct RuleStore {
     current: ArcSwap<Rules>,
     source: RuleSource,
     settings: Settings,
+    /// Queues the config sends calls to outside the rules (`over_limit = "queue:NAME"`); a
+    /// rules directory must keep declaring them.
+    required: Vec<String>,
 }
 
 impl RuleStore {
@@ -79,7 +82,39 @@ impl RuleStore {
             current: ArcSwap::from_pointee(rules),
             source,
             settings,
+            required: Vec::new(),
         })
+    }
+
+    /// Queues the config routes to itself (the rate limits' overflow queues): a reload whose
+    /// `queues.toml` no longer declares one is refused like any other error, and the live rules
+    /// stay. (The first load is checked by `prepare`, with the config line that names them.)
+    pub fn require_queues(&mut self, queues: Vec<String>) {
+        self.required = queues;
+    }
+
+    /// The rules from the source, with the required queues declared.
+    fn build(&self) -> Result<Rules, Vec<RuleError>> {
+        let rules = build(&self.source, &self.settings)?;
+        if !matches!(self.source, RuleSource::Dir(_)) {
+            return Ok(rules);
+        }
+        let missing: Vec<RuleError> = self
+            .required
+            .iter()
+            .filter(|q| !rules.queues.contains(q.as_str()))
+            .map(|q| RuleError {
+                file: tollgate_router::QUEUES_FILE.into(),
+                line: None,
+                key: "queues".into(),
+                message: format!("the overflow queue {q:?} (a trunk's over_limit) is not declared"),
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(rules)
+        } else {
+            Err(missing)
+        }
     }
 
     /// The rules a call routes by. Cheap: one atomic load.
@@ -91,7 +126,7 @@ impl RuleStore {
     /// the live rules and returns every error.
     pub fn reload(&self) -> Result<String, Vec<RuleError>> {
         let started = Instant::now();
-        match build(&self.source, &self.settings) {
+        match self.build() {
             Ok(rules) => {
                 let version = rules.version.clone();
                 let old = self.current.swap(Arc::new(rules));

@@ -225,7 +225,7 @@ pub async fn explain_call(spec: &CallSpec, pipeline: &Pipeline) -> Result<Explan
         fill_cache: spec.fill_cache,
     };
     let outcome = pipeline
-        .run(&mut facts, mode, at, &spec.overrides, true)
+        .run(&mut facts, spec.source, mode, at, &spec.overrides, true)
         .await;
     Ok(Explanation {
         facts: Some(facts),
@@ -332,6 +332,9 @@ pub fn render(e: &Explanation, rules_version: &str) -> String {
     for o in &e.outcome.overridden {
         let _ = writeln!(out, "override  {o}");
     }
+    if let Some(l) = &e.outcome.limits {
+        let _ = writeln!(out, "limits    {l}");
+    }
     let _ = writeln!(out, "at        {} (rules {rules_version})", e.at);
     if let Some(t) = &e.outcome.trace {
         if let Some(open) = t.open {
@@ -345,6 +348,12 @@ pub fn render(e: &Explanation, rules_version: &str) -> String {
         for line in t.render().lines() {
             let _ = writeln!(out, "  {line}");
         }
+    } else if let crate::decision::Why::Limited(scope) = e.outcome.why {
+        let _ = writeln!(
+            out,
+            "over the {} rate limit: answered before enrichment and the rules",
+            scope.as_str()
+        );
     } else {
         let _ = writeln!(out, "{} rejects the call before routing", r.decided_by);
     }
