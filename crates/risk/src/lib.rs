@@ -12,7 +12,7 @@
 //! - checks the ANI against the local [`ListSnapshot`] (no I/O), refreshed in the background
 //!   from the [`ListStore`] (a JSON file, or Redis hashes);
 //! - asks the optional [`IdentityVerifier`] (tollgate-stir) about Identity and verstat;
-//! - sums the weighted signals into a score and a level (see [`score`](crate::score) for the
+//! - sums the weighted signals into a score and a level (see [`score`] for the
 //!   table) and picks the answer: the block response, the verifier's rejection, the
 //!   fail-closed response, a verification queue, or nothing.
 //!

@@ -1,4 +1,4 @@
-//! Redis connections with explicit timeouts, and the circuit breaker in front of them.
+//! Redis connections with explicit timeouts, and the hold-off in front of them ([`HoldOff`]).
 //!
 //! redis 1.8's `ConnectionManager` reconnects but never retries a command, and with default
 //! settings a command sent while Redis is down waits ≈ 9.5 s: here every
@@ -257,16 +257,19 @@ pub async fn refuse_multi_node_cluster(cfg: &RedisConfig) -> Result<(), RiskErro
     }
 }
 
-/// Open for `span` after a failure: callers fail fast instead of queueing on a dead server.
+/// Held off for `span` after a failure: callers fail fast instead of queueing on a dead server.
+/// One failure holds off, one success lets calls through again: simpler than the CRM's circuit
+/// breaker (`tollgate_crm`'s, with a failure threshold and a half-open probe), hence its own
+/// name. Configured by `risk.redis.breaker_ms`.
 #[derive(Debug)]
-pub(crate) struct Breaker {
+pub(crate) struct HoldOff {
     epoch: Instant,
     /// Milliseconds since `epoch` until which calls are refused.
     open_until: AtomicU64,
     span: Duration,
 }
 
-impl Breaker {
+impl HoldOff {
     pub(crate) fn new(span: Duration) -> Self {
         Self {
             epoch: Instant::now(),

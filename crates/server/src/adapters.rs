@@ -1,5 +1,5 @@
 //! The adapters behind the pipeline's seams, built from the config: CRM lookups
-//! (tollgate-crm) as the [`Directory`], the risk engine (tollgate-risk) as the
+//! (tollgate-crm) as the [`CrmCheck`], the risk engine (tollgate-risk) as the
 //! [`RiskCheck`], and STIR/SHAKEN (tollgate-stir) as the risk engine's identity verifier. The
 //! adapter crates never see each other; this module is where they meet.
 //!
@@ -20,7 +20,7 @@ use tollgate_risk::{Caller, IdentityOutcome, IdentitySource, IdentityVerifier, R
 use tollgate_stir::Verifier;
 
 use crate::config::Loaded;
-use crate::pipeline::{BoxFuture, Directory, Mode, NoDirectory, NoRisk, RiskAnswer, RiskCheck};
+use crate::pipeline::{BoxFuture, CrmCheck, Mode, NoCrm, NoRisk, RiskAnswer, RiskCheck};
 
 /// How one trunk's caller identity is judged (`[[trunk]] trust_verstat`, `identity`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub struct AdapterErrors(pub Vec<AdapterError>);
 #[derive(Debug)]
 pub struct Adapters {
     pub risk: Arc<dyn RiskCheck>,
-    pub directory: Arc<dyn Directory>,
+    pub crm: Arc<dyn CrmCheck>,
     pub engine: Option<Arc<RiskEngine>>,
     pub lookup: Option<Lookup>,
 }
@@ -62,7 +62,7 @@ impl Adapters {
     pub fn none() -> Self {
         Self {
             risk: Arc::new(NoRisk),
-            directory: Arc::new(NoDirectory),
+            crm: Arc::new(NoCrm),
             engine: None,
             lookup: None,
         }
@@ -77,7 +77,7 @@ pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, Ada
     if let Some(crm) = &cfg.crm {
         match Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan))) {
             Ok(lookup) if lookup.kind() != tollgate_crm::Kind::None => {
-                out.directory = Arc::new(CrmDirectory(lookup.clone()));
+                out.crm = Arc::new(CrmAdapter(lookup.clone()));
                 out.lookup = Some(lookup);
             }
             Ok(_) => {}
@@ -161,9 +161,9 @@ pub fn spawn_sweep(engine: &Arc<RiskEngine>, period: std::time::Duration) {
 
 /// The CRM seam over tollgate-crm's protected stack (cache, breaker, rate cap, deadline).
 #[derive(Debug)]
-pub struct CrmDirectory(pub Lookup);
+pub struct CrmAdapter(pub Lookup);
 
-impl Directory for CrmDirectory {
+impl CrmCheck for CrmAdapter {
     fn lookup<'a>(
         &'a self,
         facts: &'a CallFacts,

@@ -21,7 +21,7 @@ use tollgate_core::{NumberIntel, NumberPlan};
 use tollgate_sip::{Context, Server};
 
 pub use config::{ConfigError, ConfigErrors, Loaded};
-pub use pipeline::{Directory, Live, Mode, NoDirectory, NoRisk, Overrides, Pipeline, RiskCheck};
+pub use pipeline::{CrmCheck, Live, Mode, NoCrm, NoRisk, Overrides, Pipeline, RiskCheck};
 
 /// Addresses actually bound (port 0 resolved), for tests and the start-up log.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub fn pipeline(
         cli_default: cfg.cli_default.clone(),
         rules,
         risk: Arc::new(NoRisk),
-        directory: Arc::new(NoDirectory),
+        crm: Arc::new(NoCrm),
         enrich_deadline: cfg.enrich_deadline,
         clock: jiff::Timestamp::now,
         pops: std::sync::OnceLock::new(),
@@ -97,7 +97,7 @@ pub async fn wired_pipeline(
     let built = adapters::build(cfg, &plan).await?;
     let mut p = pipeline(cfg, plan, intel, rules);
     p.risk = Arc::clone(&built.risk);
-    p.directory = Arc::clone(&built.directory);
+    p.crm = Arc::clone(&built.crm);
     Ok((p, built))
 }
 

@@ -63,7 +63,7 @@ pub trait RiskCheck: Send + Sync + std::fmt::Debug {
 }
 
 /// The CRM seam: a caller profile for the ANI (the lookup crate implements it).
-pub trait Directory: Send + Sync + std::fmt::Debug {
+pub trait CrmCheck: Send + Sync + std::fmt::Debug {
     fn lookup<'a>(
         &'a self,
         facts: &'a CallFacts,
@@ -88,9 +88,9 @@ impl RiskCheck for NoRisk {
 
 /// No CRM configured.
 #[derive(Debug, Default)]
-pub struct NoDirectory;
+pub struct NoCrm;
 
-impl Directory for NoDirectory {
+impl CrmCheck for NoCrm {
     fn lookup<'a>(
         &'a self,
         _: &'a CallFacts,
@@ -210,7 +210,7 @@ pub struct Pipeline {
     pub cli_default: CliConfig,
     pub rules: Arc<crate::rules::RuleStore>,
     pub risk: Arc<dyn RiskCheck>,
-    pub directory: Arc<dyn Directory>,
+    pub crm: Arc<dyn CrmCheck>,
     /// Risk and CRM together get this long; the call routes without them after.
     pub enrich_deadline: Duration,
     /// The wall clock rules see (business hours, repeat windows); tests pin it.
@@ -235,7 +235,7 @@ impl Pipeline {
             cli_default: self.cli_default.clone(),
             rules,
             risk: Arc::clone(&self.risk),
-            directory: Arc::clone(&self.directory),
+            crm: Arc::clone(&self.crm),
             enrich_deadline: self.enrich_deadline,
             clock: self.clock,
             pops: OnceLock::new(),
@@ -292,7 +292,7 @@ impl Pipeline {
         let now = std::time::SystemTime::from(now);
         let (risk, lookup) = tokio::join!(
             tokio::time::timeout_at(deadline, self.risk.assess(f, now, mode)),
-            tokio::time::timeout_at(deadline, self.directory.lookup(f, mode)),
+            tokio::time::timeout_at(deadline, self.crm.lookup(f, mode)),
         );
         let note = match (&risk, &lookup) {
             (Ok(_), Ok(_)) => "ok",

@@ -50,7 +50,7 @@ use redis::Script;
 
 use super::{Caller, Caps, Observation, Trust, VelocityCounts, VelocityStore};
 use crate::error::RiskError;
-use crate::redis_conn::Breaker;
+use crate::redis_conn::HoldOff;
 use crate::BoxFuture;
 
 const STORE: &str = "redis";
@@ -224,7 +224,7 @@ pub struct RedisVelocity {
     windows: Vec<u32>,
     caps: Caps,
     deadline: Duration,
-    breaker: Breaker,
+    breaker: HoldOff,
     /// How long a routed call is remembered (0: never).
     history_ttl_s: u64,
 }
@@ -258,7 +258,7 @@ impl RedisVelocity {
             windows,
             caps,
             deadline,
-            breaker: Breaker::new(breaker),
+            breaker: HoldOff::new(breaker),
             history_ttl_s: 86_400,
         }
     }
