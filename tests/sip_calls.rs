@@ -97,7 +97,11 @@ async fn charge_info_privacy_and_verstat_are_facts_not_the_ani() {
     assert!(f.privacy.id && f.privacy.critical && f.privacy.restricts_presentation());
     assert_eq!(f.verstat.as_deref(), Some("TN-Validation-Passed"));
     assert_eq!(f.identity.len(), 1);
-    assert!(f.identity[0].ends_with("ppt=shaken"));
+    // Parsed by the SIP layer: the stir crate gets the parameters, not the raw line.
+    match &f.identity[0] {
+        tollgate_core::IdentityValue::Parsed(h) => assert_eq!(h.ppt.as_deref(), Some("shaken")),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         f.presented,
         PartyNumber::Withheld(tollgate_core::Withheld::Anonymous)

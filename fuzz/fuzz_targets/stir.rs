@@ -16,7 +16,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tollgate_stir::{from_verstat, parse_identity, parse_tn_auth_list, Passport, StiCertificate};
+use tollgate_sip::identity::parse_identity;
+use tollgate_stir::{from_verstat, parse_tn_auth_list, Passport, StiCertificate};
 
 const PUBLIC: &[u8] = include_bytes!("../stir/public.bin");
 const CERT: &[u8] = include_bytes!("../stir/cert.der");

@@ -296,8 +296,9 @@ pub struct CallFacts {
     pub oli: Option<CompactString>,
     /// Upstream STIR/SHAKEN verification status (3GPP `verstat`).
     pub verstat: Option<CompactString>,
-    /// Raw Identity header values (RFC 8224), verified by the risk crate.
-    pub identity: Vec<String>,
+    /// Identity headers (RFC 8224), parsed by the SIP layer, verified by the risk crate (through
+    /// the stir crate).
+    pub identity: Vec<crate::IdentityValue>,
     pub dnis: PartyNumber,
     pub dnis_source: DnisSource,
     pub dnis_candidates: Candidates<DnisCandidate>,

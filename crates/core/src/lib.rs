@@ -7,6 +7,7 @@ mod classify;
 mod clid;
 mod facts;
 mod geo;
+mod identity;
 mod intel;
 mod metadata;
 mod number;
@@ -25,6 +26,7 @@ pub use facts::{
     Transport, UriScheme, Verification,
 };
 pub use geo::{caller_zone, zone_for, GeoError, GeoInfo, Geography, ZoneChoice};
+pub use identity::{IdentityHeader, IdentityValue};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};

@@ -316,7 +316,7 @@ async fn a_high_enough_score_blocks_without_a_list() {
             ..IdentityOutcome::default()
         })));
     let mut f = facts("s", "18005559999", DNIS);
-    f.identity = vec!["eyJ...".into()];
+    f.identity = presented("eyJ...");
     f.ani_info.as_mut().unwrap().kind = NumberKind::TollFree;
     f.sources_disagree = true;
     let a = e.assess(&f, at(0)).await;
@@ -339,7 +339,7 @@ async fn the_identity_hook_is_scored_and_its_rejection_applied() {
         }
     };
     let mut f = facts("id", ANI, DNIS);
-    f.identity = vec!["eyJhbGciOiJFUzI1NiJ9...".into()];
+    f.identity = presented("eyJhbGciOiJFUzI1NiJ9...");
 
     let e = with(IdentityOutcome {
         attestation: Some(Attestation::A),
@@ -622,7 +622,7 @@ async fn a_blocked_call_has_level_blocked_and_the_block_answer_even_with_an_iden
         })));
     block(&e, ListKind::Block, ANI).await;
     let mut f = facts("b", ANI, DNIS);
-    f.identity = vec!["eyJ...".into()];
+    f.identity = presented("eyJ...");
     let a = e.assess(&f, at(0)).await;
     assert_eq!(a.level, RiskLevel::Blocked);
     assert_eq!(a.reject.unwrap().code, 603, "the block answer comes first");
@@ -630,4 +630,17 @@ async fn a_blocked_call_has_level_blocked_and_the_block_answer_even_with_an_iden
     let a = e.assess(&facts("o", "12125550000", DNIS), at(0)).await;
     assert_ne!(a.level, RiskLevel::Blocked);
     assert_eq!(a.reject.unwrap().code, 438);
+}
+
+/// One Identity header, as the SIP layer hands it over (the fixed verifiers never read it).
+fn presented(token: &str) -> Vec<tollgate_core::IdentityValue> {
+    vec![tollgate_core::IdentityValue::Parsed(
+        tollgate_core::IdentityHeader {
+            token: token.into(),
+            info: Some("https://cert.example/sp.pem".into()),
+            alg: None,
+            ppt: Some("shaken".into()),
+            other: Vec::new(),
+        },
+    )]
 }

@@ -353,7 +353,9 @@ pub fn extract<'a>(
         })
         .flatten();
     let identity = if trusted {
-        msg.lines(HeaderName::Identity).map(str::to_owned).collect()
+        msg.lines(HeaderName::Identity)
+            .map(crate::identity::identity_value)
+            .collect()
     } else {
         Vec::new()
     };

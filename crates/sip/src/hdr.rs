@@ -103,7 +103,7 @@ pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
 
 /// Reads a quoted-string at the start of `s` (which starts with `"`); returns the content
 /// (escapes resolved) and the rest after the closing quote.
-fn quoted_string(s: &str) -> Result<(Cow<'_, str>, &str), ValueError> {
+pub(crate) fn quoted_string(s: &str) -> Result<(Cow<'_, str>, &str), ValueError> {
     let b = s.as_bytes();
     let mut i = 1;
     let mut escaped = false;

@@ -6,6 +6,7 @@
 
 pub mod extract;
 pub mod hdr;
+pub mod identity;
 pub mod message;
 pub mod response;
 mod scan;

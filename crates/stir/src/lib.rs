@@ -1,5 +1,6 @@
-//! STIR/SHAKEN for Tollgate: parses RFC 8224 `Identity` headers and verifies the SHAKEN
-//! PASSporTs in them (RFC 8225, RFC 8588), and reads the carrier's `verstat`.
+//! STIR/SHAKEN for Tollgate: verifies the SHAKEN PASSporTs in RFC 8224 `Identity` headers
+//! (RFC 8225, RFC 8588), and reads the carrier's `verstat`. The headers arrive parsed: the SIP
+//! layer reads their parameters (`tollgate_sip::identity`) into `tollgate_core::IdentityValue`.
 //!
 //! The risk crate calls [`Verifier::verify`] with `CallFacts::identity`, the canonical ANI and
 //! DNIS digits and the call's time, and gets a [`StirOutcome`] (attestation, verified / failed
@@ -30,7 +31,6 @@ mod cert;
 mod config;
 mod error;
 mod fetch;
-mod identity;
 mod passport;
 mod verify;
 mod verstat;
@@ -38,7 +38,7 @@ mod verstat;
 pub use cert::{parse_tn_auth_list, StiCertificate, TnAuthList, TnEntry};
 pub use config::StirConfig;
 pub use error::{ConfigError, ErrorKind, StirError};
-pub use identity::{parse_identity, IdentityHeader};
 pub use passport::{Claims, Passport, PassportHeader};
+pub use tollgate_core::{IdentityHeader, IdentityValue};
 pub use verify::{StirOutcome, StirVerification, VerifiedPassport, Verifier};
 pub use verstat::from_verstat;

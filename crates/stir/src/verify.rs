@@ -8,13 +8,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
 use rustls_pki_types::TrustAnchor;
-use tollgate_core::{Attestation, Verification};
+use tollgate_core::{Attestation, IdentityHeader, IdentityValue, Verification};
 
 use crate::cert::{StiCertificate, TnAuthList};
 use crate::config::StirConfig;
 use crate::error::{ConfigError, StirError};
 use crate::fetch::{fetch, http_client, UrlPolicy};
-use crate::identity::parse_identity;
 use crate::passport::{b64_decode, split_token, verify_es256, Claims, PassportHeader};
 
 /// What verification concluded for a request.
@@ -154,24 +153,25 @@ impl Verifier {
         self.anchors.len()
     }
 
-    /// Verifies a request's Identity headers (raw values, as in `CallFacts::identity`).
+    /// Verifies a request's Identity headers (as the SIP layer parsed them: `CallFacts::identity`).
     ///
     /// `ani_digits` and `dnis_digits` are the canonical numbers (RFC 8224 §8.3: E.164 digits,
     /// no `+`); `now` is the time to judge `iat` and certificate validity by.
     /// The request verifies if any one header does (RFC 8224 §6.2.1).
-    pub async fn verify<S: AsRef<str>>(
+    pub async fn verify(
         &self,
-        identity_headers: &[S],
+        identity_headers: &[IdentityValue],
         ani_digits: &str,
         dnis_digits: &str,
         now: SystemTime,
     ) -> StirOutcome {
         let mut first_error: Option<StirError> = None;
         for header in identity_headers {
-            match self
-                .verify_one(header.as_ref(), ani_digits, dnis_digits, now)
-                .await
-            {
+            let verified = match header {
+                IdentityValue::Parsed(h) => self.verify_one(h, ani_digits, dnis_digits, now).await,
+                IdentityValue::Malformed(why) => Err(StirError::Malformed(why.clone())),
+            };
+            match verified {
                 Ok(v) => {
                     return StirOutcome {
                         attestation: Some(v.claims.attest),
@@ -205,15 +205,15 @@ impl Verifier {
     /// for a token that already fails on its own.
     pub async fn verify_one(
         &self,
-        identity: &str,
+        id: &IdentityHeader,
         ani_digits: &str,
         dnis_digits: &str,
         now: SystemTime,
     ) -> Result<VerifiedPassport, StirError> {
         let now_s = unix_secs(now);
 
-        // Step 1: the Identity parameters. Unsupported ppt: ignore this header.
-        let id = parse_identity(identity)?;
+        // Step 1: the Identity parameters (parsed by the SIP layer). Unsupported ppt: ignore
+        // this header.
         let ppt = match id.ppt.as_deref() {
             Some(p) if p.eq_ignore_ascii_case("shaken") => p,
             other => return Err(StirError::UnsupportedPpt(other.map(str::to_string))),

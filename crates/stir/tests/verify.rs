@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use tollgate_core::{Attestation, Verification};
+use tollgate_sip::identity::{identity_value, parse_identity};
 use tollgate_stir::{
     ErrorKind, StirConfig, StirError, StirOutcome, StirVerification, TnAuthList, TnEntry, Verifier,
 };
@@ -63,8 +64,10 @@ impl Fixture {
         )
     }
 
+    /// Verifies header lines as a call carries them: parsed by the SIP layer first.
     async fn verify(&self, headers: &[String]) -> StirOutcome {
-        self.verifier.verify(headers, ANI, DNIS, self.now).await
+        let values: Vec<_> = headers.iter().map(|h| identity_value(h)).collect();
+        self.verifier.verify(&values, ANI, DNIS, self.now).await
     }
 
     /// Verifies one header and returns the error, checking its SIP response.
@@ -97,7 +100,7 @@ async fn good_token_verifies_with_attestation_a() {
 
     let v = f
         .verifier
-        .verify_one(&header, ANI, DNIS, f.now)
+        .verify_one(&parse_identity(&header).unwrap(), ANI, DNIS, f.now)
         .await
         .unwrap();
     assert_eq!(
@@ -120,7 +123,7 @@ async fn attestation_b_and_c_and_formatted_numbers() {
             .verifier
             // The caller's digits may still carry + or separators: compared canonically.
             .verify(
-                &[identity(&token, &f.x5u)],
+                &[identity_value(&identity(&token, &f.x5u))],
                 "+1-215-555-1212",
                 "+18005550100",
                 f.now,
@@ -321,7 +324,7 @@ async fn chain_validity_is_judged_at_now_even_when_cached() {
     );
     let out = f
         .verifier
-        .verify(&[identity(&token, &url)], ANI, DNIS, t1)
+        .verify(&[identity_value(&identity(&token, &url))], ANI, DNIS, t1)
         .await;
     assert_eq!(out.verification, StirVerification::Verified, "{out:?}");
     // 2031-01-01: same cached certificate, now expired.
@@ -332,7 +335,7 @@ async fn chain_validity_is_judged_at_now_even_when_cached() {
     );
     let out = f
         .verifier
-        .verify(&[identity(&token, &url)], ANI, DNIS, t2)
+        .verify(&[identity_value(&identity(&token, &url))], ANI, DNIS, t2)
         .await;
     assert!(
         matches!(
@@ -482,14 +485,14 @@ async fn certificate_is_fetched_once_then_refetched_after_max_age() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let (v, h, now) = (verifier.clone(), header.clone(), f.now);
-        tasks.spawn(async move { v.verify(&[h], ANI, DNIS, now).await });
+        tasks.spawn(async move { v.verify(&[identity_value(&h)], ANI, DNIS, now).await });
     }
     while let Some(out) = tasks.join_next().await {
         assert_eq!(out.unwrap().verification, StirVerification::Verified);
     }
     for _ in 0..20 {
         let out = verifier
-            .verify(std::slice::from_ref(&header), ANI, DNIS, f.now)
+            .verify(&[identity_value(&header)], ANI, DNIS, f.now)
             .await;
         assert_eq!(out.verification, StirVerification::Verified);
     }
@@ -497,7 +500,7 @@ async fn certificate_is_fetched_once_then_refetched_after_max_age() {
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let out = verifier
-        .verify(std::slice::from_ref(&header), ANI, DNIS, f.now)
+        .verify(&[identity_value(&header)], ANI, DNIS, f.now)
         .await;
     assert_eq!(out.verification, StirVerification::Verified);
     assert_eq!(f.server.hits("/ttl.pem"), 2, "refetched after max-age");
@@ -585,4 +588,20 @@ fn anchors_directory_must_hold_a_certificate() {
     )
     .unwrap();
     assert!(Verifier::new(&StirConfig::new(empty.path())).is_err());
+}
+
+/// An Identity header the SIP layer could not parse reaches the verifier as `Malformed` and
+/// fails 438 Invalid Identity Header (RFC 8224 §6.2.2), like a bad token.
+#[tokio::test]
+async fn a_header_the_sip_layer_could_not_parse_fails_438() {
+    let f = Fixture::new().await;
+    for bad in [
+        "a.b;info=<https://x>",
+        "a.b.c;ppt=shaken;ppt=div",
+        "a.b.c;info=<https://x",
+        "a.b.c!;ppt=shaken",
+    ] {
+        let e = f.expect(bad.to_owned(), 438).await;
+        assert!(matches!(e, StirError::Malformed(_)), "{bad}: {e}");
+    }
 }
