@@ -190,3 +190,17 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod never_panics {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, and any text after a valid token: an answer, never a panic.
+        #[test]
+        fn on_any_text(s in ".{0,200}", tail in "[;=<>\"\\\\a-z ]{0,40}") {
+            let _ = super::parse_identity(&s);
+            let _ = super::identity_value(&format!("a.b.c;{tail}"));
+        }
+    }
+}
