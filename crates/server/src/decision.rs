@@ -81,6 +81,14 @@ pub struct DecisionRecord<'a> {
     pub crm: &'static str,
     pub crm_customer: &'a str,
     pub crm_tier: &'a str,
+    /// The profile's other fields rules match on (`language`, `tag`, `open_cases_*`,
+    /// `attribute`), so that `tollgate diff --decisions` replays them: the language, the tags
+    /// and the attributes (`key=value`) comma-separated with `%`, `,` and `=` inside a value
+    /// written `%25`, `%2C` and `%3D`; "-" without a profile or a value.
+    pub crm_language: &'a str,
+    pub crm_tags: String,
+    pub crm_open_cases: String,
+    pub crm_attributes: String,
     pub risk: &'static str,
     pub risk_score: i32,
     pub risk_signals: String,
@@ -89,6 +97,12 @@ pub struct DecisionRecord<'a> {
     pub attestation: &'static str,
     pub verification: Cow<'a, str>,
     pub repeat_of: &'a str,
+    /// When the caller's previous call was (`repeat_of`), Unix seconds; 0 without one
+    /// (`repeat_within` rules compare it with the call's time).
+    pub repeat_seen: i64,
+    /// The risk policy's verification queue for this caller (gray-listed or high risk), "-"
+    /// when it has none; the call went there only when `decided_by` is `risk-verify`.
+    pub risk_verify_queue: &'a str,
     /// "302" or "reject".
     pub outcome: &'static str,
     /// The SIP status sent: 302, or the rejection's code.
@@ -123,6 +137,57 @@ fn risk_signals(risk: Option<&RiskAssessment>) -> String {
             out.push(',');
         }
         let _ = write!(out, "{}:{:+}", s.name, s.weight);
+    }
+    out
+}
+
+/// `%`, `,` and `=` inside one value of a comma-separated field, percent-encoded
+/// ([`unescape`] reads it back).
+pub fn escape(v: &str) -> Cow<'_, str> {
+    if !v.contains(['%', ',', '=']) {
+        return Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 4);
+    for c in v.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ',' => out.push_str("%2C"),
+            '=' => out.push_str("%3D"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The value [`escape`] wrote.
+pub fn unescape(v: &str) -> String {
+    v.replace("%2C", ",")
+        .replace("%2c", ",")
+        .replace("%3D", "=")
+        .replace("%3d", "=")
+        .replace("%25", "%")
+}
+
+/// The profile's tags, comma-separated.
+fn tags(p: Option<&tollgate_core::CallerProfile>) -> String {
+    let mut out = String::new();
+    for t in p.map(|p| p.tags.as_slice()).unwrap_or_default() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&escape(t));
+    }
+    out
+}
+
+/// The profile's attributes, `key=value` comma-separated.
+fn attributes(p: Option<&tollgate_core::CallerProfile>) -> String {
+    let mut out = String::new();
+    for (k, v) in p.iter().flat_map(|p| p.attributes.iter()) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{}={}", escape(k), escape(v));
     }
     out
 }
@@ -200,6 +265,12 @@ impl<'a> DecisionRecord<'a> {
             crm: f.lookup.as_str(),
             crm_customer: profile.map_or("-", |p| p.customer_id.as_str()),
             crm_tier: profile.and_then(|p| p.tier.as_deref()).unwrap_or("-"),
+            crm_language: profile.and_then(|p| p.language.as_deref()).unwrap_or("-"),
+            crm_tags: tags(profile),
+            crm_open_cases: profile
+                .and_then(|p| p.open_cases)
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            crm_attributes: attributes(profile),
             risk: risk.map_or("-", |r| r.level.as_str()),
             risk_score: risk.map_or(0, |r| r.score),
             risk_signals: risk_signals(risk),
@@ -208,6 +279,10 @@ impl<'a> DecisionRecord<'a> {
             attestation: risk.and_then(|r| r.attestation).map_or("-", |a| a.as_str()),
             verification: risk.map_or(Cow::Borrowed("-"), |r| verification(&r.verification)),
             repeat_of: f.history.as_ref().map_or("-", |h| h.last_queue.as_str()),
+            repeat_seen: f.history.as_ref().map_or(0, |h| h.last_seen),
+            risk_verify_queue: risk
+                .and_then(|r| r.verify_queue.as_ref())
+                .map_or("-", |q| q.as_str()),
             outcome,
             status,
             queue,
@@ -278,6 +353,10 @@ impl<'a> DecisionRecord<'a> {
             crm: "skipped",
             crm_customer: "-",
             crm_tier: "-",
+            crm_language: "-",
+            crm_tags: String::new(),
+            crm_open_cases: "-".to_owned(),
+            crm_attributes: String::new(),
             risk: "-",
             risk_score: 0,
             risk_signals: String::new(),
@@ -286,6 +365,8 @@ impl<'a> DecisionRecord<'a> {
             attestation: "-",
             verification: Cow::Borrowed("-"),
             repeat_of: "-",
+            repeat_seen: 0,
+            risk_verify_queue: "-",
             outcome: "reject",
             status: req.status,
             queue: "-",
@@ -334,6 +415,10 @@ impl<'a> DecisionRecord<'a> {
             crm = self.crm,
             crm_customer = self.crm_customer,
             crm_tier = self.crm_tier,
+            crm_language = self.crm_language,
+            crm_tags = %self.crm_tags,
+            crm_open_cases = %self.crm_open_cases,
+            crm_attributes = %self.crm_attributes,
             risk = self.risk,
             risk_score = self.risk_score,
             risk_signals = %self.risk_signals,
@@ -342,6 +427,8 @@ impl<'a> DecisionRecord<'a> {
             attestation = self.attestation,
             verification = %self.verification,
             repeat_of = self.repeat_of,
+            repeat_seen = self.repeat_seen,
+            risk_verify_queue = self.risk_verify_queue,
             outcome = self.outcome,
             status = self.status,
             queue = self.queue,

@@ -91,7 +91,11 @@ enum Cmd {
         json: bool,
     },
     /// Replay calls against the live and a candidate rules directory; print what would change.
-    /// Exit status as diff(1): 0 no call moves, 1 some do, 2 an error.
+    /// The calls: a CSV (--calls), the node's own JSON decision log (--decisions) or a SIP
+    /// capture, pcap or pcapng (--pcap). Exit status as diff(1): 0 no call moves, 1 some do,
+    /// 2 an error (for a log or a capture also: a line or packet that could not be read, named
+    /// on stderr; the calls read were still replayed and reported).
+    #[command(group(clap::ArgGroup::new("input").required(true)))]
     Diff {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -99,8 +103,23 @@ enum Cmd {
         #[arg(long)]
         rules: PathBuf,
         /// Calls CSV: header row with ani,dnis[,time,trunk,tier,language,tags,open_cases,risk,lists,attestation,last_queue,last_seen_ago_s].
+        #[arg(long, group = "input")]
+        calls: Option<PathBuf>,
+        /// A decision log (the JSON lines `log.format = "json"` writes; other lines are
+        /// skipped): every decided call replayed on its logged facts at its logged time.
+        #[arg(long, group = "input")]
+        decisions: Option<PathBuf>,
+        /// A SIP capture (pcap or pcapng; UDP, and TCP reassembled): every INVITE replayed as
+        /// the node would take it from the packet's source address, at the packet's time.
+        #[arg(long, group = "input")]
+        pcap: Option<PathBuf>,
+        /// With --pcap: only packets sent to this address (IP or IP:PORT) count.
+        #[arg(long, requires = "pcap")]
+        to: Option<tollgate_server::cmd::capture::Destination>,
+        /// With --decisions or --pcap: one JSON line per replayed call (the live and candidate
+        /// decision records), then a summary line.
         #[arg(long)]
-        calls: PathBuf,
+        json: bool,
     },
     /// Manage the block, gray and allow lists in the configured store (file or Redis); running
     /// nodes see changes within risk.list_refresh_ms.
@@ -268,7 +287,12 @@ fn main() -> ExitCode {
             config,
             rules,
             calls,
+            decisions,
+            pcap,
+            to,
+            json,
         } => {
+            let stdout = std::io::stdout();
             let result = offline(config.as_deref(), &plan, None, move |live, cfg| {
                 Box::pin(async move {
                     let candidate = tollgate_server::rules::RuleStore::new(
@@ -280,19 +304,53 @@ fn main() -> ExitCode {
                         format!("the candidate rules do not load:\n{}", list.join("\n"))
                     })?;
                     let candidate = live.with_rules(Arc::new(candidate));
-                    let calls = tollgate_server::cmd::explain::calls_from_csv(&calls)
-                        .map_err(|e| e.to_string())?;
-                    tollgate_server::cmd::explain::diff(&calls, live, &candidate)
-                        .await
-                        .map_err(|e| e.to_string())
+                    let mut out = stdout.lock();
+                    let replayed = match (&decisions, &pcap, &calls) {
+                        (Some(log), _, _) => {
+                            tollgate_server::cmd::replay::diff_decisions(
+                                log, live, &candidate, json, &mut out,
+                            )
+                            .await
+                        }
+                        (None, Some(capture), _) => {
+                            tollgate_server::cmd::replay::diff_pcap(
+                                capture, to, live, &candidate, json, &mut out,
+                            )
+                            .await
+                        }
+                        (None, None, Some(calls)) => {
+                            let calls = tollgate_server::cmd::explain::calls_from_csv(calls)
+                                .map_err(|e| e.to_string())?;
+                            tollgate_server::cmd::explain::diff(&calls, live, &candidate)
+                                .await
+                                .map(|(text, moved)| {
+                                    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+                                    tollgate_server::cmd::replay::Summary {
+                                        moved,
+                                        problems: Vec::new(),
+                                    }
+                                })
+                        }
+                        (None, None, None) => {
+                            return Err("diff needs --calls, --decisions or --pcap".to_owned())
+                        }
+                    };
+                    replayed.map_err(|e| e.to_string())
                 })
             });
             // As diff(1) does, so a review script can gate on it: 0 nothing moves, 1 some
-            // calls move, 2 trouble.
+            // calls move, 2 trouble (a line or packet that could not be read included: the
+            // report is still printed, the problems go to stderr).
             match result {
-                Ok((text, changed)) => {
-                    print!("{text}");
-                    ExitCode::from(u8::from(changed > 0))
+                Ok(summary) => {
+                    for p in &summary.problems {
+                        eprintln!("tollgate diff: {p}");
+                    }
+                    if summary.problems.is_empty() {
+                        ExitCode::from(u8::from(summary.moved > 0))
+                    } else {
+                        ExitCode::from(2)
+                    }
                 }
                 Err(e) => {
                     eprintln!("{e}");

@@ -235,7 +235,7 @@ pub async fn explain_call(spec: &CallSpec, pipeline: &Pipeline) -> Result<Explan
     })
 }
 
-fn describe(d: &Decision) -> String {
+pub fn describe(d: &Decision) -> String {
     match &d.action {
         DecisionAction::Route(t) => {
             let mut s = format!("302 → {}@{}", t.queue, t.host);

@@ -1,0 +1,847 @@
+//! The INVITEs of a SIP capture (`tollgate diff --pcap`): pcap or pcapng files as tcpdump,
+//! dumpcap and sngrep write them, read with `pcap-parser`; link, IP, UDP and TCP headers with
+//! `etherparse`; TCP reassembled per flow by sequence number and split into messages by the SIP
+//! layer's own framing ([`tollgate_sip::message::drain_frames`]). Only INVITE requests come out,
+//! each once (a retransmission has the same Call-ID, CSeq and Via branch), with the address it
+//! came from and when; what the live node makes of them is the caller's business
+//! ([`crate::cmd::explain::facts_for`]).
+//!
+//! A capture is network input: nothing here panics. A bad packet is a [`Problem`] naming its
+//! number (Wireshark's frame number) and byte offset, and reading goes on with the next one; a
+//! record header that cannot be read (a truncated file, a corrupt length) ends the reading, as
+//! pcap has no marker to find the next record by, and what was read is still handed over.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
+use jiff::Timestamp;
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
+use tollgate_core::Transport;
+use tollgate_sip::message::{Framed, HeaderName, Message, StartLine, MAX_MESSAGE};
+
+/// The reader's buffer: a whole record must fit (a SIP packet is at most 64 KiB plus headers),
+/// so a record claiming more is a corrupt header, not a reason to allocate.
+const BUFFER: usize = 1 << 20;
+/// TCP flows followed at once; past it the flow idle longest is dropped.
+pub const MAX_FLOWS: usize = 1024;
+/// Out-of-order bytes held per TCP flow waiting for a missing segment; past it the gap is
+/// declared lost and the stream resynchronised at the next message.
+pub const MAX_PENDING: usize = 256 * 1024;
+/// How long (capture time) an INVITE's key is remembered to recognise its retransmissions:
+/// 64 × T1, the INVITE transaction's lifetime (RFC 3261 timer B).
+const DEDUPE_SECONDS: i64 = 64;
+
+/// One INVITE read from the capture.
+#[derive(Clone, Debug)]
+pub struct Invite {
+    /// The packet it came in (the one that completed it, for TCP), numbered from 1 as Wireshark
+    /// numbers frames.
+    pub packet: u64,
+    pub at: Option<Timestamp>,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub transport: Transport,
+    pub text: String,
+}
+
+/// What could not be read, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub packet: u64,
+    /// The byte offset of the packet's record in the file.
+    pub offset: u64,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "packet {} (byte offset {}): {}",
+            self.packet, self.offset, self.message
+        )
+    }
+}
+
+/// What the reading counted besides the INVITEs.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub packets: u64,
+    pub invites: u64,
+    /// INVITEs seen again (same Call-ID, CSeq and Via branch), not replayed twice.
+    pub retransmissions: u64,
+    /// SIP messages other than INVITE requests (responses, ACKs, OPTIONS, ...).
+    pub other_sip: u64,
+    /// Packets that are not SIP over UDP or TCP (RTP, DNS, ARP, ...).
+    pub not_sip: u64,
+    /// TCP segments whose bytes had all been seen already.
+    pub tcp_duplicates: u64,
+    /// IP fragments (not reassembled: reported).
+    pub fragments: u64,
+    /// Packets to other addresses than `--to`.
+    pub filtered: u64,
+}
+
+/// Only packets sent to this address (and port) count: the node or the system being replaced,
+/// not what it sends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl std::str::FromStr for Destination {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Self {
+                ip: a.ip(),
+                port: Some(a.port()),
+            });
+        }
+        s.trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .map(|ip| Self { ip, port: None })
+            .map_err(|_| format!("--to {s:?}: an IP address, or IP:PORT"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Flow {
+    src: SocketAddr,
+    dst: SocketAddr,
+}
+
+/// One direction of a TCP connection being reassembled.
+#[derive(Debug, Default)]
+struct Stream {
+    /// The sequence number of the next byte expected, and its offset in the stream.
+    next_seq: Option<u32>,
+    next_abs: u64,
+    /// Bytes in order, not yet a whole message (at most two messages' worth).
+    buf: Vec<u8>,
+    /// Segments ahead of `next_abs`, by stream offset.
+    pending: BTreeMap<u64, Vec<u8>>,
+    pending_bytes: usize,
+    /// The stream was cut (a gap, a frame that could not be split): skip to the next start line.
+    resync: bool,
+    last_packet: u64,
+}
+
+/// Reads a capture one INVITE at a time ([`CaptureReader::next_invite`]).
+pub struct CaptureReader {
+    reader: Box<dyn PcapReaderIterator + Send>,
+    /// Data packets read so far (the last one's number).
+    packet: u64,
+    /// Byte offset of the next block.
+    offset: u64,
+    legacy: Option<(Linktype, bool)>,
+    /// pcapng: the current section's interfaces (link type, timestamp units per second,
+    /// offset in seconds).
+    interfaces: Vec<(Linktype, u64, i64)>,
+    flows: HashMap<Flow, Stream>,
+    seen: HashSet<String>,
+    seen_order: VecDeque<(i64, String)>,
+    ready: VecDeque<Invite>,
+    to: Option<Destination>,
+    done: bool,
+    unsupported_link: HashSet<i32>,
+    pub problems: Vec<Problem>,
+    pub stats: Stats,
+}
+
+impl fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("packet", &self.packet)
+            .field("offset", &self.offset)
+            .field("flows", &self.flows.len())
+            .field("problems", &self.problems.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaptureReader {
+    /// Opens a pcap or pcapng file; an error when it is neither (or unreadable).
+    pub fn open(path: &Path, to: Option<Destination>) -> Result<Self, String> {
+        let name = path.display();
+        let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
+        let reader = pcap_parser::create_reader(BUFFER, file).map_err(|e| match e {
+            PcapError::Eof => format!("{name}: empty file"),
+            PcapError::HeaderNotRecognized => {
+                format!("{name}: not a pcap or pcapng capture (unknown file header)")
+            }
+            PcapError::Incomplete(_) | PcapError::UnexpectedEof => {
+                format!("{name}: truncated in the file header")
+            }
+            other => format!("{name}: not a readable capture: {other:?}"),
+        })?;
+        Ok(Self {
+            reader,
+            packet: 0,
+            offset: 0,
+            legacy: None,
+            interfaces: Vec::new(),
+            flows: HashMap::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            ready: VecDeque::new(),
+            to,
+            done: false,
+            unsupported_link: HashSet::new(),
+            problems: Vec::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The next INVITE of the capture, in capture order; `None` at the end (or after a record
+    /// that cannot be read: see [`CaptureReader::problems`]).
+    pub fn next_invite(&mut self) -> Option<Invite> {
+        loop {
+            if let Some(i) = self.ready.pop_front() {
+                return Some(i);
+            }
+            if self.done {
+                return None;
+            }
+            self.step();
+        }
+    }
+
+    fn problem(&mut self, packet: u64, offset: u64, message: impl Into<String>) {
+        self.problems.push(Problem {
+            packet,
+            offset,
+            message: message.into(),
+        });
+    }
+
+    /// Reads one block.
+    fn step(&mut self) {
+        let at = self.offset;
+        let next = self.packet + 1;
+        let packet = match self.reader.next() {
+            Ok((len, block)) => {
+                let packet = match block {
+                    PcapBlockOwned::LegacyHeader(h) => {
+                        self.legacy = Some((h.network, h.is_nanosecond_precision()));
+                        None
+                    }
+                    PcapBlockOwned::Legacy(b) => {
+                        let (link, nanos) = self.legacy.unwrap_or((Linktype::ETHERNET, false));
+                        let frac = i128::from(b.ts_usec) * if nanos { 1 } else { 1000 };
+                        let ns = i128::from(b.ts_sec) * 1_000_000_000 + frac;
+                        let short = (b.caplen < b.origlen).then_some((b.caplen, b.origlen));
+                        Some((link, Some(ns), b.data.to_vec(), short))
+                    }
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                        self.interfaces.clear();
+                        None
+                    }
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        self.interfaces.push((
+                            idb.linktype,
+                            idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                            idb.if_tsoffset,
+                        ));
+                        None
+                    }
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        let iface = usize::try_from(epb.if_id)
+                            .ok()
+                            .and_then(|i| self.interfaces.get(i))
+                            .copied();
+                        let (link, ns) = match iface {
+                            Some((link, res, off)) => {
+                                let units =
+                                    (u128::from(epb.ts_high) << 32) | u128::from(epb.ts_low);
+                                let res = u128::from(res);
+                                let ns = i128::try_from(units / res * 1_000_000_000)
+                                    .ok()
+                                    .zip(i128::try_from((units % res) * 1_000_000_000 / res).ok())
+                                    .map(|(s, f)| s + f + i128::from(off) * 1_000_000_000);
+                                (Some(link), ns)
+                            }
+                            None => (None, None),
+                        };
+                        let short = (epb.caplen < epb.origlen).then_some((epb.caplen, epb.origlen));
+                        match link {
+                            Some(link) => Some((link, ns, epb.data.to_vec(), short)),
+                            None => {
+                                let id = epb.if_id;
+                                self.reader.consume(len);
+                                self.offset += len as u64;
+                                self.packet = next;
+                                self.stats.packets += 1;
+                                self.problem(
+                                    next,
+                                    at,
+                                    format!(
+                                        "names interface {id}, which the section does not describe"
+                                    ),
+                                );
+                                return;
+                            }
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                        let link = self.interfaces.first().map_or(Linktype::ETHERNET, |i| i.0);
+                        Some((link, None, spb.data.to_vec(), None))
+                    }
+                    PcapBlockOwned::NG(_) => None,
+                };
+                self.reader.consume(len);
+                self.offset += len as u64;
+                packet
+            }
+            Err(PcapError::Eof) => {
+                self.done = true;
+                None
+            }
+            Err(PcapError::Incomplete(_)) => {
+                if let Err(e) = self.reader.refill() {
+                    let e = format!("{e:?}");
+                    self.problem(next, at, format!("cannot read the file: {e}"));
+                    self.done = true;
+                }
+                None
+            }
+            Err(PcapError::UnexpectedEof) => {
+                self.problem(
+                    next,
+                    at,
+                    "the file ends inside this packet's record: the capture is truncated",
+                );
+                self.done = true;
+                None
+            }
+            Err(PcapError::BufferTooSmall) => {
+                self.problem(
+                    next,
+                    at,
+                    format!(
+                        "the record claims more than {BUFFER} bytes: a corrupt record header; \
+                         the rest of the capture cannot be read"
+                    ),
+                );
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                let e = match e {
+                    PcapError::NomError(_, kind) => format!("{kind:?}"),
+                    other => format!("{other:?}"),
+                };
+                self.problem(
+                    next,
+                    at,
+                    format!("a corrupt record ({e}); the rest of the capture cannot be read"),
+                );
+                self.done = true;
+                None
+            }
+        };
+        if let Some((link, ns, data, short)) = packet {
+            self.packet = next;
+            self.stats.packets += 1;
+            let ts = ns
+                .and_then(|ns| i64::try_from(ns).ok())
+                .and_then(|ns| Timestamp::from_nanosecond(i128::from(ns)).ok());
+            if let Some((cap, orig)) = short {
+                self.problem(
+                    next,
+                    at,
+                    format!("only {cap} of its {orig} bytes were captured (snap length)"),
+                );
+            }
+            self.packet_data(next, at, link, ts, &data);
+        }
+    }
+
+    fn packet_data(&mut self, n: u64, at: u64, link: Linktype, ts: Option<Timestamp>, data: &[u8]) {
+        let sliced = match link {
+            Linktype::ETHERNET => SlicedPacket::from_ethernet(data),
+            Linktype::LINUX_SLL => SlicedPacket::from_linux_sll(data),
+            Linktype::LINUX_SLL2 => {
+                // SLL2: protocol (2 bytes), reserved, interface, ARPHRD, packet type,
+                // address length, address (8): 20 bytes, then the network header.
+                match (data.first(), data.get(1), data.get(20..)) {
+                    (Some(&a), Some(&b), Some(rest)) => {
+                        SlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([a, b])), rest)
+                    }
+                    _ => {
+                        self.problem(n, at, "shorter than its Linux cooked (SLL2) header");
+                        return;
+                    }
+                }
+            }
+            Linktype::NULL | Linktype::LOOP => match data.get(4..) {
+                Some(rest) => SlicedPacket::from_ip(rest),
+                None => {
+                    self.problem(n, at, "shorter than its loopback header");
+                    return;
+                }
+            },
+            Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => SlicedPacket::from_ip(data),
+            other => {
+                if self.unsupported_link.insert(other.0) {
+                    self.problem(
+                        n,
+                        at,
+                        format!(
+                            "link type {other} is not read (Ethernet, Linux cooked SLL/SLL2, \
+                             loopback and raw IP are); its packets are skipped"
+                        ),
+                    );
+                }
+                self.stats.not_sip += 1;
+                return;
+            }
+        };
+        let p = match sliced {
+            Ok(p) => p,
+            Err(e) => {
+                self.problem(n, at, format!("a corrupt packet: {e}"));
+                return;
+            }
+        };
+        let Some((src, dst, fragmented)) = (match &p.net {
+            Some(NetSlice::Ipv4(ip)) => Some((
+                IpAddr::V4(ip.header().source_addr()),
+                IpAddr::V4(ip.header().destination_addr()),
+                ip.payload().fragmented,
+            )),
+            Some(NetSlice::Ipv6(ip)) => Some((
+                IpAddr::V6(ip.header().source_addr()),
+                IpAddr::V6(ip.header().destination_addr()),
+                ip.payload().fragmented,
+            )),
+            _ => None,
+        }) else {
+            self.stats.not_sip += 1;
+            return;
+        };
+        if fragmented {
+            self.stats.fragments += 1;
+            self.problem(
+                n,
+                at,
+                "an IP fragment: fragments are not reassembled, a call in them is not replayed",
+            );
+            return;
+        }
+        match &p.transport {
+            Some(TransportSlice::Udp(u)) => {
+                let flow = Flow {
+                    src: SocketAddr::new(src, u.source_port()),
+                    dst: SocketAddr::new(dst, u.destination_port()),
+                };
+                if !self.wanted(flow.dst) {
+                    return;
+                }
+                self.message(n, ts, flow, Transport::Udp, u.payload());
+            }
+            Some(TransportSlice::Tcp(t)) => {
+                let flow = Flow {
+                    src: SocketAddr::new(src, t.source_port()),
+                    dst: SocketAddr::new(dst, t.destination_port()),
+                };
+                if !self.wanted(flow.dst) {
+                    return;
+                }
+                let seg = Segment {
+                    seq: t.sequence_number(),
+                    syn: t.syn(),
+                    end: t.fin() || t.rst(),
+                    payload: t.payload(),
+                };
+                self.tcp(n, at, ts, flow, &seg);
+            }
+            _ => self.stats.not_sip += 1,
+        }
+    }
+
+    fn wanted(&mut self, dst: SocketAddr) -> bool {
+        let ok = self
+            .to
+            .is_none_or(|d| d.ip == dst.ip() && d.port.is_none_or(|p| p == dst.port()));
+        if !ok {
+            self.stats.filtered += 1;
+        }
+        ok
+    }
+
+    /// One TCP segment into its flow; every message it completes is handled.
+    fn tcp(&mut self, n: u64, at: u64, ts: Option<Timestamp>, flow: Flow, seg: &Segment<'_>) {
+        if !self.flows.contains_key(&flow) && self.flows.len() >= MAX_FLOWS {
+            let idle = self
+                .flows
+                .iter()
+                .min_by_key(|(_, s)| s.last_packet)
+                .map(|(f, _)| *f);
+            if let Some(idle) = idle {
+                self.flows.remove(&idle);
+            }
+        }
+        let stream = self.flows.entry(flow).or_default();
+        stream.last_packet = n;
+        let mut notes = Vec::new();
+        let messages = stream.segment(seg, &mut notes, &mut self.stats);
+        if seg.end {
+            self.flows.remove(&flow);
+        }
+        for note in notes {
+            self.problem(n, at, format!("TCP {} → {}: {note}", flow.src, flow.dst));
+        }
+        for m in messages {
+            self.message(n, ts, flow, Transport::Tcp, &m);
+        }
+    }
+
+    /// One SIP message (a datagram, or a message framed off a TCP stream).
+    fn message(
+        &mut self,
+        n: u64,
+        ts: Option<Timestamp>,
+        flow: Flow,
+        transport: Transport,
+        data: &[u8],
+    ) {
+        let Ok(msg) = Message::parse(data) else {
+            self.stats.not_sip += 1;
+            return;
+        };
+        let StartLine::Request { method, .. } = msg.start else {
+            self.stats.other_sip += 1;
+            return;
+        };
+        if !method.eq_ignore_ascii_case("INVITE") {
+            self.stats.other_sip += 1;
+            return;
+        }
+        let via = msg.values(HeaderName::Via).next().unwrap_or("");
+        let branch = via
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("branch="))
+            .unwrap_or("");
+        let key = format!(
+            "{}\n{}\n{branch}\n{}",
+            msg.header(HeaderName::CallId).unwrap_or(""),
+            msg.header(HeaderName::CSeq).unwrap_or(""),
+            flow.src
+        );
+        let now = ts.map_or(0, Timestamp::as_second);
+        while let Some((t, _)) = self.seen_order.front() {
+            if now.saturating_sub(*t) <= DEDUPE_SECONDS {
+                break;
+            }
+            if let Some((_, k)) = self.seen_order.pop_front() {
+                self.seen.remove(&k);
+            }
+        }
+        if !self.seen.insert(key.clone()) {
+            self.stats.retransmissions += 1;
+            return;
+        }
+        self.seen_order.push_back((now, key));
+        self.stats.invites += 1;
+        self.ready.push_back(Invite {
+            packet: n,
+            at: ts,
+            source: flow.src,
+            destination: flow.dst,
+            transport,
+            text: String::from_utf8_lossy(data).into_owned(),
+        });
+    }
+}
+
+/// What a TCP segment says.
+#[derive(Debug)]
+struct Segment<'a> {
+    seq: u32,
+    syn: bool,
+    end: bool,
+    payload: &'a [u8],
+}
+
+/// Where a SIP start line begins in `buf` (at its start or after a line end), for a stream cut
+/// mid-message.
+fn start_line(buf: &[u8]) -> Option<usize> {
+    const STARTS: &[&[u8]] = &[
+        b"INVITE ",
+        b"ACK ",
+        b"BYE ",
+        b"CANCEL ",
+        b"OPTIONS ",
+        b"REGISTER ",
+        b"PRACK ",
+        b"UPDATE ",
+        b"INFO ",
+        b"NOTIFY ",
+        b"SUBSCRIBE ",
+        b"REFER ",
+        b"MESSAGE ",
+        b"SIP/2.0 ",
+    ];
+    (0..buf.len()).find(|&i| {
+        (i == 0 || buf.get(i - 1) == Some(&b'\n'))
+            && buf
+                .get(i..)
+                .is_some_and(|rest| STARTS.iter().any(|s| rest.starts_with(s)))
+    })
+}
+
+impl Stream {
+    /// Adds a segment; returns the messages now complete. `notes` gets what was lost.
+    fn segment(
+        &mut self,
+        seg: &Segment<'_>,
+        notes: &mut Vec<String>,
+        stats: &mut Stats,
+    ) -> Vec<Vec<u8>> {
+        if seg.syn {
+            *self = Stream {
+                next_seq: Some(seg.seq.wrapping_add(1)),
+                last_packet: self.last_packet,
+                ..Stream::default()
+            };
+        }
+        if seg.payload.is_empty() {
+            return Vec::new();
+        }
+        let next_seq = match self.next_seq {
+            Some(s) => s,
+            None => {
+                // The capture began mid-connection: start here, at the next start line.
+                self.next_seq = Some(seg.seq);
+                self.resync = true;
+                seg.seq
+            }
+        };
+        // Signed distance from the next byte expected (sequence numbers wrap at 2^32).
+        let d = i64::from(seg.seq.wrapping_sub(next_seq) as i32);
+        let abs = i64::try_from(self.next_abs)
+            .unwrap_or(i64::MAX)
+            .saturating_add(d);
+        let abs = u64::try_from(abs).unwrap_or(0);
+        self.accept(abs, seg.payload, stats);
+        if self.pending_bytes > MAX_PENDING {
+            // A segment never came: give the gap up, and go on from the first held segment.
+            if let Some((&first, _)) = self.pending.iter().next() {
+                notes.push(format!(
+                    "{} bytes missing from the capture; the message in progress is dropped",
+                    first.saturating_sub(self.next_abs)
+                ));
+                self.buf.clear();
+                self.skip_to(first);
+                self.resync = true;
+            }
+        }
+        self.drain_pending(stats);
+        self.frames(notes)
+    }
+
+    /// Puts bytes at stream offset `abs` in place: appended when they are next, held when they
+    /// are ahead, trimmed (or dropped) where they were seen already.
+    fn accept(&mut self, abs: u64, data: &[u8], stats: &mut Stats) {
+        let end = abs.saturating_add(data.len() as u64);
+        if end <= self.next_abs {
+            stats.tcp_duplicates += 1;
+            return;
+        }
+        if abs > self.next_abs {
+            if !self.pending.contains_key(&abs) {
+                self.pending_bytes += data.len();
+                self.pending.insert(abs, data.to_vec());
+            }
+            return;
+        }
+        let skip = usize::try_from(self.next_abs - abs).unwrap_or(usize::MAX);
+        if let Some(fresh) = data.get(skip..) {
+            self.buf.extend_from_slice(fresh);
+            self.advance(fresh.len());
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.next_abs += n as u64;
+        let n32 = u32::try_from(n % (1 << 32)).unwrap_or(0);
+        self.next_seq = self.next_seq.map(|s| s.wrapping_add(n32));
+    }
+
+    fn skip_to(&mut self, abs: u64) {
+        let n = usize::try_from(abs.saturating_sub(self.next_abs)).unwrap_or(0);
+        self.advance(n);
+    }
+
+    fn drain_pending(&mut self, stats: &mut Stats) {
+        while let Some((&abs, _)) = self.pending.iter().next() {
+            if abs > self.next_abs {
+                break;
+            }
+            if let Some(data) = self.pending.remove(&abs) {
+                self.pending_bytes = self.pending_bytes.saturating_sub(data.len());
+                self.accept(abs, &data, stats);
+            }
+        }
+    }
+
+    /// The whole messages at the front of the buffer, split as the live TCP reader splits them.
+    fn frames(&mut self, notes: &mut Vec<String>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if self.resync {
+            match start_line(&self.buf) {
+                Some(i) => {
+                    self.buf.drain(..i);
+                    self.resync = false;
+                }
+                None => {
+                    // Keep a line's worth in case a start line is split across segments.
+                    let keep = self.buf.len().saturating_sub(16);
+                    self.buf.drain(..keep);
+                    return out;
+                }
+            }
+        }
+        let mut bad = None;
+        let open = tollgate_sip::message::drain_frames(&mut self.buf, |f| match f {
+            Framed::Message(m) => out.push(m.to_vec()),
+            // The live reader answers 400 and closes: no call.
+            Framed::MissingLength(_) => bad = Some("a message without Content-Length"),
+            Framed::Invalid(_, why) => bad = Some(why),
+        });
+        if open.is_none() {
+            notes.push(format!(
+                "the stream cannot be split into SIP messages here ({}); skipped to the next \
+                 start line",
+                bad.unwrap_or("invalid framing")
+            ));
+            self.buf.clear();
+            self.resync = true;
+        } else if self.buf.len() > 2 * MAX_MESSAGE {
+            notes.push(format!(
+                "more than {} bytes without a whole message; skipped to the next start line",
+                2 * MAX_MESSAGE
+            ));
+            self.buf.clear();
+            self.resync = true;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn invite(call: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:+18005550100@x SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK{call}\r\n\
+             From: <sip:+12125550100@x>;tag=1\r\nTo: <sip:+18005550100@x>\r\nCall-ID: {call}\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 4\r\n\r\nv=0\n"
+        )
+        .into_bytes()
+    }
+
+    fn seg(seq: u32, payload: &[u8]) -> Segment<'_> {
+        Segment {
+            seq,
+            syn: false,
+            end: false,
+            payload,
+        }
+    }
+
+    #[test]
+    fn tcp_reassembles_out_of_order_and_retransmitted_segments() {
+        let mut s = Stream::default();
+        let mut notes = Vec::new();
+        let mut stats = Stats::default();
+        let a = invite("a");
+        let b = invite("b");
+        let mut all = a.clone();
+        all.extend_from_slice(&b);
+        let syn = Segment {
+            seq: u32::MAX - 10,
+            syn: true,
+            end: false,
+            payload: &[],
+        };
+        assert!(s.segment(&syn, &mut notes, &mut stats).is_empty());
+        let base = (u32::MAX - 10).wrapping_add(1);
+        let at = |o: usize| base.wrapping_add(o as u32);
+        // The second half first, then the first, then the first again (a retransmission),
+        // then an overlapping segment.
+        let half = all.len() / 2;
+        assert!(s
+            .segment(&seg(at(half), &all[half..]), &mut notes, &mut stats)
+            .is_empty());
+        let got = s.segment(&seg(at(0), &all[..half]), &mut notes, &mut stats);
+        assert_eq!(got, vec![a.clone(), b.clone()]);
+        assert!(s
+            .segment(&seg(at(0), &all[..half]), &mut notes, &mut stats)
+            .is_empty());
+        assert_eq!(stats.tcp_duplicates, 1);
+        let c = invite("c");
+        let mut overlap = all[all.len() - 5..].to_vec();
+        overlap.extend_from_slice(&c);
+        let got = s.segment(&seg(at(all.len() - 5), &overlap), &mut notes, &mut stats);
+        assert_eq!(got, vec![c]);
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn a_gap_is_given_up_and_the_stream_resynchronises() {
+        let mut s = Stream::default();
+        let mut notes = Vec::new();
+        let mut stats = Stats::default();
+        let a = invite("a");
+        // Mid-connection: the capture starts inside a message.
+        let got = s.segment(&seg(1000, &a[10..]), &mut notes, &mut stats);
+        assert!(got.is_empty());
+        let b = invite("b");
+        let got = s.segment(&seg(1000 + a.len() as u32 - 10, &b), &mut notes, &mut stats);
+        assert_eq!(got, vec![b.clone()]);
+        // A lost segment, then more than MAX_PENDING behind it.
+        let start = 1000 + (a.len() - 10 + b.len()) as u32 + 100;
+        let mut sent = 0usize;
+        let mut calls = Vec::new();
+        while sent <= MAX_PENDING {
+            let m = invite(&format!("n{sent}"));
+            calls.push(m.clone());
+            let out = s.segment(&seg(start + sent as u32, &m), &mut notes, &mut stats);
+            sent += m.len();
+            if !out.is_empty() {
+                assert!(out.len() >= calls.len() - 1, "held calls come out");
+                break;
+            }
+        }
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("100 bytes missing"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_destination_is_an_address_or_an_address_and_port() {
+        assert_eq!(
+            "127.0.0.1:5060".parse::<Destination>().unwrap(),
+            Destination {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: Some(5060)
+            }
+        );
+        assert_eq!(
+            "::1".parse::<Destination>().unwrap().port,
+            None,
+            "a bare IPv6 address"
+        );
+        assert!("nowhere".parse::<Destination>().is_err());
+    }
+}
