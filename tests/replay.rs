@@ -1,1 +1,680 @@
+//! Replay of real traffic (`tollgate diff --decisions` and `--pcap`), with real parts: a real
+//! `tollgate serve` (the binary, its JSON decision log on stdout written to a file), sipp
+//! sending a call mix over UDP and TCP (CRM profiles matched by language, tags, attributes and
+//! open cases, a block and a gray list, a repeat caller, an emergency call, an untrusted
+//! source), and tcpdump recording the traffic on the loopback interface (the capture is real:
+//! tcpdump's own pcap file; the pcapng variant is that same capture rewritten block by block
+//! in the test). Then:
+//!
+//! - `diff --pcap` and `diff --decisions` with the live rules as candidate report no move, and
+//!   every replayed call's decision record equals the node's decision log line, field by field
+//!   (the call reference aside);
+//! - with a candidate that moves German speakers, exactly the German speakers' calls move;
+//! - a capture chopped mid-packet, one with a corrupt IP header and one with a corrupt record
+//!   header name the packet (and its byte offset) on stderr, exit 2, and still report every
+//!   call they could read.
+//!
+//! tcpdump must be installed (`.ci/run` installs it); the test runs as root, as CI does.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+fn rules(dir: &Path, german_queue: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("queues.toml"),
+        "queues = [\"general\", \"german\", \"deutsch\", \"enterprise\", \"busy\", \"legal\", \
+         \"untrusted\", \"verify-ivr\", \"emergency\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("default.toml"),
+        format!(
+            r#"name = "default"
+time_zone = "America/New_York"
+
+[[rule]]
+name = "german"
+when = {{ language = "de" }}
+queue = "{german_queue}"
+
+[[rule]]
+name = "enterprise"
+when = {{ attribute = {{ segment = "enterprise" }} }}
+queue = "enterprise"
+
+[[rule]]
+name = "busy"
+when = {{ open_cases_min = 3 }}
+queue = "busy"
+
+[[rule]]
+name = "legal"
+when = {{ tag = "legal" }}
+queue = "legal"
+
+[[rule]]
+name = "untrusted"
+when = {{ trusted = false }}
+queue = "untrusted"
+
+[[rule]]
+name = "back"
+when = {{ repeat_within = "1h" }}
+queue = {{ name = "$last", fallback = "general" }}
+
+[[rule]]
+name = "everyone"
+queue = "general"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+const CONFIG: &str = r#"[sip]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+unknown_source = "untrusted"
+
+[[trunk]]
+name = "carrier"
+cidrs = ["127.0.0.1/32"]
+trusted = true
+region = "US"
+
+[routing]
+acd_host = "acd.example.net"
+emergency_queue = "emergency"
+rules_dir = "routes"
+
+[crm]
+kind = "file"
+[crm.file]
+path = "directory.csv"
+
+[risk]
+store = "memory"
+list_file = "lists.json"
+gray_queue = "verify-ivr"
+
+[log]
+format = "json"
+"#;
+
+/// A sipp scenario: the INVITE (PAI from field0, DNIS field1, From user field2), a 302 or a
+/// 603, the ACK.
+const SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="replay">
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[field2]@carrier.example.net;user=phone>;tag=[pid]T[call_number]
+To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:trunk@[local_ip]:[local_port]>
+Max-Forwards: 70
+P-Asserted-Identity: <sip:+[field0]@carrier.example.net;user=phone>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="302" optional="true" next="1"/>
+  <recv response="603"/>
+  <label id="1"/>
+  <send>
+    <![CDATA[
+ACK sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+From: <sip:[field2]@carrier.example.net;user=phone>;tag=[pid]T[call_number]
+To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+/// The node: `tollgate serve` with its stdout (the decision log) in a file.
+struct Node {
+    child: Child,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    log: PathBuf,
+}
+
+impl Node {
+    // The child is waited for by `Node`'s Drop, or here before a panic.
+    #[allow(clippy::zombie_processes)]
+    fn start(dir: &Path) -> Self {
+        let log = dir.join("decisions.log");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(dir.join("tollgate.toml"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let listening = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["message"] == "listening");
+            if let Some(v) = listening {
+                let addr = |k: &str| -> SocketAddr {
+                    v[k].as_str()
+                        .unwrap()
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .split(',')
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap()
+                };
+                return Self {
+                    udp: addr("udp"),
+                    tcp: addr("tcp"),
+                    child,
+                    log,
+                };
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the node never listened: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The decision lines so far, by call id.
+    fn decisions(&self) -> BTreeMap<String, Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "tollgate::decision")
+            .map(|v| (v["call_id"].as_str().unwrap().to_owned(), v))
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tcpdump on the loopback interface, writing `file`.
+struct Tcpdump(Child);
+
+impl Tcpdump {
+    fn start(file: &Path, filter: &str) -> Self {
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump runs (apt-get install tcpdump; .ci/run installs it)");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("tcpdump says it is listening");
+        assert!(line.contains("listening on"), "tcpdump: {line}");
+        Self(child)
+    }
+
+    fn stop(mut self) {
+        std::thread::sleep(Duration::from_millis(500));
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let _ = self.0.wait();
+    }
+}
+
+fn sipp(dir: &Path, server: SocketAddr, calls: &[(&str, &str)], tcp: bool, source: &str) {
+    let csv = dir.join(format!("calls-{}-{source}.csv", calls.len()));
+    let mut text = String::from("SEQUENTIAL\n");
+    for (ani, dnis) in calls {
+        text.push_str(&format!("{ani};{dnis};+{ani}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let scenario = dir.join("replay.xml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let mut cmd = Command::new("sipp");
+    cmd.arg(server.to_string())
+        .arg("-sf")
+        .arg(&scenario)
+        .arg("-inf")
+        .arg(&csv)
+        .args(["-m", &calls.len().to_string(), "-r", "10", "-l", "1"])
+        .args(["-i", source, "-p", "0"])
+        .args(["-timeout", "30s", "-timeout_error", "-nostdin"]);
+    if tcp {
+        cmd.args(["-t", "t1"]);
+    }
+    let out = cmd
+        .output()
+        .expect("sipp runs (apt-get install sip-tester)");
+    assert!(
+        out.status.success(),
+        "sipp: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tollgate diff` with these arguments: exit code, stdout, stderr.
+fn diff(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .arg("diff")
+        .arg("--config")
+        .arg(dir.join("tollgate.toml"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The per-call JSON lines of `diff --json`.
+fn calls(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v.get("live").is_some())
+        .collect()
+}
+
+/// Every field of a replayed record equals the node's line for the same call.
+fn assert_same(what: &str, replayed: &Value, logged: &Value) {
+    for (k, v) in replayed.as_object().unwrap() {
+        if k == "call_ref" {
+            continue;
+        }
+        assert_eq!(
+            &logged[k], v,
+            "{what}: field {k}: logged {} replayed {v}\nlogged: {logged}\nreplayed: {replayed}",
+            logged[k]
+        );
+    }
+}
+
+/// The byte offsets of a pcap file's records (after the 24-byte file header).
+fn records(pcap: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        out.push((at, caplen));
+        at += 16 + caplen;
+    }
+    out
+}
+
+/// The same capture as pcapng: a section header, one interface (the pcap's link type,
+/// microseconds), and an enhanced packet block per record.
+fn to_pcapng(pcap: &[u8]) -> Vec<u8> {
+    let link = u32::from_le_bytes(pcap[20..24].try_into().unwrap());
+    let mut out = Vec::new();
+    let block = |out: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let pad = (4 - body.len() % 4) % 4;
+        let len = (12 + body.len() + pad) as u32;
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.extend(std::iter::repeat_n(0u8, pad));
+        out.extend_from_slice(&len.to_le_bytes());
+    };
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
+    shb.extend_from_slice(&1u16.to_le_bytes());
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut out, 0x0A0D_0D0A, &shb);
+    let mut idb = Vec::new();
+    idb.extend_from_slice(&(link as u16).to_le_bytes());
+    idb.extend_from_slice(&0u16.to_le_bytes());
+    idb.extend_from_slice(&262_144u32.to_le_bytes());
+    block(&mut out, 1, &idb);
+    for (at, caplen) in records(pcap) {
+        let sec = u64::from(u32::from_le_bytes(pcap[at..at + 4].try_into().unwrap()));
+        let usec = u64::from(u32::from_le_bytes(pcap[at + 4..at + 8].try_into().unwrap()));
+        let ts = sec * 1_000_000 + usec;
+        let mut epb = Vec::new();
+        epb.extend_from_slice(&0u32.to_le_bytes());
+        epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ts as u32).to_le_bytes());
+        epb.extend_from_slice(&(caplen as u32).to_le_bytes());
+        epb.extend_from_slice(&(caplen as u32).to_le_bytes());
+        epb.extend_from_slice(&pcap[at + 16..at + 16 + caplen]);
+        block(&mut out, 6, &epb);
+    }
+    out
+}
+
+#[test]
+fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    rules(&d.join("routes"), "german");
+    rules(&d.join("candidate"), "deutsch");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/directory.csv"),
+        d.join("directory.csv"),
+    )
+    .unwrap();
+    std::fs::write(d.join("tollgate.toml"), CONFIG).unwrap();
+    let cfg = d.join("tollgate.toml");
+    for (list, number) in [("block", "+12125550111"), ("gray", "+12125550122")] {
+        let ok = Command::new(BIN)
+            .args(["list", "add", list, number, "--reason", "test", "--config"])
+            .arg(&cfg)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tollgate list add {list}");
+    }
+
+    let node = Node::start(d);
+    let pcap = d.join("capture.pcap");
+    let tcpdump = Tcpdump::start(
+        &pcap,
+        &format!("port {} or port {}", node.udp.port(), node.tcp.port()),
+    );
+    let german = ["4930123456", "4989123456789"];
+    sipp(
+        d,
+        node.udp,
+        &[
+            (german[0], "+18005550100"),     // CRM language de
+            ("12125550100", "+18005550100"), // attribute segment=enterprise
+            ("13125550147", "+18005550100"), // 3 open cases
+            ("12125550111", "+18005550100"), // block list: 603
+            ("12125550122", "+18005550100"), // gray list: the verification queue
+            ("16175550100", "+18005550100"), // no profile
+            ("16175550100", "+18005550100"), // the same caller again: back to its last queue
+            ("12125550111", "911"),          // emergency, from a blocked number
+            (german[1], "+18005550100"),     // CRM language de
+        ],
+        false,
+        "127.0.0.1",
+    );
+    sipp(
+        d,
+        node.tcp,
+        &[
+            ("442072601815", "+18005550100"), // tag legal, over TCP
+            ("34912345678", "+18005550100"),  // segment enterprise, over TCP
+            ("16175550100", "+18005550100"),  // a third time
+        ],
+        true,
+        "127.0.0.1",
+    );
+    sipp(
+        d,
+        node.udp,
+        &[("14045550100", "+18005550100")],
+        false,
+        "127.0.0.2",
+    );
+    tcpdump.stop();
+    let logged = node.decisions();
+    assert_eq!(logged.len(), 13, "one decision line per call: {logged:#?}");
+    // The mix covers what it claims.
+    let seen: BTreeSet<String> = logged
+        .values()
+        .map(|v| format!("{} {}", v["decided_by"], v["queue"]))
+        .collect();
+    for want in [
+        "\"rule\" \"german\"",
+        "\"rule\" \"enterprise\"",
+        "\"rule\" \"busy\"",
+        "\"rule\" \"legal\"",
+        "\"rule\" \"untrusted\"",
+        "\"rule\" \"emergency\"",
+        "\"risk-block\" \"-\"",
+        "\"risk-verify\" \"verify-ivr\"",
+    ] {
+        assert!(seen.contains(want), "{want} not in {seen:?}");
+    }
+    assert!(logged.values().any(|v| v["rule"] == "default/back"));
+    assert!(logged.values().any(|v| v["transport"] == "tcp"));
+    let german_calls: BTreeSet<String> = logged
+        .iter()
+        .filter(|(_, v)| german.iter().any(|g| v["ani"] == format!("+{g}")))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(german_calls.len(), 2);
+    drop(node);
+
+    // The capture with the live rules as candidate: nothing moves, and every call is decided
+    // as the node decided it, field by field.
+    let capture = pcap.to_str().unwrap();
+    let (code, out, err) = diff(d, &["--rules", "routes", "--pcap", capture, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let replayed = calls(&out);
+    assert_eq!(replayed.len(), logged.len(), "{out}");
+    let mut packets = BTreeMap::new();
+    for c in &replayed {
+        let id = c["call_id"].as_str().unwrap();
+        let live = logged.get(id).unwrap_or_else(|| panic!("{id} not logged"));
+        assert_same(&format!("pcap {id}"), &c["live"], live);
+        assert_eq!(c["candidate"], c["live"], "{id}");
+        assert_eq!(c["moved"], false);
+        packets.insert(id.to_owned(), c["packet"].as_u64().unwrap());
+    }
+
+    // The same capture as pcapng.
+    let bytes = std::fs::read(&pcap).unwrap();
+    let ng = d.join("capture.pcapng");
+    std::fs::write(&ng, to_pcapng(&bytes)).unwrap();
+    let (code, out, err) = diff(
+        d,
+        &[
+            "--rules",
+            "routes",
+            "--pcap",
+            ng.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let ng_calls = calls(&out);
+    assert_eq!(ng_calls.len(), logged.len());
+    for c in &ng_calls {
+        let id = c["call_id"].as_str().unwrap();
+        assert_same(&format!("pcapng {id}"), &c["live"], &logged[id]);
+    }
+
+    // A candidate that sends German speakers elsewhere: exactly their calls move.
+    let (code, out, err) = diff(d, &["--rules", "candidate", "--pcap", capture]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("13 calls replayed"), "{out}");
+    assert!(out.contains(", 2 changes"), "{out}");
+    for id in &german_calls {
+        assert!(
+            out.contains(&format!("packet {}: ", packets[id])),
+            "{id}: {out}"
+        );
+    }
+    assert_eq!(
+        out.matches("  candidate 302 → deutsch@").count(),
+        2,
+        "{out}"
+    );
+    let (code, out, _) = diff(d, &["--rules", "candidate", "--pcap", capture, "--json"]);
+    assert_eq!(code, 1);
+    let moved: BTreeSet<String> = calls(&out)
+        .iter()
+        .filter(|c| c["moved"] == true)
+        .map(|c| c["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(moved, german_calls);
+
+    // The node's own decision log: the same, each call at its own time on its logged facts.
+    let log = d.join("decisions.log");
+    let log = log.to_str().unwrap();
+    let (code, out, err) = diff(d, &["--rules", "routes", "--decisions", log, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let replayed = calls(&out);
+    assert_eq!(replayed.len(), logged.len(), "{out}");
+    for c in &replayed {
+        let id = c["call_id"].as_str().unwrap();
+        assert_same(&format!("log {id}"), &c["live"], &logged[id]);
+        assert_eq!(c["live_differs_from_log"], false, "{c}");
+        assert_eq!(c["moved"], false, "{c}");
+    }
+    let (code, out, err) = diff(d, &["--rules", "candidate", "--decisions", log, "--json"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let moved: BTreeSet<String> = calls(&out)
+        .iter()
+        .filter(|c| c["moved"] == true)
+        .map(|c| c["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(moved, german_calls, "{out}");
+    let (code, out, _) = diff(d, &["--rules", "candidate", "--decisions", log]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("13 calls replayed from the decision log, 2 changes"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("  candidate 302 → deutsch by ").count(),
+        2,
+        "{out}"
+    );
+
+    // Damaged captures: the packet is named, the exit status is 2, the rest is reported.
+    let recs = records(&bytes);
+    let index = |packet: u64| usize::try_from(packet - 1).unwrap();
+    let mut order: Vec<(u64, String)> = packets.iter().map(|(k, v)| (*v, k.clone())).collect();
+    order.sort();
+    let (cut_packet, _) = order[5];
+    let (cut_at, cut_len) = recs[index(cut_packet)];
+    let damaged = |name: &str, data: &[u8]| -> (i32, String, String) {
+        let path = d.join(name);
+        std::fs::write(&path, data).unwrap();
+        diff(
+            d,
+            &[
+                "--rules",
+                "routes",
+                "--pcap",
+                path.to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+
+    // Chopped in the middle of the sixth call's packet.
+    let (code, out, err) = damaged("chopped.pcap", &bytes[..cut_at + 16 + cut_len / 2]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "packet {cut_packet} (byte offset {cut_at}): the file ends inside this packet's record"
+        )),
+        "{err}"
+    );
+    let read: Vec<u64> = calls(&out)
+        .iter()
+        .map(|c| c["packet"].as_u64().unwrap())
+        .collect();
+    let before: Vec<u64> = order
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| *p < cut_packet)
+        .collect();
+    assert_eq!(read, before, "{out}");
+    assert_eq!(read.len(), 5);
+
+    // The IP header of the sixth call's packet made unreadable (Ethernet: the IP version at
+    // byte 14): that call is lost, every other one is still replayed.
+    let mut flipped = bytes.clone();
+    flipped[cut_at + 16 + 14] = 0x00;
+    let (code, out, err) = damaged("flipped.pcap", &flipped);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "packet {cut_packet} (byte offset {cut_at}): a corrupt packet"
+        )),
+        "{err}"
+    );
+    let read: BTreeSet<u64> = calls(&out)
+        .iter()
+        .map(|c| c["packet"].as_u64().unwrap())
+        .collect();
+    let all_but: BTreeSet<u64> = order
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| *p != cut_packet)
+        .collect();
+    assert_eq!(read, all_but, "{out}");
+
+    // A record header claiming 4 GB: the reading stops there, the calls before it stand.
+    let mut huge = bytes.clone();
+    huge[cut_at + 8..cut_at + 12].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    let (code, out, err) = damaged("huge.pcap", &huge);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "packet {cut_packet} (byte offset {cut_at}): the record claims more than"
+        )),
+        "{err}"
+    );
+    assert_eq!(calls(&out).len(), 5, "{out}");
+
+    // Not a capture at all.
+    let (code, _, err) = diff(d, &["--rules", "routes", "--pcap", log]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a pcap or pcapng capture"), "{err}");
+}

@@ -314,7 +314,7 @@ fn main() -> ExitCode {
                         }
                         (None, Some(capture), _) => {
                             tollgate_server::cmd::replay::diff_pcap(
-                                capture, to, live, &candidate, json, &mut out,
+                                capture, to, cfg, live, &candidate, json, &mut out,
                             )
                             .await
                         }

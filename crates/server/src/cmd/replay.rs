@@ -595,6 +595,67 @@ fn summary_line(
     }
 }
 
+/// The risk seam of a capture replay on a node whose risk store is in memory: a private engine
+/// built from the same config (the same lists, weights and policy) whose fresh store the
+/// replayed calls fill as they filled the node's, velocity and caller history both, so a repeat
+/// caller or a burst in the capture is judged as it was live. Nothing outside the replay is
+/// written (a Redis store is only read, dry: see README).
+#[derive(Debug)]
+struct Accumulating(Arc<dyn RiskCheck>);
+
+impl RiskCheck for Accumulating {
+    fn assess<'a>(
+        &'a self,
+        facts: &'a CallFacts,
+        now: std::time::SystemTime,
+        _: Mode,
+    ) -> BoxFuture<'a, RiskAnswer> {
+        self.0.assess(facts, now, Mode::Live)
+    }
+
+    fn remember(
+        &self,
+        facts: &CallFacts,
+        decision: &tollgate_core::Decision,
+        now: std::time::SystemTime,
+    ) {
+        self.0.remember(facts, decision, now);
+    }
+
+    fn block_rejection(&self) -> Option<Rejection> {
+        self.0.block_rejection()
+    }
+}
+
+/// `pipeline` with a private in-memory risk store of its own ([`Accumulating`]), when the
+/// config's store is in memory; `None` otherwise (the configured adapters are used, dry).
+async fn accumulating(cfg: &crate::Loaded, pipeline: &Pipeline) -> Option<Pipeline> {
+    let risk = cfg.risk.as_ref()?;
+    if risk.store != tollgate_risk::StoreKind::Memory {
+        return None;
+    }
+    let built = crate::adapters::build(cfg, &pipeline.plan).await.ok()?;
+    Some(Pipeline {
+        risk: Arc::new(Accumulating(built.risk)),
+        ..pipeline.with_rules(Arc::clone(&pipeline.rules))
+    })
+}
+
+/// After a replayed call: where a live call's decision is remembered (repeat-caller history),
+/// the replay's own store remembers it too (a no-op for the configured adapters' dry read
+/// of a shared store: only [`Accumulating`] writes, and only to its private store).
+fn remember(pipeline: &Pipeline, e: &Explanation, private: bool) {
+    let decided = matches!(
+        e.outcome.why,
+        crate::decision::Why::Decided(d) if d != tollgate_router::DecidedBy::CliPolicy
+    );
+    if let (true, true, Some(f)) = (private, decided, &e.facts) {
+        pipeline
+            .risk
+            .remember(f, &e.outcome.decision, std::time::SystemTime::from(e.at));
+    }
+}
+
 /// One captured INVITE decided as the live node decides it: the live path's parsing, trunk
 /// classification by source address and extraction ([`facts_for`]), then [`Pipeline::run`]
 /// in dry mode at the packet's time.
@@ -638,15 +699,27 @@ async fn replay_invite(
 /// call whose answer changes (with `json`, one JSON line per call). What cannot be read is in
 /// [`Summary::problems`], each naming its packet; the calls read before and after are still
 /// replayed.
+#[allow(clippy::too_many_arguments)]
 pub async fn diff_pcap(
     path: &Path,
     to: Option<Destination>,
+    cfg: &crate::Loaded,
     live: &Pipeline,
     candidate: &Pipeline,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<Summary, CliError> {
     let mut reader = CaptureReader::open(path, to).map_err(CliError::Other)?;
+    // Each side its own private store, so each remembers where it routed the caller.
+    let (own_live, own_candidate) = (
+        accumulating(cfg, live).await,
+        accumulating(cfg, candidate).await,
+    );
+    let private = own_live.is_some() && own_candidate.is_some();
+    let (live, candidate) = match (&own_live, &own_candidate) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (live, candidate),
+    };
     let mut summary = Summary::default();
     let (mut replayed, mut refused) = (0usize, 0usize);
     while let Some(inv) = reader.next_invite() {
@@ -681,6 +754,8 @@ pub async fn diff_pcap(
             }
         };
         replayed += 1;
+        remember(live, &a, private);
+        remember(candidate, &b, private);
         let (da, db) = (describe(&a.outcome.decision), describe(&b.outcome.decision));
         let moved = da != db;
         summary.moved += usize::from(moved);
