@@ -349,6 +349,10 @@ fn assert_same(what: &str, replayed: &Value, logged: &Value) {
     }
 }
 
+fn ts(v: &Value) -> jiff::Timestamp {
+    v.as_str().unwrap().parse().unwrap()
+}
+
 /// The byte offsets of a pcap file's records (after the 24-byte file header).
 fn records(pcap: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -495,6 +499,7 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         .map(|(k, _)| k.clone())
         .collect();
     assert_eq!(german_calls.len(), 2);
+    let node_udp = node.udp;
     drop(node);
 
     // The capture with the live rules as candidate: nothing moves, and every call is decided
@@ -511,8 +516,37 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         assert_same(&format!("pcap {id}"), &c["live"], live);
         assert_eq!(c["candidate"], c["live"], "{id}");
         assert_eq!(c["moved"], false);
+        // Decided at the packet's time: the node logged its line right after.
+        let at = ts(&c["at"]);
+        let logged_at = ts(&live["timestamp"]);
+        let lag = logged_at.duration_since(at);
+        assert!(
+            lag >= jiff::SignedDuration::ZERO && lag < jiff::SignedDuration::from_secs(1),
+            "{id}: packet at {at}, logged at {logged_at}"
+        );
         packets.insert(id.to_owned(), c["packet"].as_u64().unwrap());
     }
+
+    // Only what was sent to the node's UDP address: the TCP calls are left out.
+    let to = node_udp.to_string();
+    let (code, out, err) = diff(
+        d,
+        &[
+            "--rules", "routes", "--pcap", capture, "--to", &to, "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let udp_calls: BTreeSet<String> = calls(&out)
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    let want: BTreeSet<String> = logged
+        .iter()
+        .filter(|(_, v)| v["transport"] == "udp")
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(udp_calls, want);
+    assert_eq!(udp_calls.len(), 10);
 
     // The same capture as pcapng.
     let bytes = std::fs::read(&pcap).unwrap();
@@ -573,7 +607,39 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         assert_same(&format!("log {id}"), &c["live"], &logged[id]);
         assert_eq!(c["live_differs_from_log"], false, "{c}");
         assert_eq!(c["moved"], false, "{c}");
+        // Replayed at its own time.
+        assert_eq!(ts(&c["at"]), ts(&logged[id]["timestamp"]), "{id}");
     }
+
+    // A log cut in the middle of a line: that line is named, the others are replayed.
+    let text = std::fs::read_to_string(d.join("decisions.log")).unwrap();
+    let cut_log = d.join("cut.log");
+    let last = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("tollgate::decision"))
+        .last()
+        .unwrap();
+    let lines = last.0 + 1;
+    let kept: Vec<&str> = text.lines().take(last.0).collect();
+    let half = &last.1[..last.1.len() / 2];
+    std::fs::write(&cut_log, format!("{}\n{half}", kept.join("\n"))).unwrap();
+    let (code, out, err) = diff(
+        d,
+        &[
+            "--rules",
+            "routes",
+            "--decisions",
+            cut_log.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("cut.log:{lines}: not a JSON line")),
+        "{err}"
+    );
+    assert_eq!(calls(&out).len(), logged.len() - 1, "{out}");
     let (code, out, err) = diff(d, &["--rules", "candidate", "--decisions", log, "--json"]);
     assert_eq!(code, 1, "{out}\n{err}");
     let moved: BTreeSet<String> = calls(&out)

@@ -471,14 +471,22 @@ pub async fn diff_decisions(
                 break;
             }
         };
-        if !line.contains("tollgate::decision") {
+        // A decision line names its target at the end and its message at the start: a line
+        // cut short (a full disk, a rotation) still shows the one or the other.
+        if !line.contains("tollgate::decision") && !line.contains("\"message\":\"decision\"") {
             continue;
         }
         let call = match serde_json::from_str::<Value>(&line)
             .map_err(|e| format!("not a JSON line: {e}"))
-            .and_then(LoggedCall::from_json)
-        {
-            Ok(c) => c,
+            .and_then(|v| {
+                let target = v.get("target").and_then(Value::as_str);
+                match target {
+                    Some(crate::decision::TARGET) => LoggedCall::from_json(v).map(Some),
+                    _ => Ok(None),
+                }
+            }) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
             Err(e) => {
                 summary.problems.push(format!("{name}:{n}: {e}"));
                 continue;
