@@ -365,6 +365,62 @@ fn records(pcap: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// A record's bytes with its pcap record header (the timestamp of `like`).
+fn record(like: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = like[..8].to_vec();
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The capture as the network might have delivered it: the first TCP segment with data sent to
+/// `port` split in two, its second half first and its first half twice, and the next such
+/// segment retransmitted. Ethernet and IPv4 as tcpdump wrote them on the loopback.
+fn reorder_tcp(pcap: &[u8], port: u16) -> Vec<u8> {
+    let mut out = pcap[..24].to_vec();
+    let mut done = 0;
+    for (at, caplen) in records(pcap) {
+        let rec = &pcap[at..at + 16 + caplen];
+        let data = &rec[16..];
+        let tcp_data = (data[12..14] == [8, 0] && data[23] == 6).then(|| {
+            let ihl = usize::from(data[14] & 0xf) * 4;
+            let tcp = 14 + ihl;
+            let payload = tcp + usize::from(data[tcp + 12] >> 4) * 4;
+            let dst = u16::from_be_bytes([data[tcp + 2], data[tcp + 3]]);
+            (tcp, payload, dst)
+        });
+        match tcp_data {
+            Some((tcp, payload, dst)) if dst == port && data.len() > payload && done < 2 => {
+                if done == 0 {
+                    let k = (data.len() - payload) / 2;
+                    let mut first = data[..payload + k].to_vec();
+                    let total = u16::from_be_bytes([data[16], data[17]]);
+                    first[16..18].copy_from_slice(
+                        &(total - (data.len() - payload - k) as u16).to_be_bytes(),
+                    );
+                    let mut second = data[..payload].to_vec();
+                    second.extend_from_slice(&data[payload + k..]);
+                    second[16..18].copy_from_slice(&(total - k as u16).to_be_bytes());
+                    let seq = u32::from_be_bytes(data[tcp + 4..tcp + 8].try_into().unwrap());
+                    second[tcp + 4..tcp + 8]
+                        .copy_from_slice(&seq.wrapping_add(k as u32).to_be_bytes());
+                    out.extend(record(rec, &second));
+                    out.extend(record(rec, &first));
+                    out.extend(record(rec, &first));
+                } else {
+                    out.extend_from_slice(rec);
+                    out.extend_from_slice(rec);
+                }
+                done += 1;
+            }
+            _ => out.extend_from_slice(rec),
+        }
+    }
+    assert_eq!(done, 2, "two TCP segments with data to port {port}");
+    out
+}
+
 /// The same capture as pcapng: a section header, one interface (the pcap's link type,
 /// microseconds), and an enhanced packet block per record.
 fn to_pcapng(pcap: &[u8]) -> Vec<u8> {
@@ -499,12 +555,13 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         .map(|(k, _)| k.clone())
         .collect();
     assert_eq!(german_calls.len(), 2);
-    let node_udp = node.udp;
+    let (node_udp, node_tcp) = (node.udp, node.tcp);
     drop(node);
 
     // The capture with the live rules as candidate: nothing moves, and every call is decided
     // as the node decided it, field by field.
     let capture = pcap.to_str().unwrap();
+    let bytes = std::fs::read(&pcap).unwrap();
     let (code, out, err) = diff(d, &["--rules", "routes", "--pcap", capture, "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let replayed = calls(&out);
@@ -525,6 +582,27 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
             "{id}: packet at {at}, logged at {logged_at}"
         );
         packets.insert(id.to_owned(), c["packet"].as_u64().unwrap());
+    }
+
+    // TCP as a network may deliver it: a segment split, out of order, retransmitted.
+    let shuffled = d.join("shuffled.pcap");
+    std::fs::write(&shuffled, reorder_tcp(&bytes, node_tcp.port())).unwrap();
+    let (code, out, err) = diff(
+        d,
+        &[
+            "--rules",
+            "routes",
+            "--pcap",
+            shuffled.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let again = calls(&out);
+    assert_eq!(again.len(), logged.len(), "{out}");
+    for c in &again {
+        let id = c["call_id"].as_str().unwrap();
+        assert_same(&format!("shuffled {id}"), &c["live"], &logged[id]);
     }
 
     // Only what was sent to the node's UDP address: the TCP calls are left out.
@@ -549,7 +627,6 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
     assert_eq!(udp_calls.len(), 10);
 
     // The same capture as pcapng.
-    let bytes = std::fs::read(&pcap).unwrap();
     let ng = d.join("capture.pcapng");
     std::fs::write(&ng, to_pcapng(&bytes)).unwrap();
     let (code, out, err) = diff(
