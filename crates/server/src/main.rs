@@ -343,8 +343,17 @@ fn main() -> ExitCode {
             // report is still printed, the problems go to stderr).
             match result {
                 Ok(summary) => {
-                    for p in &summary.problems {
+                    // The first hundred, then how many more: a log of the wrong format must
+                    // not print a line per call.
+                    const SHOWN: usize = 100;
+                    for p in summary.problems.iter().take(SHOWN) {
                         eprintln!("tollgate diff: {p}");
+                    }
+                    if summary.problems.len() > SHOWN {
+                        eprintln!(
+                            "tollgate diff: … and {} more",
+                            summary.problems.len() - SHOWN
+                        );
                     }
                     if summary.problems.is_empty() {
                         ExitCode::from(u8::from(summary.moved > 0))

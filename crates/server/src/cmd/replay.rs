@@ -477,7 +477,15 @@ pub async fn diff_decisions(
             continue;
         }
         let call = match serde_json::from_str::<Value>(&line)
-            .map_err(|e| format!("not a JSON line: {e}"))
+            .map_err(|e| {
+                if line.trim_start().starts_with('{') {
+                    format!("not a JSON line: {e}")
+                } else {
+                    "not a JSON line: the replay reads the decision log log.format = \"json\" \
+                     writes"
+                        .to_owned()
+                }
+            })
             .and_then(|v| {
                 let target = v.get("target").and_then(Value::as_str);
                 match target {
