@@ -2,9 +2,11 @@
 //! `tollgate serve` (the binary, its JSON decision log on stdout written to a file), sipp
 //! sending a call mix over UDP and TCP (CRM profiles matched by language, tags, attributes and
 //! open cases, a block and a gray list, a repeat caller, an emergency call, an untrusted
-//! source), and tcpdump recording the traffic on the loopback interface (the capture is real:
-//! tcpdump's own pcap file; the pcapng variant is that same capture rewritten block by block
-//! in the test). Then:
+//! source), and tcpdump recording the traffic on the loopback interface and on `any` (Linux
+//! cooked headers). The captures are real: tcpdump's own pcap files; the test derives from the
+//! loopback one the same capture as pcapng (rewritten block by block), as a network might have
+//! delivered it (a UDP INVITE retransmitted, a TCP segment split, reordered and repeated), and
+//! damaged. Then:
 //!
 //! - `diff --pcap` and `diff --decisions` with the live rules as candidate report no move, and
 //!   every replayed call's decision record equals the node's decision log line, field by field
@@ -237,13 +239,13 @@ impl Drop for Node {
     }
 }
 
-/// tcpdump on the loopback interface, writing `file`.
+/// tcpdump on an interface, writing `file`.
 struct Tcpdump(Child);
 
 impl Tcpdump {
-    fn start(file: &Path, filter: &str) -> Self {
+    fn start(interface: &str, file: &Path, filter: &str) -> Self {
         let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w"])
+            .args(["-i", interface, "--immediate-mode", "-U", "-s", "0", "-w"])
             .arg(file)
             .arg(filter)
             .stdout(Stdio::null())
@@ -258,10 +260,19 @@ impl Tcpdump {
                 let _ = tx.send(line);
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("tcpdump says it is listening");
-        assert!(line.contains("listening on"), "tcpdump: {line}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut said = Vec::new();
+        while !said.iter().any(|l: &String| l.contains("listening on")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => said.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("tcpdump never listened: {said:?}");
+                }
+            }
+        }
         Self(child)
     }
 
@@ -374,14 +385,18 @@ fn record(like: &[u8], data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The capture as the network might have delivered it: the first TCP segment with data sent to
-/// `port` split in two, its second half first and its first half twice, and the next such
-/// segment retransmitted. Ethernet and IPv4 as tcpdump wrote them on the loopback.
+/// The capture as the network might have delivered it: the first packet (the first INVITE,
+/// over UDP) retransmitted, the first TCP segment with data sent to `port` split in two, its
+/// second half first and its first half twice, and the next such segment retransmitted.
+/// Ethernet and IPv4 as tcpdump wrote them on the loopback.
 fn reorder_tcp(pcap: &[u8], port: u16) -> Vec<u8> {
     let mut out = pcap[..24].to_vec();
     let mut done = 0;
-    for (at, caplen) in records(pcap) {
+    for (i, (at, caplen)) in records(pcap).into_iter().enumerate() {
         let rec = &pcap[at..at + 16 + caplen];
+        if i == 0 {
+            out.extend_from_slice(rec);
+        }
         let data = &rec[16..];
         let tcp_data = (data[12..14] == [8, 0] && data[23] == 6).then(|| {
             let ihl = usize::from(data[14] & 0xf) * 4;
@@ -487,10 +502,12 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
 
     let node = Node::start(d);
     let pcap = d.join("capture.pcap");
-    let tcpdump = Tcpdump::start(
-        &pcap,
-        &format!("port {} or port {}", node.udp.port(), node.tcp.port()),
-    );
+    let filter = format!("port {} or port {}", node.udp.port(), node.tcp.port());
+    let tcpdump = Tcpdump::start("lo", &pcap, &filter);
+    // The same traffic on every interface: Linux cooked headers (SLL2), as a capture with
+    // `-i any` has it.
+    let any = d.join("any.pcap");
+    let tcpdump_any = Tcpdump::start("any", &any, &filter);
     let german = ["4930123456", "4989123456789"];
     sipp(
         d,
@@ -528,6 +545,7 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         "127.0.0.2",
     );
     tcpdump.stop();
+    tcpdump_any.stop();
     let logged = node.decisions();
     assert_eq!(logged.len(), 13, "one decision line per call: {logged:#?}");
     // The mix covers what it claims.
@@ -584,6 +602,27 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         packets.insert(id.to_owned(), c["packet"].as_u64().unwrap());
     }
 
+    // The `-i any` capture: the same calls, each once.
+    let (code, out, err) = diff(
+        d,
+        &[
+            "--rules",
+            "routes",
+            "--pcap",
+            any.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let any_calls = calls(&out);
+    assert_eq!(any_calls.len(), logged.len(), "{out}");
+    for c in &any_calls {
+        let id = c["call_id"].as_str().unwrap();
+        assert_same(&format!("any {id}"), &c["live"], &logged[id]);
+    }
+    let any_link = u32::from_le_bytes(std::fs::read(&any).unwrap()[20..24].try_into().unwrap());
+    assert!(any_link == 113 || any_link == 276, "link type {any_link}");
+
     // TCP as a network may deliver it: a segment split, out of order, retransmitted.
     let shuffled = d.join("shuffled.pcap");
     std::fs::write(&shuffled, reorder_tcp(&bytes, node_tcp.port())).unwrap();
@@ -600,6 +639,7 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
     assert_eq!(code, 0, "{out}\n{err}");
     let again = calls(&out);
     assert_eq!(again.len(), logged.len(), "{out}");
+    assert!(out.contains("; 1 INVITE retransmission skipped"), "{out}");
     for c in &again {
         let id = c["call_id"].as_str().unwrap();
         assert_same(&format!("shuffled {id}"), &c["live"], &logged[id]);

@@ -811,13 +811,14 @@ pub async fn diff_pcap(
     let s = &reader.stats;
     let mut text = format!(
         "{replayed} calls replayed from {} packets, {} change{} (live {} → candidate {}); \
-         {} INVITE retransmissions skipped",
+         {} INVITE retransmission{} skipped",
         s.packets,
         summary.moved,
         if summary.moved == 1 { "" } else { "s" },
         live.rules.current().version,
         candidate.rules.current().version,
         s.retransmissions,
+        if s.retransmissions == 1 { "" } else { "s" },
     );
     if refused > 0 {
         let _ = write!(
