@@ -118,7 +118,7 @@ enum Cmd {
         to: Option<tollgate_server::cmd::capture::Destination>,
         /// With --decisions or --pcap: one JSON line per replayed call (the live and candidate
         /// decision records), then a summary line.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "calls")]
         json: bool,
     },
     /// Manage the block, gray and allow lists in the configured store (file or Redis); running
