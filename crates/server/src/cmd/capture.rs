@@ -170,9 +170,18 @@ impl fmt::Debug for CaptureReader {
 impl CaptureReader {
     /// Opens a pcap or pcapng file; an error when it is neither (or unreadable).
     pub fn open(path: &Path, to: Option<Destination>) -> Result<Self, String> {
-        let name = path.display();
+        let name = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
-        let reader = pcap_parser::create_reader(BUFFER, file).map_err(|e| match e {
+        Self::from_reader(&name, file, to)
+    }
+
+    /// [`CaptureReader::open`] over any reader (`name` names it in errors).
+    pub fn from_reader(
+        name: &str,
+        input: impl std::io::Read + Send + 'static,
+        to: Option<Destination>,
+    ) -> Result<Self, String> {
+        let reader = pcap_parser::create_reader(BUFFER, input).map_err(|e| match e {
             PcapError::Eof => format!("{name}: empty file"),
             PcapError::HeaderNotRecognized => {
                 format!("{name}: not a pcap or pcapng capture (unknown file header)")
@@ -826,6 +835,98 @@ mod tests {
         }
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("100 bytes missing"), "{notes:?}");
+    }
+
+    /// A pcap of INVITEs over UDP and TCP (Ethernet, IPv4), built with etherparse.
+    fn capture() -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in [
+            0xa1b2_c3d4u32.to_le_bytes().as_slice(),
+            &2u16.to_le_bytes(),
+            &4u16.to_le_bytes(),
+        ] {
+            out.extend_from_slice(v);
+        }
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&65_535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        let mut seq = 1000u32;
+        for (i, call) in ["u1", "t1", "u2", "t2", "u1"].iter().enumerate() {
+            let payload = invite(call);
+            let b = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4(
+                [127, 0, 0, 1],
+                [127, 0, 0, 2],
+                64,
+            );
+            let mut pkt = Vec::new();
+            if call.starts_with('u') {
+                b.udp(5070, 5060).write(&mut pkt, &payload).unwrap();
+            } else {
+                b.tcp(5071, 5060, seq, 1024)
+                    .write(&mut pkt, &payload)
+                    .unwrap();
+                seq = seq.wrapping_add(payload.len() as u32);
+            }
+            out.extend_from_slice(&(1_800_000_000u32 + i as u32).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+            out.extend_from_slice(&pkt);
+        }
+        out
+    }
+
+    fn read_all(bytes: Vec<u8>) -> Option<(Vec<Invite>, CaptureReader)> {
+        let mut r = CaptureReader::from_reader("test", std::io::Cursor::new(bytes), None).ok()?;
+        let mut got = Vec::new();
+        while let Some(i) = r.next_invite() {
+            got.push(i);
+        }
+        Some((got, r))
+    }
+
+    #[test]
+    fn udp_and_tcp_invites_come_out_once_each() {
+        let (got, r) = read_all(capture()).unwrap();
+        let ids: Vec<(u64, Transport)> = got.iter().map(|i| (i.packet, i.transport)).collect();
+        assert_eq!(
+            ids,
+            vec![
+                (1, Transport::Udp),
+                (2, Transport::Tcp),
+                (3, Transport::Udp),
+                (4, Transport::Tcp)
+            ]
+        );
+        assert_eq!(
+            r.stats.retransmissions, 1,
+            "the last packet repeats the first INVITE"
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(got[0].at.map(|t| t.as_second()), Some(1_800_000_000));
+        assert_eq!(got[0].source, "127.0.0.1:5070".parse().unwrap());
+    }
+
+    /// Network input never panics: the capture cut at every fifth length, and every fifth byte
+    /// (every header byte of the file and of the first record) changed.
+    #[test]
+    fn no_damage_to_a_capture_panics() {
+        let good = capture();
+        for len in (0..good.len()).step_by(5) {
+            let _ = read_all(good[..len].to_vec());
+        }
+        let headers = 24 + 16 + 14 + 20 + 20;
+        let positions = (0..headers).chain((headers..good.len()).step_by(5));
+        for at in positions {
+            for v in [0x00, 0xff] {
+                let mut bad = good.clone();
+                bad[at] = v;
+                if let Some((got, r)) = read_all(bad) {
+                    assert!(got.len() <= 5);
+                    assert!(r.problems.len() <= 10, "{:?}", r.problems);
+                }
+            }
+        }
     }
 
     #[test]
