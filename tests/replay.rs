@@ -856,6 +856,38 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
     );
     assert_eq!(calls(&out).len(), 5, "{out}");
 
+    // pcapng frames each block with its length: a packet block whose content is corrupt (its
+    // captured length past the block's end) is named and stepped over, the calls after it are
+    // still read.
+    let mut ng_bytes = to_pcapng(&bytes);
+    let mut blocks = Vec::new();
+    let mut at = 0;
+    while at + 8 <= ng_bytes.len() {
+        let kind = u32::from_le_bytes(ng_bytes[at..at + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(ng_bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        blocks.push((at, kind));
+        at += len;
+    }
+    let epb = blocks
+        .iter()
+        .filter(|(_, k)| *k == 6)
+        .nth(index(cut_packet))
+        .unwrap()
+        .0;
+    ng_bytes[epb + 20..epb + 24].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+    let (code, out, err) = damaged("bad-block.pcapng", &ng_bytes);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("packet {cut_packet} (byte offset {epb}): ")),
+        "{err}"
+    );
+    assert!(err.contains("the block is skipped"), "{err}");
+    let read: BTreeSet<u64> = calls(&out)
+        .iter()
+        .map(|c| c["packet"].as_u64().unwrap())
+        .collect();
+    assert_eq!(read, all_but, "{out}");
+
     // Not a capture at all.
     let (code, _, err) = diff(d, &["--rules", "routes", "--pcap", log]);
     assert_eq!(code, 2);

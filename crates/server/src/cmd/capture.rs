@@ -7,9 +7,11 @@
 //! ([`crate::cmd::explain::facts_for`]).
 //!
 //! A capture is network input: nothing here panics. A bad packet is a [`Problem`] naming its
-//! number (Wireshark's frame number) and byte offset, and reading goes on with the next one; a
-//! record header that cannot be read (a truncated file, a corrupt length) ends the reading, as
-//! pcap has no marker to find the next record by, and what was read is still handed over.
+//! number (Wireshark's frame number) and byte offset, and reading goes on with the next one; so
+//! does a pcapng block whose content is corrupt but whose frame (its length at both ends)
+//! holds. A legacy record header that cannot be read (a corrupt length) or a truncated file
+//! ends the reading, as pcap has no marker to find the next record by, and what was read is
+//! still handed over.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -52,7 +54,8 @@ pub struct Invite {
 /// What could not be read, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    pub packet: u64,
+    /// The packet, when the problem is one (a pcapng block of another kind has none).
+    pub packet: Option<u64>,
     /// The byte offset of the packet's record in the file.
     pub offset: u64,
     pub message: String,
@@ -60,11 +63,14 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "packet {} (byte offset {}): {}",
-            self.packet, self.offset, self.message
-        )
+        match self.packet {
+            Some(n) => write!(
+                f,
+                "packet {n} (byte offset {}): {}",
+                self.offset, self.message
+            ),
+            None => write!(f, "byte offset {}: {}", self.offset, self.message),
+        }
     }
 }
 
@@ -152,6 +158,8 @@ pub struct CaptureReader {
     to: Option<Destination>,
     done: bool,
     unsupported_link: HashSet<i32>,
+    /// pcapng: the current section's byte order (big-endian), to step over a corrupt block.
+    section: Option<bool>,
     pub problems: Vec<Problem>,
     pub stats: Stats,
 }
@@ -204,6 +212,7 @@ impl CaptureReader {
             to,
             done: false,
             unsupported_link: HashSet::new(),
+            section: None,
             problems: Vec::new(),
             stats: Stats::default(),
         })
@@ -225,7 +234,7 @@ impl CaptureReader {
 
     fn problem(&mut self, packet: u64, offset: u64, message: impl Into<String>) {
         self.problems.push(Problem {
-            packet,
+            packet: Some(packet),
             offset,
             message: message.into(),
         });
@@ -235,6 +244,7 @@ impl CaptureReader {
     fn step(&mut self) {
         let at = self.offset;
         let next = self.packet + 1;
+        let mut failure = None;
         let packet = match self.reader.next() {
             Ok((len, block)) => {
                 let packet = match block {
@@ -249,8 +259,9 @@ impl CaptureReader {
                         let short = (b.caplen < b.origlen).then_some((b.caplen, b.origlen));
                         Some((link, Some(ns), b.data.to_vec(), short))
                     }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                    PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                         self.interfaces.clear();
+                        self.section = Some(shb.big_endian());
                         None
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
@@ -322,40 +333,28 @@ impl CaptureReader {
                 None
             }
             Err(PcapError::UnexpectedEof) => {
-                self.problem(
-                    next,
-                    at,
-                    "the file ends inside this packet's record: the capture is truncated",
-                );
-                self.done = true;
+                failure = Some(Failure::Truncated);
                 None
             }
             Err(PcapError::BufferTooSmall) => {
-                self.problem(
-                    next,
-                    at,
-                    format!(
-                        "the record claims more than {BUFFER} bytes: a corrupt record header; \
-                         the rest of the capture cannot be read"
-                    ),
-                );
-                self.done = true;
+                failure = Some(Failure::TooLarge);
                 None
             }
             Err(e) => {
-                let e = match e {
+                failure = Some(Failure::Corrupt(match e {
                     PcapError::NomError(_, kind) => format!("{kind:?}"),
                     other => format!("{other:?}"),
-                };
-                self.problem(
-                    next,
-                    at,
-                    format!("a corrupt record ({e}); the rest of the capture cannot be read"),
-                );
-                self.done = true;
+                }));
                 None
             }
         };
+        if let Some(f) = failure {
+            if !self.skip_block(next, at, &f) {
+                self.problem(next, at, f.message());
+                self.done = true;
+            }
+            return;
+        }
         if let Some((link, ns, data, short)) = packet {
             self.packet = next;
             self.stats.packets += 1;
@@ -371,6 +370,62 @@ impl CaptureReader {
             }
             self.packet_data(next, at, link, ts, &data);
         }
+    }
+
+    /// pcapng frames every block with its length at both ends: a block whose content cannot
+    /// be read but whose frame holds is named and stepped over, and reading goes on. Whether
+    /// it did (a legacy pcap record has no such frame: the reading stops there).
+    fn skip_block(&mut self, next: u64, at: u64, failure: &Failure) -> bool {
+        let Some(big) = self.section else {
+            return false;
+        };
+        let word = |b: &[u8], i: usize| -> Option<u32> {
+            let w: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
+            Some(if big {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            })
+        };
+        let data = self.reader.data();
+        let (Some(kind), Some(len)) = (word(data, 0), word(data, 4)) else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return false;
+        };
+        if len < 12 || len % 4 != 0 || len > BUFFER {
+            return false;
+        }
+        if data.len() < len {
+            // Not all of it is in the buffer yet: read on, then try again.
+            if self.reader.reader_exhausted() {
+                return false;
+            }
+            return self.reader.refill().is_ok();
+        }
+        if word(data, len - 4) != Some(u32::try_from(len).unwrap_or(0)) {
+            return false;
+        }
+        self.reader.consume(len);
+        self.offset += len as u64;
+        // Enhanced, simple and (obsolete) packet blocks hold packets.
+        let message = format!("{}; the block is skipped", failure.what());
+        if matches!(kind, 2 | 3 | 6) {
+            self.packet = next;
+            self.stats.packets += 1;
+            self.problem(next, at, message);
+        } else {
+            self.problems.push(Problem {
+                packet: None,
+                offset: at,
+                message: format!(
+                    "a block of type {kind} after packet {}: {message}",
+                    self.packet
+                ),
+            });
+        }
+        true
     }
 
     fn packet_data(&mut self, n: u64, at: u64, link: Linktype, ts: Option<Timestamp>, data: &[u8]) {
@@ -568,6 +623,41 @@ impl CaptureReader {
             transport,
             text: String::from_utf8_lossy(data).into_owned(),
         });
+    }
+}
+
+/// Why a block could not be read.
+#[derive(Debug)]
+enum Failure {
+    Truncated,
+    TooLarge,
+    Corrupt(String),
+}
+
+impl Failure {
+    /// What was found, as the block's own problem.
+    fn what(&self) -> String {
+        match self {
+            Failure::Truncated => "its content runs past its end: a corrupt block".into(),
+            Failure::TooLarge => format!("it claims more than {BUFFER} bytes: a corrupt block"),
+            Failure::Corrupt(e) => format!("a corrupt block ({e})"),
+        }
+    }
+
+    /// The problem when reading stops here.
+    fn message(&self) -> String {
+        match self {
+            Failure::Truncated => {
+                "the file ends inside this packet's record: the capture is truncated".into()
+            }
+            Failure::TooLarge => format!(
+                "the record claims more than {BUFFER} bytes: a corrupt record header; the rest \
+                 of the capture cannot be read"
+            ),
+            Failure::Corrupt(e) => {
+                format!("a corrupt record ({e}); the rest of the capture cannot be read")
+            }
+        }
     }
 }
 
