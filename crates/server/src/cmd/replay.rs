@@ -600,10 +600,13 @@ fn summary_line(
     summary: &Summary,
 ) -> Result<(), CliError> {
     if json {
+        // The first hundred problems, as on stderr, and how many there were.
+        let shown: Vec<&String> = summary.problems.iter().take(100).collect();
         let v = serde_json::json!({
             "summary": text,
             "moved": summary.moved,
-            "problems": summary.problems,
+            "problems": shown,
+            "problems_total": summary.problems.len(),
         });
         writeln!(out, "{v}").map_err(io)
     } else {
