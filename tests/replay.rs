@@ -591,6 +591,16 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         assert_same(&format!("pcap {id}"), &c["live"], live);
         assert_eq!(c["candidate"], c["live"], "{id}");
         assert_eq!(c["moved"], false);
+        // The capture holds the node's own answer: the same as the replayed decision.
+        let captured = c["captured"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: {c}"));
+        let want = match live["status"].as_u64().unwrap() {
+            302 => format!("302 → {}@acd.example.net", live["queue"].as_str().unwrap()),
+            code => format!("{code} {}", live["reason"].as_str().unwrap()),
+        };
+        assert_eq!(captured, want, "{id}");
+        assert_eq!(c["live_unlike_captured"], false, "{c}");
         // Decided at the packet's time: the node logged its line right after.
         let at = ts(&c["at"]);
         let logged_at = ts(&live["timestamp"]);
@@ -703,6 +713,16 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         2,
         "{out}"
     );
+    assert_eq!(
+        out.matches("  captured  302 → german@acd.example.net")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("13 answered in the capture, 2 of them otherwise than the candidate answers"),
+        "{out}"
+    );
     let (code, out, _) = diff(d, &["--rules", "candidate", "--pcap", capture, "--json"]);
     assert_eq!(code, 1);
     let moved: BTreeSet<String> = calls(&out)
@@ -711,6 +731,12 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
         .map(|c| c["call_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(moved, german_calls);
+    let unlike: BTreeSet<String> = calls(&out)
+        .iter()
+        .filter(|c| c["candidate_unlike_captured"] == true)
+        .map(|c| c["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(unlike, german_calls);
 
     // The node's own decision log: the same, each call at its own time on its logged facts.
     let log = d.join("decisions.log");

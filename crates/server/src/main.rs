@@ -113,7 +113,8 @@ enum Cmd {
         /// the node would take it from the packet's source address, at the packet's time.
         #[arg(long, group = "input")]
         pcap: Option<PathBuf>,
-        /// With --pcap: only packets sent to this address (IP or IP:PORT) count.
+        /// With --pcap: only INVITEs sent to this address (IP or IP:PORT) are calls; what it
+        /// answers and the INVITEs it sends on are read as what it did with them.
         #[arg(long, requires = "pcap")]
         to: Option<tollgate_server::cmd::capture::Destination>,
         /// With --decisions or --pcap: one JSON line per replayed call (the live and candidate

@@ -49,6 +49,80 @@ pub struct Invite {
     pub destination: SocketAddr,
     pub transport: Transport,
     pub text: String,
+    /// What the system in the capture answered it, when the capture holds that.
+    pub old: Option<OldAnswer>,
+}
+
+/// What the system the capture was taken in front of did with an INVITE: its final response
+/// (matched by Call-ID, CSeq and Via branch), or, for a proxy, the INVITE it sent on (matched
+/// by Call-ID; with `--to`, sent from that address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OldAnswer {
+    Response {
+        status: u16,
+        reason: String,
+        /// A 3xx's first Contact, `user@host` (no scheme, port kept, no parameters).
+        contact: Option<String>,
+    },
+    Forwarded {
+        /// The Request-URI it was sent on to, `user@host`.
+        target: String,
+    },
+}
+
+impl OldAnswer {
+    pub fn describe(&self) -> String {
+        match self {
+            OldAnswer::Response {
+                status,
+                contact: Some(c),
+                ..
+            } => format!("{status} → {c}"),
+            OldAnswer::Response { status, reason, .. } => format!("{status} {reason}"),
+            OldAnswer::Forwarded { target } => format!("forwarded to {target}"),
+        }
+    }
+
+    /// Whether a decision gives the same answer: the same status, and for a redirect or a
+    /// forwarded call the same `queue@host` (ASCII case aside).
+    pub fn same_as(&self, d: &tollgate_core::Decision) -> bool {
+        use tollgate_core::DecisionAction;
+        let target = |t: &tollgate_core::Target| format!("{}@{}", t.queue, t.host);
+        match (self, &d.action) {
+            (
+                OldAnswer::Response {
+                    status, contact, ..
+                },
+                DecisionAction::Route(t),
+            ) => {
+                *status == 302
+                    && contact
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(&target(t)))
+            }
+            (OldAnswer::Response { status, .. }, DecisionAction::Reject { code, .. }) => {
+                status == code
+            }
+            (OldAnswer::Forwarded { target: to }, DecisionAction::Route(t)) => {
+                to.eq_ignore_ascii_case(&target(t))
+            }
+            (OldAnswer::Forwarded { .. }, DecisionAction::Reject { .. }) => false,
+        }
+    }
+}
+
+/// `user@host[:port]` of a SIP URI (or a name-addr holding one): no scheme, no parameters.
+fn user_host(uri: &str) -> Option<String> {
+    let uri = match (uri.find('<'), uri.find('>')) {
+        (Some(a), Some(b)) if a < b => uri.get(a + 1..b)?,
+        _ => uri.trim(),
+    };
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+        .or_else(|| uri.strip_prefix("tel:"))?;
+    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
+    rest.get(..end).map(str::to_owned).filter(|s| !s.is_empty())
 }
 
 /// What could not be read, and where.
@@ -154,7 +228,18 @@ pub struct CaptureReader {
     flows: HashMap<Flow, Stream>,
     seen: HashSet<String>,
     seen_order: VecDeque<(i64, String)>,
-    ready: VecDeque<Invite>,
+    /// INVITEs read, in capture order, each waiting for its answer in the capture (or for
+    /// `DEDUPE_SECONDS` of capture time, or the end), with its answer key.
+    ready: VecDeque<(Invite, String)>,
+    /// Answers to waiting INVITEs by key (Call-ID, CSeq, branch), and INVITEs sent on by
+    /// Call-ID.
+    answers: HashMap<String, OldAnswer>,
+    forwarded: HashMap<String, OldAnswer>,
+    /// The keys of the waiting INVITEs, and how many wait per Call-ID.
+    waiting: HashSet<String>,
+    waiting_calls: HashMap<String, usize>,
+    /// The latest packet time seen (seconds).
+    now: i64,
     to: Option<Destination>,
     done: bool,
     unsupported_link: HashSet<i32>,
@@ -209,6 +294,11 @@ impl CaptureReader {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             ready: VecDeque::new(),
+            answers: HashMap::new(),
+            forwarded: HashMap::new(),
+            waiting: HashSet::new(),
+            waiting_calls: HashMap::new(),
+            now: 0,
             to,
             done: false,
             unsupported_link: HashSet::new(),
@@ -222,8 +312,37 @@ impl CaptureReader {
     /// that cannot be read: see [`CaptureReader::problems`]).
     pub fn next_invite(&mut self) -> Option<Invite> {
         loop {
-            if let Some(i) = self.ready.pop_front() {
-                return Some(i);
+            if let Some((front, key)) = self.ready.front() {
+                let call_id = call_id_of(key);
+                let answered =
+                    self.answers.contains_key(key) || self.forwarded.contains_key(call_id);
+                let waited = front
+                    .at
+                    .is_none_or(|t| self.now.saturating_sub(t.as_second()) > DEDUPE_SECONDS);
+                if answered || waited || self.done {
+                    if let Some((mut invite, key)) = self.ready.pop_front() {
+                        let call_id = call_id_of(&key).to_owned();
+                        self.waiting.remove(&key);
+                        let left = match self.waiting_calls.get_mut(&call_id) {
+                            Some(n) => {
+                                *n = n.saturating_sub(1);
+                                *n
+                            }
+                            None => 0,
+                        };
+                        if left == 0 {
+                            self.waiting_calls.remove(&call_id);
+                        }
+                        invite.old = self.answers.remove(&key).or_else(|| {
+                            if left > 0 {
+                                self.forwarded.get(&call_id).cloned()
+                            } else {
+                                self.forwarded.remove(&call_id)
+                            }
+                        });
+                        return Some(invite);
+                    }
+                }
             }
             if self.done {
                 return None;
@@ -361,6 +480,9 @@ impl CaptureReader {
             let ts = ns
                 .and_then(|ns| i64::try_from(ns).ok())
                 .and_then(|ns| Timestamp::from_nanosecond(i128::from(ns)).ok());
+            if let Some(t) = ts {
+                self.now = self.now.max(t.as_second());
+            }
             if let Some((cap, orig)) = short {
                 self.problem(
                     next,
@@ -506,7 +628,7 @@ impl CaptureReader {
                     src: SocketAddr::new(src, u.source_port()),
                     dst: SocketAddr::new(dst, u.destination_port()),
                 };
-                if !self.wanted(flow.dst) {
+                if !self.wanted(flow) {
                     return;
                 }
                 self.message(n, ts, flow, Transport::Udp, u.payload());
@@ -516,7 +638,7 @@ impl CaptureReader {
                     src: SocketAddr::new(src, t.source_port()),
                     dst: SocketAddr::new(dst, t.destination_port()),
                 };
-                if !self.wanted(flow.dst) {
+                if !self.wanted(flow) {
                     return;
                 }
                 let seg = Segment {
@@ -531,10 +653,15 @@ impl CaptureReader {
         }
     }
 
-    fn wanted(&mut self, dst: SocketAddr) -> bool {
-        let ok = self
-            .to
-            .is_none_or(|d| d.ip == dst.ip() && d.port.is_none_or(|p| p == dst.port()));
+    /// Whether `a` is the `--to` address (any address without one).
+    fn is_system(&self, a: SocketAddr) -> bool {
+        self.to
+            .is_none_or(|d| d.ip == a.ip() && d.port.is_none_or(|p| p == a.port()))
+    }
+
+    /// Packets to the system, and (for its answers) from it.
+    fn wanted(&mut self, flow: Flow) -> bool {
+        let ok = self.is_system(flow.dst) || (self.to.is_some() && self.is_system(flow.src));
         if !ok {
             self.stats.filtered += 1;
         }
@@ -581,25 +708,56 @@ impl CaptureReader {
             self.stats.not_sip += 1;
             return;
         };
-        let StartLine::Request { method, .. } = msg.start else {
-            self.stats.other_sip += 1;
-            return;
-        };
-        if !method.eq_ignore_ascii_case("INVITE") {
-            self.stats.other_sip += 1;
-            return;
-        }
         let via = msg.values(HeaderName::Via).next().unwrap_or("");
         let branch = via
             .split(';')
             .find_map(|p| p.trim().strip_prefix("branch="))
             .unwrap_or("");
-        let key = format!(
-            "{}\n{}\n{branch}\n{}",
-            msg.header(HeaderName::CallId).unwrap_or(""),
-            msg.header(HeaderName::CSeq).unwrap_or(""),
-            flow.src
-        );
+        let call_id = msg.header(HeaderName::CallId).unwrap_or("");
+        let cseq = msg.header(HeaderName::CSeq).unwrap_or("");
+        let answer_key = format!("{call_id}\n{cseq}\n{branch}");
+        let (method, uri) = match msg.start {
+            StartLine::Request { method, uri, .. } => (method, uri),
+            StartLine::Response { code, reason } => {
+                // A final answer to an INVITE that waits for one.
+                let invite = cseq
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|m| m.eq_ignore_ascii_case("INVITE"));
+                if invite && code >= 200 && self.waiting.contains(&answer_key) {
+                    let contact = (300..400)
+                        .contains(&code)
+                        .then(|| msg.values(HeaderName::Contact).next().and_then(user_host))
+                        .flatten();
+                    self.answers
+                        .entry(answer_key)
+                        .or_insert(OldAnswer::Response {
+                            status: code,
+                            reason: reason.to_owned(),
+                            contact,
+                        });
+                }
+                self.stats.other_sip += 1;
+                return;
+            }
+        };
+        if !method.eq_ignore_ascii_case("INVITE") {
+            self.stats.other_sip += 1;
+            return;
+        }
+        if self.to.is_some() && self.is_system(flow.src) && !self.is_system(flow.dst) {
+            // The system sending a call on (a proxy): where to, for the call waiting for it.
+            if self.waiting_calls.contains_key(call_id) {
+                if let Some(target) = user_host(uri) {
+                    self.forwarded
+                        .entry(call_id.to_owned())
+                        .or_insert(OldAnswer::Forwarded { target });
+                }
+            }
+            self.stats.other_sip += 1;
+            return;
+        }
+        let key = format!("{answer_key}\n{}", flow.src);
         let now = ts.map_or(0, Timestamp::as_second);
         while let Some((t, _)) = self.seen_order.front() {
             if now.saturating_sub(*t) <= DEDUPE_SECONDS {
@@ -615,15 +773,26 @@ impl CaptureReader {
         }
         self.seen_order.push_back((now, key));
         self.stats.invites += 1;
-        self.ready.push_back(Invite {
-            packet: n,
-            at: ts,
-            source: flow.src,
-            destination: flow.dst,
-            transport,
-            text: String::from_utf8_lossy(data).into_owned(),
-        });
+        self.waiting.insert(answer_key.clone());
+        *self.waiting_calls.entry(call_id.to_owned()).or_insert(0) += 1;
+        self.ready.push_back((
+            Invite {
+                packet: n,
+                at: ts,
+                source: flow.src,
+                destination: flow.dst,
+                transport,
+                text: String::from_utf8_lossy(data).into_owned(),
+                old: None,
+            },
+            answer_key,
+        ));
     }
+}
+
+/// The Call-ID of an answer key (`Call-ID \n CSeq \n branch`).
+fn call_id_of(key: &str) -> &str {
+    key.split('\n').next().unwrap_or("")
 }
 
 /// Why a block could not be read.
@@ -995,6 +1164,151 @@ mod tests {
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(got[0].at.map(|t| t.as_second()), Some(1_800_000_000));
         assert_eq!(got[0].source, "127.0.0.1:5070".parse().unwrap());
+    }
+
+    /// A pcap of UDP datagrams (source, destination, payload), a second apart.
+    fn udp_capture(packets: &[(&str, &str, String)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&65_535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        for (i, (src, dst, payload)) in packets.iter().enumerate() {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let ip = |a: SocketAddr| match a.ip() {
+                IpAddr::V4(v) => v.octets(),
+                IpAddr::V6(_) => unreachable!(),
+            };
+            let mut pkt = Vec::new();
+            etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
+                .ipv4(ip(src), ip(dst), 64)
+                .udp(src.port(), dst.port())
+                .write(&mut pkt, payload.as_bytes())
+                .unwrap();
+            out.extend_from_slice(&(1_800_000_000u32 + i as u32).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+            out.extend_from_slice(&pkt);
+        }
+        out
+    }
+
+    fn request(method: &str, uri: &str, call: &str, branch: &str) -> String {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch={branch}\r\n\
+             From: <sip:+12125550100@x>;tag=1\r\nTo: <sip:+18005550100@x>\r\nCall-ID: {call}\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn response(status: &str, call: &str, branch: &str, contact: &str) -> String {
+        format!(
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 10.0.0.1;branch={branch}\r\n\
+             From: <sip:+12125550100@x>;tag=1\r\nTo: <sip:+18005550100@x>;tag=2\r\n\
+             Call-ID: {call}\r\nCSeq: 1 INVITE\r\n{contact}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// What the system in front of which the capture was taken did: its final response (a
+    /// 302's Contact, a rejection), or the INVITE it sent on; only packets to and from `--to`.
+    #[test]
+    fn each_invite_carries_the_captured_answer() {
+        let (carrier, system, acd) = ("10.0.0.1:5060", "10.0.0.5:5060", "10.0.0.9:5060");
+        let ruri = "sip:+18005550100@10.0.0.5";
+        let bytes = udp_capture(&[
+            (carrier, system, request("INVITE", ruri, "r1", "z9hG4bKr1")),
+            (carrier, system, request("INVITE", ruri, "p1", "z9hG4bKp1")),
+            (carrier, system, request("INVITE", ruri, "n1", "z9hG4bKn1")),
+            (carrier, system, request("INVITE", ruri, "x1", "z9hG4bKx1")),
+            (
+                system,
+                carrier,
+                response("100 Trying", "r1", "z9hG4bKr1", ""),
+            ),
+            (
+                system,
+                carrier,
+                response(
+                    "302 Moved Temporarily",
+                    "r1",
+                    "z9hG4bKr1",
+                    "Contact: <sip:sales@acd.example.net;ref=1>\r\n",
+                ),
+            ),
+            (
+                system,
+                acd,
+                request(
+                    "INVITE",
+                    "sip:support@acd.example.net;lr",
+                    "p1",
+                    "z9hG4bKfw",
+                ),
+            ),
+            (
+                system,
+                carrier,
+                response("603 Decline", "n1", "z9hG4bKn1", ""),
+            ),
+            // Traffic elsewhere: not counted, not an answer.
+            (
+                acd,
+                "10.0.0.7:5060",
+                request("INVITE", ruri, "y1", "z9hG4bKy1"),
+            ),
+        ]);
+        let to = Some("10.0.0.5:5060".parse().unwrap());
+        let mut r = CaptureReader::from_reader("t", std::io::Cursor::new(bytes), to).unwrap();
+        let mut got = Vec::new();
+        while let Some(i) = r.next_invite() {
+            got.push((i.packet, i.old));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (
+                    1,
+                    Some(OldAnswer::Response {
+                        status: 302,
+                        reason: "Moved Temporarily".into(),
+                        contact: Some("sales@acd.example.net".into())
+                    })
+                ),
+                (
+                    2,
+                    Some(OldAnswer::Forwarded {
+                        target: "support@acd.example.net".into()
+                    })
+                ),
+                (
+                    3,
+                    Some(OldAnswer::Response {
+                        status: 603,
+                        reason: "Decline".into(),
+                        contact: None
+                    })
+                ),
+                (4, None),
+            ]
+        );
+        assert_eq!(r.stats.filtered, 1);
+        let route = tollgate_core::Decision {
+            action: tollgate_core::DecisionAction::Route(tollgate_core::Target::new(
+                "SALES",
+                "acd.example.net",
+            )),
+            rule: String::new(),
+            version: String::new(),
+        };
+        assert!(got[0].1.as_ref().unwrap().same_as(&route));
+        assert!(!got[1].1.as_ref().unwrap().same_as(&route));
+        assert_eq!(
+            got[0].1.as_ref().unwrap().describe(),
+            "302 → sales@acd.example.net"
+        );
     }
 
     /// Network input never panics: the capture cut at every fifth length, and every fifth byte

@@ -741,6 +741,8 @@ pub async fn diff_pcap(
     };
     let mut summary = Summary::default();
     let (mut replayed, mut refused) = (0usize, 0usize);
+    // Calls the capture shows the answer of, and those the candidate answers otherwise.
+    let (mut with_old, mut unlike_old) = (0usize, 0usize);
     while let Some(inv) = reader.next_invite() {
         let spec = CallSpec {
             sip: Some(inv.text),
@@ -778,6 +780,11 @@ pub async fn diff_pcap(
         let (da, db) = (describe(&a.outcome.decision), describe(&b.outcome.decision));
         let moved = da != db;
         summary.moved += usize::from(moved);
+        // What the system the capture was taken in front of answered, when the capture has it.
+        let old = inv.old.as_ref();
+        let unlike = old.is_some_and(|o| !o.same_as(&b.outcome.decision));
+        with_old += usize::from(old.is_some());
+        unlike_old += usize::from(unlike);
         let (ra, rb) = (a.record(), b.record());
         if json {
             let v = serde_json::json!({
@@ -790,12 +797,14 @@ pub async fn diff_pcap(
                 "live": ra,
                 "candidate": rb,
                 "moved": moved,
+                "captured": old.map(crate::cmd::capture::OldAnswer::describe),
+                "live_unlike_captured": old.is_some_and(|o| !o.same_as(&a.outcome.decision)),
+                "candidate_unlike_captured": unlike,
             });
             writeln!(out, "{v}").map_err(io)?;
-        } else if moved {
-            let text = format!(
-                "packet {}: {} → {} at {} from {}/{} ({})\n  live      {da} by {}\n  \
-                 candidate {db} by {}  [{}]\n",
+        } else if moved || unlike {
+            let mut text = format!(
+                "packet {}: {} → {} at {} from {}/{} ({})\n",
                 inv.packet,
                 ra.ani,
                 ra.dnis,
@@ -803,6 +812,13 @@ pub async fn diff_pcap(
                 inv.source,
                 inv.transport.as_str(),
                 ra.call_id,
+            );
+            if let Some(o) = old {
+                let _ = writeln!(text, "  captured  {}", o.describe());
+            }
+            let _ = writeln!(
+                text,
+                "  live      {da} by {}\n  candidate {db} by {}  [{}]",
                 a.outcome.decision.rule,
                 b.outcome.decision.rule,
                 matched(&b.outcome),
@@ -823,6 +839,13 @@ pub async fn diff_pcap(
         s.retransmissions,
         if s.retransmissions == 1 { "" } else { "s" },
     );
+    if with_old > 0 {
+        let _ = write!(
+            text,
+            "; {with_old} answered in the capture, {unlike_old} of them otherwise than the \
+             candidate answers"
+        );
+    }
     if refused > 0 {
         let _ = write!(
             text,
