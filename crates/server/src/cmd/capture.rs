@@ -53,9 +53,9 @@ pub struct Invite {
     pub old: Option<OldAnswer>,
 }
 
-/// What the system the capture was taken in front of did with an INVITE: its final response
-/// (matched by Call-ID, CSeq and Via branch), or, for a proxy, the INVITE it sent on (matched
-/// by Call-ID; with `--to`, sent from that address).
+/// What the system the capture was taken in front of did with an INVITE: for a proxy, where
+/// it last sent the call on (an INVITE from `--to` with the same Call-ID), else its final
+/// response (matched by Call-ID, CSeq and Via branch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OldAnswer {
     Response {
@@ -313,9 +313,9 @@ impl CaptureReader {
     pub fn next_invite(&mut self) -> Option<Invite> {
         loop {
             if let Some((front, key)) = self.ready.front() {
-                let call_id = call_id_of(key);
-                let answered =
-                    self.answers.contains_key(key) || self.forwarded.contains_key(call_id);
+                // Wait for the final response: a proxy may send the call on more than once
+                // (a redirect followed), and the last place it sent it is what it did.
+                let answered = self.answers.contains_key(key);
                 let waited = front
                     .at
                     .is_none_or(|t| self.now.saturating_sub(t.as_second()) > DEDUPE_SECONDS);
@@ -333,13 +333,13 @@ impl CaptureReader {
                         if left == 0 {
                             self.waiting_calls.remove(&call_id);
                         }
-                        invite.old = self.answers.remove(&key).or_else(|| {
-                            if left > 0 {
-                                self.forwarded.get(&call_id).cloned()
-                            } else {
-                                self.forwarded.remove(&call_id)
-                            }
-                        });
+                        let response = self.answers.remove(&key);
+                        let forwarded = if left > 0 {
+                            self.forwarded.get(&call_id).cloned()
+                        } else {
+                            self.forwarded.remove(&call_id)
+                        };
+                        invite.old = forwarded.or(response);
                         return Some(invite);
                     }
                 }
@@ -750,8 +750,7 @@ impl CaptureReader {
             if self.waiting_calls.contains_key(call_id) {
                 if let Some(target) = user_host(uri) {
                     self.forwarded
-                        .entry(call_id.to_owned())
-                        .or_insert(OldAnswer::Forwarded { target });
+                        .insert(call_id.to_owned(), OldAnswer::Forwarded { target });
                 }
             }
             self.stats.other_sip += 1;
@@ -1241,13 +1240,20 @@ mod tests {
             (
                 system,
                 acd,
+                request("INVITE", "sip:+18005550100@10.0.0.8", "p1", "z9hG4bKfw"),
+            ),
+            // The first hop redirected; the proxy followed it: the last place is what it did.
+            (
+                system,
+                acd,
                 request(
                     "INVITE",
                     "sip:support@acd.example.net;lr",
                     "p1",
-                    "z9hG4bKfw",
+                    "z9hG4bKf2",
                 ),
             ),
+            (system, carrier, response("200 OK", "p1", "z9hG4bKp1", "")),
             (
                 system,
                 carrier,
