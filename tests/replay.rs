@@ -16,7 +16,12 @@
 //!   header name the packet (and its byte offset) on stderr, exit 2, and still report every
 //!   call they could read.
 //!
-//! tcpdump must be installed (`.ci/run` installs it); the test runs as root, as CI does.
+//! - a capture taken in front of Kamailio (deploy/kamailio's dispatcher, asking the node and
+//!   following its 302 to an ACD) replays, with `--to` Kamailio, to decisions that name the
+//!   queue Kamailio sent each call to, and equal the node's decision log.
+//!
+//! tcpdump must be installed (`.ci/run` installs it, and Kamailio); the tests run as root, as
+//! CI does.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -276,6 +281,7 @@ impl Tcpdump {
         Self(child)
     }
 
+    /// Lets the last packets reach the file, then stops tcpdump (SIGTERM: it flushes).
     fn stop(mut self) {
         std::thread::sleep(Duration::from_millis(500));
         let ok = Command::new("kill")
@@ -285,6 +291,16 @@ impl Tcpdump {
             .success();
         assert!(ok);
         let _ = self.0.wait();
+    }
+}
+
+impl Drop for Tcpdump {
+    /// A test that fails before `stop` leaves no tcpdump running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -918,4 +934,202 @@ fn a_captured_sipp_run_and_the_decision_log_replay_to_the_live_decisions() {
     let (code, _, err) = diff(d, &["--rules", "routes", "--pcap", log]);
     assert_eq!(code, 2);
     assert!(err.contains("not a pcap or pcapng capture"), "{err}");
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process stopped on drop: SIGTERM (Kamailio's main process then stops the workers it
+/// forked), SIGKILL after 5 s.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The migration case with real parts: a capture taken in front of a Kamailio proxy (the
+/// dispatcher of deploy/kamailio, as shipped, asking a Tollgate node and following its 302 to
+/// an ACD, a sipp UAS), replayed with `--to` Kamailio's address. The calls are the carrier's
+/// INVITEs to Kamailio; what Kamailio did with each is where it last sent it (the ACD queue),
+/// and the replayed decision of every call names that same queue and host, and equals the
+/// node's decision log line.
+#[test]
+fn a_capture_in_front_of_kamailio_replays_to_where_kamailio_sent_each_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(repo().join("config/directory.csv"), d.join("directory.csv")).unwrap();
+    let (node_port, acd_port, kamailio_port) = (udp_port(), udp_port(), udp_port());
+    std::fs::write(
+        d.join("tollgate.toml"),
+        format!(
+            r#"[sip]
+udp = ["127.0.0.1:{node_port}"]
+tcp = ["127.0.0.1:0"]
+
+[[trunk]]
+name = "sbc"
+cidrs = ["127.0.0.1/32"]
+trusted = true
+
+[routing]
+acd_host = "127.0.0.1:{acd_port}"
+emergency_queue = "emergency"
+rules_dir = "{routes}"
+
+[crm]
+kind = "file"
+[crm.file]
+path = "directory.csv"
+
+[log]
+format = "json"
+"#,
+            routes = repo().join("config/routes").display()
+        ),
+    )
+    .unwrap();
+    let node = Node::start(d);
+    let _acd = Stopped(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(repo().join("tests/data/sipp/acd_uas.xml"))
+            .args(["-i", "127.0.0.1", "-p", &acd_port.to_string(), "-nostdin"])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp runs (apt-get install sip-tester)"),
+    );
+    let list = d.join("dispatcher.list");
+    std::fs::write(&list, format!("1 sip:127.0.0.1:{node_port} 0 0\n")).unwrap();
+    let run = d.join("kamailio-run");
+    std::fs::create_dir_all(&run).unwrap();
+    let _kamailio = Stopped(
+        Command::new("kamailio")
+            .arg("-f")
+            .arg(repo().join("deploy/kamailio/kamailio.cfg"))
+            .args(["-DD", "-E", "-A"])
+            .arg(format!("LISTEN=udp:127.0.0.1:{kamailio_port}"))
+            .arg("-A")
+            .arg(format!("DISPATCHER_LIST=\"{}\"", list.display()))
+            .arg("-Y")
+            .arg(&run)
+            .arg("-w")
+            .arg(&run)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("kamailio.log")).unwrap())
+            .spawn()
+            .expect("kamailio is installed (apt-get install kamailio; .ci/run does)"),
+    );
+    // The dispatcher probes the node before it sends it calls.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pcap = d.join("kamailio.pcap");
+    let tcpdump = Tcpdump::start(
+        "lo",
+        &pcap,
+        &format!("udp and (port {kamailio_port} or port {node_port} or port {acd_port})"),
+    );
+    let calls_csv = d.join("carrier.csv");
+    std::fs::write(
+        &calls_csv,
+        "SEQUENTIAL\n\
+         +4930123456;+18005550100;+4930123456\n\
+         +12125550100;+18005550100;+12125550100\n\
+         +34912345678;+18005550100;+34912345678\n\
+         +13125550147;+18885550101;+13125550147\n\
+         +16175550100;+18885550101;+16175550100\n",
+    )
+    .unwrap();
+    let out = Command::new("sipp")
+        .arg(format!("127.0.0.1:{kamailio_port}"))
+        .arg("-sf")
+        .arg(repo().join("tests/data/sipp/carrier_call.xml"))
+        .arg("-inf")
+        .arg(&calls_csv)
+        .args(["-m", "5", "-r", "5", "-l", "5"])
+        .args(["-i", "127.0.0.1", "-p", "0", "-nostdin"])
+        .args([
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-recv_timeout",
+            "10000",
+        ])
+        .current_dir(d)
+        .output()
+        .expect("sipp runs");
+    assert!(
+        out.status.success(),
+        "carrier calls through Kamailio: {}\n{}\nkamailio: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(d.join("kamailio.log")).unwrap_or_default()
+    );
+    tcpdump.stop();
+    let logged = node.decisions();
+    assert_eq!(logged.len(), 5, "{logged:#?}");
+
+    let to = format!("127.0.0.1:{kamailio_port}");
+    let (code, out, err) = diff(
+        d,
+        &[
+            "--rules",
+            repo().join("config/routes").to_str().unwrap(),
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--to",
+            &to,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let replayed = calls(&out);
+    assert_eq!(replayed.len(), 5, "{out}");
+    let queues: BTreeSet<&str> = logged
+        .values()
+        .map(|v| v["queue"].as_str().unwrap())
+        .collect();
+    assert!(queues.len() >= 2, "a mix of queues: {queues:?}");
+    for c in &replayed {
+        let id = c["call_id"].as_str().unwrap();
+        let live = logged
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} not logged: {c}"));
+        assert_same(&format!("kamailio {id}"), &c["live"], live);
+        assert_eq!(
+            c["captured"],
+            format!(
+                "forwarded to {}@127.0.0.1:{acd_port}",
+                live["queue"].as_str().unwrap()
+            ),
+            "{c}"
+        );
+        assert_eq!(c["live_unlike_captured"], false, "{c}");
+    }
+    assert!(
+        out.contains("5 answered in the capture, 0 of them otherwise than the candidate answers"),
+        "{out}"
+    );
 }
