@@ -26,6 +26,7 @@ use crate::trunk::Trunks;
 
 mod table;
 mod tcp;
+mod udp;
 
 use table::{Table, TxKey, TxState};
 
@@ -230,6 +231,18 @@ pub struct Limits {
     pub tcp_write_buffer: usize,
     /// A write that makes no progress for this long closes the connection.
     pub tcp_write_timeout: Duration,
+    /// Overload shedding: a new INVITE is answered 503 with Retry-After at once, before any
+    /// work is spent on it, when `max_pending_decisions` are running or when its datagram
+    /// waited longer than `shed_queue_age` in the socket's receive queue. Off, only the
+    /// table's bounds (`max_transactions`, `max_transaction_bytes`) answer 503. Emergency
+    /// calls are never shed.
+    pub shedding: bool,
+    /// The receive queue's age past which new INVITEs are shed (the kernel's receive
+    /// timestamp against now); once shedding, a quarter of it, until the queue has stayed
+    /// that young for a second. Zero: no shedding by age.
+    pub shed_queue_age: Duration,
+    /// Each UDP socket's receive buffer (`SO_RCVBUF`), in bytes; 0 leaves the system's.
+    pub udp_receive_buffer: usize,
 }
 
 impl Default for Limits {
@@ -244,6 +257,9 @@ impl Default for Limits {
             tcp_message_timeout: Duration::from_secs(10),
             tcp_write_buffer: 256 << 10,
             tcp_write_timeout: Duration::from_secs(10),
+            shedding: true,
+            shed_queue_age: Duration::from_millis(100),
+            udp_receive_buffer: 4 << 20,
         }
     }
 }
@@ -292,7 +308,7 @@ pub struct Context<H> {
 #[derive(Clone, Debug)]
 enum Reply {
     Udp {
-        socket: Arc<UdpSocket>,
+        socket: Arc<udp::Udp>,
         peer: SocketAddr,
     },
     Tcp {
@@ -312,24 +328,14 @@ impl Reply {
         }
     }
 
-    /// Sends now, without waiting: over UDP one `sendto` (a full socket buffer hands the
-    /// datagram to a task), over TCP onto the connection's capped queue. An answer is on its
-    /// way when this returns, which is what draining counts on.
+    /// Sends now, without waiting: over UDP one `sendto` (a full socket buffer puts the
+    /// datagram on the socket's bounded backlog, [`udp::SEND_BACKLOG`]), over TCP onto the
+    /// connection's capped queue. An answer is on its way when this returns, which is what
+    /// draining counts on.
     fn send(&self, bytes: &Arc<[u8]>) {
         metrics::counter!("tollgate_sip_responses_sent_total").increment(1);
         match self {
-            Reply::Udp { socket, peer } => match socket.try_send_to(bytes, *peer) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let (socket, peer, bytes) = (Arc::clone(socket), *peer, Arc::clone(bytes));
-                    tokio::spawn(async move {
-                        if let Err(e) = socket.send_to(&bytes, peer).await {
-                            warn!(%peer, error = %e, "udp send failed");
-                        }
-                    });
-                }
-                Err(e) => warn!(%peer, error = %e, "udp send failed"),
-            },
+            Reply::Udp { socket, peer } => socket.send(bytes, *peer),
             Reply::Tcp { conn, .. } => conn.push(bytes),
         }
     }
@@ -432,7 +438,15 @@ impl<H: CallHandler> Server<H> {
         shutdown: impl Future<Output = ()>,
     ) {
         let mut tasks = Vec::new();
-        let udp: Vec<Arc<UdpSocket>> = udp.into_iter().map(Arc::new).collect();
+        let mut senders = Vec::new();
+        let udp: Vec<Arc<udp::Udp>> = udp
+            .into_iter()
+            .map(|s| {
+                let (udp, sender) = udp::Udp::new(s, self.ctx.config.limits.udp_receive_buffer);
+                senders.push(sender);
+                udp
+            })
+            .collect();
         for socket in &udp {
             let me = Arc::clone(&self);
             tasks.push(tokio::spawn(me.udp_loop(Arc::clone(socket))));
@@ -491,7 +505,7 @@ impl<H: CallHandler> Server<H> {
         for socket in &udp {
             while let Ok(Ok((n, peer))) = tokio::time::timeout_at(
                 quiet_until.min(tokio::time::Instant::now() + Duration::from_millis(20)),
-                socket.recv_from(&mut buf),
+                socket.socket().recv_from(&mut buf),
             )
             .await
             {
@@ -505,12 +519,17 @@ impl<H: CallHandler> Server<H> {
             }
         }
         let flush_until = tokio::time::Instant::now() + Duration::from_secs(1);
-        while self.conns.queued() > 0 && tokio::time::Instant::now() < flush_until {
+        while (self.conns.queued() > 0 || udp.iter().any(|u| u.backlogged() > 0))
+            && tokio::time::Instant::now() < flush_until
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.publish_stats();
         sampler.abort();
         expiry.abort();
+        for s in senders {
+            s.abort();
+        }
     }
 
     /// Waits until no decision is running, or `deadline`; true if none is.
@@ -537,10 +556,18 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
-    async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    /// Receives datagrams with their age in the socket's receive queue: past the queue-age
+    /// bound ([`udp::AgeGate`]) a new INVITE in one is shed (`on_invite`).
+    async fn udp_loop(self: Arc<Self>, socket: Arc<udp::Udp>) {
+        let mut rx = udp::Receiver::new(MAX_MESSAGE + 1);
+        let limits = &self.ctx.config.limits;
+        let mut gate = udp::AgeGate::new(if limits.shedding {
+            limits.shed_queue_age
+        } else {
+            Duration::ZERO
+        });
         loop {
-            let (n, peer) = match socket.recv_from(&mut buf).await {
+            let (n, peer, age) = match socket.recv(&mut rx).await {
                 Ok(r) => r,
                 Err(e) => {
                     // ICMP port unreachable surfaces here on Linux; keep serving.
@@ -548,12 +575,15 @@ impl<H: CallHandler> Server<H> {
                     continue;
                 }
             };
-            let Some(data) = buf.get(..n) else { continue };
+            let stale = age.is_some_and(|age| gate.stale(age, Instant::now()));
+            let Some(data) = rx.buf.get(..n) else {
+                continue;
+            };
             let reply = Reply::Udp {
                 socket: Arc::clone(&socket),
                 peer,
             };
-            self.on_message(data, reply, true);
+            self.on_received(data, reply, true, stale);
         }
     }
 
@@ -615,6 +645,12 @@ impl<H: CallHandler> Server<H> {
 
     /// Handles one complete message from either transport.
     fn on_message(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool) {
+        self.on_received(data, reply, datagram, false);
+    }
+
+    /// [`Server::on_message`] for a message that may be `stale`: it waited in the receive
+    /// queue past the shedding bound, so a new INVITE in it is shed.
+    fn on_received(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool, stale: bool) {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(g) => {
@@ -657,7 +693,7 @@ impl<H: CallHandler> Server<H> {
         let key = tx_key(&req);
         match req.method {
             Method::Ack => self.on_ack(key),
-            Method::Invite => self.on_invite(req, key, reply),
+            Method::Invite => self.on_invite(req, key, reply, stale),
             Method::Cancel => self.on_cancel(&req, key, reply),
             Method::Options | Method::Other => self.on_non_invite(&req, key, reply),
         }
@@ -714,13 +750,30 @@ impl<H: CallHandler> Server<H> {
         });
     }
 
-    /// Why a new INVITE cannot be taken on now: a table bound, or too many decisions running.
-    fn overloaded(&self) -> Option<&'static str> {
+    /// Why a new INVITE cannot be taken on now: a table bound (memory: always), or, with
+    /// shedding on, its datagram was `stale` (it waited past the queue-age bound) or too many
+    /// decisions are running. An emergency call (`emergency` is asked only then) is never shed
+    /// for those two.
+    fn overloaded(&self, stale: bool, emergency: impl FnOnce() -> bool) -> Option<&'static str> {
         if let Some(full) = self.table.full() {
             return Some(full.as_str());
         }
-        (self.pending.load(Ordering::Relaxed) >= self.ctx.config.limits.max_pending_decisions)
-            .then_some("pending-decisions")
+        let limits = &self.ctx.config.limits;
+        if !limits.shedding {
+            return None;
+        }
+        let why = if stale {
+            "queue-age"
+        } else if self.pending.load(Ordering::Relaxed) >= limits.max_pending_decisions {
+            "pending-decisions"
+        } else {
+            return None;
+        };
+        if emergency() {
+            metrics::counter!("tollgate_sip_shed_exempt_total", "why" => why).increment(1);
+            return None;
+        }
+        Some(why)
     }
 
     fn retry_after(&self) -> Lines {
@@ -732,7 +785,9 @@ impl<H: CallHandler> Server<H> {
         retry
     }
 
-    fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply) {
+    /// A new INVITE: `stale` if its datagram waited past the queue-age bound (shed unless it
+    /// is a retransmission or an emergency call).
+    fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply, stale: bool) {
         if self.retransmission(&key, &reply) {
             return;
         }
@@ -756,7 +811,7 @@ impl<H: CallHandler> Server<H> {
             precheck(trunk.is_some(), &req.msg, self.ctx.config.enforce_require)
         {
             Some(pre)
-        } else if let Some(why) = self.overloaded() {
+        } else if let Some(why) = self.overloaded(stale, || self.ctx.emergency.dialed(&req)) {
             metrics::counter!("tollgate_sip_shed_total", "why" => why).increment(1);
             shed = Some(why);
             Some((
