@@ -370,6 +370,10 @@ pub struct Server<H> {
     abandon: Notify,
     refs: AtomicU64,
     ref_prefix: u32,
+    /// The decision log's budget for shed INVITEs.
+    shed_log: udp::ShedLog,
+    /// How long the last decision waited for the runtime (part of an INVITE's wait).
+    lag: udp::Lag,
 }
 
 impl<H: CallHandler> Server<H> {
@@ -387,6 +391,8 @@ impl<H: CallHandler> Server<H> {
             abandon: Notify::new(),
             refs: AtomicU64::new(0),
             ref_prefix: rand::random(),
+            shed_log: udp::ShedLog::new(),
+            lag: udp::Lag::new(),
         })
     }
 
@@ -423,6 +429,15 @@ impl<H: CallHandler> Server<H> {
             metrics::gauge!("tollgate_sip_pending_decisions").set(s.pending_decisions as f64);
             metrics::gauge!("tollgate_sip_tcp_connections").set(s.tcp_connections as f64);
             metrics::gauge!("tollgate_sip_tcp_queued_bytes").set(s.tcp_queued_bytes as f64);
+        }
+        let unlogged = self.shed_log.take_unlogged();
+        if unlogged > 0 {
+            warn!(
+                unlogged,
+                per_second = udp::SHED_LOG_PER_SECOND,
+                "overloaded: INVITEs shed with 503 past the decision log's budget (counted in \
+                 tollgate_sip_shed_total)"
+            );
         }
     }
 
@@ -557,7 +572,8 @@ impl<H: CallHandler> Server<H> {
     }
 
     /// Receives datagrams with their age in the socket's receive queue: past the queue-age
-    /// bound ([`udp::AgeGate`]) a new INVITE in one is shed (`on_invite`).
+    /// bound ([`udp::AgeGate`]), counting the runtime's lag ([`udp::Lag`]) too, a new INVITE in
+    /// one is shed (`on_invite`).
     async fn udp_loop(self: Arc<Self>, socket: Arc<udp::Udp>) {
         let mut rx = udp::Receiver::new(MAX_MESSAGE + 1);
         let limits = &self.ctx.config.limits;
@@ -575,7 +591,11 @@ impl<H: CallHandler> Server<H> {
                     continue;
                 }
             };
-            let stale = age.is_some_and(|age| gate.stale(age, Instant::now()));
+            // The wait an INVITE in it would see: its time in the socket's queue, and then in
+            // the runtime's (the last decision's lag).
+            let now = Instant::now();
+            let waited = age.unwrap_or_default() + self.lag.current(now);
+            let stale = gate.stale(waited, now);
             let Some(data) = rx.buf.get(..n) else {
                 continue;
             };
@@ -828,6 +848,14 @@ impl<H: CallHandler> Server<H> {
         let copied = response::Copied::new(&req.msg, source);
         if let Some((code, reason, why, extra)) = early {
             let bytes: Arc<[u8]> = copied.response(code, reason, Some(&tag), &extra).into();
+            if shed.is_some() {
+                // Answered first; reported within the decision log's budget.
+                metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+                reply.send(&bytes);
+                if !self.shed_log.allow(Instant::now()) {
+                    return;
+                }
+            }
             self.ctx.handler.answered_early(&EarlyAnswer {
                 call_id: &clean_text(req.call_id),
                 source,
@@ -841,7 +869,11 @@ impl<H: CallHandler> Server<H> {
                 },
                 call: None,
             });
-            if shed.is_some() || self.table.full().is_some() {
+            if shed.is_some() {
+                // Sent above; nothing is kept.
+                return;
+            }
+            if self.table.full().is_some() {
                 // Nothing is kept: the answer goes once, as from a stateless source.
                 metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
                 reply.send(&bytes);
@@ -880,6 +912,9 @@ impl<H: CallHandler> Server<H> {
         let heap = template.heap_bytes() + call.facts.call_id.capacity();
         self.spawn_held(heap, async move {
             let mut call = call;
+            let started = Instant::now();
+            me.lag
+                .observe(started.saturating_duration_since(call.received), started);
             let cfg = &me.ctx.config;
             let outcome = {
                 let decide =

@@ -7,6 +7,7 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -235,6 +236,109 @@ impl AgeGate {
     }
 }
 
+/// A lag sample older than this no longer counts: when everything is shed no decision starts
+/// to measure it, so the next INVITE young enough is taken on and measures it anew.
+const LAG_FRESH: Duration = Duration::from_millis(100);
+
+/// The runtime's side of "the work waiting": how long the last decision taken on waited for
+/// the runtime between its INVITE being read and its task first running. The socket's queue is
+/// not the only one: a receive loop that reads faster than the decisions it spawns can run
+/// moves the backlog into the runtime's run queue, where the socket's age cannot see it. An
+/// INVITE's wait is therefore estimated as its datagram's age plus this lag.
+#[derive(Debug)]
+pub(super) struct Lag {
+    start: Instant,
+    last_us: AtomicU64,
+    /// When `last_us` was measured, in ms since `start`.
+    at_ms: AtomicU64,
+}
+
+impl Lag {
+    pub(super) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_us: AtomicU64::new(0),
+            at_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A decision task began `waited` after its INVITE was read.
+    pub(super) fn observe(&self, waited: Duration, now: Instant) {
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.last_us.store(us, Ordering::Relaxed);
+        self.at_ms.store(self.ms(now), Ordering::Relaxed);
+    }
+
+    /// The last lag measured, if it is fresh ([`LAG_FRESH`]); else zero.
+    pub(super) fn current(&self, now: Instant) -> Duration {
+        let age = self
+            .ms(now)
+            .saturating_sub(self.at_ms.load(Ordering::Relaxed));
+        if u128::from(age) > LAG_FRESH.as_millis() {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.last_us.load(Ordering::Relaxed))
+    }
+}
+
+/// Shed INVITEs reported to [`crate::CallHandler::answered_early`] (the decision log's line) in
+/// one second, at most; the rest are counted (`tollgate_sip_shed_total` counts them all) and
+/// summed in one warning a second. Under a flood a line per shed INVITE would cost about as
+/// much CPU as shedding itself (formatting ~1 kB of JSON and writing it) and fill the disk.
+pub(super) const SHED_LOG_PER_SECOND: u64 = 100;
+
+/// The per-second budget of [`SHED_LOG_PER_SECOND`].
+#[derive(Debug)]
+pub(super) struct ShedLog {
+    start: Instant,
+    /// The current second (since `start`) and the lines reported in it: `second << 32 | n`.
+    window: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl ShedLog {
+    pub(super) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            window: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a shed INVITE at `now` gets its line; if not, it is counted as unlogged.
+    pub(super) fn allow(&self, now: Instant) -> bool {
+        let second = now.saturating_duration_since(self.start).as_secs() & 0xffff_ffff;
+        let mut cur = self.window.load(Ordering::Relaxed);
+        loop {
+            let next = if cur >> 32 == second {
+                cur + 1
+            } else {
+                (second << 32) | 1
+            };
+            if next & 0xffff_ffff > SHED_LOG_PER_SECOND {
+                self.unlogged.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self
+                .window
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// The shed INVITEs not reported since the last call.
+    pub(super) fn take_unlogged(&self) -> u64 {
+        self.unlogged.swap(0, Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +364,32 @@ mod tests {
         // A quiet second: back to the full bound.
         assert!(!g.stale(99 * MS, t0 + 2900 * MS));
         assert!(!g.stale(30 * MS, t0 + 2901 * MS));
+    }
+
+    #[test]
+    fn shed_log_reports_at_most_its_budget_a_second() {
+        let log = ShedLog::new();
+        let t0 = log.start;
+        let allowed = (0..250).filter(|_| log.allow(t0)).count();
+        assert_eq!(allowed as u64, SHED_LOG_PER_SECOND);
+        assert_eq!(log.take_unlogged(), 250 - SHED_LOG_PER_SECOND);
+        assert_eq!(log.take_unlogged(), 0);
+        assert!(log.allow(t0 + Duration::from_millis(1001)), "a new second");
+        assert!(log.allow(t0 + Duration::from_millis(1999)));
+    }
+
+    #[test]
+    fn lag_counts_while_fresh() {
+        let lag = Lag::new();
+        let t0 = lag.start;
+        assert_eq!(lag.current(t0), Duration::ZERO);
+        lag.observe(40 * MS, t0 + 10 * MS);
+        assert_eq!(lag.current(t0 + 60 * MS), 40 * MS);
+        assert_eq!(
+            lag.current(t0 + 200 * MS),
+            Duration::ZERO,
+            "stale: forgotten"
+        );
     }
 
     #[test]
