@@ -72,14 +72,15 @@ grep -q '^shedding = false' "$work/off.toml" || { echo "overload.sh: $config has
 start_engine() {
   local cfg=$config
   [ "$1" = off ] && cfg=$work/off.toml
-  # The decision log (a line a call) goes through grep on sipp's CPU, which keeps the rest: a
-  # file written on the engine's only runtime thread stalls it whenever the disk is busy (other
-  # builds here), and ~1 GB a run. LOG=file writes it all to the file instead.
+  # The decision log (a line a call) goes through keep_warnings.py on sipp's CPU, which keeps
+  # the rest and counts it: a file written on the engine's only runtime thread stalls it
+  # whenever the disk is busy (other builds here), and it is ~1 GB a run. LOG=file writes it all
+  # to the file instead.
   if [ "${LOG:-}" = file ]; then
     taskset -c 0 "$bin" serve --config "$cfg" >"$work/engine-$1.log" 2>&1 &
   else
     taskset -c 0 "$bin" serve --config "$cfg" \
-      > >(taskset -c 1 grep --line-buffered -v '"message":"decision"' >"$work/engine-$1.log") 2>&1 &
+      > >(taskset -c 1 python3 "$here/keep_warnings.py" "$work/engine-$1.log") 2>&1 &
   fi
   tg=$!
   echo "$tg" >"$cg/cgroup.procs"

@@ -595,7 +595,13 @@ impl<H: CallHandler> Server<H> {
             // the runtime's (the last decision's lag).
             let now = Instant::now();
             let waited = age.unwrap_or_default() + self.lag.current(now);
-            let stale = gate.stale(waited, now);
+            let wait = if !gate.stale(waited, now) {
+                udp::Wait::Fresh
+            } else if waited > self.ctx.config.t1 {
+                udp::Wait::Superseded
+            } else {
+                udp::Wait::Stale
+            };
             let Some(data) = rx.buf.get(..n) else {
                 continue;
             };
@@ -603,7 +609,7 @@ impl<H: CallHandler> Server<H> {
                 socket: Arc::clone(&socket),
                 peer,
             };
-            self.on_received(data, reply, true, stale);
+            self.on_received(data, reply, true, wait);
         }
     }
 
@@ -665,12 +671,12 @@ impl<H: CallHandler> Server<H> {
 
     /// Handles one complete message from either transport.
     fn on_message(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool) {
-        self.on_received(data, reply, datagram, false);
+        self.on_received(data, reply, datagram, udp::Wait::Fresh);
     }
 
-    /// [`Server::on_message`] for a message that may be `stale`: it waited in the receive
-    /// queue past the shedding bound, so a new INVITE in it is shed.
-    fn on_received(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool, stale: bool) {
+    /// [`Server::on_message`] for a message that may have waited past the shedding bound
+    /// (`wait`), so that a new INVITE in it is shed.
+    fn on_received(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool, wait: udp::Wait) {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(g) => {
@@ -713,7 +719,7 @@ impl<H: CallHandler> Server<H> {
         let key = tx_key(&req);
         match req.method {
             Method::Ack => self.on_ack(key),
-            Method::Invite => self.on_invite(req, key, reply, stale),
+            Method::Invite => self.on_invite(req, key, reply, wait),
             Method::Cancel => self.on_cancel(&req, key, reply),
             Method::Options | Method::Other => self.on_non_invite(&req, key, reply),
         }
@@ -805,12 +811,17 @@ impl<H: CallHandler> Server<H> {
         retry
     }
 
-    /// A new INVITE: `stale` if its datagram waited past the queue-age bound (shed unless it
-    /// is a retransmission or an emergency call).
-    fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply, stale: bool) {
+    /// A new INVITE: shed if its datagram waited past the queue-age bound (`wait`; dropped
+    /// unanswered past T1 too), unless it is a retransmission or an emergency call.
+    fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply, wait: udp::Wait) {
         if self.retransmission(&key, &reply) {
             return;
         }
+        if wait == udp::Wait::Superseded && !self.ctx.emergency.dialed(&req) {
+            metrics::counter!("tollgate_sip_shed_total", "why" => "superseded").increment(1);
+            return;
+        }
+        let stale = wait != udp::Wait::Fresh;
         let tag = self.tag();
         let source = reply.peer();
         let (trunk, stateless) = self.ctx.trunks.source(source.ip());

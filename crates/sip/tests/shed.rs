@@ -3,8 +3,9 @@
 //! once it runs again, each new INVITE that waited past `shed_queue_age` is answered 503 with
 //! Retry-After and reported as `Overloaded`, and never decided, while a retransmission of an
 //! INVITE already answered gets its stored answer, an emergency INVITE is decided, and fresh
-//! INVITEs after the stall are routed. With shedding off nothing is shed. The stall is many
-//! times the bound, so nothing here depends on how fast the machine is.
+//! INVITEs after the stall are routed; an INVITE that waited past T1 is dropped unanswered (its
+//! sender has retransmitted it) and its retransmission answered. With shedding off nothing is
+//! shed. The stall is many times the bound, so nothing here depends on how fast the machine is.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -398,4 +399,51 @@ fn pending_decisions_shed_but_not_an_emergency_call() {
     stall_while(&node, &client, Duration::from_millis(300), &during);
     let got = client.finals(Duration::from_secs(1));
     assert_eq!(status(&got["new-2"][0]), 302, "{got:?}");
+}
+
+/// An INVITE whose datagram waited past T1 (500 ms here) has been retransmitted by its sender:
+/// it is dropped unanswered (but a retransmission of an answered INVITE still gets its stored
+/// answer, and an emergency call is decided), and the retransmission that follows is answered.
+#[test]
+fn invites_older_than_t1_are_dropped_and_their_retransmission_answered() {
+    let node = Node::start(|_| {});
+    let client = Client::new(node.addr);
+    let port = client.port();
+    client.send(&invite(port, "answered-1", TOLL_FREE));
+    let stored = client.finals(Duration::from_millis(600))["answered-1"][0].clone();
+    assert_eq!(status(&stored), 302, "{stored}");
+
+    let during = [
+        invite(port, "answered-1", TOLL_FREE),
+        invite(port, "old-1", TOLL_FREE),
+        invite(port, "sos-933", "933"),
+        invite(port, "old-2", TOLL_FREE),
+    ];
+    // Past T1 (500 ms) by 300 ms.
+    stall_while(&node, &client, Duration::from_millis(800), &during);
+    let got = client.finals(Duration::from_secs(1));
+    for id in ["old-1", "old-2"] {
+        assert!(!got.contains_key(id), "{id} answered: {got:?}");
+    }
+    assert!(got["answered-1"].iter().all(|r| *r == stored), "{got:?}");
+    assert_eq!(status(&got["sos-933"][0]), 302, "{got:?}");
+    assert_eq!(status(&got["stall-1"][0]), 302, "{got:?}");
+    assert!(
+        !node.decided().iter().any(|(id, _)| id.starts_with("old")),
+        "{:?}",
+        node.decided()
+    );
+    assert_eq!(
+        node.server.handler().shed.load(Ordering::SeqCst),
+        0,
+        "nothing answered 503"
+    );
+
+    // The sender's retransmission, read at once: answered.
+    client.send(&invite(port, "old-1", TOLL_FREE));
+    let again = client.finals(Duration::from_millis(800));
+    let r = again
+        .get("old-1")
+        .unwrap_or_else(|| panic!("the retransmission unanswered: {again:?}"));
+    assert!(matches!(status(&r[0]), 302 | 503), "{}", r[0]);
 }

@@ -188,6 +188,21 @@ fn tune(socket: &UdpSocket, receive_buffer: usize) {
     }
 }
 
+/// How long a datagram's INVITE would have waited, as admission sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Within the bound: taken on.
+    Fresh,
+    /// Past the bound ([`AgeGate`]): answered 503 at once.
+    Stale,
+    /// Past T1 too: the peer has retransmitted it by now, so it is dropped unanswered and its
+    /// retransmission answered instead. A node that answers copies already superseded spends
+    /// as much on each as on a fresh 503 (the response, and the ACK it draws) and falls
+    /// further behind with every retransmission: this lets a queue that old drain at the cost
+    /// of a read and a parse per INVITE.
+    Superseded,
+}
+
 /// Turns each datagram's age in the receive queue into "shed new INVITEs". Past `bound` the
 /// node is not keeping up; it then sheds every INVITE older than a quarter of the bound, which
 /// empties the standing queue instead of holding it at the bound (so the calls it does admit
