@@ -38,6 +38,7 @@ fn every_shipped_config_checks() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.push(root().join("benches/sipp/parity.toml"));
+    files.push(root().join("benches/sipp/overload/overload.toml"));
     assert!(files.len() >= 2);
     for f in files {
         let (ok, out) = check(&f);
@@ -602,6 +603,46 @@ fn check_refuses_what_serve_refuses_and_bind_errors_name_the_address() {
     let err = String::from_utf8_lossy(&served.stderr);
     assert!(err.contains(&format!("sip.udp 127.0.0.1:{port}:")), "{err}");
     drop(taken);
+}
+
+/// The overload shedding keys of `[sip.limits]`: a queue-age bound the carrier's T1 would
+/// overtake, and a receive buffer past 1 GB, are errors with their file, line and key;
+/// `shedding = false` and a zero age bound (off) are not.
+#[test]
+fn shedding_keys_are_checked_with_their_line() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-shed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("shed.toml");
+    let tail = "[[trunk]]\nname = \"a\"\ncidrs = [\"127.0.0.1\"]\n[routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n";
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\nt1_ms = 200\n[sip.limits]\nshed_queue_age_ms = 200\n\
+             udp_receive_buffer_kb = 2000000\n{tail}"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(":5: sip.limits.shed_queue_age_ms: 200 ms is not below sip.t1_ms (200 ms)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":6: sip.limits.udp_receive_buffer_kb: 2000000: at most 1048576"),
+        "{out}"
+    );
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\nt1_ms = 200\n[sip.limits]\nshedding = false\n\
+             shed_queue_age_ms = 0\nudp_receive_buffer_kb = 0\n{tail}"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(ok, "{out}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// README's first command: `serve` with no config runs on the embedded defaults (SIP on

@@ -120,7 +120,8 @@ pub struct SipSection {
     pub retry_after_s: Option<Spanned<i64>>,
 }
 
-/// `[sip.limits]`. Every key is a positive whole number; the defaults are
+/// `[sip.limits]`. Every key is a positive whole number (but `shedding`, and
+/// `shed_queue_age_ms` and `udp_receive_buffer_kb`, where 0 is off); the defaults are
 /// `tollgate_sip::Limits::default()`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +135,9 @@ pub struct LimitsSection {
     pub tcp_message_timeout_ms: Spanned<u64>,
     pub tcp_write_buffer_kb: Spanned<u64>,
     pub tcp_write_timeout_ms: Spanned<u64>,
+    pub shedding: bool,
+    pub shed_queue_age_ms: Spanned<u64>,
+    pub udp_receive_buffer_kb: Spanned<u64>,
 }
 
 impl Default for LimitsSection {
@@ -151,6 +155,9 @@ impl Default for LimitsSection {
             tcp_message_timeout_ms: ms(d.tcp_message_timeout),
             tcp_write_buffer_kb: n(d.tcp_write_buffer >> 10),
             tcp_write_timeout_ms: ms(d.tcp_write_timeout),
+            shedding: d.shedding,
+            shed_queue_age_ms: ms(d.shed_queue_age),
+            udp_receive_buffer_kb: n(d.udp_receive_buffer >> 10),
         }
     }
 }
@@ -184,6 +191,9 @@ impl LimitsSection {
             tcp_message_timeout: ms(&self.tcp_message_timeout_ms),
             tcp_write_buffer: n(&self.tcp_write_buffer_kb).saturating_mul(1 << 10),
             tcp_write_timeout: ms(&self.tcp_write_timeout_ms),
+            shedding: self.shedding,
+            shed_queue_age: ms(&self.shed_queue_age_ms),
+            udp_receive_buffer: n(&self.udp_receive_buffer_kb).saturating_mul(1 << 10),
         }
     }
 }
@@ -793,6 +803,30 @@ pub fn parse_with_rules(
                 raw.sip.limits.tcp_max_per_source.get_ref(),
                 raw.sip.limits.tcp_max_connections.get_ref()
             ),
+        );
+    }
+
+    // A carrier retransmits an unanswered INVITE at T1: shedding by age must answer before
+    // (checked where the key is written; the default stands beside a shortened test T1).
+    let age = &raw.sip.limits.shed_queue_age_ms;
+    if age.span().end > 0 && *age.get_ref() >= raw.sip.t1_ms {
+        errs.push(
+            age,
+            "sip.limits.shed_queue_age_ms",
+            format!(
+                "{} ms is not below sip.t1_ms ({} ms): the carrier would retransmit every \
+                 INVITE before it is shed (0 turns shedding by age off)",
+                age.get_ref(),
+                raw.sip.t1_ms
+            ),
+        );
+    }
+    let rcvbuf = &raw.sip.limits.udp_receive_buffer_kb;
+    if *rcvbuf.get_ref() > 1 << 20 {
+        errs.push(
+            rcvbuf,
+            "sip.limits.udp_receive_buffer_kb",
+            format!("{}: at most 1048576 (1 GB)", rcvbuf.get_ref()),
         );
     }
 

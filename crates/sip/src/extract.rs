@@ -55,6 +55,21 @@ impl Emergency {
         };
         self.numbers.iter().any(|e| e.chars().eq(digits()))
     }
+
+    /// Whether a request dials an emergency number as the transport can tell before any
+    /// extraction: a `urn:service` Request-URI, or a Request-URI or To user that is one of the
+    /// numbers as dialed. Overload shedding asks this so that an emergency call is never shed;
+    /// `extract` decides `CallFacts::emergency` with every header the trunk may be trusted for.
+    pub fn dialed(&self, req: &Request<'_>) -> bool {
+        let ruri = match req.uri {
+            RequestUri::ServiceUrn(_) => return true,
+            RequestUri::Uri(u) => Some(u),
+        };
+        [ruri, req.to.uri].into_iter().flatten().any(|u| {
+            u.user_unescaped()
+                .is_some_and(|user| self.matches_raw(&user))
+        })
+    }
 }
 
 impl Default for Emergency {

@@ -27,6 +27,7 @@ use crate::trunk::Trunks;
 
 mod table;
 mod tcp;
+mod udp;
 
 use table::{Table, TxKey, TxState};
 
@@ -233,6 +234,18 @@ pub struct Limits {
     pub tcp_write_buffer: usize,
     /// A write that makes no progress for this long closes the connection.
     pub tcp_write_timeout: Duration,
+    /// Overload shedding: a new INVITE is answered 503 with Retry-After at once, before any
+    /// work is spent on it, when `max_pending_decisions` are running or when its datagram
+    /// waited longer than `shed_queue_age` in the socket's receive queue. Off, only the
+    /// table's bounds (`max_transactions`, `max_transaction_bytes`) answer 503. Emergency
+    /// calls are never shed.
+    pub shedding: bool,
+    /// The receive queue's age past which new INVITEs are shed (the kernel's receive
+    /// timestamp against now); once shedding, a quarter of it, until the queue has stayed
+    /// that young for a second. Zero: no shedding by age.
+    pub shed_queue_age: Duration,
+    /// Each UDP socket's receive buffer (`SO_RCVBUF`), in bytes; 0 leaves the system's.
+    pub udp_receive_buffer: usize,
 }
 
 impl Default for Limits {
@@ -247,6 +260,9 @@ impl Default for Limits {
             tcp_message_timeout: Duration::from_secs(10),
             tcp_write_buffer: 256 << 10,
             tcp_write_timeout: Duration::from_secs(10),
+            shedding: true,
+            shed_queue_age: Duration::from_millis(100),
+            udp_receive_buffer: 4 << 20,
         }
     }
 }
@@ -295,7 +311,7 @@ pub struct Context<H> {
 #[derive(Clone, Debug)]
 enum Reply {
     Udp {
-        socket: Arc<UdpSocket>,
+        socket: Arc<udp::Udp>,
         peer: SocketAddr,
     },
     Tcp {
@@ -330,24 +346,14 @@ impl Reply {
         }
     }
 
-    /// Sends now, without waiting: over UDP one `sendto` (a full socket buffer hands the
-    /// datagram to a task), over TCP onto the connection's capped queue. An answer is on its
-    /// way when this returns, which is what draining counts on.
+    /// Sends now, without waiting: over UDP one `sendto` (a full socket buffer puts the
+    /// datagram on the socket's bounded backlog, [`udp::SEND_BACKLOG`]), over TCP onto the
+    /// connection's capped queue. An answer is on its way when this returns, which is what
+    /// draining counts on.
     fn send(&self, bytes: &Arc<[u8]>) {
         metrics::counter!("tollgate_sip_responses_sent_total").increment(1);
         match self {
-            Reply::Udp { socket, peer } => match socket.try_send_to(bytes, *peer) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let (socket, peer, bytes) = (Arc::clone(socket), *peer, Arc::clone(bytes));
-                    tokio::spawn(async move {
-                        if let Err(e) = socket.send_to(&bytes, peer).await {
-                            warn!(%peer, error = %e, "udp send failed");
-                        }
-                    });
-                }
-                Err(e) => warn!(%peer, error = %e, "udp send failed"),
-            },
+            Reply::Udp { socket, peer } => socket.send(bytes, *peer),
             Reply::Tcp { conn, .. } => conn.push(bytes),
         }
     }
@@ -382,6 +388,10 @@ pub struct Server<H> {
     abandon: Notify,
     refs: AtomicU64,
     ref_prefix: u32,
+    /// The decision log's budget for shed INVITEs.
+    shed_log: udp::ShedLog,
+    /// How long the last decision waited for the runtime (part of an INVITE's wait).
+    lag: udp::Lag,
 }
 
 impl<H: CallHandler> Server<H> {
@@ -399,6 +409,8 @@ impl<H: CallHandler> Server<H> {
             abandon: Notify::new(),
             refs: AtomicU64::new(0),
             ref_prefix: rand::random(),
+            shed_log: udp::ShedLog::new(),
+            lag: udp::Lag::new(),
         })
     }
 
@@ -436,6 +448,15 @@ impl<H: CallHandler> Server<H> {
             metrics::gauge!("tollgate_sip_tcp_connections").set(s.tcp_connections as f64);
             metrics::gauge!("tollgate_sip_tcp_queued_bytes").set(s.tcp_queued_bytes as f64);
         }
+        let unlogged = self.shed_log.take_unlogged();
+        if unlogged > 0 {
+            warn!(
+                unlogged,
+                per_second = udp::SHED_LOG_PER_SECOND,
+                "overloaded: INVITEs shed with 503 past the decision log's budget (counted in \
+                 tollgate_sip_shed_total)"
+            );
+        }
     }
 
     /// Serves until `shutdown` completes, then drains: new INVITEs and OPTIONS get 503 with
@@ -465,7 +486,15 @@ impl<H: CallHandler> Server<H> {
             let me = Arc::clone(&self);
             tasks.push(tokio::spawn(me.tls_accept(listener, certs)));
         }
-        let udp: Vec<Arc<UdpSocket>> = udp.into_iter().map(Arc::new).collect();
+        let mut senders = Vec::new();
+        let udp: Vec<Arc<udp::Udp>> = udp
+            .into_iter()
+            .map(|s| {
+                let (udp, sender) = udp::Udp::new(s, self.ctx.config.limits.udp_receive_buffer);
+                senders.push(sender);
+                udp
+            })
+            .collect();
         for socket in &udp {
             let me = Arc::clone(&self);
             tasks.push(tokio::spawn(me.udp_loop(Arc::clone(socket))));
@@ -524,7 +553,7 @@ impl<H: CallHandler> Server<H> {
         for socket in &udp {
             while let Ok(Ok((n, peer))) = tokio::time::timeout_at(
                 quiet_until.min(tokio::time::Instant::now() + Duration::from_millis(20)),
-                socket.recv_from(&mut buf),
+                socket.socket().recv_from(&mut buf),
             )
             .await
             {
@@ -538,12 +567,17 @@ impl<H: CallHandler> Server<H> {
             }
         }
         let flush_until = tokio::time::Instant::now() + Duration::from_secs(1);
-        while self.conns.queued() > 0 && tokio::time::Instant::now() < flush_until {
+        while (self.conns.queued() > 0 || udp.iter().any(|u| u.backlogged() > 0))
+            && tokio::time::Instant::now() < flush_until
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.publish_stats();
         sampler.abort();
         expiry.abort();
+        for s in senders {
+            s.abort();
+        }
     }
 
     /// Waits until no decision is running, or `deadline`; true if none is.
@@ -570,10 +604,19 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
-    async fn udp_loop(self: Arc<Self>, socket: Arc<UdpSocket>) {
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    /// Receives datagrams with their age in the socket's receive queue: past the queue-age
+    /// bound ([`udp::AgeGate`]), counting the runtime's lag ([`udp::Lag`]) too, a new INVITE in
+    /// one is shed (`on_invite`).
+    async fn udp_loop(self: Arc<Self>, socket: Arc<udp::Udp>) {
+        let mut rx = udp::Receiver::new(MAX_MESSAGE + 1);
+        let limits = &self.ctx.config.limits;
+        let mut gate = udp::AgeGate::new(if limits.shedding {
+            limits.shed_queue_age
+        } else {
+            Duration::ZERO
+        });
         loop {
-            let (n, peer) = match socket.recv_from(&mut buf).await {
+            let (n, peer, age) = match socket.recv(&mut rx).await {
                 Ok(r) => r,
                 Err(e) => {
                     // ICMP port unreachable surfaces here on Linux; keep serving.
@@ -581,12 +624,25 @@ impl<H: CallHandler> Server<H> {
                     continue;
                 }
             };
-            let Some(data) = buf.get(..n) else { continue };
+            // The wait an INVITE in it would see: its time in the socket's queue, and then in
+            // the runtime's (the last decision's lag).
+            let now = Instant::now();
+            let waited = age.unwrap_or_default() + self.lag.current(now);
+            let wait = if !gate.stale(waited, now) {
+                udp::Wait::Fresh
+            } else if waited > self.ctx.config.t1 {
+                udp::Wait::Superseded
+            } else {
+                udp::Wait::Stale
+            };
+            let Some(data) = rx.buf.get(..n) else {
+                continue;
+            };
             let reply = Reply::Udp {
                 socket: Arc::clone(&socket),
                 peer,
             };
-            self.on_message(data, reply, true);
+            self.on_received(data, reply, true, wait);
         }
     }
 
@@ -655,6 +711,12 @@ impl<H: CallHandler> Server<H> {
 
     /// Handles one complete message from either transport.
     fn on_message(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool) {
+        self.on_received(data, reply, datagram, udp::Wait::Fresh);
+    }
+
+    /// [`Server::on_message`] for a message that may have waited past the shedding bound
+    /// (`wait`), so that a new INVITE in it is shed.
+    fn on_received(self: &Arc<Self>, data: &[u8], reply: Reply, datagram: bool, wait: udp::Wait) {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(g) => {
@@ -697,7 +759,7 @@ impl<H: CallHandler> Server<H> {
         let key = tx_key(&req);
         match req.method {
             Method::Ack => self.on_ack(key),
-            Method::Invite => self.on_invite(req, key, reply),
+            Method::Invite => self.on_invite(req, key, reply, wait),
             Method::Cancel => self.on_cancel(&req, key, reply),
             Method::Options | Method::Other => self.on_non_invite(&req, key, reply),
         }
@@ -754,13 +816,30 @@ impl<H: CallHandler> Server<H> {
         });
     }
 
-    /// Why a new INVITE cannot be taken on now: a table bound, or too many decisions running.
-    fn overloaded(&self) -> Option<&'static str> {
+    /// Why a new INVITE cannot be taken on now: a table bound (memory: always), or, with
+    /// shedding on, its datagram was `stale` (it waited past the queue-age bound) or too many
+    /// decisions are running. An emergency call (`emergency` is asked only then) is never shed
+    /// for those two.
+    fn overloaded(&self, stale: bool, emergency: impl FnOnce() -> bool) -> Option<&'static str> {
         if let Some(full) = self.table.full() {
             return Some(full.as_str());
         }
-        (self.pending.load(Ordering::Relaxed) >= self.ctx.config.limits.max_pending_decisions)
-            .then_some("pending-decisions")
+        let limits = &self.ctx.config.limits;
+        if !limits.shedding {
+            return None;
+        }
+        let why = if stale {
+            "queue-age"
+        } else if self.pending.load(Ordering::Relaxed) >= limits.max_pending_decisions {
+            "pending-decisions"
+        } else {
+            return None;
+        };
+        if emergency() {
+            metrics::counter!("tollgate_sip_shed_exempt_total", "why" => why).increment(1);
+            return None;
+        }
+        Some(why)
     }
 
     fn retry_after(&self) -> Lines {
@@ -772,10 +851,17 @@ impl<H: CallHandler> Server<H> {
         retry
     }
 
-    fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply) {
+    /// A new INVITE: shed if its datagram waited past the queue-age bound (`wait`; dropped
+    /// unanswered past T1 too), unless it is a retransmission or an emergency call.
+    fn on_invite(self: &Arc<Self>, req: Request<'_>, key: TxKey, reply: Reply, wait: udp::Wait) {
         if self.retransmission(&key, &reply) {
             return;
         }
+        if wait == udp::Wait::Superseded && !self.ctx.emergency.dialed(&req) {
+            metrics::counter!("tollgate_sip_shed_total", "why" => "superseded").increment(1);
+            return;
+        }
+        let stale = wait != udp::Wait::Fresh;
         let tag = self.tag();
         let source = reply.peer();
         let (trunk, stateless) = self.ctx.trunks.source_with(source.ip(), reply.cert());
@@ -796,7 +882,7 @@ impl<H: CallHandler> Server<H> {
             precheck(trunk.is_some(), &req.msg, self.ctx.config.enforce_require)
         {
             Some(pre)
-        } else if let Some(why) = self.overloaded() {
+        } else if let Some(why) = self.overloaded(stale, || self.ctx.emergency.dialed(&req)) {
             metrics::counter!("tollgate_sip_shed_total", "why" => why).increment(1);
             shed = Some(why);
             Some((
@@ -813,6 +899,14 @@ impl<H: CallHandler> Server<H> {
         let copied = response::Copied::new(&req.msg, source);
         if let Some((code, reason, why, extra)) = early {
             let bytes: Arc<[u8]> = copied.response(code, reason, Some(&tag), &extra).into();
+            if shed.is_some() {
+                // Answered first; reported within the decision log's budget.
+                metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+                reply.send(&bytes);
+                if !self.shed_log.allow(Instant::now()) {
+                    return;
+                }
+            }
             self.ctx.handler.answered_early(&EarlyAnswer {
                 call_id: &clean_text(req.call_id),
                 source,
@@ -827,7 +921,11 @@ impl<H: CallHandler> Server<H> {
                 },
                 call: None,
             });
-            if shed.is_some() || self.table.full().is_some() {
+            if shed.is_some() {
+                // Sent above; nothing is kept.
+                return;
+            }
+            if self.table.full().is_some() {
                 // Nothing is kept: the answer goes once, as from a stateless source.
                 metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
                 reply.send(&bytes);
@@ -870,6 +968,9 @@ impl<H: CallHandler> Server<H> {
         let heap = template.heap_bytes() + call.facts.call_id.capacity();
         self.spawn_held(heap, async move {
             let mut call = call;
+            let started = Instant::now();
+            me.lag
+                .observe(started.saturating_duration_since(call.received), started);
             let cfg = &me.ctx.config;
             let outcome = {
                 let decide =
