@@ -47,6 +47,64 @@ fn every_shipped_config_checks() {
     }
 }
 
+/// Golden, the other way: a `bogus = 1` put in any table of any shipped config is refused by
+/// `check`, at its line, under its full key (`trunk[0].cli.bogus`), whether the table is a
+/// struct (unknown field) or a map (a DNIS table: not a number, not a string).
+#[test]
+fn a_bogus_key_in_any_table_of_any_shipped_config_is_named_with_its_line() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.push(root().join("benches/sipp/parity.toml"));
+    files.push(root().join("benches/sipp/overload/overload.toml"));
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut arrays: std::collections::HashMap<String, usize> = Default::default();
+        for (i, l) in lines.iter().enumerate() {
+            let l = l.trim();
+            let table = if let Some(n) = l.strip_prefix("[[") {
+                let n = n.split("]]").next().unwrap().trim().to_owned();
+                let k = arrays.entry(n.clone()).or_insert(0);
+                *k += 1;
+                format!("{n}[{}]", *k - 1)
+            } else if let Some(n) = l.strip_prefix('[') {
+                let n = n.split(']').next().unwrap().trim().to_owned();
+                match n.split_once('.') {
+                    Some((head, rest)) if arrays.contains_key(head) => {
+                        format!("{head}[{}].{rest}", arrays[head] - 1)
+                    }
+                    _ => n,
+                }
+            } else {
+                continue;
+            };
+            // The configs beside the example one are read from their own folder (relative
+            // paths: routes/, directory.csv).
+            let copy = f.with_file_name(format!(".bogus-{}.toml", std::process::id()));
+            let mut out_lines = lines.clone();
+            out_lines.insert(i + 1, "bogus = 1");
+            std::fs::write(&copy, out_lines.join("\n")).unwrap();
+            let (ok, out) = check(&copy);
+            let _ = std::fs::remove_file(&copy);
+            assert!(!ok, "{}: bogus in [{table}] accepted", f.display());
+            let at = format!(":{}: ", i + 2);
+            assert!(
+                out.contains(&format!("{at}{table}.bogus: ")),
+                "{}: bogus in [{table}] (line {}): {out}",
+                f.display(),
+                i + 2
+            );
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} tables");
+    assert!(checked >= 20, "only {checked} tables");
+}
+
 #[test]
 fn check_reports_every_error_with_file_line_and_key() {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
@@ -76,7 +134,10 @@ fn check_reports_every_error_with_file_line_and_key() {
     std::fs::write(&bad, "[sip]\nudp = [\"127.0.0.1:5060\"]\nlisten = 1\n[routing]\nacd_host = \"a\"\ndefault_queue = \"q\"\n").unwrap();
     let (ok, out) = check(&bad);
     assert!(!ok);
-    assert!(out.contains(":3: listen: unknown field `listen`"), "{out}");
+    assert!(
+        out.contains(":3: sip.listen: unknown field `listen`"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

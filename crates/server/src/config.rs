@@ -480,9 +480,13 @@ pub fn parse_with_rules(
 ) -> Result<Loaded, ConfigErrors> {
     let raw: Config = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
-        let key = match (tollgate_router::toml_key(e.message()), line) {
+        let on_line = line.and_then(|l| key_on_line(text, l));
+        let key = match (tollgate_router::toml_key(e.message()), on_line) {
             // A value of the wrong type names no key: the one its line sets.
-            ("toml", Some(l)) => key_on_line(text, l).unwrap_or_else(|| "toml".into()),
+            ("toml", Some(full)) => full,
+            // An unknown field is named by serde alone (`listen`): its line gives the table
+            // (`sip.listen`, `trunk[1].bogus`).
+            (k, Some(full)) if full == k || full.ends_with(&format!(".{k}")) => full,
             (k, _) => k.into(),
         };
         ConfigErrors(vec![ConfigError {
