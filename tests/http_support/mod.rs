@@ -308,6 +308,8 @@ pub struct Process {
     child: Child,
     pub udp: SocketAddr,
     pub http: SocketAddr,
+    /// Every JSON line the process writes after its start-up lines (decision lines too).
+    pub log: std::sync::mpsc::Receiver<serde_json::Value>,
     _dir: tempfile::TempDir,
 }
 
@@ -360,6 +362,7 @@ impl Process {
             child,
             udp: udp.unwrap(),
             http: http.unwrap(),
+            log: rx,
             _dir: dir,
         }
     }

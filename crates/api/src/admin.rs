@@ -73,6 +73,29 @@ pub struct ListAdd {
     pub expires_at: Option<u64>,
 }
 
+/// `POST /v1/admin/rules/promote` and `/rollback`: the body, and which.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSwap {
+    /// Set by the route, not the body.
+    #[serde(skip)]
+    pub rollback: bool,
+    /// Why (kept in the history).
+    #[serde(default)]
+    pub reason: String,
+    /// Who; defaults to the admin token's name.
+    #[serde(default)]
+    pub who: Option<String>,
+}
+
+/// `POST /v1/admin/shadow`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowLoad {
+    /// A rules directory on the node.
+    pub dir: String,
+}
+
 /// `POST /v1/admin/explain`: a call described by its numbers and CRM/risk facts.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +178,35 @@ pub trait Admin: Send + Sync + std::fmt::Debug + 'static {
     /// Rebuilds the routing rules; the old rules stay live on error.
     fn reload_rules(&self) -> BoxFuture<'_, AdminResult> {
         not_implemented("rules reload")
+    }
+
+    /// The shadow rules' running summary (`GET /v1/admin/shadow`).
+    fn shadow(&self) -> AdminResult {
+        Err(AdminError::NotImplemented("shadow rules".into()))
+    }
+
+    /// Loads a candidate rules directory (on the node) as the shadow; on error the previous
+    /// shadow (or none) stays.
+    fn shadow_load(&self, dir: String) -> BoxFuture<'_, AdminResult> {
+        let _ = dir;
+        not_implemented("shadow rules")
+    }
+
+    /// Stops evaluating the shadow.
+    fn shadow_clear(&self) -> BoxFuture<'_, AdminResult> {
+        not_implemented("shadow rules")
+    }
+
+    /// Makes the shadow live (`promote`) or brings back the previous version (`rollback`),
+    /// atomically, recording who and why.
+    fn rules_swap(&self, swap: RulesSwap) -> BoxFuture<'_, AdminResult> {
+        let _ = swap;
+        not_implemented("promote and rollback")
+    }
+
+    /// Every rules version that has been live (bounded).
+    fn rules_history(&self) -> AdminResult {
+        Err(AdminError::NotImplemented("rules history".into()))
     }
 
     fn explain(&self, call: ExplainRequest) -> BoxFuture<'_, AdminResult> {

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use admin::{
     Admin, AdminError, AdminResult, BoxFuture, ExplainProfile, ExplainRequest, ListAdd, NoAdmin,
+    RulesSwap, ShadowLoad,
 };
 pub use auth::{Principal, QueueFilter, Scope, Secret, Token};
 pub use error::{ApiError, StartError};

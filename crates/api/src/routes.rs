@@ -19,7 +19,7 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::admin::{ExplainRequest, ListAdd};
+use crate::admin::{ExplainRequest, ListAdd, RulesSwap, ShadowLoad};
 use crate::auth::QueueFilter;
 use crate::error::ApiError;
 use crate::hub::PopEvent;
@@ -76,6 +76,12 @@ pub(crate) fn build(api: Api) -> (Router, Vec<(&'static str, &'static str)>) {
     .post("/v1/admin/lists/{list}", lists_add)
     .delete("/v1/admin/lists/{list}/{pattern}", lists_remove)
     .post("/v1/admin/rules/reload", rules_reload)
+    .post("/v1/admin/rules/promote", rules_promote)
+    .post("/v1/admin/rules/rollback", rules_rollback)
+    .get("/v1/admin/rules/history", rules_history)
+    .get("/v1/admin/shadow", shadow_show)
+    .post("/v1/admin/shadow", shadow_load)
+    .delete("/v1/admin/shadow", shadow_clear)
     .post("/v1/admin/explain", explain)
     .post("/v1/admin/crm/invalidate", crm_invalidate)
     .get("/v1/admin/config", config);
@@ -540,6 +546,74 @@ async fn lists_remove(
 async fn rules_reload(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     api.auth.admin(&headers)?;
     Ok(Json(api.admin.reload_rules().await?).into_response())
+}
+
+async fn rules_swap(
+    api: Api,
+    headers: HeaderMap,
+    body: Result<Json<RulesSwap>, JsonRejection>,
+    rollback: bool,
+) -> ApiResult {
+    let who = api.auth.admin(&headers)?;
+    let mut swap = match body {
+        // No body: no reason given.
+        Err(JsonRejection::MissingJsonContentType(_))
+            if !headers.contains_key(header::CONTENT_TYPE) =>
+        {
+            RulesSwap {
+                rollback,
+                reason: String::new(),
+                who: None,
+            }
+        }
+        other => json_body(other)?,
+    };
+    swap.rollback = rollback;
+    if swap.who.is_none() {
+        swap.who = Some(who.name.to_string());
+    }
+    Ok(Json(api.admin.rules_swap(swap).await?).into_response())
+}
+
+async fn rules_promote(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<RulesSwap>, JsonRejection>,
+) -> ApiResult {
+    rules_swap(api, headers, body, false).await
+}
+
+async fn rules_rollback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<RulesSwap>, JsonRejection>,
+) -> ApiResult {
+    rules_swap(api, headers, body, true).await
+}
+
+async fn rules_history(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    api.auth.admin(&headers)?;
+    Ok(Json(api.admin.rules_history()?).into_response())
+}
+
+async fn shadow_show(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    api.auth.admin(&headers)?;
+    Ok(Json(api.admin.shadow()?).into_response())
+}
+
+async fn shadow_load(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<ShadowLoad>, JsonRejection>,
+) -> ApiResult {
+    api.auth.admin(&headers)?;
+    let req = json_body(body)?;
+    Ok(Json(api.admin.shadow_load(req.dir).await?).into_response())
+}
+
+async fn shadow_clear(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    api.auth.admin(&headers)?;
+    Ok(Json(api.admin.shadow_clear().await?).into_response())
 }
 
 async fn explain(

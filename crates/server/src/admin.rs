@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tollgate_api::{Admin, AdminError, AdminResult, BoxFuture, ExplainRequest, ListAdd};
+use tollgate_api::{Admin, AdminError, AdminResult, BoxFuture, ExplainRequest, ListAdd, RulesSwap};
 use tollgate_core::{Attestation, CallerProfile, RiskLevel};
 
 use crate::http::HttpSettings;
@@ -198,6 +198,52 @@ impl Admin for ServerAdmin {
         Box::pin(self.explain_call(call))
     }
 
+    fn shadow(&self) -> AdminResult {
+        Ok(shadow_json(&self.pipeline.rules))
+    }
+
+    fn shadow_load(&self, dir: String) -> BoxFuture<'_, AdminResult> {
+        let rules = &self.pipeline.rules;
+        let result = match rules.load_shadow(std::path::Path::new(&dir)) {
+            Ok(_) => Ok(shadow_json(rules)),
+            Err(errors) => Err(AdminError::Failed {
+                message: "the shadow rules have errors; the previous shadow (or none) stays".into(),
+                details: errors.iter().map(ToString::to_string).collect(),
+            }),
+        };
+        ready(result)
+    }
+
+    fn shadow_clear(&self) -> BoxFuture<'_, AdminResult> {
+        self.pipeline.rules.clear_shadow();
+        ready(Ok(shadow_json(&self.pipeline.rules)))
+    }
+
+    fn rules_swap(&self, swap: RulesSwap) -> BoxFuture<'_, AdminResult> {
+        let rules = &self.pipeline.rules;
+        let who = swap.who.as_deref().unwrap_or("api");
+        let done = if swap.rollback {
+            rules.rollback(who, &swap.reason)
+        } else {
+            rules.promote(who, &swap.reason)
+        };
+        ready(done.map(|e| e.to_json()).map_err(|e| AdminError::Failed {
+            message: e.to_string(),
+            details: Vec::new(),
+        }))
+    }
+
+    fn rules_history(&self) -> AdminResult {
+        let rules = &self.pipeline.rules;
+        let live = rules.current().version.clone();
+        let versions: Vec<_> = rules.history().iter().map(|e| e.to_json()).collect();
+        Ok(serde_json::json!({
+            "live": live,
+            "max": crate::rules::MAX_HISTORY,
+            "versions": versions,
+        }))
+    }
+
     fn config(&self) -> AdminResult {
         let value: toml::Table = toml::from_str(&self.source_text)
             .map_err(|e| AdminError::Unavailable(format!("config: {}", e.message())))?;
@@ -282,6 +328,21 @@ impl ServerAdmin {
             "text": crate::cmd::explain::render(&e, &version),
         }))
     }
+}
+
+/// The shadow's state and running summary.
+fn shadow_json(rules: &crate::rules::RuleStore) -> serde_json::Value {
+    let (dir, errors, failed_at) = rules.shadow_status();
+    let shadow = rules.shadow();
+    serde_json::json!({
+        "active": shadow.is_some(),
+        "version": shadow.as_ref().map(|r| r.version.clone()),
+        "dir": dir.map(|d| d.display().to_string()),
+        "live_version": rules.current().version.clone(),
+        "load_errors": errors,
+        "load_failed_at": failed_at.map(|t| t.to_string()),
+        "summary": rules.shadow_stats().summary(10),
+    })
 }
 
 /// Replaces secrets in a config tree: token/secret/password values, every header value, and

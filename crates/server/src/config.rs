@@ -257,6 +257,11 @@ pub struct RoutingSection {
     /// A directory of rule files (relative to this file); without it the table below routes.
     #[serde(default)]
     pub rules_dir: Option<Spanned<String>>,
+    /// Candidate rules (relative to this file) every live call is also decided by, without
+    /// changing its answer (`GET /v1/admin/shadow`); a shadow that does not load is reported
+    /// and ignored.
+    #[serde(default)]
+    pub shadow_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub default_queue: Option<Spanned<String>>,
     #[serde(default)]
@@ -371,6 +376,8 @@ pub struct Loaded {
     /// Where routing rules come from, and what they need from this file.
     pub rules: crate::rules::RuleSource,
     pub rule_settings: tollgate_router::Settings,
+    /// `routing.shadow_dir`, resolved against the config's folder.
+    pub shadow_dir: Option<PathBuf>,
     /// Rule-file errors found while checking (reported with the config's own).
     pub rule_errors: Vec<tollgate_router::RuleError>,
     /// CLI validation per trunk name; `cli_default` for calls from unknown sources.
@@ -758,6 +765,11 @@ pub fn parse_with_rules(
         }
         None => (crate::rules::RuleSource::Table(table.clone()), Vec::new()),
     };
+    let shadow_dir = r.shadow_dir.as_ref().map(|d| {
+        path.parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(d.get_ref())
+    });
 
     let base_dir = path.parent().unwrap_or_else(|| Path::new(".")).to_owned();
     let (crm, risk, stir, identity) = adapter_sections(&mut errs, &raw, &base_dir);
@@ -891,6 +903,7 @@ pub fn parse_with_rules(
         table,
         rules,
         rule_settings,
+        shadow_dir,
         rule_errors: Vec::new(),
         cli,
         cli_default,

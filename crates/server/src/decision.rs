@@ -115,6 +115,13 @@ pub struct DecisionRecord<'a> {
     pub decided_by: &'static str,
     pub rule: &'a str,
     pub rules_version: &'a str,
+    /// With shadow rules: "agree" (the same status and queue) or "moved"; "-" without.
+    pub shadow: &'static str,
+    /// The shadow's answer where it differs ("moved"): its status, queue ("-" for a
+    /// rejection) and rule; 0 and "-" otherwise.
+    pub shadow_status: u16,
+    pub shadow_queue: &'a str,
+    pub shadow_rule: &'a str,
 }
 
 /// What an INVITE answered before any decision said about itself.
@@ -208,6 +215,7 @@ impl<'a> DecisionRecord<'a> {
         let risk = f.risk.as_ref();
         let profile = f.profile.as_ref();
         let d = &out.decision;
+        let moved = out.shadow.as_ref().filter(|s| !s.agrees);
         let (outcome, status, queue, reason) = match &d.action {
             DecisionAction::Route(t) => ("302", 302, t.queue.as_str(), "-"),
             DecisionAction::Reject { code, reason, .. } => {
@@ -290,6 +298,13 @@ impl<'a> DecisionRecord<'a> {
             decided_by: out.why.as_str(),
             rule: &d.rule,
             rules_version: &d.version,
+            shadow: out
+                .shadow
+                .as_ref()
+                .map_or("-", crate::shadow::ShadowAnswer::label),
+            shadow_status: moved.map_or(0, |m| crate::shadow::answer(&m.decision).0),
+            shadow_queue: moved.map_or("-", |m| crate::shadow::answer(&m.decision).1),
+            shadow_rule: moved.map_or("-", |m| m.decision.rule.as_str()),
         }
     }
 
@@ -374,6 +389,10 @@ impl<'a> DecisionRecord<'a> {
             decided_by: outcome.why.as_str(),
             rule: &d.rule,
             rules_version: &d.version,
+            shadow: "-",
+            shadow_status: 0,
+            shadow_queue: "-",
+            shadow_rule: "-",
         }
     }
 
@@ -436,6 +455,10 @@ impl<'a> DecisionRecord<'a> {
             decided_by = self.decided_by,
             rule = self.rule,
             rules_version = self.rules_version,
+            shadow = self.shadow,
+            shadow_status = self.shadow_status,
+            shadow_queue = self.shadow_queue,
+            shadow_rule = self.shadow_rule,
             latency_us,
             "decision"
         );

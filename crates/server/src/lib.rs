@@ -12,6 +12,7 @@ pub mod http;
 pub mod limits;
 pub mod pipeline;
 pub mod rules;
+pub mod shadow;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +45,11 @@ pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
                     .map(|(q, _)| q.as_str().to_owned())
                     .collect(),
             );
+            // A shadow that does not load is reported (log, metric, the admin API) and
+            // ignored: the node starts with the live rules alone.
+            if let Some(dir) = &cfg.shadow_dir {
+                let _ = store.load_shadow(dir);
+            }
             Arc::new(store)
         })
         .map_err(|errs| {

@@ -192,6 +192,9 @@ pub struct Outcome {
     /// What each call-rate limit said (explain's `limits` line; dry runs only, and only where
     /// a limit applies to the call's trunk or the node).
     pub limits: Option<String>,
+    /// What the shadow rules answered (when there are shadow rules and the rules decided the
+    /// call): never the answer sent.
+    pub shadow: Option<crate::shadow::ShadowAnswer>,
 }
 
 /// The call handler the SIP layer calls (through [`Live`]), and `explain`'s engine.
@@ -342,6 +345,7 @@ impl Pipeline {
                 overridden: Vec::new(),
                 caller_zone,
                 limits: None,
+                shadow: None,
             };
         }
         // The rate limits: after extraction (an emergency call is never limited) and the
@@ -377,6 +381,7 @@ impl Pipeline {
                 overridden: Vec::new(),
                 caller_zone: self.caller_zone(facts),
                 limits: checked.report,
+                shadow: None,
             };
         }
         let t = std::time::Instant::now();
@@ -387,6 +392,12 @@ impl Pipeline {
         // The rules, then the risk policy (tollgate_router::decide has the precedence).
         let routed = tollgate_router::decide(facts, &self.rules.current(), now, trace);
         stage("route", t);
+        // The shadow rules: the same function on the same facts and clock, after the live
+        // answer is made; nothing here can change it.
+        let shadow = self.rules.shadow().as_ref().map(|rules| {
+            let s = tollgate_router::decide(facts, rules, now, false);
+            crate::shadow::ShadowAnswer::new(&routed.decision, s.decision)
+        });
         let caller_zone = self.caller_zone(facts);
         Outcome {
             decision: routed.decision,
@@ -397,6 +408,7 @@ impl Pipeline {
             overridden,
             caller_zone,
             limits: checked.report,
+            shadow,
         }
     }
 
@@ -418,6 +430,14 @@ impl Pipeline {
         if matches!(out.why, Why::Decided(d) if d != DecidedBy::CliPolicy) {
             self.risk
                 .remember(&call.facts, &out.decision, std::time::SystemTime::from(now));
+        }
+        if let Some(shadow) = &out.shadow {
+            self.rules.shadow_stats().record(
+                call.facts.dnis.key(),
+                &out.decision,
+                shadow,
+                &call.call_ref,
+            );
         }
         let latency = call.received.elapsed();
         if crate::decision::enabled() {
@@ -449,6 +469,7 @@ impl Pipeline {
             overridden: Vec::new(),
             caller_zone: (None, None),
             limits: None,
+            shadow: None,
         }
     }
 

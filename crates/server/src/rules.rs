@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tollgate_router::{RuleError, Rules, Settings, Source, Table};
 
 /// Where the rules come from.
@@ -63,10 +63,76 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     v
 }
 
-/// The live rules and how to rebuild them.
+/// How many rule versions that have been live the store remembers (with their snapshots,
+/// for rollback).
+pub const MAX_HISTORY: usize = 32;
+
+/// One rules version that went live.
+#[derive(Clone, Debug)]
+pub struct HistoryEntry {
+    pub version: String,
+    /// When it went live.
+    pub live_since: jiff::Timestamp,
+    /// "start", "reload", "promote" or "rollback".
+    pub action: &'static str,
+    /// Who made it live: the admin token's name, `--who`, or "node" for start and reloads.
+    pub by: String,
+    pub reason: String,
+    /// The snapshot, so that a rollback can bring it back.
+    pub rules: Arc<Rules>,
+}
+
+impl HistoryEntry {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version,
+            "live_since": self.live_since.to_string(),
+            "action": self.action,
+            "by": self.by,
+            "reason": self.reason,
+        })
+    }
+}
+
+/// The candidate rules evaluated beside the live ones ([`RuleStore::load_shadow`]).
+#[derive(Debug, Default)]
+pub struct ShadowState {
+    /// Where the shadow was last loaded from.
+    pub dir: Option<PathBuf>,
+    /// The last load's errors (the previous shadow, or none, stayed).
+    pub errors: Vec<String>,
+    pub failed_at: Option<jiff::Timestamp>,
+}
+
+/// Why a promote or rollback did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapError {
+    /// There is no shadow to promote, or no earlier version to roll back to.
+    Nothing(String),
+}
+
+impl std::fmt::Display for SwapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SwapError::Nothing(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The live rules and how to rebuild them; the shadow rules beside them; the versions that
+/// have been live.
 #[derive(Debug)]
 pub struct RuleStore {
     current: ArcSwap<Rules>,
+    /// Candidate rules every live call is also decided by (never answering it).
+    shadow: ArcSwapOption<Rules>,
+    shadow_state: std::sync::Mutex<ShadowState>,
+    /// Every version that has been live, oldest first, at most [`MAX_HISTORY`]. Written only
+    /// by reload, promote and rollback (never on the call path); also serializes them, so a
+    /// swap and its history entry are one step.
+    history: std::sync::Mutex<std::collections::VecDeque<HistoryEntry>>,
+    /// What the shadow said, since it was loaded.
+    stats: crate::shadow::ShadowStats,
     source: RuleSource,
     settings: Settings,
     /// Queues the config sends calls to outside the rules (`over_limit = "queue:NAME"`); a
@@ -77,9 +143,21 @@ pub struct RuleStore {
 impl RuleStore {
     /// Builds the first snapshot; an error here stops start-up (there are no old rules to keep).
     pub fn new(source: RuleSource, settings: Settings) -> Result<Self, Vec<RuleError>> {
-        let rules = build(&source, &settings)?;
+        let rules = Arc::new(build(&source, &settings)?);
+        let first = HistoryEntry {
+            version: rules.version.clone(),
+            live_since: jiff::Timestamp::now(),
+            action: "start",
+            by: "node".into(),
+            reason: String::new(),
+            rules: Arc::clone(&rules),
+        };
         Ok(Self {
-            current: ArcSwap::from_pointee(rules),
+            current: ArcSwap::new(rules),
+            shadow: ArcSwapOption::empty(),
+            shadow_state: std::sync::Mutex::new(ShadowState::default()),
+            history: std::sync::Mutex::new(std::collections::VecDeque::from([first])),
+            stats: crate::shadow::ShadowStats::default(),
             source,
             settings,
             required: Vec::new(),
@@ -99,17 +177,7 @@ impl RuleStore {
         if !matches!(self.source, RuleSource::Dir(_)) {
             return Ok(rules);
         }
-        let missing: Vec<RuleError> = self
-            .required
-            .iter()
-            .filter(|q| !rules.queues.contains(q.as_str()))
-            .map(|q| RuleError {
-                file: tollgate_router::QUEUES_FILE.into(),
-                line: None,
-                key: "queues".into(),
-                message: format!("the overflow queue {q:?} (a trunk's over_limit) is not declared"),
-            })
-            .collect();
+        let missing = missing_queues(&rules, &self.required);
         if missing.is_empty() {
             Ok(rules)
         } else {
@@ -129,7 +197,13 @@ impl RuleStore {
         match self.build() {
             Ok(rules) => {
                 let version = rules.version.clone();
-                let old = self.current.swap(Arc::new(rules));
+                let rules = Arc::new(rules);
+                let mut history = self.lock_history();
+                let old = self.current.swap(Arc::clone(&rules));
+                if old.version != version {
+                    push(&mut history, "reload", "node", "", rules);
+                }
+                drop(history);
                 metrics::counter!("tollgate_rules_reloads_total", "result" => "ok").increment(1);
                 tracing::info!(
                     old = %old.version,
@@ -147,6 +221,137 @@ impl RuleStore {
                 Err(errors)
             }
         }
+    }
+
+    fn lock_history(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<HistoryEntry>> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_shadow(&self) -> std::sync::MutexGuard<'_, ShadowState> {
+        self.shadow_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the shadow said since it was loaded.
+    pub fn shadow_stats(&self) -> &crate::shadow::ShadowStats {
+        &self.stats
+    }
+
+    /// The shadow rules, if any. Cheap: one atomic load.
+    pub fn shadow(&self) -> arc_swap::Guard<Option<Arc<Rules>>> {
+        self.shadow.load()
+    }
+
+    /// Loads a candidate rules directory as the shadow, checked as a reload is (the
+    /// overflow queues included). On error the previous shadow (or none) stays, and the
+    /// errors are logged, counted and kept for the admin API.
+    pub fn load_shadow(&self, dir: &Path) -> Result<String, Vec<RuleError>> {
+        let built = load_dir(dir, &self.settings).and_then(|r| {
+            let missing = missing_queues(&r, &self.required);
+            if missing.is_empty() {
+                Ok(r)
+            } else {
+                Err(missing)
+            }
+        });
+        let mut state = self.lock_shadow();
+        match built {
+            Ok(rules) => {
+                let version = self.install_shadow(rules);
+                state.dir = Some(dir.to_owned());
+                state.errors.clear();
+                state.failed_at = None;
+                metrics::counter!("tollgate_rules_shadow_loads_total", "result" => "ok")
+                    .increment(1);
+                tracing::info!(dir = %dir.display(), version = %version, "shadow rules loaded");
+                Ok(version)
+            }
+            Err(errors) => {
+                metrics::counter!("tollgate_rules_shadow_loads_total", "result" => "error")
+                    .increment(1);
+                for e in &errors {
+                    tracing::error!(error = %e, dir = %dir.display(),
+                        "shadow rules rejected; the previous shadow (or none) stays");
+                }
+                state.errors = errors.iter().map(ToString::to_string).collect();
+                state.failed_at = Some(jiff::Timestamp::now());
+                Err(errors)
+            }
+        }
+    }
+
+    /// Makes `rules` the shadow (already checked), its summary started afresh; returns its
+    /// version.
+    pub fn install_shadow(&self, rules: Rules) -> String {
+        let version = rules.version.clone();
+        self.shadow.store(Some(Arc::new(rules)));
+        self.stats.reset(Some(&version));
+        version
+    }
+
+    /// Stops evaluating a shadow.
+    pub fn clear_shadow(&self) {
+        let _state = self.lock_shadow();
+        self.shadow.store(None);
+        self.stats.reset(None);
+    }
+
+    /// Where the shadow came from and the last failed load's errors.
+    pub fn shadow_status(&self) -> (Option<PathBuf>, Vec<String>, Option<jiff::Timestamp>) {
+        let s = self.lock_shadow();
+        (s.dir.clone(), s.errors.clone(), s.failed_at)
+    }
+
+    /// Makes the shadow live, atomically (one swap, as a reload), and records it. The shadow
+    /// is then cleared: it is the live rules.
+    pub fn promote(&self, by: &str, reason: &str) -> Result<HistoryEntry, SwapError> {
+        let mut history = self.lock_history();
+        let Some(rules) = self.shadow.swap(None) else {
+            return Err(SwapError::Nothing("there is no shadow to promote".into()));
+        };
+        let old = self.current.swap(Arc::clone(&rules));
+        self.stats.reset(None);
+        let entry = push(&mut history, "promote", by, reason, rules);
+        metrics::counter!("tollgate_rules_promotions_total", "action" => "promote").increment(1);
+        tracing::info!(old = %old.version, new = %entry.version, by, reason, "shadow rules promoted");
+        Ok(entry)
+    }
+
+    /// Brings back the version that was live before the current one, atomically, and
+    /// records it.
+    pub fn rollback(&self, by: &str, reason: &str) -> Result<HistoryEntry, SwapError> {
+        let mut history = self.lock_history();
+        let live = self.current.load_full();
+        let previous = history
+            .iter()
+            .rev()
+            .find(|e| e.version != live.version)
+            .map(|e| Arc::clone(&e.rules))
+            .ok_or_else(|| {
+                SwapError::Nothing("no earlier rules version is kept to roll back to".into())
+            })?;
+        self.current.store(Arc::clone(&previous));
+        let entry = push(&mut history, "rollback", by, reason, previous);
+        metrics::counter!("tollgate_rules_promotions_total", "action" => "rollback").increment(1);
+        tracing::info!(old = %live.version, new = %entry.version, by, reason, "rules rolled back");
+        Ok(entry)
+    }
+
+    /// Every version that has been live, oldest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.lock_history().iter().cloned().collect()
+    }
+
+    /// A version that has been live, by its hash (or a unique prefix of it).
+    pub fn past_version(&self, version: &str) -> Option<Arc<Rules>> {
+        let history = self.lock_history();
+        let mut hits = history.iter().filter(|e| e.version.starts_with(version));
+        let first = hits.next()?;
+        hits.all(|e| e.version == first.version)
+            .then(|| Arc::clone(&first.rules))
     }
 
     /// Reloads when a rule file changes (polled) or on SIGHUP, until `shutdown`.
@@ -194,4 +399,41 @@ fn build(source: &RuleSource, settings: &Settings) -> Result<Rules, Vec<RuleErro
         RuleSource::Dir(dir) => load_dir(dir, settings),
         RuleSource::Table(t) => Ok(tollgate_router::from_table(t)),
     }
+}
+
+/// The overflow queues the config routes to that `rules` do not declare.
+fn missing_queues(rules: &Rules, required: &[String]) -> Vec<RuleError> {
+    required
+        .iter()
+        .filter(|q| !rules.queues.contains(q.as_str()))
+        .map(|q| RuleError {
+            file: tollgate_router::QUEUES_FILE.into(),
+            line: None,
+            key: "queues".into(),
+            message: format!("the overflow queue {q:?} (a trunk's over_limit) is not declared"),
+        })
+        .collect()
+}
+
+/// Records a version going live, dropping the oldest past [`MAX_HISTORY`].
+fn push(
+    history: &mut std::collections::VecDeque<HistoryEntry>,
+    action: &'static str,
+    by: &str,
+    reason: &str,
+    rules: Arc<Rules>,
+) -> HistoryEntry {
+    let entry = HistoryEntry {
+        version: rules.version.clone(),
+        live_since: jiff::Timestamp::now(),
+        action,
+        by: by.to_owned(),
+        reason: reason.to_owned(),
+        rules,
+    };
+    history.push_back(entry.clone());
+    while history.len() > MAX_HISTORY {
+        history.pop_front();
+    }
+    entry
 }
