@@ -293,3 +293,60 @@ async fn a_shadow_that_fails_to_load_is_reported_and_ignored() {
     assert_eq!(h["live"], first);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_commands_promote_and_roll_back_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    all_reject(&shadow);
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{ADMIN}\n")).unwrap();
+    let node = Process::start(&config(""));
+    let base = node.base();
+    let tollgate = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("rules")
+            .args(args)
+            .args(["--url", &base, "--token-file", token.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = tollgate(&["promote", "--reason", "nothing yet"]);
+    assert!(!ok, "no shadow to promote");
+    assert!(err.contains("no shadow"), "{err}");
+    let (ok, out, err) = tollgate(&["shadow", "--load", shadow.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["active"], true);
+    let (ok, out, err) = tollgate(&["promote", "--reason", "ticket 42"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("promote "), "{out}");
+    assert!(out.contains("by ops: ticket 42"), "{out}");
+    let r = call(node.udp, "18005550100", "+12125550123", "cli-1").await;
+    assert!(r.starts_with("SIP/2.0 403 "), "{r}");
+    let (ok, out, err) = tollgate(&["rollback", "--reason", "too strict", "--who", "alice"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("by alice: too strict"), "{out}");
+    let r = call(node.udp, "18005550100", "+12125550123", "cli-2").await;
+    assert!(r.starts_with("SIP/2.0 302 "), "{r}");
+    let (ok, out, err) = tollgate(&["history"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1].contains("promote") && lines[1].contains("ticket 42"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("rollback") && lines[2].contains("alice"),
+        "{out}"
+    );
+    std::fs::write(&token, AGENT_GENERAL).unwrap();
+    let (ok, _, err) = tollgate(&["history"]);
+    assert!(!ok && err.contains("403"), "{err}");
+}

@@ -130,6 +130,12 @@ enum Cmd {
         #[command(subcommand)]
         action: tollgate_server::cmd::list::ListAction,
     },
+    /// A running node's rules through its admin API: promote the shadow, roll back, the
+    /// history of live versions, the shadow summary (nothing on disk changes).
+    Rules {
+        #[command(subcommand)]
+        action: tollgate_server::cmd::rules::RulesAction,
+    },
 }
 
 /// The config file, or the embedded defaults without `--config`.
@@ -368,6 +374,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Rules { action } => report(tollgate_server::cmd::rules::run(action)),
         Cmd::List { config, action } => match config {
             Some(config) => report(tollgate_server::cmd::list::run(&config, &plan, action)),
             None => report(Err(
