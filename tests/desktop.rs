@@ -1,6 +1,7 @@
 //! The agent desktop page in headless Chromium, driven over WebDriver (chromedriver, started
 //! by the test on its own port): log in with an agent token, send a call over UDP, and the
-//! card appears with the CRM caller name and the call's risk badge. Saves a screenshot.
+//! card appears with the CRM caller name and the call's risk badge; and the shadow rules view
+//! (`/desktop/shadow`) with an admin token shows the running summary. Saves screenshots.
 //!
 //! Needs the Debian packages chromium and chromium-driver (.ci/run installs them); without
 //! them the test fails, it does not skip.
@@ -259,6 +260,80 @@ async fn desktop_shows_a_live_card_with_the_caller_and_risk_badge() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("desktop.png");
     browser.screenshot(&shot).await;
     println!("desktop screenshot: {}", shot.display());
+    browser.close().await;
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn the_shadow_page_shows_the_running_summary() {
+    let chromium =
+        find_binary(&["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
+            panic!("chromium not found: apt-get install chromium chromium-driver (.ci/run does)")
+        });
+    // A shadow whose rules reject every caller (the default set's catch-all is unreachable).
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::create_dir_all(&shadow).unwrap();
+    std::fs::copy(routes_dir().join("queues.toml"), shadow.join("queues.toml")).unwrap();
+    std::fs::write(
+        shadow.join("default.toml"),
+        "name = \"default\"\ntime_zone = \"America/New_York\"\n\n[[rule]]\nname = \"no-valid\"\n\
+         when = { valid = true }\nreject = 403\n\n[[rule]]\nname = \"no-invalid\"\n\
+         when = { valid = false }\nreject = 404\n\n[[rule]]\nname = \"unreachable\"\nqueue = \"general\"\n",
+    )
+    .unwrap();
+    let text = config("").replace(
+        "[log]",
+        &format!("shadow_dir = \"{}\"\n\n[log]", shadow.display()),
+    );
+    let engine = Engine::start(&text).await;
+
+    let driver = Driver::start().await;
+    let browser = Browser::new(&driver, &chromium).await;
+    browser
+        .goto(&format!("{}/desktop/shadow", engine.base()))
+        .await;
+    // An agent token may not see it.
+    browser.type_into("#token", AGENT_GENERAL).await;
+    browser.click("#login").await;
+    let start = Instant::now();
+    while !browser.text("#login-error").await.contains("refused") {
+        assert!(start.elapsed() < WAIT, "an agent token was not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.type_into("#token", ADMIN).await;
+    browser.click("#login").await;
+
+    for i in 0..3 {
+        let r = call(
+            engine.udp,
+            "+18005550100",
+            "+12125550123",
+            &format!("sh-{i}"),
+        )
+        .await;
+        assert!(r.starts_with("SIP/2.0 302 "), "the live answer stands: {r}");
+    }
+    let start = Instant::now();
+    while browser.text("#calls").await != "3" {
+        assert!(start.elapsed() < WAIT, "the page never showed the 3 calls");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.text("#moved").await, "3");
+    assert_eq!(browser.text("#share").await, "100.0 %");
+    assert!(browser
+        .text("#state")
+        .await
+        .contains("never changes an answer"));
+    let pair = browser.text("#pairs tbody tr").await;
+    assert!(pair.contains("default/no-valid"), "{pair}");
+    assert!(pair.contains("403"), "{pair}");
+    assert!(pair.contains("302 support"), "{pair}");
+    assert!(browser.text("#dnis tbody tr").await.contains("18005550100"));
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shadow.png");
+    browser.screenshot(&shot).await;
+    println!("shadow page screenshot: {}", shot.display());
     browser.close().await;
     engine.stop().await;
 }

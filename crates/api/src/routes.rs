@@ -31,6 +31,8 @@ type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 const DESKTOP_HTML: &str = include_str!("../desktop/index.html");
 const DESKTOP_JS: &str = include_str!("../desktop/app.js");
 const DESKTOP_CSS: &str = include_str!("../desktop/app.css");
+const SHADOW_HTML: &str = include_str!("../desktop/shadow.html");
+const SHADOW_JS: &str = include_str!("../desktop/shadow.js");
 
 struct Builder {
     router: Router<Api>,
@@ -67,6 +69,8 @@ pub(crate) fn build(api: Api) -> (Router, Vec<(&'static str, &'static str)>) {
     .get("/desktop", desktop)
     .get("/desktop/app.js", desktop_js)
     .get("/desktop/app.css", desktop_css)
+    .get("/desktop/shadow", shadow_page)
+    .get("/desktop/shadow.js", shadow_js)
     .post("/v1/pops/ticket", ticket)
     .get("/v1/pops", recent)
     .get("/v1/pops/stream", stream)
@@ -236,6 +240,14 @@ async fn desktop_js() -> Response {
 
 async fn desktop_css() -> Response {
     static_file("text/css; charset=utf-8", DESKTOP_CSS)
+}
+
+async fn shadow_page() -> Response {
+    static_file("text/html; charset=utf-8", SHADOW_HTML)
+}
+
+async fn shadow_js() -> Response {
+    static_file("text/javascript; charset=utf-8", SHADOW_JS)
 }
 
 /// A single-use stream ticket for browsers, with the token's scope.
