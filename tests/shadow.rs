@@ -346,6 +346,60 @@ async fn the_rules_commands_promote_and_roll_back_a_running_node() {
         lines[2].contains("rollback") && lines[2].contains("alice"),
         "{out}"
     );
+
+    // The promoted version's files, fetched back, are a diff baseline: against the shipped
+    // rules every call moves (the baseline rejects them all); against itself none does.
+    let promoted = lines[1].split_whitespace().nth(2).unwrap().to_owned();
+    let fetched = dir.path().join("fetched");
+    let (ok, out, err) = tollgate(&["fetch", &promoted, "--out", fetched.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("version {promoted}")), "{out}");
+    assert!(fetched.join("default.toml").is_file());
+    let cfg = dir.path().join("tollgate.toml");
+    std::fs::write(&cfg, config("")).unwrap();
+    let calls = dir.path().join("calls.csv");
+    std::fs::write(
+        &calls,
+        "ani,dnis\n+12125550123,+18005550100\n+4930123456,+18885550101\n",
+    )
+    .unwrap();
+    let diff = |candidate: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["diff", "--config", cfg.to_str().unwrap(), "--rules"])
+            .arg(candidate)
+            .args([
+                "--baseline",
+                fetched.to_str().unwrap(),
+                "--calls",
+                calls.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = diff(&routes_dir());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "calls move: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("403"), "{text}");
+    let out = diff(&fetched);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (ok, _, err) = tollgate(&[
+        "fetch",
+        "0123",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("404"), "{err}");
+
     std::fs::write(&token, AGENT_GENERAL).unwrap();
     let (ok, _, err) = tollgate(&["history"]);
     assert!(!ok && err.contains("403"), "{err}");

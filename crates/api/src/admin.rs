@@ -204,6 +204,12 @@ pub trait Admin: Send + Sync + std::fmt::Debug + 'static {
         not_implemented("promote and rollback")
     }
 
+    /// One version that has been live, with its rule files (a `diff` baseline).
+    fn rules_version(&self, version: String) -> AdminResult {
+        let _ = version;
+        Err(AdminError::NotImplemented("rules history".into()))
+    }
+
     /// Every rules version that has been live (bounded).
     fn rules_history(&self) -> AdminResult {
         Err(AdminError::NotImplemented("rules history".into()))

@@ -83,6 +83,7 @@ pub(crate) fn build(api: Api) -> (Router, Vec<(&'static str, &'static str)>) {
     .post("/v1/admin/rules/promote", rules_promote)
     .post("/v1/admin/rules/rollback", rules_rollback)
     .get("/v1/admin/rules/history", rules_history)
+    .get("/v1/admin/rules/history/{version}", rules_version)
     .get("/v1/admin/shadow", shadow_show)
     .post("/v1/admin/shadow", shadow_load)
     .delete("/v1/admin/shadow", shadow_clear)
@@ -606,6 +607,15 @@ async fn rules_rollback(
 async fn rules_history(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     api.auth.admin(&headers)?;
     Ok(Json(api.admin.rules_history()?).into_response())
+}
+
+async fn rules_version(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> ApiResult {
+    api.auth.admin(&headers)?;
+    Ok(Json(api.admin.rules_version(version)?).into_response())
 }
 
 async fn shadow_show(State(api): State<Api>, headers: HeaderMap) -> ApiResult {

@@ -233,6 +233,31 @@ impl Admin for ServerAdmin {
         }))
     }
 
+    fn rules_version(&self, version: String) -> AdminResult {
+        let e = self.pipeline.rules.past_version(&version).ok_or_else(|| {
+            AdminError::NotFound(format!(
+                "{version:?}: no kept version has this hash (or the prefix is not unique)"
+            ))
+        })?;
+        if e.files.is_empty() {
+            return Err(AdminError::NotFound(format!(
+                "{}: built from the config's routing table, not from rule files",
+                e.version
+            )));
+        }
+        let mut v = e.to_json();
+        if let Some(map) = v.as_object_mut() {
+            map.insert(
+                "files".into(),
+                e.files
+                    .iter()
+                    .map(|(name, text)| serde_json::json!({ "name": name, "text": text }))
+                    .collect(),
+            );
+        }
+        Ok(v)
+    }
+
     fn rules_history(&self) -> AdminResult {
         let rules = &self.pipeline.rules;
         let live = rules.current().version.clone();

@@ -102,6 +102,10 @@ enum Cmd {
         /// The candidate rules directory.
         #[arg(long)]
         rules: PathBuf,
+        /// The rules to compare with instead of the config's: a directory, such as a past
+        /// version a node kept (`tollgate rules fetch VERSION --out DIR`).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
         /// Calls CSV: header row with ani,dnis[,time,trunk,tier,language,tags,open_cases,risk,lists,attestation,last_queue,last_seen_ago_s].
         #[arg(long, group = "input")]
         calls: Option<PathBuf>,
@@ -293,6 +297,7 @@ fn main() -> ExitCode {
         Cmd::Diff {
             config,
             rules,
+            baseline,
             calls,
             decisions,
             pcap,
@@ -311,6 +316,23 @@ fn main() -> ExitCode {
                         format!("the candidate rules do not load:\n{}", list.join("\n"))
                     })?;
                     let candidate = live.with_rules(Arc::new(candidate));
+                    let baseline = match &baseline {
+                        None => None,
+                        Some(dir) => Some(
+                            live.with_rules(Arc::new(
+                                tollgate_server::rules::RuleStore::new(
+                                    tollgate_server::rules::RuleSource::Dir(dir.clone()),
+                                    cfg.rule_settings.clone(),
+                                )
+                                .map_err(|errs| {
+                                    let list: Vec<String> =
+                                        errs.iter().map(ToString::to_string).collect();
+                                    format!("the baseline rules do not load:\n{}", list.join("\n"))
+                                })?,
+                            )),
+                        ),
+                    };
+                    let live = baseline.as_ref().unwrap_or(live);
                     let mut out = stdout.lock();
                     let replayed = match (&decisions, &pcap, &calls) {
                         (Some(log), _, _) => {

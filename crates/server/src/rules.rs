@@ -19,6 +19,28 @@ pub enum RuleSource {
 
 /// Reads every `*.toml` in a rules directory, sorted, and builds the rules.
 pub fn load_dir(dir: &Path, settings: &Settings) -> Result<Rules, Vec<RuleError>> {
+    tollgate_router::parse(&read_dir(dir)?, settings)
+}
+
+/// A version's rule files: (file name, text), sorted; empty for the config's routing table.
+pub type Files = Arc<Vec<(String, String)>>;
+
+fn files_of(sources: &[Source]) -> Files {
+    Arc::new(
+        sources
+            .iter()
+            .map(|s| {
+                let name = Path::new(&s.path)
+                    .file_name()
+                    .map_or_else(|| s.path.clone(), |n| n.to_string_lossy().into_owned());
+                (name, s.text.clone())
+            })
+            .collect(),
+    )
+}
+
+/// Every `*.toml` in a rules directory, sorted, with its text.
+fn read_dir(dir: &Path) -> Result<Vec<Source>, Vec<RuleError>> {
     let io_err = |m: String| {
         vec![RuleError {
             file: dir.display().to_string(),
@@ -42,7 +64,7 @@ pub fn load_dir(dir: &Path, settings: &Settings) -> Result<Rules, Vec<RuleError>
             text,
         });
     }
-    tollgate_router::parse(&sources, settings)
+    Ok(sources)
 }
 
 /// A fingerprint of the directory's files, to notice edits without a platform watcher.
@@ -80,6 +102,9 @@ pub struct HistoryEntry {
     pub reason: String,
     /// The snapshot, so that a rollback can bring it back.
     pub rules: Arc<Rules>,
+    /// The files it was built from (`GET /v1/admin/rules/history/{version}`, a `diff`
+    /// baseline).
+    pub files: Files,
 }
 
 impl HistoryEntry {
@@ -127,6 +152,8 @@ pub struct RuleStore {
     /// Candidate rules every live call is also decided by (never answering it).
     shadow: ArcSwapOption<Rules>,
     shadow_state: std::sync::Mutex<ShadowState>,
+    /// The shadow's files, for the history once it is promoted.
+    shadow_files: std::sync::Mutex<Files>,
     /// Every version that has been live, oldest first, at most [`MAX_HISTORY`]. Written only
     /// by reload, promote and rollback (never on the call path); also serializes them, so a
     /// swap and its history entry are one step.
@@ -143,8 +170,10 @@ pub struct RuleStore {
 impl RuleStore {
     /// Builds the first snapshot; an error here stops start-up (there are no old rules to keep).
     pub fn new(source: RuleSource, settings: Settings) -> Result<Self, Vec<RuleError>> {
-        let rules = Arc::new(build(&source, &settings)?);
+        let (rules, files) = build(&source, &settings)?;
+        let rules = Arc::new(rules);
         let first = HistoryEntry {
+            files,
             version: rules.version.clone(),
             live_since: jiff::Timestamp::now(),
             action: "start",
@@ -156,6 +185,7 @@ impl RuleStore {
             current: ArcSwap::new(rules),
             shadow: ArcSwapOption::empty(),
             shadow_state: std::sync::Mutex::new(ShadowState::default()),
+            shadow_files: std::sync::Mutex::new(Files::default()),
             history: std::sync::Mutex::new(std::collections::VecDeque::from([first])),
             stats: crate::shadow::ShadowStats::default(),
             source,
@@ -172,14 +202,14 @@ impl RuleStore {
     }
 
     /// The rules from the source, with the required queues declared.
-    fn build(&self) -> Result<Rules, Vec<RuleError>> {
-        let rules = build(&self.source, &self.settings)?;
+    fn build(&self) -> Result<(Rules, Files), Vec<RuleError>> {
+        let (rules, files) = build(&self.source, &self.settings)?;
         if !matches!(self.source, RuleSource::Dir(_)) {
-            return Ok(rules);
+            return Ok((rules, files));
         }
         let missing = missing_queues(&rules, &self.required);
         if missing.is_empty() {
-            Ok(rules)
+            Ok((rules, files))
         } else {
             Err(missing)
         }
@@ -195,13 +225,13 @@ impl RuleStore {
     pub fn reload(&self) -> Result<String, Vec<RuleError>> {
         let started = Instant::now();
         match self.build() {
-            Ok(rules) => {
+            Ok((rules, files)) => {
                 let version = rules.version.clone();
                 let rules = Arc::new(rules);
                 let mut history = self.lock_history();
                 let old = self.current.swap(Arc::clone(&rules));
                 if old.version != version {
-                    push(&mut history, "reload", "node", "", rules);
+                    push(&mut history, "reload", "node", "", rules, files);
                 }
                 drop(history);
                 metrics::counter!("tollgate_rules_reloads_total", "result" => "ok").increment(1);
@@ -249,18 +279,23 @@ impl RuleStore {
     /// overflow queues included). On error the previous shadow (or none) stays, and the
     /// errors are logged, counted and kept for the admin API.
     pub fn load_shadow(&self, dir: &Path) -> Result<String, Vec<RuleError>> {
-        let built = load_dir(dir, &self.settings).and_then(|r| {
+        let built = read_dir(dir).and_then(|sources| {
+            let r = tollgate_router::parse(&sources, &self.settings)?;
             let missing = missing_queues(&r, &self.required);
             if missing.is_empty() {
-                Ok(r)
+                Ok((r, files_of(&sources)))
             } else {
                 Err(missing)
             }
         });
         let mut state = self.lock_shadow();
         match built {
-            Ok(rules) => {
+            Ok((rules, files)) => {
                 let version = self.install_shadow(rules);
+                *self
+                    .shadow_files
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = files;
                 state.dir = Some(dir.to_owned());
                 state.errors.clear();
                 state.failed_at = None;
@@ -287,6 +322,10 @@ impl RuleStore {
     /// version.
     pub fn install_shadow(&self, rules: Rules) -> String {
         let version = rules.version.clone();
+        *self
+            .shadow_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Files::default();
         self.shadow.store(Some(Arc::new(rules)));
         self.stats.reset(Some(&version));
         version
@@ -314,7 +353,13 @@ impl RuleStore {
         };
         let old = self.current.swap(Arc::clone(&rules));
         self.stats.reset(None);
-        let entry = push(&mut history, "promote", by, reason, rules);
+        let files = std::mem::take(
+            &mut *self
+                .shadow_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let entry = push(&mut history, "promote", by, reason, rules, files);
         metrics::counter!("tollgate_rules_promotions_total", "action" => "promote").increment(1);
         tracing::info!(old = %old.version, new = %entry.version, by, reason, "shadow rules promoted");
         Ok(entry)
@@ -325,16 +370,16 @@ impl RuleStore {
     pub fn rollback(&self, by: &str, reason: &str) -> Result<HistoryEntry, SwapError> {
         let mut history = self.lock_history();
         let live = self.current.load_full();
-        let previous = history
+        let (previous, files) = history
             .iter()
             .rev()
             .find(|e| e.version != live.version)
-            .map(|e| Arc::clone(&e.rules))
+            .map(|e| (Arc::clone(&e.rules), Arc::clone(&e.files)))
             .ok_or_else(|| {
                 SwapError::Nothing("no earlier rules version is kept to roll back to".into())
             })?;
         self.current.store(Arc::clone(&previous));
-        let entry = push(&mut history, "rollback", by, reason, previous);
+        let entry = push(&mut history, "rollback", by, reason, previous, files);
         metrics::counter!("tollgate_rules_promotions_total", "action" => "rollback").increment(1);
         tracing::info!(old = %live.version, new = %entry.version, by, reason, "rules rolled back");
         Ok(entry)
@@ -345,13 +390,17 @@ impl RuleStore {
         self.lock_history().iter().cloned().collect()
     }
 
-    /// A version that has been live, by its hash (or a unique prefix of it).
-    pub fn past_version(&self, version: &str) -> Option<Arc<Rules>> {
+    /// A version that has been live, by its hash (or a unique prefix of it): the latest
+    /// entry of that version.
+    pub fn past_version(&self, version: &str) -> Option<HistoryEntry> {
         let history = self.lock_history();
-        let mut hits = history.iter().filter(|e| e.version.starts_with(version));
+        let mut hits = history
+            .iter()
+            .rev()
+            .filter(|e| !version.is_empty() && e.version.starts_with(version));
         let first = hits.next()?;
         hits.all(|e| e.version == first.version)
-            .then(|| Arc::clone(&first.rules))
+            .then(|| first.clone())
     }
 
     /// Reloads when a rule file changes (polled) or on SIGHUP, until `shutdown`.
@@ -394,10 +443,14 @@ impl RuleStore {
     }
 }
 
-fn build(source: &RuleSource, settings: &Settings) -> Result<Rules, Vec<RuleError>> {
+fn build(source: &RuleSource, settings: &Settings) -> Result<(Rules, Files), Vec<RuleError>> {
     match source {
-        RuleSource::Dir(dir) => load_dir(dir, settings),
-        RuleSource::Table(t) => Ok(tollgate_router::from_table(t)),
+        RuleSource::Dir(dir) => {
+            let sources = read_dir(dir)?;
+            let rules = tollgate_router::parse(&sources, settings)?;
+            Ok((rules, files_of(&sources)))
+        }
+        RuleSource::Table(t) => Ok((tollgate_router::from_table(t), Files::default())),
     }
 }
 
@@ -422,8 +475,10 @@ fn push(
     by: &str,
     reason: &str,
     rules: Arc<Rules>,
+    files: Files,
 ) -> HistoryEntry {
     let entry = HistoryEntry {
+        files,
         version: rules.version.clone(),
         live_since: jiff::Timestamp::now(),
         action,

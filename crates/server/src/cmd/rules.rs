@@ -44,6 +44,16 @@ pub enum RulesAction {
         #[command(flatten)]
         node: Node,
     },
+    /// Write the rule files of a version that has been live (its hash, or a unique prefix)
+    /// into a new directory: a `tollgate diff --baseline` for the calls since.
+    Fetch {
+        #[command(flatten)]
+        node: Node,
+        version: String,
+        /// A directory to create (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The node's shadow summary; or load a rules directory (on the node) as its shadow, or
     /// stop the shadow.
     Shadow {
@@ -88,6 +98,17 @@ async fn run_async(action: RulesAction) -> Result<String, String> {
         RulesAction::History { node } => {
             (node, reqwest::Method::GET, "/v1/admin/rules/history", None)
         }
+        RulesAction::Fetch { node, version, .. } => (
+            node,
+            reqwest::Method::GET,
+            // A hash is hex; anything else would be refused by the node as unknown.
+            if version.bytes().all(|b| b.is_ascii_hexdigit()) {
+                "/v1/admin/rules/history/"
+            } else {
+                return Err(format!("{version:?}: a version is a hexadecimal hash"));
+            },
+            None,
+        ),
         RulesAction::Shadow {
             node,
             load: Some(d),
@@ -105,7 +126,10 @@ async fn run_async(action: RulesAction) -> Result<String, String> {
     };
     let token = std::fs::read_to_string(&node.token_file)
         .map_err(|e| format!("{}: {e}", node.token_file.display()))?;
-    let url = format!("{}{path}", node.url.trim_end_matches('/'));
+    let mut url = format!("{}{path}", node.url.trim_end_matches('/'));
+    if let RulesAction::Fetch { version, .. } = &action {
+        url.push_str(version);
+    }
     let mut req = client.request(method, &url).bearer_auth(token.trim());
     if let Some(b) = body {
         // `who: null` means "the token's name": leave it out.
@@ -160,6 +184,32 @@ async fn run_async(action: RulesAction) -> Result<String, String> {
             }
             out.push_str(&format!("live: {live}\n"));
             out
+        }
+        RulesAction::Fetch { out, .. } => {
+            std::fs::create_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let files = v.get("files").and_then(|f| f.as_array()).cloned();
+            let mut n = 0usize;
+            for f in files.into_iter().flatten() {
+                let name = str_of(&f, "name");
+                // Only plain file names: nothing is written outside `out`.
+                if name.contains(['/', '\\']) || name.starts_with('.') || !name.ends_with(".toml") {
+                    return Err(format!(
+                        "the node sent a file named {name:?}; nothing more written"
+                    ));
+                }
+                std::fs::write(out.join(name), str_of(&f, "text"))
+                    .map_err(|e| format!("{}: {e}", out.join(name).display()))?;
+                n += 1;
+            }
+            format!(
+                "{}: {n} files of version {} (live since {}, {} by {}{})\n",
+                out.display(),
+                str_of(&v, "version"),
+                str_of(&v, "live_since"),
+                str_of(&v, "action"),
+                str_of(&v, "by"),
+                reason(&v),
+            )
         }
         RulesAction::Shadow { .. } => {
             let mut s = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
