@@ -29,9 +29,8 @@ fn check(path: &Path) -> (bool, String) {
     )
 }
 
-/// Golden: every TOML config the project ships validates.
-#[test]
-fn every_shipped_config_checks() {
+/// Every TOML config the project ships: the examples in config/ and the benchmarks' configs.
+fn shipped_configs() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("config"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -39,6 +38,13 @@ fn every_shipped_config_checks() {
         .collect();
     files.push(root().join("benches/sipp/parity.toml"));
     files.push(root().join("benches/sipp/overload/overload.toml"));
+    files
+}
+
+/// Golden: every TOML config the project ships validates.
+#[test]
+fn every_shipped_config_checks() {
+    let files = shipped_configs();
     assert!(files.len() >= 2);
     for f in files {
         let (ok, out) = check(&f);
@@ -52,13 +58,7 @@ fn every_shipped_config_checks() {
 /// struct (unknown field) or a map (a DNIS table: not a number, not a string).
 #[test]
 fn a_bogus_key_in_any_table_of_any_shipped_config_is_named_with_its_line() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("config"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.push(root().join("benches/sipp/parity.toml"));
-    files.push(root().join("benches/sipp/overload/overload.toml"));
+    let files = shipped_configs();
     let mut checked = 0;
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
