@@ -83,7 +83,16 @@ fn the_name_extractor_finds_names_and_only_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_name_only_metrics_a_node_exports() {
-    let node = Process::start(&node_text(""));
+    // With a TLS listener too, so the certificate's expiry gauge is there to be named.
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) =
+        tollgate_testkit::Ca::new("deploy ca").write_leaf(pki.path(), "node", "tollgate.test");
+    let tls = format!(
+        "[sip.tls]\nlisten = [\"127.0.0.1:0\"]\ncert = \"{}\"\nkey = \"{}\"\nreload_poll_ms = 100\n\n[[trunk]]",
+        cert.display(),
+        key.display()
+    );
+    let node = Process::start(&node_text("").replacen("[[trunk]]", &tls, 1));
     ready(&node.base()).await;
     // A routed call and a rejected one, so the per-call series exist.
     let r = call(node.udp, DNIS, US, "deploy-1").await;

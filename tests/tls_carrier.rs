@@ -294,6 +294,25 @@ async fn a_carrier_sbc_over_tls_is_the_trunk_its_certificate_names() {
         metric(&base, r#"transport="tls""#).await,
         2.0 * CALLS as f64
     );
+    // The certificate's time left (rcgen's default validity runs to 4096), refreshed by the
+    // file watch, so present whenever the metrics recorder was installed.
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let left: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_sip_tls_cert_expiry_seconds "))
+        .unwrap_or_else(|| panic!("no expiry gauge in {text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(left > 365.0 * 86_400.0, "{left}");
 }
 
 /// A rustls client trusting `ca`; the node's name is `tollgate.test`.

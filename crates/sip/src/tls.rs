@@ -296,6 +296,9 @@ impl Certificates {
                     if self.changed() {
                         let _ = self.reload();
                     }
+                    // Time left counts down: the gauge follows every tick (and so is there
+                    // once the metrics recorder is, whenever that was installed).
+                    set_expiry_gauge(self.live().1);
                 }
             }
         }
@@ -304,13 +307,19 @@ impl Certificates {
 
 /// `tollgate_sip_tls_cert_expiry_seconds`: seconds until the live certificate expires
 /// (negative once it has), for an alert well before carriers start refusing it.
+fn set_expiry_gauge(not_after: Option<SystemTime>) -> Option<f64> {
+    let t = not_after?;
+    let left = match t.duration_since(SystemTime::now()) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    metrics::gauge!("tollgate_sip_tls_cert_expiry_seconds").set(left);
+    Some(left)
+}
+
+/// The gauge, and a warning when a certificate is loaded with under 14 days left.
 fn publish_expiry(not_after: Option<SystemTime>) {
-    if let Some(t) = not_after {
-        let left = match t.duration_since(SystemTime::now()) {
-            Ok(d) => d.as_secs_f64(),
-            Err(e) => -e.duration().as_secs_f64(),
-        };
-        metrics::gauge!("tollgate_sip_tls_cert_expiry_seconds").set(left);
+    if let Some(left) = set_expiry_gauge(not_after) {
         if left < 14.0 * 86_400.0 {
             tracing::warn!(days_left = left / 86_400.0, "tls certificate expires soon");
         }
