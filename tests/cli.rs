@@ -290,7 +290,25 @@ fn explain_takes_the_tls_peer_as_the_listener_does() {
     assert!(
         out.contains("tls       peer unmatched (trunk carrier, untrusted)"),
         "{out}"
-    );
+    ); // An address no trunk claims, with a certificate none names: the SIP layer's 403, and its
+       // record says TLS as the live early answer's log line does.
+    let (ok, out, err) = tollgate(&[
+        "explain",
+        "--config",
+        config,
+        "--ani",
+        "+12125550123",
+        "--dnis",
+        "+18005550100",
+        "--source",
+        "192.0.2.1",
+        "--tls-peer",
+        "dns:other.carrier.test",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(r#""status": 403"#), "{out}");
+    assert!(out.contains(r#""transport": "tls""#), "{out}");
 }
 
 #[test]

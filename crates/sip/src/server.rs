@@ -1247,7 +1247,7 @@ enum GaveUp {
 
 /// `v` in lower-case hex, at least `width` digits (as `{:0width$x}` writes it): tags and call
 /// references are made per call, where the formatting machinery cost more than the rest.
-fn push_hex(out: &mut String, v: u64, width: usize) {
+pub(crate) fn push_hex(out: &mut String, v: u64, width: usize) {
     let digits = (64 - v.leading_zeros()).div_ceil(4).max(1) as usize;
     for i in (0..digits.max(width)).rev() {
         let nibble = if i < 16 { (v >> (4 * i)) & 0xf } else { 0 };

@@ -464,10 +464,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        for nibble in [b >> 4, b & 0xf] {
-            let digit = b"0123456789abcdef".get(usize::from(nibble)).copied();
-            s.push(char::from(digit.unwrap_or(b'0')));
-        }
+        crate::server::push_hex(&mut s, u64::from(*b), 2);
     }
     s
 }

@@ -61,6 +61,9 @@ pub enum CliError {
 #[derive(Clone, Debug)]
 pub struct Early {
     pub call_id: String,
+    /// `tls` when the call is explained as coming over TLS (`--tls-peer`), else `udp`: what
+    /// the live early answer's log line says.
+    pub transport: tollgate_core::Transport,
     pub trunk: Option<String>,
     pub status: u16,
     pub from_user: Option<String>,
@@ -128,6 +131,11 @@ pub fn facts_for(
         let clean = |u: &str| tollgate_sip::response::clean_text(u).into_owned();
         let early = Early {
             call_id: clean(req.call_id),
+            transport: if cert.is_some() {
+                tollgate_core::Transport::Tls
+            } else {
+                tollgate_core::Transport::Udp
+            },
             trunk: trunk.map(|t| t.name.to_string()),
             status: code,
             from_user: req.from.uri.and_then(|u| u.user).map(clean),
@@ -170,7 +178,7 @@ impl Explanation {
             (None, Some(e)) => DecisionRecord::before_decision(
                 &crate::decision::Request {
                     call_id: &e.call_id,
-                    transport: "udp",
+                    transport: e.transport.as_str(),
                     trunk: e.trunk.as_deref(),
                     status: e.status,
                     from_user: e.from_user.as_deref(),
