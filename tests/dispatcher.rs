@@ -164,21 +164,8 @@ impl Kamailio {
 }
 
 impl Drop for Kamailio {
-    /// SIGTERM, so the main process stops the workers it forked (a SIGKILL would leave them
-    /// running); SIGKILL only if it has not exited within 5 s.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
 

@@ -303,6 +303,23 @@ impl Drop for RedisServer {
     }
 }
 
+/// Stops a forking daemon (Kamailio): SIGTERM, so the main process stops the workers it forked
+/// (a SIGKILL would leave them running); SIGKILL only if it has not exited within 5 s.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A `tollgate serve` process with its config in a scratch folder; killed on drop.
 pub struct Process {
     child: Child,
