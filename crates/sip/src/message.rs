@@ -890,6 +890,20 @@ pub struct Request<'a> {
     pub max_forwards: Option<u8>,
 }
 
+/// A request's fields as [`Request::validate`] read them, before the message joins them.
+#[derive(Debug)]
+struct Checked<'a> {
+    method: Method,
+    method_name: &'a str,
+    uri: RequestUri<'a>,
+    via: Via<'a>,
+    call_id: &'a str,
+    cseq: CSeq<'a>,
+    from: NameAddr<'a>,
+    to: NameAddr<'a>,
+    max_forwards: Option<u8>,
+}
+
 /// The reason a request is answered with an error instead of a decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -918,7 +932,34 @@ fn malformed(name: HeaderName, e: ValueError) -> Rejection {
 impl<'a> Request<'a> {
     /// Validates a request. `datagram` is true on UDP, where a body shorter than Content-Length
     /// is an error and a longer one is truncated (RFC 3261 §18.3).
-    pub fn from_message(mut msg: Message<'a>, datagram: bool) -> Result<Self, Rejection> {
+    pub fn from_message(msg: Message<'a>, datagram: bool) -> Result<Self, Rejection> {
+        Self::validate(msg, datagram).map_err(|(rejection, _)| rejection)
+    }
+
+    /// [`Request::from_message`] that hands the message back with the rejection, so that the
+    /// transport answers from it without having copied it first.
+    pub fn validate(
+        mut msg: Message<'a>,
+        datagram: bool,
+    ) -> Result<Self, (Rejection, Message<'a>)> {
+        match Self::check(&mut msg, datagram) {
+            Ok(c) => Ok(Self {
+                msg,
+                method: c.method,
+                method_name: c.method_name,
+                uri: c.uri,
+                via: c.via,
+                call_id: c.call_id,
+                cseq: c.cseq,
+                from: c.from,
+                to: c.to,
+                max_forwards: c.max_forwards,
+            }),
+            Err(rejection) => Err((rejection, msg)),
+        }
+    }
+
+    fn check(msg: &mut Message<'a>, datagram: bool) -> Result<Checked<'a>, Rejection> {
         let StartLine::Request { method, uri, .. } = msg.start else {
             return Err(bad("Not a request"));
         };
@@ -1063,8 +1104,7 @@ impl<'a> Request<'a> {
                 msg.body = msg.body.get(..n).unwrap_or_default();
             }
         }
-        Ok(Self {
-            msg,
+        Ok(Checked {
             method: m,
             method_name: method,
             uri: req_uri,

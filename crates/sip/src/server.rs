@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UdpSocket};
@@ -29,7 +30,7 @@ mod table;
 mod tcp;
 mod udp;
 
-use table::{Table, TxKey, TxState};
+use table::{Due, FinalTimer, Table, TxKey, TxState};
 
 /// One call handed to the pipeline.
 #[derive(Debug)]
@@ -359,10 +360,6 @@ impl Reply {
     }
 }
 
-/// How often the table's expiry queue is swept (timers I and J, stateless T4): each key leaves at most
-/// this late.
-const EXPIRY_TICK: Duration = Duration::from_millis(100);
-
 /// What a spawned task costs beyond its future, roughly: tokio's task cell (header, scheduler
 /// links, trailer) and the allocator's rounding. Charged with each transaction task.
 const TASK_CELL_BYTES: usize = 128;
@@ -486,19 +483,12 @@ impl<H: CallHandler> Server<H> {
             let me = Arc::clone(&self);
             tasks.push(tokio::spawn(me.tls_accept(listener, certs)));
         }
-        let mut senders = Vec::new();
-        let udp: Vec<Arc<udp::Udp>> = udp
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let udp_done: Vec<_> = udp
             .into_iter()
-            .map(|s| {
-                let (udp, sender) = udp::Udp::new(s, self.ctx.config.limits.udp_receive_buffer);
-                senders.push(sender);
-                udp
-            })
+            .enumerate()
+            .map(|(i, socket)| self.start_udp(i, socket, stopped.clone()))
             .collect();
-        for socket in &udp {
-            let me = Arc::clone(&self);
-            tasks.push(tokio::spawn(me.udp_loop(Arc::clone(socket))));
-        }
         for listener in tcp {
             let me = Arc::clone(&self);
             tasks.push(tokio::spawn(me.tcp_accept(listener)));
@@ -513,16 +503,16 @@ impl<H: CallHandler> Server<H> {
                 }
             })
         };
-        // The table's expiries (Table::expire_after: timer I, timer J, a stateless answer's T4), at
-        // most EXPIRY_TICK late.
+        // The table's queue (Table::expire: timers G and H of the final responses, timer I,
+        // timer J, a stateless answer's T4), at most one tick late.
         let expiry = {
             let me = Arc::clone(&self);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(EXPIRY_TICK);
+                let mut tick = tokio::time::interval(expiry_tick(me.ctx.config.t1));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    me.table.expire(tokio::time::Instant::now());
+                    me.sweep(tokio::time::Instant::now());
                 }
             })
         };
@@ -546,38 +536,114 @@ impl<H: CallHandler> Server<H> {
         for t in tasks {
             t.abort();
         }
-        // Datagrams already in the socket buffers: answered (503 while draining) until the
-        // sockets are quiet, for at most 200 ms.
-        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(200);
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
-        for socket in &udp {
-            while let Ok(Ok((n, peer))) = tokio::time::timeout_at(
-                quiet_until.min(tokio::time::Instant::now() + Duration::from_millis(20)),
-                socket.socket().recv_from(&mut buf),
-            )
-            .await
-            {
-                if let Some(data) = buf.get(..n) {
-                    let reply = Reply::Udp {
-                        socket: Arc::clone(socket),
-                        peer,
-                    };
-                    self.on_message(data, reply, true);
-                }
-            }
+        // The UDP sockets answer what they have already queued (503 while draining) and flush
+        // their backlogs; then their threads end.
+        let _ = stop.send(true);
+        for done in udp_done {
+            let _ = done.await;
         }
         let flush_until = tokio::time::Instant::now() + Duration::from_secs(1);
-        while (self.conns.queued() > 0 || udp.iter().any(|u| u.backlogged() > 0))
-            && tokio::time::Instant::now() < flush_until
-        {
+        while self.conns.queued() > 0 && tokio::time::Instant::now() < flush_until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.publish_stats();
         sampler.abort();
         expiry.abort();
-        for s in senders {
-            s.abort();
+    }
+
+    /// One sweep of the table's queue: what timer G resends goes out, timer H's give-ups are
+    /// counted.
+    fn sweep(&self, now: tokio::time::Instant) {
+        let swept = self.table.expire(now);
+        for (reply, bytes) in &swept.resend {
+            metrics::counter!("tollgate_sip_final_retransmits_total").increment(1);
+            reply.send(bytes);
         }
+        if swept.unacked > 0 {
+            metrics::counter!("tollgate_sip_ack_timeouts_total").increment(swept.unacked as u64);
+        }
+    }
+
+    /// Starts serving one UDP socket on a thread of its own with a single-threaded runtime (the
+    /// socket's receive loop, the decisions that wait on I/O, its send backlog), so that a call
+    /// is read, decided and answered on one thread with no hand-off. The receiver completes
+    /// when the socket, told to stop, has answered what it had queued.
+    fn start_udp(
+        self: &Arc<Self>,
+        index: usize,
+        socket: UdpSocket,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let me = Arc::clone(self);
+        let std_socket = match socket.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "udp: cannot hand the socket to its thread");
+                return finished;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("tollgate-udp-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        warn!(error = %e, "udp: cannot start the socket's runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match UdpSocket::from_std(std_socket) {
+                        Ok(socket) => me.udp_worker(socket, stop).await,
+                        Err(e) => warn!(error = %e, "udp: cannot register the socket"),
+                    }
+                });
+                let _ = done.send(());
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "udp: cannot start the socket's thread");
+        }
+        finished
+    }
+
+    /// Serves one UDP socket until told to stop, then answers the datagrams already queued in
+    /// it (503 while draining) until it is quiet, for at most 200 ms, and gives its send
+    /// backlog a second to drain.
+    async fn udp_worker(
+        self: Arc<Self>,
+        socket: UdpSocket,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (udp, sender) = udp::Udp::new(socket, self.ctx.config.limits.udp_receive_buffer);
+        tokio::select! {
+            () = Arc::clone(&self).udp_loop(Arc::clone(&udp)) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        let quiet_until = tokio::time::Instant::now() + Duration::from_millis(200);
+        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+        while let Ok(Ok((n, peer))) = tokio::time::timeout_at(
+            quiet_until.min(tokio::time::Instant::now() + Duration::from_millis(20)),
+            udp.socket().recv_from(&mut buf),
+        )
+        .await
+        {
+            if let Some(data) = buf.get(..n) {
+                let reply = Reply::Udp {
+                    socket: Arc::clone(&udp),
+                    peer,
+                };
+                self.on_message(data, reply, true);
+            }
+        }
+        let flush_until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while udp.backlogged() > 0 && tokio::time::Instant::now() < flush_until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sender.abort();
     }
 
     /// Waits until no decision is running, or `deadline`; true if none is.
@@ -604,11 +670,13 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
-    /// Receives datagrams with their age in the socket's receive queue: past the queue-age
-    /// bound ([`udp::AgeGate`]), counting the runtime's lag ([`udp::Lag`]) too, a new INVITE in
-    /// one is shed (`on_invite`).
+    /// Receives datagrams in batches ([`udp::Batch`], one `recvmmsg`) with their age in the
+    /// socket's receive queue, handles each on this thread, and sends what they answered in
+    /// one `sendmmsg` ([`udp::Outbox`]). Past the queue-age bound ([`udp::AgeGate`]), counting
+    /// the runtime's lag ([`udp::Lag`]) too, a new INVITE is shed (`on_invite`).
     async fn udp_loop(self: Arc<Self>, socket: Arc<udp::Udp>) {
-        let mut rx = udp::Receiver::new(MAX_MESSAGE + 1);
+        let mut rx = udp::Batch::new(MAX_MESSAGE + 1);
+        let mut out = udp::Outbox::new();
         let limits = &self.ctx.config.limits;
         let mut gate = udp::AgeGate::new(if limits.shedding {
             limits.shed_queue_age
@@ -616,33 +684,38 @@ impl<H: CallHandler> Server<H> {
             Duration::ZERO
         });
         loop {
-            let (n, peer, age) = match socket.recv(&mut rx).await {
-                Ok(r) => r,
+            let n = match socket.recv_batch(&mut rx).await {
+                Ok(n) => n,
                 Err(e) => {
                     // ICMP port unreachable surfaces here on Linux; keep serving.
                     debug!(error = %e, "udp recv");
                     continue;
                 }
             };
-            // The wait an INVITE in it would see: its time in the socket's queue, and then in
-            // the runtime's (the last decision's lag).
+            // The wait an INVITE would see: its time in the socket's queue, and then in the
+            // runtime's (the last asynchronous decision's lag).
             let now = Instant::now();
-            let waited = age.unwrap_or_default() + self.lag.current(now);
-            let wait = if !gate.stale(waited, now) {
-                udp::Wait::Fresh
-            } else if waited > self.ctx.config.t1 {
-                udp::Wait::Superseded
-            } else {
-                udp::Wait::Stale
-            };
-            let Some(data) = rx.buf.get(..n) else {
-                continue;
-            };
-            let reply = Reply::Udp {
-                socket: Arc::clone(&socket),
-                peer,
-            };
-            self.on_received(data, reply, true, wait);
+            let lag = self.lag.current(now);
+            out.open(&socket);
+            for i in 0..n {
+                let Some((data, peer, age)) = rx.get(i) else {
+                    continue;
+                };
+                let waited = age.unwrap_or_default() + lag;
+                let wait = if !gate.stale(waited, now) {
+                    udp::Wait::Fresh
+                } else if waited > self.ctx.config.t1 {
+                    udp::Wait::Superseded
+                } else {
+                    udp::Wait::Stale
+                };
+                let reply = Reply::Udp {
+                    socket: Arc::clone(&socket),
+                    peer,
+                };
+                self.on_received(data, reply, true, wait);
+            }
+            out.flush(&socket);
         }
     }
 
@@ -732,9 +805,9 @@ impl<H: CallHandler> Server<H> {
             return;
         }
         let can_answer = msg.header(crate::message::HeaderName::Via).is_some();
-        let req = match Request::from_message(msg.clone(), datagram) {
+        let req = match Request::validate(msg, datagram) {
             Ok(r) => r,
-            Err(rej) => {
+            Err((rej, msg)) => {
                 metrics::counter!("tollgate_sip_parse_errors_total").increment(1);
                 debug!(peer = %reply.peer(), status = rej.status, reason = %rej.reason, "rejected malformed request");
                 let is_ack = matches!(msg.start, StartLine::Request { method: "ACK", .. });
@@ -765,14 +838,24 @@ impl<H: CallHandler> Server<H> {
         }
     }
 
-    fn on_ack(&self, mut key: TxKey) {
-        key.invite = true;
-        self.table.update(&key, |state| {
-            if let TxState::Completed { acked, .. } = state {
-                acked.notify_one();
+    /// The ACK of a final response: over UDP the transaction absorbs retransmitted ACKs for
+    /// T4 (timer I), in the table's queue; over TCP it ends now. Timers G and H, queued with
+    /// the response, find it confirmed and do nothing.
+    fn on_ack(&self, key: TxKey) {
+        let key = key.as_invite();
+        let acked = self.table.update(&key, |state| match state {
+            TxState::Completed { reliable, .. } => {
+                let reliable = *reliable;
                 *state = TxState::Confirmed;
+                Some(reliable)
             }
+            _ => None,
         });
+        match acked {
+            Some(Some(true)) => self.table.remove(&key),
+            Some(Some(false)) => self.table.expire_after(key, self.ctx.config.t4),
+            _ => {}
+        }
     }
 
     /// Resends what a retransmitted request's transaction last sent; true if it was one.
@@ -934,183 +1017,193 @@ impl<H: CallHandler> Server<H> {
             }
             return;
         }
-        let cancelled: Arc<[u8]> = copied
-            .response(487, reason_phrase(487), Some(&tag), &Lines::default())
-            .into();
-        let trying: Arc<[u8]> = copied
-            .response(100, reason_phrase(100), None, &Lines::default())
-            .into();
         let Some(trunk) = trunk else { return };
         let mut facts = extract(&req, trunk, &self.ctx.plan, &self.ctx.emergency);
         facts.arrival.transport = reply.transport();
         facts.arrival.tls_peer = reply
             .cert()
             .map(|peer| CompactString::from(trunk.peer_label(peer)));
+        let received = Instant::now();
         let call = Call {
             facts,
             call_ref: self.call_ref(),
             source,
-            received: Instant::now(),
+            received,
         };
         // Keep what the 302 needs from the request, as owned bytes: the datagram buffer is reused.
         let template = ResponseTemplate { copied, tag };
-        let cancel = Arc::new(Notify::new());
-        self.table.insert(
-            &key,
-            TxState::Proceeding {
-                provisional: None,
-                cancel: Arc::clone(&cancel),
-                cancelled: false,
-            },
-        );
-        self.pending.fetch_add(1, Ordering::SeqCst);
-        let me = Arc::clone(self);
         let heap = template.heap_bytes() + call.facts.call_id.capacity();
-        self.spawn_held(heap, async move {
-            let mut call = call;
+        let mut transaction =
+            Box::pin(Arc::clone(self).transaction(call, template, key, reply, once));
+        // Its first poll, here on the receiving thread: a decision that waits on nothing
+        // (no Redis, no HTTP CRM, no x5u fetch) is made, answered and stored now.
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        if transaction.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        // It waits on I/O: a task of this thread's runtime carries on.
+        let me = Arc::clone(self);
+        let size = std::mem::size_of_val(&*transaction);
+        self.spawn_held(size + heap, async move {
             let started = Instant::now();
             me.lag
-                .observe(started.saturating_duration_since(call.received), started);
-            let cfg = &me.ctx.config;
-            let outcome = {
-                let decide =
-                    tokio::time::timeout(cfg.decision_timeout, me.ctx.handler.decide(&mut call));
-                tokio::pin!(decide);
-                let trying_timer = tokio::time::sleep(cfg.trying_delay);
-                tokio::pin!(trying_timer);
-                let mut trying_sent = once;
-                loop {
-                    tokio::select! {
-                        biased;
-                        d = &mut decide => break d.map_err(|_| GaveUp::Timeout),
-                        () = cancel.notified() => break Err(GaveUp::Cancel),
-                        () = me.abandoned() => break Err(GaveUp::Drain),
-                        () = &mut trying_timer, if !trying_sent => {
-                            trying_sent = true;
-                            me.table.update(&key, |state| {
-                                if let TxState::Proceeding { provisional, .. } = state {
-                                    *provisional = Some(Arc::clone(&trying));
-                                }
-                            });
-                            reply.send(&trying);
-                        }
-                    }
-                }
-            };
-            let bytes: Arc<[u8]> = match outcome {
-                Ok(decision) => template.render(&decision, &call).into(),
-                Err(gave_up) => {
-                    // The handler's decision was given up: it learns of the answer here.
-                    let (status, why, bytes) = if gave_up == GaveUp::Cancel && me.cancel_seen(&key)
-                    {
-                        (487, EarlyReason::Cancelled, Arc::clone(&cancelled))
-                    } else if gave_up == GaveUp::Drain {
-                        warn!(call_id = %call.facts.call_id, "drain timeout: answering 503");
-                        let bytes = template
-                            .with_status(
-                                503,
-                                "Service Unavailable (shutting down)",
-                                &me.retry_after(),
-                            )
-                            .into();
-                        (503, EarlyReason::DrainTimeout, bytes)
-                    } else {
-                        warn!(call_id = %call.facts.call_id, "decision timeout: answering 503");
-                        metrics::counter!("tollgate_decision_timeouts_total").increment(1);
-                        let bytes = template
-                            .with_status(
-                                503,
-                                "Service Unavailable (decision timeout)",
-                                &me.retry_after(),
-                            )
-                            .into();
-                        (503, EarlyReason::DecisionTimeout, bytes)
-                    };
-                    me.ctx.handler.answered_early(&EarlyAnswer {
-                        call_id: &clean_text(&call.facts.call_id),
-                        source: call.source,
-                        transport: call.facts.arrival.transport,
-                        trunk: Some(&call.facts.trunk),
-                        status,
-                        reason: why,
-                        from_user: None,
-                        ruri_user: None,
-                        call: Some(&call),
-                    });
-                    bytes
-                }
-            };
-            // Sent before the decision stops counting as pending, so a drain that sees none
-            // pending has nothing left unanswered.
-            me.finalize(key, reply, bytes, once);
-            if me.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                me.drained.notify_waiters();
-            }
+                .observe(started.saturating_duration_since(received), started);
+            transaction.await;
         });
     }
 
-    /// Stores and sends the final response now, then leaves its retransmissions and the
-    /// transaction's end to a task: over UDP timer G resends it (at most
-    /// [`MAX_FINAL_RETRANSMITS`] times) until the ACK or timer H, then the transaction stays T4
-    /// to absorb ACK retransmissions (timer I); over TCP it waits for the ACK or timer H without
-    /// holding the connection. `once` (a stateless source over UDP): sent once, the transaction
-    /// kept T4 only, so a retransmitted INVITE gets the same single answer and the ACK is
-    /// absorbed.
-    fn finalize(self: &Arc<Self>, key: TxKey, reply: Reply, bytes: Arc<[u8]>, once: bool) {
-        let acked = Arc::new(Notify::new());
-        self.table.insert(
-            &key,
-            TxState::Completed {
-                response: Arc::clone(&bytes),
-                acked: Arc::clone(&acked),
-            },
-        );
-        reply.send(&bytes);
-        if once {
-            // No timer to run: the entry waits out T4 in the table's expiry queue.
-            metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
-            let cfg = &self.ctx.config;
-            self.table.expire_after(key, cfg.t4.min(cfg.t1 * 64));
-            return;
-        }
-        let me = Arc::clone(self);
-        self.spawn_held(0, async move {
-            let cfg = &me.ctx.config;
-            let reliable = reply.reliable();
-            // TCP retransmits nothing: the connection is not held for the ACK.
-            let reply = (!reliable).then_some(reply);
-            let timer_h = tokio::time::sleep(cfg.t1 * 64);
-            tokio::pin!(timer_h);
-            let mut interval = cfg.t1;
-            let mut left = if reliable { 0 } else { MAX_FINAL_RETRANSMITS };
-            let got_ack = loop {
-                let g = tokio::time::sleep(if left == 0 { cfg.t1 * 64 } else { interval });
-                tokio::select! {
-                    () = acked.notified() => break true,
-                    () = &mut timer_h => break false,
-                    () = g, if left > 0 => {
-                        left -= 1;
-                        metrics::counter!("tollgate_sip_final_retransmits_total").increment(1);
-                        if let Some(reply) = &reply {
-                            reply.send(&bytes);
+    /// One INVITE's decision and answer. Its first poll ([`Server::on_invite`]) asks the
+    /// handler; a decision ready at once is answered in that poll, with no entry in the table
+    /// before its final response, no timer and no task. A decision that waits is given the
+    /// rest: the transaction kept as proceeding (so a CANCEL finds it), the decision timeout
+    /// from the INVITE's arrival, 100 Trying after `trying_delay`, CANCEL and the drain
+    /// timeout.
+    async fn transaction(
+        self: Arc<Self>,
+        mut call: Call,
+        template: ResponseTemplate,
+        key: TxKey,
+        reply: Reply,
+        once: bool,
+    ) {
+        let received = tokio::time::Instant::from_std(call.received);
+        let mut waited = false;
+        let outcome = {
+            let decide = self.ctx.handler.decide(&mut call);
+            tokio::pin!(decide);
+            match std::future::poll_fn(|cx| Poll::Ready(decide.as_mut().poll(cx))).await {
+                Poll::Ready(decision) => Ok(decision),
+                Poll::Pending => {
+                    waited = true;
+                    let cancel = Arc::new(Notify::new());
+                    self.table.insert(
+                        &key,
+                        TxState::Proceeding {
+                            provisional: None,
+                            cancel: Arc::clone(&cancel),
+                            cancelled: false,
+                        },
+                    );
+                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    let cfg = &self.ctx.config;
+                    let decide =
+                        tokio::time::timeout_at(received + cfg.decision_timeout, decide.as_mut());
+                    tokio::pin!(decide);
+                    let trying_timer = tokio::time::sleep_until(received + cfg.trying_delay);
+                    tokio::pin!(trying_timer);
+                    let mut trying_sent = once;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            d = &mut decide => break d.map_err(|_| GaveUp::Timeout),
+                            () = cancel.notified() => break Err(GaveUp::Cancel),
+                            () = self.abandoned() => break Err(GaveUp::Drain),
+                            () = &mut trying_timer, if !trying_sent => {
+                                trying_sent = true;
+                                let trying: Arc<[u8]> = template
+                                    .copied
+                                    .response(100, reason_phrase(100), None, &Lines::default())
+                                    .into();
+                                self.table.update(&key, |state| {
+                                    if let TxState::Proceeding { provisional, .. } = state {
+                                        *provisional = Some(Arc::clone(&trying));
+                                    }
+                                });
+                                reply.send(&trying);
+                            }
                         }
-                        interval = (interval * 2).min(cfg.t2);
                     }
                 }
-            };
-            // The response is not sent again: its bytes go now, not at the end of timer I.
-            drop(reply);
-            drop(bytes);
-            if !got_ack {
-                metrics::counter!("tollgate_sip_ack_timeouts_total").increment(1);
-            } else if !reliable {
-                // Timer I: the confirmed transaction absorbs retransmitted ACKs for T4, waiting
-                // in the table's expiry queue; this task (~0.7 kB) ends now.
-                me.table.expire_after(key, cfg.t4);
-                return;
             }
-            me.table.remove(&key);
-        });
+        };
+        let bytes: Arc<[u8]> = match outcome {
+            Ok(decision) => template.render(&decision, &call).into(),
+            Err(gave_up) => {
+                // The handler's decision was given up: it learns of the answer here.
+                let (status, why, bytes) = if gave_up == GaveUp::Cancel && self.cancel_seen(&key) {
+                    let bytes = template
+                        .with_status(487, reason_phrase(487), &Lines::default())
+                        .into();
+                    (487, EarlyReason::Cancelled, bytes)
+                } else if gave_up == GaveUp::Drain {
+                    warn!(call_id = %call.facts.call_id, "drain timeout: answering 503");
+                    let bytes = template
+                        .with_status(
+                            503,
+                            "Service Unavailable (shutting down)",
+                            &self.retry_after(),
+                        )
+                        .into();
+                    (503, EarlyReason::DrainTimeout, bytes)
+                } else {
+                    warn!(call_id = %call.facts.call_id, "decision timeout: answering 503");
+                    metrics::counter!("tollgate_decision_timeouts_total").increment(1);
+                    let bytes = template
+                        .with_status(
+                            503,
+                            "Service Unavailable (decision timeout)",
+                            &self.retry_after(),
+                        )
+                        .into();
+                    (503, EarlyReason::DecisionTimeout, bytes)
+                };
+                self.ctx.handler.answered_early(&EarlyAnswer {
+                    call_id: &clean_text(&call.facts.call_id),
+                    source: call.source,
+                    transport: call.facts.arrival.transport,
+                    trunk: Some(&call.facts.trunk),
+                    status,
+                    reason: why,
+                    from_user: None,
+                    ruri_user: None,
+                    call: Some(&call),
+                });
+                bytes
+            }
+        };
+        // Sent before the decision stops counting as pending, so a drain that sees none
+        // pending has nothing left unanswered.
+        self.finalize(key, reply, bytes, once);
+        if waited && self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Stores and sends the final response now, with its timers queued in the table under
+    /// the same lock ([`Table::insert_due`]; [`Server::sweep`] runs them): over UDP timer G
+    /// resends it (at most [`MAX_FINAL_RETRANSMITS`] times) until the ACK or timer H, then the
+    /// transaction stays T4 to absorb ACK retransmissions (timer I); over TCP it waits for the
+    /// ACK or timer H, holding no reference to the connection. `once` (a stateless source
+    /// over UDP): sent once, the transaction kept T4 only, so a retransmitted INVITE gets the
+    /// same single answer and the ACK is absorbed.
+    fn finalize(self: &Arc<Self>, key: TxKey, reply: Reply, bytes: Arc<[u8]>, once: bool) {
+        let cfg = &self.ctx.config;
+        let reliable = reply.reliable();
+        let state = TxState::Completed {
+            response: Arc::clone(&bytes),
+            reliable,
+        };
+        if once {
+            metrics::counter!("tollgate_sip_stateless_finals_total").increment(1);
+            self.table
+                .insert_due(key, state, cfg.t4.min(cfg.t1 * 64), Due::Remove);
+        } else {
+            let timer_h = cfg.t1 * 64;
+            let (first, left) = if reliable {
+                (timer_h, 0)
+            } else {
+                (cfg.t1, MAX_FINAL_RETRANSMITS)
+            };
+            let timer = FinalTimer {
+                reply: (!reliable).then(|| reply.clone()),
+                interval: cfg.t1,
+                t2: cfg.t2,
+                left,
+                h_at: tokio::time::Instant::now() + timer_h,
+            };
+            self.table.insert_due(key, state, first, Due::Final(timer));
+        }
+        reply.send(&bytes);
     }
 
     fn cancel_seen(&self, key: &TxKey) -> bool {
@@ -1131,10 +1224,7 @@ impl<H: CallHandler> Server<H> {
         if self.retransmission(&key, &reply) {
             return;
         }
-        let invite_key = TxKey {
-            invite: true,
-            ..key.clone()
-        };
+        let invite_key = key.as_invite();
         let found = self
             .table
             .update(&invite_key, |state| {
@@ -1272,22 +1362,26 @@ fn method_label(m: Method) -> &'static str {
 
 /// RFC 3261 §17.2.3 matching key; RFC 2543 requests (no magic cookie) fall back to dialog data.
 fn tx_key(req: &Request<'_>) -> TxKey {
-    let sent_by = match req.via.port {
-        Some(p) => format!("{}:{p}", req.via.host.to_ascii_lowercase()),
-        None => req.via.host.to_ascii_lowercase(),
-    };
-    let branch = match req.via.branch() {
-        Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
-        _ => {
-            let from_tag = req.from.param("tag").unwrap_or_default();
-            format!("2543|{}|{}|{}", req.call_id, req.cseq.seq, from_tag)
+    let invite = matches!(req.method, Method::Invite | Method::Ack);
+    match req.via.branch() {
+        Some(b) if b.starts_with("z9hG4bK") => {
+            TxKey::rfc3261(b, req.via.host, req.via.port, invite)
         }
-    };
-    TxKey {
-        branch: branch.into(),
-        sent_by: sent_by.into(),
-        invite: matches!(req.method, Method::Invite | Method::Ack),
+        _ => TxKey::rfc2543(
+            req.call_id,
+            req.cseq.seq,
+            req.from.param("tag").unwrap_or_default(),
+            req.via.host,
+            req.via.port,
+            invite,
+        ),
     }
+}
+
+/// How often the table's queue is swept: timer G fires at most this late. A tenth of T1,
+/// between 1 and 20 ms (20 ms with RFC 3261's T1 of 500 ms).
+fn expiry_tick(t1: Duration) -> Duration {
+    (t1 / 10).clamp(Duration::from_millis(1), Duration::from_millis(20))
 }
 
 /// What the final response needs from the request (its copied headers, owned so the datagram
@@ -1325,20 +1419,68 @@ pub struct Listeners {
     pub tls: Vec<(TcpListener, Arc<Certificates>)>,
 }
 
-/// Binds UDP sockets and TCP listeners for the given addresses.
+/// Binds UDP sockets and TCP listeners for the given addresses: [`udp_workers`] UDP sockets
+/// per address, sharing it with `SO_REUSEPORT` (the kernel spreads datagrams over them by a
+/// hash of source and destination address and port, so one peer's datagrams, a
+/// retransmission among them, reach the same socket; [`Server::serve`] gives each socket its
+/// own thread).
 pub async fn bind(
     udp: &[SocketAddr],
     tcp: &[SocketAddr],
 ) -> std::io::Result<(Vec<UdpSocket>, Vec<TcpListener>)> {
+    let workers = udp_workers();
     let mut u = Vec::new();
     for a in udp {
-        u.push(UdpSocket::bind(a).await?);
+        u.extend(bind_udp(*a, workers)?);
     }
     let mut t = Vec::new();
     for a in tcp {
         t.push(TcpListener::bind(a).await?);
     }
     Ok((u, t))
+}
+
+/// UDP sockets per listening address: one per CPU this process may run on (its affinity mask
+/// and cgroup quota count).
+pub fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// `n` UDP sockets bound to `addr` with `SO_REUSEPORT` (one without it when `n` is 1); with
+/// port 0 the first socket's port is the others'.
+pub fn bind_udp(addr: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
+    use nix::sys::socket::{
+        bind as bind_fd, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag,
+        SockType, SockaddrLike, SockaddrStorage,
+    };
+    if n <= 1 {
+        let s = std::net::UdpSocket::bind(addr)?;
+        s.set_nonblocking(true)?;
+        return Ok(vec![UdpSocket::from_std(s)?]);
+    }
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let mut at = SockaddrStorage::from(addr);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let fd = socket(
+            family,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        bind_fd(std::os::fd::AsRawFd::as_raw_fd(&fd), &at)?;
+        if out.is_empty() {
+            at = getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+            debug_assert!(at.len() > 0);
+        }
+        out.push(UdpSocket::from_std(std::net::UdpSocket::from(fd))?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

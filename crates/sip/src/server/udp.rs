@@ -1,18 +1,21 @@
-//! The UDP socket's side of overload: the receive buffer's size, each datagram's age in the
-//! socket's receive queue (the kernel's receive timestamp, `SO_TIMESTAMPNS`), the gate that
-//! turns that age into "shed new INVITEs now", and a bounded queue for responses a full send
-//! buffer refused.
+//! The UDP socket: batched receive (`recvmmsg`, [`Batch`]) and send (`sendmmsg`, [`Outbox`]),
+//! and its side of overload: the receive buffer's size, each datagram's age in the socket's
+//! receive queue (the kernel's receive timestamp, `SO_TIMESTAMPNS`), the gate that turns that
+//! age into "shed new INVITEs now", and a bounded queue for responses a full send buffer
+//! refused.
 
+use std::cell::RefCell;
 use std::io;
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    getsockopt, recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    getsockopt, recvmmsg, sendmmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned,
+    MsgFlags, MultiHeaders, SockaddrStorage,
 };
 use nix::sys::time::TimeSpec;
 use tokio::io::Interest;
@@ -67,9 +70,25 @@ impl Udp {
         &self.socket
     }
 
-    /// Sends now, without waiting: one `sendto`; a full send buffer puts the datagram on the
-    /// socket's bounded backlog, and past [`SEND_BACKLOG`] it is dropped and counted.
+    /// Sends now, without waiting: while this thread handles a received batch of this
+    /// socket's ([`Outbox::open`]), onto the batch's `sendmmsg`; else one `sendto`. A full
+    /// send buffer puts the datagram on the socket's bounded backlog, and past
+    /// [`SEND_BACKLOG`] it is dropped and counted.
     pub(super) fn send(&self, bytes: &Arc<[u8]>, peer: SocketAddr) {
+        let fd = self.socket.as_raw_fd();
+        let batched = OPEN.with(|open| match &mut *open.borrow_mut() {
+            Some((at, items)) if *at == fd => {
+                items.push((Arc::clone(bytes), peer));
+                true
+            }
+            _ => false,
+        });
+        if !batched {
+            self.send_now(bytes, peer);
+        }
+    }
+
+    fn send_now(&self, bytes: &Arc<[u8]>, peer: SocketAddr) {
         match self.socket.try_send_to(bytes, peer) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -86,19 +105,13 @@ impl Udp {
         SEND_BACKLOG.saturating_sub(self.backlog.capacity())
     }
 
-    /// Receives one datagram into `rx`'s buffer: its length, its source and how long it waited
-    /// in the socket's receive queue (`None` when the kernel gave no timestamp).
-    pub(super) async fn recv(
-        &self,
-        rx: &mut Receiver,
-    ) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
+    /// Receives up to [`BATCH`] datagrams into `rx` (one `recvmmsg`), waiting until at least
+    /// one is there; returns how many.
+    pub(super) async fn recv_batch(&self, rx: &mut Batch) -> io::Result<usize> {
         let fd = self.socket.as_raw_fd();
         loop {
             self.socket.readable().await?;
-            match self
-                .socket
-                .try_io(Interest::READABLE, || recv_stamped(fd, rx))
-            {
+            match self.socket.try_io(Interest::READABLE, || recv_many(fd, rx)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return other,
             }
@@ -106,56 +119,183 @@ impl Udp {
     }
 }
 
-/// The buffers one receive loop reuses: the datagram (one byte more than a message may have,
-/// so an oversized one is seen as such) and the control messages.
-pub(super) struct Receiver {
-    pub(super) buf: Vec<u8>,
-    cmsg: Vec<u8>,
+/// Datagrams read by one `recvmmsg`, and responses sent by one `sendmmsg`, at most.
+pub(super) const BATCH: usize = 32;
+
+/// What one receive loop reuses from batch to batch: [`BATCH`] buffers (each one byte more
+/// than a message may have, so an oversized one is seen as such), the kernel's headers with
+/// room for each datagram's timestamp, and what the last batch held.
+pub(super) struct Batch {
+    bufs: Vec<Vec<u8>>,
+    headers: MultiHeaders<SockaddrStorage>,
+    /// Per datagram of the last batch: length, source, wait in the receive queue.
+    got: Vec<(usize, SocketAddr, Option<Duration>)>,
 }
 
-impl Receiver {
-    pub(super) fn new(size: usize) -> Self {
-        Self {
-            buf: vec![0u8; size],
-            cmsg: nix::cmsg_space!(TimeSpec),
-        }
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("got", &self.got).finish()
     }
 }
 
-fn recv_stamped(
-    fd: std::os::fd::RawFd,
-    rx: &mut Receiver,
-) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
-    let mut iov = [IoSliceMut::new(&mut rx.buf)];
-    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut rx.cmsg), MsgFlags::MSG_DONTWAIT)
-        .map_err(io::Error::from)?;
-    let peer = msg
-        .address
-        .and_then(|a| {
+impl Batch {
+    pub(super) fn new(size: usize) -> Self {
+        Self {
+            bufs: (0..BATCH).map(|_| vec![0u8; size]).collect(),
+            headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// The `i`-th datagram of the last batch: its bytes, source and wait.
+    pub(super) fn get(&self, i: usize) -> Option<(&[u8], SocketAddr, Option<Duration>)> {
+        let (n, peer, age) = *self.got.get(i)?;
+        Some((self.bufs.get(i)?.get(..n)?, peer, age))
+    }
+}
+
+fn recv_many(fd: RawFd, rx: &mut Batch) -> io::Result<usize> {
+    rx.got.clear();
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = rx
+        .bufs
+        .iter_mut()
+        .map(|b| [IoSliceMut::new(b.as_mut_slice())])
+        .collect();
+    let received = recvmmsg(
+        fd,
+        &mut rx.headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok();
+    for msg in received {
+        let peer = msg.address.and_then(|a| {
             a.as_sockaddr_in()
                 .map(|v4| SocketAddr::from(*v4))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
-        })
-        .ok_or_else(|| io::Error::other("datagram without an IP source address"))?;
-    let mut age = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                age = age_of(ts);
+        });
+        let mut age = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    age = now.and_then(|now| age_at(ts, now));
+                }
             }
         }
+        // A datagram without an IP source cannot be answered: its slot stays, empty.
+        let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let n = if peer.port() == 0 { 0 } else { msg.bytes };
+        rx.got.push((n, peer, age));
     }
-    Ok((msg.bytes, peer, age))
+    Ok(rx.got.len())
 }
 
-/// How long ago the kernel stamped a datagram (its clock is the realtime clock's). A stamp in
-/// the future (the clock stepped back) reads as no wait.
-fn age_of(ts: TimeSpec) -> Option<Duration> {
+thread_local! {
+    /// The batch of responses this thread is collecting for one socket (by its descriptor),
+    /// between [`Outbox::open`] and [`Outbox::flush`].
+    static OPEN: RefCell<Option<(RawFd, Vec<(Arc<[u8]>, SocketAddr)>)>> = const { RefCell::new(None) };
+}
+
+/// The responses to one received batch, sent together: [`Outbox::open`] before handling the
+/// batch, and every [`Udp::send`] on this thread for that socket is collected; then
+/// [`Outbox::flush`] sends them in `sendmmsg` calls of up to [`BATCH`].
+pub(super) struct Outbox {
+    items: Vec<(Arc<[u8]>, SocketAddr)>,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("items", &self.items.len())
+            .finish()
+    }
+}
+
+impl Outbox {
+    pub(super) fn new() -> Self {
+        Self {
+            items: Vec::with_capacity(BATCH * 2),
+            headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    /// Collects this thread's sends on `udp` from now until [`Outbox::flush`].
+    pub(super) fn open(&mut self, udp: &Udp) {
+        let items = std::mem::take(&mut self.items);
+        let fd = udp.socket.as_raw_fd();
+        OPEN.with(|open| *open.borrow_mut() = Some((fd, items)));
+    }
+
+    /// Sends what was collected since [`Outbox::open`]: `sendmmsg` in chunks of [`BATCH`]; a
+    /// full send buffer puts the rest on the socket's backlog, a datagram the kernel refuses
+    /// otherwise is logged and skipped.
+    pub(super) fn flush(&mut self, udp: &Udp) {
+        if let Some((_, items)) = OPEN.with(|open| open.borrow_mut().take()) {
+            self.items = items;
+        }
+        let fd = udp.socket.as_raw_fd();
+        let mut from = 0;
+        while from < self.items.len() {
+            let chunk = self.items.get(from..).unwrap_or_default();
+            let chunk = chunk.get(..chunk.len().min(BATCH)).unwrap_or_default();
+            let sent = send_many(fd, &mut self.headers, chunk);
+            match sent {
+                Ok(n) if n > 0 => {
+                    metrics::counter!("tollgate_sip_responses_batched_total").increment(n as u64);
+                    from += n;
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    for (bytes, peer) in self.items.get(from..).unwrap_or_default() {
+                        udp.send_now(bytes, *peer);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if let Some((_, peer)) = chunk.first() {
+                        warn!(%peer, error = %e, "udp send failed");
+                    }
+                    from += 1;
+                }
+            }
+        }
+        self.items.clear();
+    }
+}
+
+fn send_many(
+    fd: RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    chunk: &[(Arc<[u8]>, SocketAddr)],
+) -> io::Result<usize> {
+    let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = chunk
+        .iter()
+        .map(|(_, p)| Some(SockaddrStorage::from(*p)))
+        .collect();
+    let none: [ControlMessage<'_>; 0] = [];
+    let sent = sendmmsg(
+        fd,
+        headers,
+        slices.iter(),
+        &addrs,
+        none,
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
+/// How long before `now` (the realtime clock's, as the kernel's stamps are) the kernel
+/// stamped a datagram. A stamp in the future (the clock stepped back) reads as no wait.
+fn age_at(ts: TimeSpec, now: Duration) -> Option<Duration> {
     let stamped = Duration::new(
         u64::try_from(ts.tv_sec()).ok()?,
         u32::try_from(ts.tv_nsec()).ok()?,
     );
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     Some(now.saturating_sub(stamped))
 }
 
@@ -420,6 +560,7 @@ mod tests {
             i64::try_from(future.as_secs()).unwrap(),
             i64::from(future.subsec_nanos()),
         );
-        assert_eq!(age_of(ts), Some(Duration::ZERO));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(age_at(ts, now), Some(Duration::ZERO));
     }
 }
