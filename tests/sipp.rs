@@ -38,6 +38,10 @@ async fn sipp_calls_all_succeed() {
     assert_eq!(out.failed, 0, "failed calls; stderr: {}", out.stderr);
     assert_eq!(out.successful, CALLS);
     assert!(out.exit_ok, "sipp failed: {}", out.stderr);
+    // Every 302 was matched by its ACK (which carries the INVITE's branch, RFC 3261
+    // §17.1.1.3): none was sent again, and no INVITE needed sending twice.
+    assert_eq!(out.stray, 0, "302s sent again after the ACK");
+    assert_eq!(out.retransmissions, 0, "INVITEs sipp had to send twice");
     // Retransmitted INVITEs (if any) never ran the pipeline twice.
     assert_eq!(run.recorder().count.load(Ordering::SeqCst), CALLS);
     let facts = run.facts();

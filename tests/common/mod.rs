@@ -259,6 +259,11 @@ pub fn ack_for(invite: &str, resp: &str) -> String {
 pub struct SippRun {
     pub failed: usize,
     pub successful: usize,
+    /// INVITEs sipp sent again (no answer within its T1).
+    pub retransmissions: usize,
+    /// Messages that reached sipp for no call or for a call already over: a 302 the server
+    /// sent again after the call's ACK lands here.
+    pub stray: usize,
     pub exit_ok: bool,
     pub stderr: String,
 }
@@ -303,6 +308,8 @@ pub fn sipp(
     SippRun {
         failed: col("FailedCall(C)"),
         successful: col("SuccessfulCall(C)"),
+        retransmissions: col("Retransmissions(C)"),
+        stray: col("OutOfCallMsgs(C)") + col("DeadCallMsgs(C)"),
         exit_ok: out.status.success(),
         stderr,
     }
