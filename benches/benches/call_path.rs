@@ -73,9 +73,7 @@ fn start_server() -> SocketAddr {
                     ..SipConfig::default()
                 },
             });
-            server
-                .run(udp, Vec::new(), std::future::pending())
-                .await;
+            server.run(udp, Vec::new(), std::future::pending()).await;
         });
     });
     rx.recv().unwrap()

@@ -54,8 +54,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-on_engine_cpu() { if [ "$pin" = 1 ]; then taskset -c 0 "$@"; else "$@"; fi; }
-on_load_cpu() { if [ "$pin" = 1 ]; then taskset -c 1 "$@"; else "$@"; fi; }
+# Commands run as "${engine_cpu[@]}" CMD (not through a function: "$!" must be the engine's PID).
+engine_cpu=() load_cpu=()
+[ "$pin" = 1 ] && engine_cpu=(taskset -c 0) load_cpu=(taskset -c 1)
+on_load_cpu() { "${load_cpu[@]}" "$@"; }
 
 if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   on_load_cpu redis-server --daemonize yes --port 6379 --save "" --appendonly no >/dev/null
@@ -81,15 +83,15 @@ for e in $engines; do
   case $e in
     floor)
       gcc -O2 -o "$work/floor302" "$bench/floor/floor302.c"
-      on_engine_cpu "$work/floor302" 5090 >"$work/floor.log" 2>&1 &
+      "${engine_cpu[@]}" "$work/floor302" 5090 >"$work/floor.log" 2>&1 &
       P[floor]=$!
       ;;
     tollgate)
-      on_engine_cpu "$tollgate_bin" serve --config "$parity" >"$work/tollgate.log" 2>&1 &
+      "${engine_cpu[@]}" "$tollgate_bin" serve --config "$parity" >"$work/tollgate.log" 2>&1 &
       P[tollgate]=$!
       ;;
     kamailio)
-      on_engine_cpu kamailio -f "$bench/kamailio/kamailio.cfg" -P "$work/kamailio.pid" -w "$work" -E -m 1024 -M 32 \
+      "${engine_cpu[@]}" kamailio -f "$bench/kamailio/kamailio.cfg" -P "$work/kamailio.pid" -w "$work" -E -m 1024 -M 32 \
         >"$work/kamailio.log" 2>&1
       for _ in $(seq 50); do [ -s "$work/kamailio.pid" ] && break; sleep 0.1; done
       ;;

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+#[cfg(test)]
+use std::str::FromStr as _;
 
 use serde::Serialize;
 use tollgate_core::{CallFacts, DecisionAction, RiskAssessment, Verification};
@@ -400,6 +402,28 @@ impl<'a> DecisionRecord<'a> {
     /// status: configured trunk names and status codes, so the series stay few).
     pub fn log(&self, latency: std::time::Duration) {
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if crate::logsink::json() {
+            // The same line the subscriber's JSON format writes (`tests` below hold them
+            // equal), serialized in one pass and queued for the log's writer thread: the
+            // subscriber's field visitor cost as much as the rest of the call.
+            if enabled() {
+                let line = crate::logsink::json_line(
+                    "decision",
+                    TARGET,
+                    self,
+                    &[("latency_us", latency_us)],
+                );
+                let _ = crate::logsink::push(line);
+            }
+        } else {
+            self.trace(latency_us);
+        }
+        count(self.trunk, self.status, latency);
+        count_arrival(self.transport, self.tls_peer);
+    }
+
+    /// The decision line through the tracing subscriber (a text log, or no sink installed).
+    fn trace(&self, latency_us: u64) {
         tracing::info!(
             target: TARGET,
             call_id = self.call_id,
@@ -462,8 +486,6 @@ impl<'a> DecisionRecord<'a> {
             latency_us,
             "decision"
         );
-        count(self.trunk, self.status, latency);
-        count_arrival(self.transport, self.tls_peer);
     }
 }
 
@@ -496,4 +518,67 @@ pub fn count(trunk: &str, status: u16, latency: std::time::Duration) {
         "outcome" => outcome
     )
     .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The decision line the sink writes ([`crate::logsink::json_line`]) is the line the
+    /// tracing subscriber's JSON format writes for the same record, field by field and value
+    /// by value (the timestamp aside): operators' parsers and `diff --decisions` read either.
+    #[test]
+    fn sink_line_is_the_subscribers_line() {
+        #[derive(Clone, Default)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let outcome =
+            crate::pipeline::Pipeline::early_outcome(503, tollgate_sip::EarlyReason::Overloaded);
+        let answer = tollgate_sip::EarlyAnswer {
+            call_id: "a\"b\\c\u{7f}é@host",
+            source: "192.0.2.1:5060".parse().unwrap(),
+            transport: tollgate_core::Transport::Udp,
+            trunk: Some("carrier \"one\""),
+            status: 503,
+            reason: tollgate_sip::EarlyReason::Overloaded,
+            from_user: Some("+12125550123".into()),
+            ruri_user: Some("18005550100".into()),
+            call: None,
+        };
+        let record = DecisionRecord::early(&answer, &outcome);
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || record.trace(1234));
+        let traced = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let ours = crate::logsink::json_line("decision", TARGET, &record, &[("latency_us", 1234)]);
+        let ours = String::from_utf8(ours).unwrap();
+        assert!(ours.ends_with("}\n") && !ours[..ours.len() - 1].contains('\n'));
+        let parse = |line: &str| {
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(line.trim_end()).unwrap();
+            let t = v.remove("timestamp").unwrap();
+            assert!(
+                jiff::Timestamp::from_str(t.as_str().unwrap()).is_ok(),
+                "{t}"
+            );
+            v
+        };
+        let (a, b) = (parse(&traced), parse(&ours));
+        assert!(a.len() > 60, "{traced}");
+        assert_eq!(a, b, "\nsubscriber: {traced}\nsink:       {ours}");
+    }
 }

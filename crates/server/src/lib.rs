@@ -10,6 +10,7 @@ pub mod config;
 pub mod decision;
 pub mod http;
 pub mod limits;
+pub mod logsink;
 pub mod pipeline;
 pub mod rules;
 pub mod shadow;

@@ -415,7 +415,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_logging(&cfg.log);
+            // Held to the end: what is queued for stdout is written before the process exits.
+            let _log = init_logging(&cfg.log);
             if config.is_none() {
                 tracing::info!("no --config: running on the embedded defaults");
             }
@@ -555,7 +556,7 @@ async fn shutdown_signal() {
 /// Logging: `log.level` (or `RUST_LOG`) for everything but the decision log, which has its
 /// own target (`tollgate::decision`) that the level never hides; `log.decisions = false` turns
 /// it off. ANSI colours only on a terminal, so a log written to a file stays plain text.
-fn init_logging(cfg: &tollgate_server::config::LogSection) {
+fn init_logging(cfg: &tollgate_server::config::LogSection) -> tollgate_server::logsink::Guard {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
@@ -570,13 +571,16 @@ fn init_logging(cfg: &tollgate_server::config::LogSection) {
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };
+    let json = cfg.format.as_deref() != Some("text");
+    let guard = tollgate_server::logsink::install(json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(std::io::stdout);
-    if cfg.format.as_deref() == Some("text") {
-        builder.init();
-    } else {
+        .with_writer(tollgate_server::logsink::make_writer);
+    if json {
         builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
     }
+    guard
 }
