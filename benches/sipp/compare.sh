@@ -40,7 +40,7 @@ parity=${PARITY:-$repo/benches/sipp/parity-redis.toml}
 declare -A T=([floor]=127.0.0.1:5090 [tollgate]=127.0.0.1:5080 [kamailio]=127.0.0.1:5070)
 
 for tool in sipp kamailio redis-cli redis-server python3 gcc taskset; do
-  command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not installed (see README.md)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not installed (apt-get install sip-tester kamailio kamailio-redis-modules kamailio-phonenum-modules redis-server gcc)" >&2; exit 1; }
 done
 
 work=$(mktemp -d /tmp/tollgate-compare.XXXXXX)

@@ -125,7 +125,7 @@ impl RiskEngine {
             ),
             StoreKind::Redis => Arc::new(
                 RedisVelocity::new(
-                    redis_conn::connect(&cfg.redis)?,
+                    redis_conn::connect_per_thread(&cfg.redis)?,
                     &cfg.redis.key_prefix,
                     cfg.velocity.windows.clone(),
                     caps,

@@ -6,7 +6,9 @@
 //! wrapped in a deadline by its caller, and after a failure calls skip Redis for `breaker_ms`
 //! so a dead Redis costs each call nothing rather than a full deadline.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -40,6 +42,10 @@ pub(crate) fn resolve_url(cfg: &RedisConfig) -> Result<String, RiskError> {
 pub enum RedisConn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A connection of its own on each thread that runs a single-threaded runtime (each of the
+    /// SIP server's UDP threads), made there on first use ([`connect_per_thread`]), and the
+    /// shared one elsewhere.
+    PerThread(Arc<PerThread>),
 }
 
 impl RedisConn {
@@ -47,8 +53,66 @@ impl RedisConn {
         match self {
             Self::Single(_) => "redis",
             Self::Cluster(_) => "redis-cluster",
+            Self::PerThread(p) => p.shared.kind(),
         }
     }
+}
+
+/// What [`RedisConn::PerThread`] makes its connections from.
+pub struct PerThread {
+    id: usize,
+    cfg: RedisConfig,
+    shared: RedisConn,
+}
+
+impl std::fmt::Debug for PerThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds the URL (and its password): only the kind is shown.
+        f.debug_struct("PerThread")
+            .field("id", &self.id)
+            .field("kind", &self.shared.kind())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// This thread's own connections, by [`PerThread::id`].
+    static LOCAL: RefCell<Vec<(usize, RedisConn)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl PerThread {
+    /// The connection for this thread. A call decided on a UDP thread sends its script over
+    /// that thread's connection, whose reader runs on the same thread: the reply wakes the
+    /// call with no hand-off between threads (a shared connection's reader lives on another
+    /// runtime, which costs two cross-thread wake-ups per call).
+    fn conn(&self) -> RedisConn {
+        let own = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !own {
+            return self.shared.clone();
+        }
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            if let Some((_, c)) = local.iter().find(|(id, _)| *id == self.id) {
+                return c.clone();
+            }
+            let c = connect(&self.cfg).unwrap_or_else(|_| self.shared.clone());
+            local.push((self.id, c.clone()));
+            c
+        })
+    }
+}
+
+/// A [`RedisConn::PerThread`]: the per-call store's connection (velocity), lazily connecting
+/// like [`connect`], one per single-threaded runtime's thread.
+pub fn connect_per_thread(cfg: &RedisConfig) -> Result<RedisConn, RiskError> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let shared = connect(cfg)?;
+    Ok(RedisConn::PerThread(Arc::new(PerThread {
+        id: NEXT.fetch_add(1, Ordering::Relaxed),
+        cfg: cfg.clone(),
+        shared,
+    })))
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -62,6 +126,10 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::PerThread(p) => {
+                let mut c = p.conn();
+                Box::pin(async move { c.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -74,6 +142,10 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::PerThread(p) => {
+                let mut c = p.conn();
+                Box::pin(async move { c.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
@@ -81,6 +153,7 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::PerThread(p) => p.shared.get_db(),
         }
     }
 }
