@@ -19,28 +19,18 @@ use tollgate_crm::Lookup;
 use tollgate_risk::{Caller, IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
 use tollgate_stir::Verifier;
 
-use crate::config::Loaded;
+use crate::config::{Loaded, TrunkIdentity};
 use crate::pipeline::{BoxFuture, CrmCheck, Mode, NoCrm, NoRisk, RiskAnswer, RiskCheck};
 
-/// How one trunk's caller identity is judged (`[[trunk]] trust_verstat`, `identity`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrunkIdentity {
-    /// The carrier's `verstat` counts as verification (only ever read from trusted trunks).
-    pub trust_verstat: bool,
-    /// Calls that do not verify are answered 428/436/437/438/403 (never emergency calls).
-    pub require_signed: bool,
-}
-
-/// Why an adapter could not be built (configuration the section validators cannot see:
-/// unreadable files, a directory with bad rows, no trust anchors).
+/// Why an adapter could not be built (what the config check cannot see: an HTTP CRM's secret
+/// variables and files, the risk engine's stores). The files the config names (a CRM
+/// directory, the trust anchors) were read by the check, and are not read again.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     #[error("[crm]: {0}")]
     Crm(#[from] tollgate_crm::LookupError),
     #[error("[risk]: {0}")]
     Risk(#[from] tollgate_risk::RiskError),
-    #[error("[stir]: {0}")]
-    Stir(#[from] tollgate_stir::ConfigError),
 }
 
 /// Every adapter that could not be built, so that `check` reports them all at once.
@@ -69,13 +59,18 @@ impl Adapters {
     }
 }
 
-/// Builds what `[crm]`, `[risk]` and `[stir]` configure. Must run inside a Tokio runtime (the
-/// risk engine refreshes its lists in the background). Redis being down is not an error.
+/// Builds what `[crm]`, `[risk]` and `[stir]` configure, with the CRM directory and the
+/// verifier the config check already made. Must run inside a Tokio runtime (the risk engine
+/// refreshes its lists in the background). Redis being down is not an error.
 pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, AdapterErrors> {
     let mut out = Adapters::none();
     let mut errors = Vec::new();
     if let Some(crm) = &cfg.crm {
-        match Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan))) {
+        let lookup = match &cfg.crm_lookup {
+            Some(read) => Ok(read.clone()),
+            None => Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan))),
+        };
+        match lookup {
             Ok(lookup) if lookup.kind() != tollgate_crm::Kind::None => {
                 out.crm = Arc::new(CrmAdapter(lookup.clone()));
                 out.lookup = Some(lookup);
@@ -84,13 +79,7 @@ pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, Ada
             Err(e) => errors.push(AdapterError::Crm(e)),
         }
     }
-    let verifier = match cfg.stir.as_ref().map(Verifier::new).transpose() {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(AdapterError::Stir(e));
-            None
-        }
-    };
+    let verifier = cfg.verifier.clone();
     if let Some(risk) = &cfg.risk {
         match RiskEngine::from_config(risk, &cfg.base_dir).await {
             Ok(mut engine) => {
@@ -100,7 +89,7 @@ pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, Ada
                     .any(|t| t.trust_verstat || t.require_signed);
                 if verifier.is_some() || any_trunk {
                     engine = engine.with_identity_verifier(Arc::new(StirIdentity {
-                        verifier: verifier.map(Arc::new),
+                        verifier,
                         trunks: cfg.identity.clone(),
                     }));
                 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tollgate_core::{NumberIntel, NumberPlan};
 use tollgate_sip::{Context, Server};
 
-pub use config::{ConfigError, ConfigErrors, Loaded};
+pub use config::{Loaded, Problem, Problems};
 pub use pipeline::{CrmCheck, Live, Mode, NoCrm, NoRisk, Overrides, Pipeline, RiskCheck};
 
 /// Addresses actually bound (port 0 resolved), for tests and the start-up log.
@@ -36,7 +36,7 @@ pub struct Bound {
 }
 
 /// Builds the live rule store for a loaded config.
-pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
+pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, Problems> {
     rules::RuleStore::new(cfg.rules.clone(), cfg.rule_settings.clone())
         .map(|mut store| {
             store.require_queues(
@@ -52,18 +52,7 @@ pub fn rule_store(cfg: &Loaded) -> Result<Arc<rules::RuleStore>, ConfigErrors> {
             }
             Arc::new(store)
         })
-        .map_err(|errs| {
-            ConfigErrors(
-                errs.into_iter()
-                    .map(|e| ConfigError {
-                        file: e.file.into(),
-                        line: e.line,
-                        key: e.key,
-                        message: e.message,
-                    })
-                    .collect(),
-            )
-        })
+        .map_err(|errs| Problems(errs.into_iter().map(rules::problem).collect()))
 }
 
 /// Builds the pipeline for a loaded config with the no-op risk and CRM seams (tests and
@@ -122,20 +111,19 @@ pub async fn prepare(
     cfg: &Loaded,
     plan: Arc<NumberPlan>,
     intel: Arc<NumberIntel>,
-) -> Result<Prepared, ConfigErrors> {
+) -> Result<Prepared, Problems> {
     let rules = rule_store(cfg)?;
     overflow_queues_declared(cfg, &rules)?;
     let (pipeline, adapters) = wired_pipeline(cfg, plan, intel, Arc::clone(&rules))
         .await
         .map_err(|errs| {
-            ConfigErrors(
+            Problems(
                 errs.0
                     .iter()
                     .map(|e| {
                         let (key, message) = match e {
                             adapters::AdapterError::Crm(e) => ("crm", e.to_string()),
                             adapters::AdapterError::Risk(e) => ("risk", e.to_string()),
-                            adapters::AdapterError::Stir(e) => ("stir", e.to_string()),
                         };
                         cfg.error_at(key, message)
                     })
@@ -151,16 +139,16 @@ pub async fn prepare(
 
 /// Every `over_limit = "queue:NAME"` names a queue of the rules' `queues.toml` (a rules
 /// directory declares every queue a call may be sent to; the table of `[routing]` has none).
-fn overflow_queues_declared(cfg: &Loaded, rules: &rules::RuleStore) -> Result<(), ConfigErrors> {
+fn overflow_queues_declared(cfg: &Loaded, rules: &rules::RuleStore) -> Result<(), Problems> {
     if !matches!(cfg.rules, rules::RuleSource::Dir(_)) {
         return Ok(());
     }
     let current = rules.current();
-    let missing: Vec<ConfigError> = cfg
+    let missing: Vec<Problem> = cfg
         .overflow_queues
         .iter()
         .filter(|(q, _)| !current.queues.contains(q.as_str()))
-        .map(|(q, at)| ConfigError {
+        .map(|(q, at)| Problem {
             message: format!(
                 "overflow queue {:?} is not in {}",
                 q.as_str(),
@@ -172,7 +160,7 @@ fn overflow_queues_declared(cfg: &Loaded, rules: &rules::RuleStore) -> Result<()
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(ConfigErrors(missing))
+        Err(Problems(missing))
     }
 }
 
@@ -279,7 +267,6 @@ pub async fn serve_prepared(
             let admin = admin::ServerAdmin::new(
                 settings,
                 Arc::clone(&pipeline),
-                &cfg,
                 &adapters,
                 Arc::clone(&draining),
             );
