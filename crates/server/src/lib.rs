@@ -108,22 +108,7 @@ pub async fn serve_prepared(
             draining.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     };
-    let api = match &cfg.http {
-        Some(settings) => {
-            let admin = admin::ServerAdmin::new(
-                settings,
-                Arc::clone(&pipeline),
-                &adapters,
-                Arc::clone(&draining),
-            );
-            http::start(Some(settings), Arc::new(admin))
-                .await
-                .map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("http.listen {}: {e}", settings.listen))
-                })?
-        }
-        None => None,
-    };
+    let api = wiring::api(&cfg, &pipeline, &adapters, &draining).await?;
     if let Some(h) = &api {
         let _ = pipeline.pops.set(h.api.publisher());
         bound.http = Some(h.addr);

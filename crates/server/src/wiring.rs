@@ -1,5 +1,6 @@
 //! Building the node from a checked config, in one place: the live rules, the adapters behind
-//! the pipeline's seams, the pipeline, and the listeners. `serve` binds and runs what
+//! the pipeline's seams, the pipeline, the listeners and the HTTP API with its admin
+//! operations. `serve` binds and runs what
 //! [`prepare`] built; `tollgate check`, `explain` and `diff` run [`prepare`] and stop.
 
 use std::sync::Arc;
@@ -206,6 +207,29 @@ fn overflow_queues_declared(cfg: &Loaded, rules: &rules::RuleStore) -> Result<()
     } else {
         Err(Problems(missing))
     }
+}
+
+/// The HTTP API `[http]` configures, bound (not yet serving), its admin operations over the
+/// pipeline and the adapters already built; `draining` turns `/readyz` to 503. `None` without
+/// `[http]`; a listener that cannot bind is named.
+pub(crate) async fn api(
+    cfg: &Loaded,
+    pipeline: &Arc<Pipeline>,
+    adapters: &Adapters,
+    draining: &Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<Option<crate::http::Http>> {
+    let Some(settings) = &cfg.http else {
+        return Ok(None);
+    };
+    let admin = crate::admin::ServerAdmin::new(
+        settings,
+        Arc::clone(pipeline),
+        adapters,
+        Arc::clone(draining),
+    );
+    crate::http::start(Some(settings), Arc::new(admin))
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("http.listen {}: {e}", settings.listen)))
 }
 
 /// Binds every configured address, naming the one that failed.
