@@ -11,6 +11,7 @@ mod identity;
 mod intel;
 mod metadata;
 mod number;
+mod problem;
 mod queue;
 mod secret;
 
@@ -30,6 +31,7 @@ pub use identity::{IdentityHeader, IdentityValue};
 pub use intel::{CliConfig, CliRejection, IntelError, NumberIntel};
 pub use metadata::MetadataError;
 pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164};
+pub use problem::{Problem, Problems};
 pub use queue::{InvalidQueueName, QueueName};
 pub use secret::Secret;
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use tollgate_core::Problem;
 
 use crate::headers::HeaderSpec;
 use crate::mapping::Mapping;
@@ -288,12 +289,13 @@ impl LookupConfig {
         }
     }
 
-    /// Every problem found without touching the environment or the file system, as
-    /// (key, message) with keys in the form `crm.http.url`. Only the selected kind's section
+    /// Every problem found without touching the environment or the file system, with keys in
+    /// the form `crm.http.url`. Only the selected kind's section
     /// is checked.
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut problems: Vec<(String, String)> = Vec::new();
-        let mut add = |key: &str, message: String| problems.push((format!("crm.{key}"), message));
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems: Vec<Problem> = Vec::new();
+        let mut add =
+            |key: &str, message: String| problems.push(Problem::new(format!("crm.{key}"), message));
         match self.kind {
             Kind::None => return Vec::new(),
             Kind::File => {
@@ -364,7 +366,7 @@ impl LookupConfig {
                     problems.extend(mapping);
                 }
                 let mut add = |key: &str, message: String| {
-                    problems.push((format!("crm.{key}"), message));
+                    problems.push(Problem::new(format!("crm.{key}"), message));
                 };
                 if self.cache.max_entries > 0 && self.cache.ttl_ms == 0 {
                     add(
@@ -384,7 +386,7 @@ impl LookupConfig {
             }
         }
         if self.deadline_ms == 0 {
-            problems.push(("crm.deadline_ms".into(), "must be at least 1".into()));
+            problems.push(Problem::new("crm.deadline_ms", "must be at least 1"));
         }
         problems
     }
@@ -432,7 +434,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let keys: Vec<String> = cfg.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
         for want in [
             "crm.http.url",
             "crm.http.body",

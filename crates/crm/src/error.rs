@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tollgate_core::LookupStatus;
+use tollgate_core::{LookupStatus, Problem};
 
 /// Why a directory could not answer, or could not be built.
 ///
@@ -32,9 +32,9 @@ pub enum LookupError {
     /// The background request task ended without an answer (runtime shutting down).
     #[error("CRM lookup task ended: {0}")]
     Internal(String),
-    /// The configuration is invalid: every problem as (key, message).
+    /// The configuration is invalid: every problem, by key.
     #[error("invalid CRM lookup configuration: {}", ConfigProblems(.0))]
-    Config(Vec<(String, String)>),
+    Config(Vec<Problem>),
     /// A directory file could not be read or has bad rows.
     #[error("{0}")]
     File(FileError),
@@ -97,19 +97,19 @@ impl LookupError {
     }
 
     pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        LookupError::Config(vec![(key.into(), message.into())])
+        LookupError::Config(vec![Problem::new(key, message)])
     }
 }
 
-struct ConfigProblems<'a>(&'a [(String, String)]);
+struct ConfigProblems<'a>(&'a [Problem]);
 
 impl fmt::Display for ConfigProblems<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (key, message)) in self.0.iter().enumerate() {
+        for (i, p) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "{key}: {message}")?;
+            write!(f, "{p}")?;
         }
         Ok(())
     }

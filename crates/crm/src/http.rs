@@ -82,7 +82,7 @@ impl HttpDirectory {
                 Ok((n, v)) => {
                     headers.insert(n, v);
                 }
-                Err(e) => problems.push((key, e)),
+                Err(e) => problems.push(tollgate_core::Problem::new(key, e)),
             }
         }
         if !problems.is_empty() {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tollgate_core::CallerProfile;
+use tollgate_core::{CallerProfile, Problem};
 
 use crate::config::MappingConfig;
 use crate::LookupError;
@@ -118,18 +118,15 @@ pub(crate) struct Mapping {
 }
 
 impl Mapping {
-    /// Every bad path as (key, message), keys prefixed with `prefix` (`crm.http.mapping`).
-    pub(crate) fn compile(
-        cfg: &MappingConfig,
-        prefix: &str,
-    ) -> Result<Self, Vec<(String, String)>> {
+    /// Every bad path as a [`Problem`], keys prefixed with `prefix` (`crm.http.mapping`).
+    pub(crate) fn compile(cfg: &MappingConfig, prefix: &str) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
-        let optional = |key: &str, raw: &str, problems: &mut Vec<(String, String)>| {
+        let optional = |key: &str, raw: &str, problems: &mut Vec<Problem>| {
             if raw.is_empty() {
                 return None;
             }
             FieldPath::parse(raw)
-                .map_err(|e| problems.push((format!("{prefix}.{key}"), e)))
+                .map_err(|e| problems.push(Problem::new(format!("{prefix}.{key}"), e)))
                 .ok()
         };
         let record = optional("record", &cfg.record, &mut problems);
@@ -146,17 +143,20 @@ impl Mapping {
         for (attr, raw) in &cfg.attributes {
             let key = format!("attributes.{attr}");
             if attr.is_empty() {
-                problems.push((format!("{prefix}.{key}"), "attribute name is empty".into()));
+                problems.push(Problem::new(
+                    format!("{prefix}.{key}"),
+                    "attribute name is empty",
+                ));
             } else if raw.is_empty() {
-                problems.push((format!("{prefix}.{key}"), "path is empty".into()));
+                problems.push(Problem::new(format!("{prefix}.{key}"), "path is empty"));
             } else if let Some(p) = optional(&key, raw, &mut problems) {
                 attributes.push((attr.clone(), p));
             }
         }
         if cfg.customer_id.is_empty() {
-            problems.push((
+            problems.push(Problem::new(
                 format!("{prefix}.customer_id"),
-                "required: the path of the customer id in the CRM's answer".into(),
+                "required: the path of the customer id in the CRM's answer",
             ));
         }
         match customer_id {

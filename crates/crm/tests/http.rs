@@ -478,7 +478,7 @@ async fn missing_secret_is_a_config_error_naming_the_key() {
     ]);
     match Lookup::from_config(&cfg, Path::new(".")) {
         Err(LookupError::Config(problems)) => {
-            let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+            let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
             assert_eq!(
                 keys,
                 [
@@ -486,7 +486,7 @@ async fn missing_secret_is_a_config_error_naming_the_key() {
                     "crm.http.headers.X-Api-Key"
                 ]
             );
-            assert!(problems[0].1.contains("TOLLGATE_TEST_UNSET_TOKEN"));
+            assert!(problems[0].message.contains("TOLLGATE_TEST_UNSET_TOKEN"));
         }
         other => panic!("expected a config error, got {other:?}"),
     }

@@ -71,6 +71,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use tollgate_core::Problem;
 
 use crate::lists::Pattern;
 
@@ -470,8 +471,8 @@ const MAX_WINDOWS: usize = 8;
 const MAX_WINDOW_SECS: u32 = 7 * 86_400;
 
 impl RiskConfig {
-    /// Every problem in the section, as (key, message); empty when the section is usable.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// Every problem in the section, by key; empty when the section is usable.
+    pub fn validate(&self) -> Vec<Problem> {
         let mut p = Problems::default();
         let n = self.velocity.windows.len();
         if n == 0 || n > MAX_WINDOWS {
@@ -727,11 +728,11 @@ impl RiskConfig {
 }
 
 #[derive(Default)]
-struct Problems(Vec<(String, String)>);
+struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, key: &str, msg: String) {
-        self.0.push((key.to_owned(), msg));
+        self.0.push(Problem::new(key, msg));
     }
 }
 
@@ -809,7 +810,7 @@ mod tests {
                 .unwrap()
                 .validate()
                 .into_iter()
-                .map(|(k, _)| k)
+                .map(|p| p.key)
                 .collect()
         };
         let ok = "[risk.redis]\ncluster = [\"10.0.0.1:6379\", \"redis://u:pw@10.0.0.2:6380\"]\n";
@@ -904,7 +905,7 @@ mod tests {
         let e = parse("[risk.memory]\nmax_histroy = 5\n").unwrap_err();
         assert!(e.to_string().contains("max_histroy"), "{e}");
         let c = parse("[risk.memory]\nmax_history = 0\nmax_queue_names = 0\n").unwrap();
-        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
         assert!(
             keys.iter().any(|k| k == "risk.memory.max_history"),
             "{keys:?}"
@@ -945,7 +946,7 @@ dnis = ["0800*"]
 "#,
         )
         .unwrap();
-        let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
         for want in [
             "risk.velocity.windows",
             "risk.velocity.ani",

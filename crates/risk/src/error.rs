@@ -20,9 +20,9 @@ pub enum ErrorClass {
 /// One risk-crate failure.
 #[derive(Debug, thiserror::Error)]
 pub enum RiskError {
-    /// The configuration failed [`crate::RiskConfig::validate`]: every problem as (key, message).
+    /// The configuration failed [`crate::RiskConfig::validate`]: every problem, by key.
     #[error("invalid risk configuration: {}", join(.0))]
-    Config(Vec<(String, String)>),
+    Config(Vec<tollgate_core::Problem>),
     /// `from_config` needs a Tokio runtime for Redis connections and list refresh.
     #[error("the risk engine must be built inside a Tokio runtime")]
     NoRuntime,
@@ -129,10 +129,10 @@ impl RiskError {
     }
 }
 
-fn join(problems: &[(String, String)]) -> String {
+fn join(problems: &[tollgate_core::Problem]) -> String {
     problems
         .iter()
-        .map(|(k, m)| format!("{k}: {m}"))
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
 }

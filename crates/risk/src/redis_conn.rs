@@ -27,8 +27,8 @@ pub(crate) fn resolve_url(cfg: &RedisConfig) -> Result<String, RiskError> {
     let var = cfg.url_env.as_deref().unwrap_or_default();
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(RiskError::Config(vec![(
-            "risk.redis.url_env".into(),
+        _ => Err(RiskError::Config(vec![tollgate_core::Problem::new(
+            "risk.redis.url_env",
             format!("environment variable {var} is not set and risk.redis.url is empty"),
         )])),
     }
@@ -172,8 +172,8 @@ pub(crate) fn resolve_cluster(cfg: &RedisConfig) -> Result<Option<Vec<String>>, 
                 .map(str::to_owned)
                 .collect(),
             _ => {
-                return Err(RiskError::Config(vec![(
-                    "risk.redis.cluster_env".into(),
+                return Err(RiskError::Config(vec![tollgate_core::Problem::new(
+                    "risk.redis.cluster_env",
                     format!("environment variable {var} is not set"),
                 )]))
             }
@@ -186,8 +186,8 @@ pub(crate) fn resolve_cluster(cfg: &RedisConfig) -> Result<Option<Vec<String>>, 
         match cluster_node_url(n) {
             Some(u) => nodes.push(u),
             None => {
-                return Err(RiskError::Config(vec![(
-                    "risk.redis.cluster".into(),
+                return Err(RiskError::Config(vec![tollgate_core::Problem::new(
+                    "risk.redis.cluster",
                     format!(
                         "node {}: expected redis://[user:password@]host:port or host:port",
                         i + 1
@@ -206,8 +206,8 @@ fn tls_certificates(cfg: &RedisConfig) -> Result<Option<TlsCertificates>, RiskEr
         return Ok(None);
     };
     let pem = std::fs::read(path).map_err(|e| {
-        RiskError::Config(vec![(
-            "risk.redis.tls_ca_file".into(),
+        RiskError::Config(vec![tollgate_core::Problem::new(
+            "risk.redis.tls_ca_file",
             format!("{}: {e}", path.display()),
         )])
     })?;
@@ -241,9 +241,9 @@ pub fn connect(cfg: &RedisConfig) -> Result<RedisConn, RiskError> {
             .max_retry_wait(cfg.connection_timeout_ms.max(10))
             .build()
             .map_err(|_| {
-                RiskError::Config(vec![(
-                    "risk.redis.cluster".into(),
-                    "not a valid list of Redis Cluster nodes".into(),
+                RiskError::Config(vec![tollgate_core::Problem::new(
+                    "risk.redis.cluster",
+                    "not a valid list of Redis Cluster nodes",
                 )])
             })?;
         let cc = ClusterConfig::new()
@@ -260,9 +260,9 @@ pub fn connect(cfg: &RedisConfig) -> Result<RedisConn, RiskError> {
     }
     .map_err(|_| {
         // The parser's message may quote the URL: keep it out.
-        RiskError::Config(vec![(
-            "risk.redis.url".into(),
-            "not a valid Redis URL".into(),
+        RiskError::Config(vec![tollgate_core::Problem::new(
+            "risk.redis.url",
+            "not a valid Redis URL",
         )])
     })?;
     let mc = ConnectionManagerConfig::new()
@@ -316,8 +316,8 @@ pub async fn refuse_multi_node_cluster(cfg: &RedisConfig) -> Result<(), RiskErro
         Some((nodes.unwrap_or(1) > 1 || size.unwrap_or(1) > 1).then_some((nodes, size)))
     };
     match tokio::time::timeout(wait, probe).await {
-        Ok(Some(Some((nodes, size)))) => Err(RiskError::Config(vec![(
-            "risk.redis.url".into(),
+        Ok(Some(Some((nodes, size)))) => Err(RiskError::Config(vec![tollgate_core::Problem::new(
+            "risk.redis.url",
             format!(
                 "is a node of a Redis Cluster ({} known nodes, {} masters): a single-Redis \
                  client would get MOVED for other nodes' keys; list the cluster's nodes in \

@@ -472,7 +472,7 @@ async fn bad_configuration_is_reported_whole() {
     cfg.block.code = 486;
     match RiskEngine::from_config(&cfg, dir.path()).await {
         Err(RiskError::Config(p)) => {
-            let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+            let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
             assert_eq!(keys, vec!["risk.velocity.ani", "risk.block.code"]);
         }
         other => panic!("{other:?}"),

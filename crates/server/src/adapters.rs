@@ -12,41 +12,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tollgate_core::{
-    CallFacts, CallerProfile, Decision, DecisionAction, LookupStatus, NumberPlan, RejectCause,
-    Rejection, Verification,
+    CallFacts, CallerProfile, Decision, DecisionAction, LookupStatus, RejectCause, Rejection,
+    Verification,
 };
 use tollgate_crm::Lookup;
 use tollgate_risk::{Caller, IdentityOutcome, IdentitySource, IdentityVerifier, RiskEngine};
 use tollgate_stir::Verifier;
 
-use crate::config::Loaded;
+use crate::config::TrunkIdentity;
 use crate::pipeline::{BoxFuture, CrmCheck, Mode, NoCrm, NoRisk, RiskAnswer, RiskCheck};
-
-/// How one trunk's caller identity is judged (`[[trunk]] trust_verstat`, `identity`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrunkIdentity {
-    /// The carrier's `verstat` counts as verification (only ever read from trusted trunks).
-    pub trust_verstat: bool,
-    /// Calls that do not verify are answered 428/436/437/438/403 (never emergency calls).
-    pub require_signed: bool,
-}
-
-/// Why an adapter could not be built (configuration the section validators cannot see:
-/// unreadable files, a directory with bad rows, no trust anchors).
-#[derive(Debug, thiserror::Error)]
-pub enum AdapterError {
-    #[error("[crm]: {0}")]
-    Crm(#[from] tollgate_crm::LookupError),
-    #[error("[risk]: {0}")]
-    Risk(#[from] tollgate_risk::RiskError),
-    #[error("[stir]: {0}")]
-    Stir(#[from] tollgate_stir::ConfigError),
-}
-
-/// Every adapter that could not be built, so that `check` reports them all at once.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct AdapterErrors(pub Vec<AdapterError>);
 
 /// The built adapters; the handles are kept for admin commands and tests.
 #[derive(Debug)]
@@ -66,57 +40,6 @@ impl Adapters {
             engine: None,
             lookup: None,
         }
-    }
-}
-
-/// Builds what `[crm]`, `[risk]` and `[stir]` configure. Must run inside a Tokio runtime (the
-/// risk engine refreshes its lists in the background). Redis being down is not an error.
-pub async fn build(cfg: &Loaded, plan: &Arc<NumberPlan>) -> Result<Adapters, AdapterErrors> {
-    let mut out = Adapters::none();
-    let mut errors = Vec::new();
-    if let Some(crm) = &cfg.crm {
-        match Lookup::from_config_with_plan(crm, &cfg.base_dir, Some(Arc::clone(plan))) {
-            Ok(lookup) if lookup.kind() != tollgate_crm::Kind::None => {
-                out.crm = Arc::new(CrmAdapter(lookup.clone()));
-                out.lookup = Some(lookup);
-            }
-            Ok(_) => {}
-            Err(e) => errors.push(AdapterError::Crm(e)),
-        }
-    }
-    let verifier = match cfg.stir.as_ref().map(Verifier::new).transpose() {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(AdapterError::Stir(e));
-            None
-        }
-    };
-    if let Some(risk) = &cfg.risk {
-        match RiskEngine::from_config(risk, &cfg.base_dir).await {
-            Ok(mut engine) => {
-                let any_trunk = cfg
-                    .identity
-                    .values()
-                    .any(|t| t.trust_verstat || t.require_signed);
-                if verifier.is_some() || any_trunk {
-                    engine = engine.with_identity_verifier(Arc::new(StirIdentity {
-                        verifier: verifier.map(Arc::new),
-                        trunks: cfg.identity.clone(),
-                    }));
-                }
-                let engine = Arc::new(engine);
-                out.risk = Arc::new(RiskAdapter {
-                    engine: Arc::clone(&engine),
-                });
-                out.engine = Some(engine);
-            }
-            Err(e) => errors.push(AdapterError::Risk(e)),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(AdapterErrors(errors))
     }
 }
 

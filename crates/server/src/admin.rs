@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tollgate_api::{Admin, AdminError, AdminResult, BoxFuture, ExplainRequest, ListAdd, RulesSwap};
 use tollgate_core::{Attestation, CallerProfile, RiskLevel};
 
-use crate::http::HttpSettings;
+use crate::adapters::Adapters;
+use crate::config::HttpSettings;
 use crate::pipeline::Pipeline;
 
 /// The admin operations this engine has.
@@ -17,7 +18,7 @@ pub struct ServerAdmin {
     pipeline: Arc<Pipeline>,
     /// The config text, for the redacted config view.
     source_text: String,
-    /// The configured list store (`[risk]`), as `tollgate list` opens it.
+    /// The risk engine's own list store (`[risk]`).
     lists: Option<tollgate_risk::ListAdmin>,
     /// The CRM cache (`[crm]`).
     lookup: Option<tollgate_crm::Lookup>,
@@ -30,20 +31,19 @@ pub struct ServerAdmin {
 }
 
 impl ServerAdmin {
-    /// With list management and CRM invalidation for what `[risk]` and `[crm]` configure.
-    /// Must run inside a Tokio runtime (a Redis list store connects on open).
+    /// Over the adapters the node already built: list management through the risk engine's
+    /// own list store (`[risk]`), CRM invalidation through its lookup (`[crm]`). Nothing is
+    /// opened or read again.
     pub fn new(
         settings: &HttpSettings,
         pipeline: Arc<Pipeline>,
-        cfg: &crate::Loaded,
-        adapters: &crate::adapters::Adapters,
+        adapters: &Adapters,
         draining: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
-        let lists = cfg.risk.as_ref().and_then(|risk| {
-            tollgate_risk::ListAdmin::open(risk, &cfg.base_dir)
-                .map_err(|e| tracing::warn!(error = %e, "admin API: list management unavailable"))
-                .ok()
-        });
+        let lists = adapters
+            .engine
+            .as_ref()
+            .map(|e| tollgate_risk::ListAdmin::new(Arc::clone(e.lists().store())));
         Self {
             pipeline,
             source_text: settings.source.1.clone(),

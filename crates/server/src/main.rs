@@ -146,7 +146,7 @@ enum Cmd {
 fn load(
     config: Option<&std::path::Path>,
     plan: &NumberPlan,
-) -> Result<tollgate_server::Loaded, tollgate_server::ConfigErrors> {
+) -> Result<tollgate_server::Loaded, tollgate_server::Problems> {
     match config {
         Some(path) => tollgate_server::config::load(path, plan),
         None => tollgate_server::config::embedded(plan),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tollgate_core::Problem;
 use tollgate_router::{RuleError, Rules, Settings, Source, Table};
 
 /// Where the rules come from.
@@ -15,6 +16,12 @@ pub enum RuleSource {
     Dir(PathBuf),
     /// The main config's `[routing]` table.
     Table(Table),
+}
+
+/// A rule file's problem as a [`Problem`], the one shape every config problem is reported in
+/// (the router's `RuleError` has the same fields).
+pub fn problem(e: RuleError) -> Problem {
+    Problem::new(e.key, e.message).at(e.file, e.line)
 }
 
 /// Reads every `*.toml` in a rules directory, sorted, and builds the rules.

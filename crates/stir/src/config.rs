@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use tollgate_core::Problem;
 
 /// Verifier settings. Only `trust_anchors_dir` is required.
 ///
@@ -46,25 +47,26 @@ pub struct StirConfig {
 }
 
 impl StirConfig {
-    /// Every problem the settings have on their own, without reading a file or the network:
-    /// `(key, message)` with the key inside `[stir]`. [`crate::Verifier::new`] then reads the
+    /// Every problem the settings have on their own, without reading a file or the network,
+    /// each under its own key inside the section (`fetch_timeout_ms`): the server names the
+    /// section. [`crate::Verifier::new`] then reads the
     /// trust anchors, whose problems [`crate::ConfigError::key`] names `trust_anchors_dir`.
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if self.trust_anchors_dir.as_os_str().is_empty() {
-            problems.push(("trust_anchors_dir", "empty path".to_owned()));
+            problems.push(Problem::new("trust_anchors_dir", "empty path"));
         }
         if self.fetch_timeout_ms == 0 {
-            problems.push(("fetch_timeout_ms", "must be positive".to_owned()));
+            problems.push(Problem::new("fetch_timeout_ms", "must be positive"));
         }
         if self.default_cert_ttl_s > self.max_cert_ttl_s {
-            problems.push((
+            problems.push(Problem::new(
                 "default_cert_ttl_s",
                 format!("above max_cert_ttl_s ({})", self.max_cert_ttl_s),
             ));
         }
         if let Err(e) = crate::fetch::UrlPolicy::new(&self.allowed_hosts, self.allow_http) {
-            problems.push((e.key(), e.to_string()));
+            problems.push(Problem::new(e.key(), e.to_string()));
         }
         problems
     }

@@ -162,12 +162,12 @@ pub enum ConfigError {
     #[error("building the HTTP client: {0}")]
     Http(String),
     #[error("invalid setting {key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
 impl ConfigError {
     /// The `[stir]` key the problem is with, for a `file:line: stir.KEY: message` report.
-    pub fn key(&self) -> &'static str {
+    pub fn key(&self) -> &str {
         match self {
             ConfigError::Io { .. } | ConfigError::BadAnchor { .. } | ConfigError::NoAnchors(_) => {
                 "trust_anchors_dir"

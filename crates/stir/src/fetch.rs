@@ -43,7 +43,7 @@ impl UrlPolicy {
                     Ok(HostPattern::Suffix(format!(".{suffix}")))
                 } else if h.is_empty() || h.contains(['*', '/', ':']) && !h.starts_with('[') {
                     Err(ConfigError::Invalid {
-                        key: "allowed_hosts",
+                        key: "allowed_hosts".into(),
                         reason: format!("{h:?} is not a host name, *.domain or *"),
                     })
                 } else {

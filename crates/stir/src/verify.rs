@@ -123,8 +123,11 @@ impl Verifier {
     /// Fails if the directory holds no certificate: a verifier that trusts nothing would fail
     /// every call with 437 and look like a carrier problem.
     pub fn new(config: &StirConfig) -> Result<Self, ConfigError> {
-        if let Some((key, reason)) = config.validate().into_iter().next() {
-            return Err(ConfigError::Invalid { key, reason });
+        if let Some(p) = config.validate().into_iter().next() {
+            return Err(ConfigError::Invalid {
+                key: p.key,
+                reason: p.message,
+            });
         }
         let anchors = load_anchors(&config.trust_anchors_dir)?;
         let policy = UrlPolicy::new(&config.allowed_hosts, config.allow_http)?;

@@ -653,7 +653,7 @@ async fn accumulating(cfg: &crate::Loaded, pipeline: &Pipeline) -> Option<Pipeli
     if risk.store != tollgate_risk::StoreKind::Memory {
         return None;
     }
-    let built = crate::adapters::build(cfg, &pipeline.plan).await.ok()?;
+    let built = crate::wiring::adapters(cfg, &pipeline.plan).await.ok()?;
     Some(Pipeline {
         risk: Arc::new(Accumulating(built.risk)),
         ..pipeline.with_rules(Arc::clone(&pipeline.rules))
