@@ -174,8 +174,8 @@ for rate in sorted({r for r, _ in cpu}):
     med = {e: statistics.median(cpu[(rate, e)]) for e in engines if (rate, e) in cpu}
     ratio = med.get("kamailio", 0) / med["tollgate"] if med.get("tollgate") else 0
     print(f"{'CPU ms / 1000 calls @ %d cps' % rate:40}" + "".join(f"{med.get(e, 0):>12.1f}" for e in engines) + f"{ratio:>13.1f}x")
-    runs = {e: ", ".join(f"{x:.0f}" for x in cpu.get((rate, e), [])) for e in engines}
-    print(f"{'  runs':40}" + "".join(f"{runs[e]:>12}" for e in engines))
+    for e in engines:
+        print(f"{'  runs, ' + e:40}" + ", ".join(f"{x:.0f}" for x in cpu.get((rate, e), [])))
     rmed = {e: statistics.median(redis[(rate, e)]) for e in engines if (rate, e) in redis}
     print(f"{'  Redis CPU ms / 1000 calls':40}" + "".join(f"{rmed.get(e, 0):>12.1f}" for e in engines))
     if med.get("floor") and med.get("tollgate"):

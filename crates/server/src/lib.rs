@@ -65,12 +65,15 @@ pub async fn serve_prepared(
         adapters,
     } = prepared;
     let listeners = wiring::bind_all(&cfg).await?;
+    // Each UDP address has a socket per CPU (SO_REUSEPORT): named once.
+    let mut udp: Vec<std::net::SocketAddr> = listeners
+        .udp
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .collect();
+    udp.dedup();
     let mut bound = Bound {
-        udp: listeners
-            .udp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect(),
+        udp,
         tcp: listeners
             .tcp
             .iter()
