@@ -933,7 +933,7 @@ impl<'a> Request<'a> {
     /// Validates a request. `datagram` is true on UDP, where a body shorter than Content-Length
     /// is an error and a longer one is truncated (RFC 3261 §18.3).
     pub fn from_message(msg: Message<'a>, datagram: bool) -> Result<Self, Rejection> {
-        Self::validate(msg, datagram).map_err(|(rejection, _)| rejection)
+        Self::validate(msg, datagram).map_err(|refused| refused.0)
     }
 
     /// [`Request::from_message`] that hands the message back with the rejection, so that the
@@ -941,7 +941,7 @@ impl<'a> Request<'a> {
     pub fn validate(
         mut msg: Message<'a>,
         datagram: bool,
-    ) -> Result<Self, (Rejection, Message<'a>)> {
+    ) -> Result<Self, Box<(Rejection, Message<'a>)>> {
         match Self::check(&mut msg, datagram) {
             Ok(c) => Ok(Self {
                 msg,
@@ -955,7 +955,8 @@ impl<'a> Request<'a> {
                 to: c.to,
                 max_forwards: c.max_forwards,
             }),
-            Err(rejection) => Err((rejection, msg)),
+            // Boxed: only a refused request pays for it, and `Ok` stays small.
+            Err(rejection) => Err(Box::new((rejection, msg))),
         }
     }
 

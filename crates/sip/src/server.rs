@@ -807,7 +807,8 @@ impl<H: CallHandler> Server<H> {
         let can_answer = msg.header(crate::message::HeaderName::Via).is_some();
         let req = match Request::validate(msg, datagram) {
             Ok(r) => r,
-            Err((rej, msg)) => {
+            Err(refused) => {
+                let (rej, msg) = *refused;
                 metrics::counter!("tollgate_sip_parse_errors_total").increment(1);
                 debug!(peer = %reply.peer(), status = rej.status, reason = %rej.reason, "rejected malformed request");
                 let is_ack = matches!(msg.start, StartLine::Request { method: "ACK", .. });

@@ -210,17 +210,20 @@ fn recv_many(fd: RawFd, rx: &mut Batch) -> io::Result<usize> {
     Ok(rx.got.len())
 }
 
+/// Responses collected for one `sendmmsg`: their bytes and where they go.
+type Collected = Vec<(Arc<[u8]>, SocketAddr)>;
+
 thread_local! {
     /// The batch of responses this thread is collecting for one socket (by its descriptor),
     /// between [`Outbox::open`] and [`Outbox::flush`].
-    static OPEN: RefCell<Option<(RawFd, Vec<(Arc<[u8]>, SocketAddr)>)>> = const { RefCell::new(None) };
+    static OPEN: RefCell<Option<(RawFd, Collected)>> = const { RefCell::new(None) };
 }
 
 /// The responses to one received batch, sent together: [`Outbox::open`] before handling the
 /// batch, and every [`Udp::send`] on this thread for that socket is collected; then
 /// [`Outbox::flush`] sends them in `sendmmsg` calls of up to [`BATCH`].
 pub(super) struct Outbox {
-    items: Vec<(Arc<[u8]>, SocketAddr)>,
+    items: Collected,
     headers: MultiHeaders<SockaddrStorage>,
 }
 
