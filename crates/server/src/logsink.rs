@@ -1,6 +1,6 @@
 //! The log's way to stdout off the call path: lines go into a bounded queue, and one thread
-//! writes them, as many as are waiting in one `write` (stdout is line-buffered: a line at a
-//! time would be one system call per call). A call never waits for the disk or the pipe: with
+//! writes them, those gathered within [`LINGER`] in one `write` (stdout is line-buffered: a
+//! line at a time would be one system call, and one wake-up of the writer, per call). A call never waits for the disk or the pipe: with
 //! the queue full (`QUEUE_LINES`), a line is dropped and counted
 //! (`tollgate_log_lines_dropped_total`) rather than stall the node.
 //!
@@ -88,12 +88,25 @@ pub fn install(json: bool) -> Guard {
     Guard { writer }
 }
 
-/// The writer: everything waiting is written with one `write_all` to stdout.
+/// How long the writer lets lines gather after the first of a batch: at 1,000 calls/s a line
+/// each, one `write` and one wake-up per 10 ms instead of a thousand of each (the writer, while
+/// it sleeps, is not waiting on the queue, so a call's `push` wakes nobody). A line reaches
+/// stdout at most this late (and a `kill -9` loses at most this much).
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A batch is written once it holds this much, lingering or not.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// The writer: the lines queued within [`LINGER`] of a batch's first are written with one
+/// `write_all` to stdout.
 fn write_lines(rx: &Receiver<Vec<u8>>, stop: &AtomicBool) {
-    let mut batch: Vec<u8> = Vec::with_capacity(256 << 10);
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     while let Ok(line) = rx.recv() {
         batch.extend_from_slice(&line);
-        while batch.len() < (256 << 10) {
+        if !stop.load(Ordering::SeqCst) && batch.len() < BATCH_BYTES {
+            std::thread::sleep(LINGER);
+        }
+        while batch.len() < BATCH_BYTES {
             match rx.try_recv() {
                 Ok(line) => batch.extend_from_slice(&line),
                 Err(_) => break,
