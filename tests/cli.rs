@@ -881,6 +881,8 @@ fn no_configured_secret_reaches_the_config_view_or_the_logs() {
         let mut buf = [0u8; 4096];
         let _ = sock.recv(&mut buf);
     }
+    // The log's writer gathers lines for LINGER before it writes them; kill -9 loses those.
+    std::thread::sleep(tollgate_server::logsink::LINGER * 10);
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let view = view.expect("the config view answered");
