@@ -153,7 +153,7 @@ async fn rules_swapped_under_load_never_fail_or_mix_a_call() {
     let mut by_version: HashMap<&str, usize> = HashMap::new();
     for (facts, decision) in &decisions {
         let snap = snapshots
-            .get(&decision.version)
+            .get(decision.version.as_str())
             .unwrap_or_else(|| panic!("answer from an unknown rule set {}", decision.version));
         let again = tollgate_router::route(facts, snap, monday_10am_new_york());
         assert_eq!(&again, decision, "call {} mixes rule sets", facts.call_id);
@@ -350,7 +350,7 @@ async fn promote_and_rollback_under_load_never_fail_or_mix_a_call() {
     let mut by_version: HashMap<&str, usize> = HashMap::new();
     for (facts, decision) in &decisions {
         let snap = snapshots
-            .get(&decision.version)
+            .get(decision.version.as_str())
             .unwrap_or_else(|| panic!("answer from an unknown rule set {}", decision.version));
         let again = tollgate_router::route(facts, snap, monday_10am_new_york());
         assert_eq!(&again, decision, "call {} mixes rule sets", facts.call_id);

@@ -34,7 +34,7 @@ impl CallHandler for Route {
         Decision {
             action: self.0.clone(),
             rule: "support".into(),
-            version: String::new(),
+            version: Default::default(),
         }
     }
 }

@@ -48,7 +48,7 @@ fn decision(c: &mut Criterion) {
     let queues: Vec<String> = invites
         .iter()
         .map(|m| match decide(m.as_bytes()).action {
-            DecisionAction::Route(t) => t.queue,
+            DecisionAction::Route(t) => t.queue.into(),
             DecisionAction::Reject { code, .. } => format!("reject {code}"),
         })
         .collect();

@@ -4,6 +4,7 @@ use crate::classify::NumberInfo;
 use crate::clid::CliCheck;
 use crate::geo::GeoInfo;
 use crate::number::PartyNumber;
+use crate::shared::{SharedStr, Skills};
 
 pub use compact_str::CompactString;
 
@@ -359,20 +360,21 @@ pub enum DecisionAction {
     Reject {
         code: u16,
         /// `None`: the status's standard phrase (the SIP layer's table).
-        reason: Option<String>,
+        reason: Option<SharedStr>,
         call_info: Option<CallInfo>,
         retry_after: Option<u32>,
     },
 }
 
-/// A queue on the ACD and how to hand the call to it.
+/// A queue on the ACD and how to hand the call to it. Its text is shared with the rules that
+/// chose it ([`SharedStr`]): routing a call copies none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
-    pub queue: String,
-    pub host: String,
+    pub queue: SharedStr,
+    pub host: SharedStr,
     pub priority: Option<u8>,
-    pub skills: Vec<String>,
-    pub language: Option<String>,
+    pub skills: Skills,
+    pub language: Option<SharedStr>,
     /// A verification / IVR queue rather than agents.
     pub verify: bool,
     /// The Contact's scheme when the rule names one (`queue = { …, scheme = "sips" }`);
@@ -398,7 +400,7 @@ impl UriScheme {
 }
 
 impl Target {
-    pub fn new(queue: impl Into<String>, host: impl Into<String>) -> Self {
+    pub fn new(queue: impl Into<SharedStr>, host: impl Into<SharedStr>) -> Self {
         Self {
             queue: queue.into(),
             host: host.into(),
@@ -407,20 +409,21 @@ impl Target {
     }
 }
 
-/// The router's answer, with why.
+/// The router's answer, with why. A rule's decision shares its text with the rules
+/// ([`SharedStr`]): making, cloning and dropping one allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub action: DecisionAction,
     /// The rule that decided ("support/vip", "cli-policy", "risk"), for the log, the 302 and
     /// explain.
-    pub rule: String,
+    pub rule: SharedStr,
     /// The rule set version that decided (empty when no rule set was involved).
-    pub version: String,
+    pub version: SharedStr,
 }
 
 impl Decision {
     /// A plain rejection: a status and its reason phrase.
-    pub fn reject(code: u16, reason: impl Into<String>, rule: impl Into<String>) -> Self {
+    pub fn reject(code: u16, reason: impl Into<SharedStr>, rule: impl Into<SharedStr>) -> Self {
         Self {
             action: DecisionAction::Reject {
                 code,
@@ -429,28 +432,28 @@ impl Decision {
                 retry_after: None,
             },
             rule: rule.into(),
-            version: String::new(),
+            version: SharedStr::default(),
         }
     }
 
     /// The risk policy's rejection, with its `Call-Info` and `Retry-After`.
-    pub fn rejected(r: &Rejection, rule: impl Into<String>) -> Self {
+    pub fn rejected(r: &Rejection, rule: impl Into<SharedStr>) -> Self {
         Self {
             action: DecisionAction::Reject {
                 code: r.code,
-                reason: r.reason.clone(),
+                reason: r.reason.as_deref().map(SharedStr::from),
                 call_info: r.call_info.clone(),
                 retry_after: r.retry_after,
             },
             rule: rule.into(),
-            version: String::new(),
+            version: SharedStr::default(),
         }
     }
 
     /// The queue, when the call is routed.
     pub fn queue(&self) -> Option<&str> {
         match &self.action {
-            DecisionAction::Route(t) => Some(&t.queue),
+            DecisionAction::Route(t) => Some(t.queue.as_str()),
             DecisionAction::Reject { .. } => None,
         }
     }

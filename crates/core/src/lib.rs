@@ -14,6 +14,7 @@ mod number;
 mod problem;
 mod queue;
 mod secret;
+mod shared;
 
 pub use classify::{Classifier, ClassifierError, NumberInfo, NumberKind};
 pub use clid::{
@@ -34,6 +35,7 @@ pub use number::{NumberPlan, PartyNumber, PlanError, RegionPlan, Withheld, E164}
 pub use problem::{Problem, Problems};
 pub use queue::{InvalidQueueName, QueueName};
 pub use secret::Secret;
+pub use shared::{SharedStr, Skills};
 
 /// A boxed future, so the seams between the engine's parts (the CRM directory, the risk stores
 /// and verifier, the admin API) stay object-safe and adapters can be chosen from config. The

@@ -2,12 +2,16 @@
 
 use std::fmt;
 
+use crate::SharedStr;
+
 /// A queue on the ACD. It becomes the user part of the 302's Contact (`sip:QUEUE@host`), so it is
 /// a SIP user token (RFC 3261 §25.1 `user`, without escapes or the characters a Contact's user
 /// may carry only escaped): 1-64 of letters, digits and `-_.!~*'+`. The rules, the main config's
 /// routing table and the risk policy's verification queues all go through [`QueueName::new`].
+///
+/// Its text is a [`SharedStr`]: a decision that routes to it ([`QueueName::shared`]) copies none.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueName(String);
+pub struct QueueName(SharedStr);
 
 /// Why a string is no queue name; its `Display` says what one is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +28,7 @@ impl QueueName {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidQueueName> {
         let name = name.into();
         if Self::is_valid(&name) {
-            Ok(Self(name))
+            Ok(Self(name.into()))
         } else {
             Err(InvalidQueueName(name))
         }
@@ -43,7 +47,12 @@ impl QueueName {
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.0.into()
+    }
+
+    /// The name as a decision's target carries it, shared.
+    pub fn shared(&self) -> &SharedStr {
+        &self.0
     }
 }
 

@@ -4,9 +4,15 @@
 use std::fmt::Write as _;
 
 use jiff::{Timestamp, Zoned};
-use tollgate_core::{CallFacts, Decision, DecisionAction, PartyNumber, Target};
+use tollgate_core::{CallFacts, Decision, DecisionAction, PartyNumber, SharedStr, Target};
 
-use crate::model::{Action, Cond, Hours, Matcher, Rule, RuleSet, Rules};
+use crate::model::{Action, Cond, Hours, Matcher, QueueSpec, Rule, RuleSet, Rules};
+
+/// The decision's rule name for an emergency call routed to the emergency queue.
+static EMERGENCY: SharedStr = SharedStr::from_static("emergency");
+/// The safety net's name (the parser guarantees the default set ends with a catch-all).
+static FALLBACK: SharedStr = SharedStr::from_static("fallback");
+static FALLBACK_VERIFY: SharedStr = SharedStr::from_static("fallback+risk-verify");
 
 /// One rule tried, for explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,10 +325,12 @@ impl Cond {
     }
 }
 
-fn target(rules: &Rules, q: &crate::model::QueueSpec, verify: bool) -> DecisionAction {
+/// The target of a queue rule, to `queue` (the rule's own, `$last`'s or the line's overflow):
+/// every string shared with the rules.
+fn target(rules: &Rules, q: &QueueSpec, queue: &SharedStr, verify: bool) -> DecisionAction {
     DecisionAction::Route(Target {
-        queue: q.name.clone(),
-        host: rules.acd_host.clone(),
+        queue: queue.clone(),
+        host: rules.shared_host.clone(),
         priority: q.priority,
         skills: q.skills.clone(),
         language: q.language.clone(),
@@ -340,58 +348,65 @@ pub fn explain(facts: &CallFacts, rules: &Rules, now: Timestamp) -> Explained {
 /// with whether the deciding rule looked at risk, and the trace of every rule tried when
 /// `trace` is set. [`crate::decide`] runs it and then the risk policy.
 pub fn evaluate(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> Explained {
+    evaluated(facts, rules, now, trace).0
+}
+
+/// [`evaluate`], with the rule name the decision takes if the risk policy moves the call to its
+/// verification queue (`None`: the decision is no rule's route).
+pub(crate) fn evaluated<'r>(
+    facts: &CallFacts,
+    rules: &'r Rules,
+    now: Timestamp,
+    trace: bool,
+) -> (Explained, Option<&'r SharedStr>) {
     let mut steps = Vec::new();
     run(facts, rules, now, trace.then_some(&mut steps))
 }
 
 /// `queue = { name = "$last", fallback }`: the caller's previous queue when it is a known one
-/// and not the line's overflow (an after-hours queue is no place to send an open-hours call).
+/// and not the line's overflow (an after-hours queue is no place to send an open-hours call),
+/// as the rules hold its name; with `note`, what it chose, for the trace.
 fn resolve<'q>(
-    q: &'q crate::model::QueueSpec,
-    facts: &'q CallFacts,
-    rules: &Rules,
+    q: &'q QueueSpec,
+    facts: &CallFacts,
+    rules: &'q Rules,
     set: &RuleSet,
-) -> (
-    std::borrow::Cow<'q, crate::model::QueueSpec>,
-    Option<String>,
-) {
+    note: bool,
+) -> (&'q SharedStr, Option<String>) {
     if !q.back_to_last {
-        return (std::borrow::Cow::Borrowed(q), None);
+        return (&q.name, None);
     }
     let last = facts.history.as_ref().map(|h| h.last_queue.as_str());
-    match last {
-        Some(l) if rules.queues.contains(l) && set.overflow.as_deref() != Some(l) => (
-            std::borrow::Cow::Owned(crate::model::QueueSpec {
-                name: l.to_owned(),
-                back_to_last: false,
-                ..q.clone()
-            }),
-            Some(format!("$last: back to {l}, the previous call's queue")),
+    let known = last.and_then(|l| {
+        rules
+            .queues
+            .get(l)
+            .filter(|_| set.overflow.as_deref() != Some(l))
+    });
+    let why = note.then(|| match (known, last) {
+        (Some(k), _) => format!("$last: back to {k}, the previous call's queue"),
+        (None, Some(l)) => format!(
+            "$last: previous queue {l} is not a routable queue here; fallback {}",
+            q.name
         ),
-        Some(l) => (
-            std::borrow::Cow::Borrowed(q),
-            Some(format!(
-                "$last: previous queue {l} is not a routable queue here; fallback {}",
-                q.name
-            )),
-        ),
-        None => (
-            std::borrow::Cow::Borrowed(q),
-            Some(format!("$last: no previous call; fallback {}", q.name)),
-        ),
-    }
+        (None, None) => format!("$last: no previous call; fallback {}", q.name),
+    });
+    (known.unwrap_or(&q.name), why)
 }
 
-fn run(
+/// The walk over the rules. Besides the rules' answer, the name its decision takes if the risk
+/// policy moves the call to the verification queue. Without a trace it copies no text: every
+/// string of the decision is shared with `rules`.
+fn run<'r>(
     facts: &CallFacts,
-    rules: &Rules,
+    rules: &'r Rules,
     now: Timestamp,
     mut steps: Option<&mut Vec<Step>>,
-) -> Explained {
-    let decide = |action, rule: String| Decision {
+) -> (Explained, Option<&'r SharedStr>) {
+    let decide = |action: DecisionAction, rule: &SharedStr| Decision {
         action,
-        rule,
-        version: rules.version.clone(),
+        rule: rule.clone(),
+        version: rules.shared_version.clone(),
     };
     if facts.emergency {
         if let Some(q) = &rules.emergency_queue {
@@ -404,21 +419,18 @@ fn run(
                     why: "emergency call: routed to the emergency queue".into(),
                 });
             }
-            let spec = crate::model::QueueSpec {
-                name: q.clone(),
-                priority: None,
-                skills: Vec::new(),
-                language: None,
-                back_to_last: false,
-                scheme: None,
-            };
-            return Explained {
-                decision: decide(target(rules, &spec, false), "emergency".into()),
+            let action = DecisionAction::Route(Target {
+                queue: q.clone(),
+                host: rules.shared_host.clone(),
+                ..Target::default()
+            });
+            let e = Explained {
+                decision: decide(action, &EMERGENCY),
                 steps: Vec::new(),
                 open: None,
                 risk_aware: false,
-            }
-            .with_steps(steps);
+            };
+            return (e.with_steps(steps), None);
         }
     }
     let line = rules.set_for(facts.dnis.key());
@@ -470,7 +482,7 @@ fn run(
             if !matched || (facts.emergency && matches!(rule.action, Action::Reject { .. })) {
                 continue;
             }
-            let name = format!("{}/{}", set.name, rule.name);
+            let mut after_hours = false;
             let action = match &rule.action {
                 Action::Reject { code, reason } => DecisionAction::Reject {
                     code: *code,
@@ -478,16 +490,15 @@ fn run(
                     call_info: None,
                     retry_after: None,
                 },
-                Action::Verify(q) => target(rules, q, true),
+                Action::Verify(q) => target(rules, q, &q.name, true),
                 Action::Queue(q) => {
-                    let (q, note) = resolve(q, facts, rules, set);
+                    let (queue, note) = resolve(q, facts, rules, set, steps.is_some());
                     if let (Some(note), Some(s)) = (note, steps.as_deref_mut()) {
                         if let Some(last) = s.last_mut() {
                             last.why.push_str("; ");
                             last.why.push_str(&note);
                         }
                     }
-                    let q = q.as_ref();
                     let closed = rule.respect_hours && cx.open() == Some(false);
                     match rule
                         .overflow
@@ -496,56 +507,40 @@ fn run(
                         .filter(|_| closed)
                     {
                         Some(of) => {
-                            let spec = crate::model::QueueSpec {
-                                name: of.clone(),
-                                ..q.clone()
-                            };
                             if let Some(s) = steps.as_deref_mut() {
                                 if let Some(last) = s.last_mut() {
-                                    last.why
-                                        .push_str(&format!("; line closed: overflow to {of}"));
+                                    let _ = write!(last.why, "; line closed: overflow to {of}");
                                 }
                             }
-                            return Explained {
-                                decision: decide(
-                                    target(rules, &spec, false),
-                                    format!("{name}+after-hours"),
-                                ),
-                                steps: Vec::new(),
-                                open: first_open.flatten(),
-                                risk_aware: rule.risk_aware,
-                            }
-                            .with_steps(steps);
+                            after_hours = true;
+                            target(rules, q, of, false)
                         }
-                        None => target(rules, q, false),
+                        None => target(rules, q, queue, false),
                     }
                 }
             };
-            return Explained {
-                decision: decide(action, name),
+            let e = Explained {
+                decision: decide(action, rule.names.get(after_hours, false)),
                 steps: Vec::new(),
                 open: first_open.flatten(),
                 risk_aware: rule.risk_aware,
-            }
-            .with_steps(steps);
+            };
+            return (e.with_steps(steps), Some(rule.names.get(after_hours, true)));
         }
     }
     // The parser guarantees the default set ends with a catch-all queue; this is a safe net.
-    let spec = crate::model::QueueSpec {
-        name: rules.queues.iter().next().cloned().unwrap_or_default(),
-        priority: None,
-        skills: Vec::new(),
-        language: None,
-        back_to_last: false,
-        scheme: None,
-    };
-    Explained {
-        decision: decide(target(rules, &spec, false), "fallback".into()),
+    let action = DecisionAction::Route(Target {
+        queue: rules.queues.iter().next().cloned().unwrap_or_default(),
+        host: rules.shared_host.clone(),
+        ..Target::default()
+    });
+    let e = Explained {
+        decision: decide(action, &FALLBACK),
         steps: Vec::new(),
         open: first_open.flatten(),
         risk_aware: false,
-    }
-    .with_steps(steps)
+    };
+    (e.with_steps(steps), Some(&FALLBACK_VERIFY))
 }
 
 impl Explained {

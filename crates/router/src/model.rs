@@ -4,7 +4,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use tollgate_core::{Attestation, CliPattern, CliVerdict, NumberKind, RiskLevel};
+use tollgate_core::{
+    Attestation, CliPattern, CliVerdict, NumberKind, RiskLevel, SharedStr, Skills,
+};
 
 /// All rule sets of one version: a snapshot swapped whole on reload.
 #[derive(Debug)]
@@ -13,11 +15,14 @@ pub struct Rules {
     pub version: String,
     pub acd_host: String,
     /// Emergency calls go here when set; otherwise through the rules, never to a rejection.
-    pub emergency_queue: Option<String>,
+    pub emergency_queue: Option<SharedStr>,
     pub sets: Vec<RuleSet>,
     pub(crate) by_dnis: HashMap<String, usize>,
     pub(crate) default: usize,
-    pub queues: BTreeSet<String>,
+    pub queues: BTreeSet<SharedStr>,
+    /// `version` and `acd_host` as every decision of this snapshot carries them (shared).
+    pub(crate) shared_version: SharedStr,
+    pub(crate) shared_host: SharedStr,
 }
 
 impl Rules {
@@ -61,7 +66,7 @@ pub struct RuleSet {
     pub dnis: Vec<String>,
     pub hours: Option<Hours>,
     /// Queue for queue rules while the line is closed.
-    pub overflow: Option<String>,
+    pub overflow: Option<SharedStr>,
     pub rules: Vec<Rule>,
 }
 
@@ -84,20 +89,52 @@ pub struct Rule {
     pub action: Action,
     /// False: route to the queue even while the line is closed.
     pub respect_hours: bool,
-    pub overflow: Option<String>,
+    pub overflow: Option<SharedStr>,
     /// The condition tests the risk verdict (`risk`, `risk_at_least`, `list`): the rule decides
     /// for blocked, gray-listed and high-risk callers, so the risk policy's own answer
     /// (`[risk.block]`, the verification queue) does not replace its answer.
     pub risk_aware: bool,
+    /// What a decision by this rule names it ("set/rule" and its variants), built once with the
+    /// rules so that a decision shares them.
+    pub(crate) names: RuleNames,
+}
+
+/// A rule's name in a decision: `set/rule`, with `+after-hours` when it overflowed to the
+/// line's after-hours queue and `+risk-verify` when the risk policy moved the call to its
+/// verification queue. `[open, after-hours]`, each `[as is, +risk-verify]`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RuleNames(pub(crate) [[SharedStr; 2]; 2]);
+
+impl RuleNames {
+    pub(crate) fn new(set: &str, rule: &str) -> Self {
+        let base = format!("{set}/{rule}");
+        let name = |suffix: &str| SharedStr::from(format!("{base}{suffix}"));
+        Self([
+            [name(""), name("+risk-verify")],
+            [name("+after-hours"), name("+after-hours+risk-verify")],
+        ])
+    }
+
+    /// The name for a decision that overflowed after hours or not, moved by the risk policy or
+    /// not.
+    pub(crate) fn get(&self, after_hours: bool, risk_verify: bool) -> &SharedStr {
+        let [open, closed] = &self.0;
+        let [plain, verify] = if after_hours { closed } else { open };
+        if risk_verify {
+            verify
+        } else {
+            plain
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueSpec {
     /// The queue; with `back_to_last`, the fallback for callers with no usable previous queue.
-    pub name: String,
+    pub name: SharedStr,
     pub priority: Option<u8>,
-    pub skills: Vec<String>,
-    pub language: Option<String>,
+    pub skills: Skills,
+    pub language: Option<SharedStr>,
     /// `queue = { name = "$last", fallback = "…" }`: the queue of the caller's previous call
     /// (the risk store's caller history), when it is a known queue other than the line's
     /// overflow; `name` otherwise.
@@ -114,7 +151,7 @@ pub enum Action {
     Reject {
         code: u16,
         /// `None`: the status's standard phrase.
-        reason: Option<String>,
+        reason: Option<SharedStr>,
     },
 }
 

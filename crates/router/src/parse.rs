@@ -8,10 +8,12 @@ use std::fmt;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use tollgate_core::{Attestation, CliPattern, CliVerdict, NumberKind, RiskLevel};
+use tollgate_core::{
+    Attestation, CliPattern, CliVerdict, NumberKind, RiskLevel, SharedStr, Skills,
+};
 use toml::Spanned;
 
-use crate::model::{Action, Cond, Hours, Matcher, QueueSpec, Rule, RuleSet, Rules};
+use crate::model::{Action, Cond, Hours, Matcher, QueueSpec, Rule, RuleNames, RuleSet, Rules};
 
 /// One rule file's name (for errors) and text.
 #[derive(Clone, Debug)]
@@ -522,9 +524,9 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
             Err("\"$last\" needs a fallback: queue = { name = \"$last\", fallback = \"…\" }".into())
         }
         toml::Value::String(s) => Ok(QueueSpec {
-            name: s.clone(),
+            name: s.as_str().into(),
             priority: None,
-            skills: Vec::new(),
+            skills: Skills::default(),
             language: None,
             back_to_last: false,
             scheme: None,
@@ -571,19 +573,19 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
                 ),
             };
             let skills = match t.get("skills") {
-                None => Vec::new(),
+                None => Skills::default(),
                 Some(s) => s
                     .as_array()
                     .and_then(|a| {
                         a.iter()
-                            .map(|x| x.as_str().map(str::to_owned))
-                            .collect::<Option<Vec<_>>>()
+                            .map(|x| x.as_str().map(SharedStr::from))
+                            .collect::<Option<Skills>>()
                     })
                     .ok_or("skills must be a list of strings")?,
             };
             let language = match t.get("language") {
                 None => None,
-                Some(l) => Some(l.as_str().ok_or("language must be a string")?.to_owned()),
+                Some(l) => Some(l.as_str().ok_or("language must be a string")?.into()),
             };
             // The Contact's scheme; without it, sips: for a call that came in over TLS.
             let scheme = match t.get("scheme").map(toml::Value::as_str) {
@@ -593,7 +595,7 @@ fn queue_spec(v: &toml::Value) -> Result<QueueSpec, String> {
                 Some(_) => return Err("scheme must be \"sip\" or \"sips\"".into()),
             };
             Ok(QueueSpec {
-                name: name.to_owned(),
+                name: name.into(),
                 priority,
                 skills,
                 language,
@@ -864,7 +866,10 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
                     .map(Action::Verify)
                     .map_err(|m| (q.span(), "verify", m)),
                 (None, None, Some(r)) => reject_spec(r.get_ref())
-                    .map(|(code, reason)| Action::Reject { code, reason })
+                    .map(|(code, reason)| Action::Reject {
+                        code,
+                        reason: reason.map(SharedStr::from),
+                    })
                     .map_err(|m| (r.span(), "reject", m)),
                 _ => Err((
                     rr.name.span(),
@@ -905,6 +910,7 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
             if cond.is_none() && catch_all.is_none() {
                 catch_all = Some(rname.clone());
             }
+            let names = RuleNames::new(&name, &rname);
             rules.push(Rule {
                 name: rname,
                 line: src
@@ -915,7 +921,8 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
                 when: cond,
                 action,
                 respect_hours,
-                overflow: rr.overflow.as_ref().map(|o| o.get_ref().clone()),
+                overflow: rr.overflow.as_ref().map(|o| o.get_ref().as_str().into()),
+                names,
             });
         }
         if is_default {
@@ -940,7 +947,7 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
             file: src.path.clone(),
             dnis,
             hours,
-            overflow: raw.overflow.as_ref().map(|o| o.get_ref().clone()),
+            overflow: raw.overflow.as_ref().map(|o| o.get_ref().as_str().into()),
             rules,
         });
     }
@@ -966,14 +973,17 @@ pub fn parse(sources: &[Source], settings: &Settings) -> Result<Rules, Vec<RuleE
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(errors);
     }
+    let version = version_of(sources);
     Ok(Rules {
-        version: version_of(sources),
+        shared_version: version.as_str().into(),
+        shared_host: settings.acd_host.as_str().into(),
+        version,
         acd_host: settings.acd_host.clone(),
-        emergency_queue: settings.emergency_queue.clone(),
+        emergency_queue: settings.emergency_queue.as_deref().map(SharedStr::from),
         sets,
         by_dnis,
         default: default.unwrap_or(0),
-        queues,
+        queues: queues.into_iter().map(SharedStr::from).collect(),
     })
 }
 
@@ -986,6 +996,7 @@ pub fn from_table(table: &crate::Table) -> Rules {
         let mut rules: Vec<Rule> = suffixes
             .iter()
             .map(|(cc, suffix)| Rule {
+                names: RuleNames::new(&name, &format!("country:{cc}")),
                 name: format!("country:{cc}"),
                 line: 0,
                 when: Some(Cond::All(vec![
@@ -993,9 +1004,9 @@ pub fn from_table(table: &crate::Table) -> Rules {
                     Cond::M(Matcher::Valid(true)),
                 ])),
                 action: Action::Queue(QueueSpec {
-                    name: format!("{queue}{suffix}"),
+                    name: format!("{queue}{suffix}").into(),
                     priority: None,
-                    skills: Vec::new(),
+                    skills: Skills::default(),
                     language: None,
                     back_to_last: false,
                     scheme: None,
@@ -1006,13 +1017,14 @@ pub fn from_table(table: &crate::Table) -> Rules {
             })
             .collect();
         rules.push(Rule {
+            names: RuleNames::new(&name, "queue"),
             name: "queue".into(),
             line: 0,
             when: None,
             action: Action::Queue(QueueSpec {
-                name: queue.to_owned(),
+                name: queue.into(),
                 priority: None,
-                skills: Vec::new(),
+                skills: Skills::default(),
                 language: None,
                 back_to_last: false,
                 scheme: None,
@@ -1050,16 +1062,19 @@ pub fn from_table(table: &crate::Table) -> Rules {
         suffixes,
         table.emergency_queue
     );
+    let version = version_of(&[Source {
+        path: "[routing]".into(),
+        text,
+    }]);
     Rules {
-        version: version_of(&[Source {
-            path: "[routing]".into(),
-            text,
-        }]),
+        shared_version: version.as_str().into(),
+        shared_host: table.acd_host.as_str().into(),
+        version,
         acd_host: table.acd_host.clone(),
-        emergency_queue: table.emergency_queue.clone(),
+        emergency_queue: table.emergency_queue.as_deref().map(SharedStr::from),
         sets,
         by_dnis,
         default,
-        queues,
+        queues: queues.into_iter().map(SharedStr::from).collect(),
     }
 }

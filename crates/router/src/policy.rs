@@ -2,9 +2,9 @@
 //! for live calls, `explain`, `diff` and replays, so they cannot disagree.
 
 use jiff::Timestamp;
-use tollgate_core::{CallFacts, Decision, DecisionAction, RejectCause, RiskLevel};
+use tollgate_core::{CallFacts, Decision, DecisionAction, RejectCause, RiskLevel, SharedStr};
 
-use crate::eval::{evaluate, Explained};
+use crate::eval::{evaluated, Explained};
 use crate::model::Rules;
 
 /// Which part of the engine gave the answer (the decision log's `decided_by`).
@@ -40,6 +40,9 @@ impl DecidedBy {
     }
 }
 
+/// The rule name of the risk policy's rejections.
+static RISK: SharedStr = SharedStr::from_static("risk");
+
 /// Decides a call ([`decide`] without the trace).
 pub fn route(facts: &CallFacts, rules: &Rules, now: Timestamp) -> Decision {
     decide(facts, rules, now, false).decision
@@ -70,8 +73,11 @@ pub struct Routed {
 ///    (`facts.risk.verify_queue`), unless the rule already routes to a verification queue.
 ///
 /// Emergency calls are never rejected and never moved.
+///
+/// A call a rule routes or rejects costs no allocation without `trace`: the decision's text is
+/// shared with `rules` (`tollgate_core::SharedStr`; `crates/router/tests/alloc.rs` holds it).
 pub fn decide(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> Routed {
-    let e = evaluate(facts, rules, now, trace);
+    let (e, verify_name) = evaluated(facts, rules, now, trace);
     let risk_aware = e.risk_aware;
     // The live path (no trace) moves the rules' decision out; only explain keeps a copy.
     let (mut decision, trace) = if trace {
@@ -113,7 +119,7 @@ pub fn decide(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> 
                 )
             });
             return Routed {
-                decision: Decision::rejected(rej, "risk"),
+                decision: Decision::rejected(rej, RISK.clone()),
                 decided_by,
                 trace,
                 policy,
@@ -134,11 +140,14 @@ pub fn decide(facts: &CallFacts, rules: &Rules, now: Timestamp, trace: bool) -> 
             if trace.is_some() {
                 policy = Some(format!("risk-verify: {q} instead of {}", t.queue));
             }
-            t.queue = q.to_string();
+            t.queue = q.shared().clone();
             t.verify = true;
             t.priority = None;
-            t.skills.clear();
-            decision.rule.push_str("+risk-verify");
+            t.skills = tollgate_core::Skills::default();
+            decision.rule = match verify_name {
+                Some(name) => name.clone(),
+                None => format!("{}+risk-verify", decision.rule).into(),
+            };
             decided_by = DecidedBy::RiskVerify;
         }
     }

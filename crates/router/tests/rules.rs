@@ -116,7 +116,7 @@ const MON_10_NY: &str = "2026-11-23T15:00:00Z";
 
 fn queue_of(r: &Rules, f: &CallFacts, now: &str) -> String {
     match route(f, r, at(now)).action {
-        DecisionAction::Route(t) => t.queue,
+        DecisionAction::Route(t) => t.queue.into(),
         DecisionAction::Reject { code, .. } => format!("reject:{code}"),
     }
 }
@@ -517,7 +517,11 @@ queue = "support"
         panic!()
     };
     assert_eq!(
-        (t.priority, t.skills.clone(), t.language.as_deref()),
+        (
+            t.priority,
+            t.skills.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            t.language.as_deref()
+        ),
         (
             Some(9),
             vec!["vip".to_owned(), "billing".to_owned()],

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use tollgate_core::{Decision, DecisionAction};
+use tollgate_core::{Decision, DecisionAction, SharedStr};
 
 /// Dialled numbers the summary counts one by one; past it they count under "other".
 pub const MAX_DNIS: usize = 1000;
@@ -69,7 +69,7 @@ struct Moves {
     since: Option<jiff::Timestamp>,
     version: String,
     /// (live rule, shadow rule) → count and samples.
-    pairs: HashMap<(String, String), Pair>,
+    pairs: HashMap<(SharedStr, SharedStr), Pair>,
     pairs_other: u64,
     /// DNIS → (calls, moved).
     dnis: HashMap<String, (u64, u64)>,
@@ -124,8 +124,8 @@ impl ShadowStats {
             self.moved.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(
                 "tollgate_shadow_moved_total",
-                "live_rule" => live.rule.clone(),
-                "shadow_rule" => shadow.decision.rule.clone()
+                "live_rule" => live.rule.to_string(),
+                "shadow_rule" => shadow.decision.rule.to_string()
             )
             .increment(1);
         }
@@ -181,8 +181,8 @@ impl ShadowStats {
             .take(top)
             .map(|((live, shadow), p)| {
                 serde_json::json!({
-                    "live_rule": live,
-                    "shadow_rule": shadow,
+                    "live_rule": live.as_str(),
+                    "shadow_rule": shadow.as_str(),
                     "live_answer": p.live_answer,
                     "shadow_answer": p.shadow_answer,
                     "calls": p.calls,

@@ -664,7 +664,7 @@ Content-Length: 0\r\n\r\n";
                     ..Target::new("q", "acd")
                 }),
                 rule: "r".into(),
-                version: String::new(),
+                version: Default::default(),
             };
             let (_, _, lines) = decision(&d, &facts, "ref1");
             assert!(
@@ -936,16 +936,16 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
                 });
                 let d = Decision {
                     action: DecisionAction::Route(Target {
-                        queue: queue.clone(),
-                        host,
+                        queue: queue.clone().into(),
+                        host: host.into(),
                         priority: Some(7),
-                        skills,
-                        language: lang,
+                        skills: skills.into_iter().map(Into::into).collect(),
+                        language: lang.map(Into::into),
                         verify: true,
                         scheme: None,
                     }),
-                    rule,
-                    version,
+                    rule: rule.into(),
+                    version: version.into(),
                 };
                 let (code, reason, lines) = decision(&d, &f, &call_ref);
                 let msg = Message::parse(INVITE.as_bytes()).expect("parse");
@@ -959,8 +959,8 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
                 if !queue.is_empty() && !plain_host.is_empty() {
                     let d = Decision {
                         action: DecisionAction::Route(Target::new(queue.clone(), plain_host)),
-                        rule: String::new(),
-                        version: String::new(),
+                        rule: Default::default(),
+                        version: Default::default(),
                     };
                     let (_, _, lines) = decision(&d, &f, "r");
                     let bytes = Copied::new(&msg, source()).response(302, "x", None, &lines);
@@ -984,12 +984,12 @@ Server: tollgate\r\nContent-Length: 0\r\n\r\n"
                 let d = Decision {
                     action: DecisionAction::Reject {
                         code,
-                        reason: Some(reason),
+                        reason: Some(reason.into()),
                         call_info: url.clone().map(|url| tollgate_core::CallInfo { url }),
                         retry_after: retry,
                     },
-                    rule,
-                    version: String::new(),
+                    rule: rule.into(),
+                    version: Default::default(),
                 };
                 let mut mid = vec!["X-Call-Ref", "X-Rule"];
                 if url.is_some() {

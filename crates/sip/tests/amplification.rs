@@ -33,7 +33,7 @@ impl CallHandler for Answer {
         Decision {
             action: self.action.clone(),
             rule: "r".into(),
-            version: String::new(),
+            version: Default::default(),
         }
     }
 }

@@ -36,7 +36,7 @@ impl CallHandler for Slow {
         Decision {
             action: DecisionAction::Route(Target::new("q", "acd.example")),
             rule: "r".into(),
-            version: String::new(),
+            version: Default::default(),
         }
     }
 }

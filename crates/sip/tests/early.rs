@@ -48,7 +48,7 @@ impl CallHandler for Counting {
         Decision {
             action: DecisionAction::Route(Target::new("q", "acd.example")),
             rule: "r".into(),
-            version: String::new(),
+            version: Default::default(),
         }
     }
 

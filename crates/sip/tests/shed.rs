@@ -61,7 +61,7 @@ impl CallHandler for Staller {
         Decision {
             action: DecisionAction::Route(Target::new("q", "acd.example")),
             rule: "r".into(),
-            version: String::new(),
+            version: Default::default(),
         }
     }
 

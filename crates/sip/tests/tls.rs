@@ -42,7 +42,7 @@ impl CallHandler for Recording {
         Decision {
             action: DecisionAction::Route(Target::new("q", "acd.example")),
             rule: "r".into(),
-            version: String::new(),
+            version: Default::default(),
         }
     }
 }

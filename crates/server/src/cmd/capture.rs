@@ -1306,8 +1306,8 @@ mod tests {
                 "SALES",
                 "acd.example.net",
             )),
-            rule: String::new(),
-            version: String::new(),
+            rule: Default::default(),
+            version: Default::default(),
         };
         assert!(got[0].1.as_ref().unwrap().same_as(&route));
         assert!(!got[1].1.as_ref().unwrap().same_as(&route));
