@@ -394,10 +394,10 @@ impl Pipeline {
         stage("route", t);
         // The shadow rules: the same function on the same facts and clock, after the live
         // answer is made; nothing here can change it.
-        let shadow = self.rules.shadow().as_ref().map(|rules| {
-            let s = tollgate_router::decide(facts, rules, now, false);
-            crate::shadow::ShadowAnswer::new(&routed.decision, s.decision)
-        });
+        let shadow =
+            self.rules.shadow().as_ref().map(|rules| {
+                crate::shadow::ShadowAnswer::decide(facts, rules, now, &routed.decision)
+            });
         let caller_zone = self.caller_zone(facts);
         Outcome {
             decision: routed.decision,

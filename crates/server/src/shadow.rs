@@ -2,16 +2,18 @@
 //! live answer (which they never change), and the running summary of where they disagree.
 //!
 //! The shadow is decided by the same [`tollgate_router::decide`] on the same facts and clock,
-//! after the live decision ([`crate::pipeline::Pipeline::run`]); this module only compares and
-//! counts. When the answers agree, counting allocates nothing: two atomic additions, a static
-//! metric, and the per-DNIS count found by its existing key (a new DNIS is added once, up to
-//! [`MAX_DNIS`]).
+//! after the live decision ([`crate::pipeline::Pipeline::run`], through [`ShadowAnswer::decide`]);
+//! this module compares and counts. When the answers agree, neither allocates: the shadow's
+//! decision shares its text with the shadow rules, and counting is three atomic additions (one
+//! on a metric handle registered once) and the per-DNIS count found by its existing key (a new
+//! DNIS is added once, up to [`MAX_DNIS`]). `tests/shadow_alloc.rs` holds it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use tollgate_core::{Decision, DecisionAction, SharedStr};
+use tollgate_core::{CallFacts, Decision, DecisionAction, SharedStr};
+use tollgate_router::Rules;
 
 /// Dialled numbers the summary counts one by one; past it they count under "other".
 pub const MAX_DNIS: usize = 1000;
@@ -29,6 +31,16 @@ pub struct ShadowAnswer {
 }
 
 impl ShadowAnswer {
+    /// What the shadow `rules` answer a call the live rules answered `live`: the same
+    /// [`tollgate_router::decide`] on the same facts and clock, compared. Allocates nothing for
+    /// a call a rule decides (the decision's text is the rules'; `tests/shadow_alloc.rs`).
+    pub fn decide(facts: &CallFacts, rules: &Rules, now: jiff::Timestamp, live: &Decision) -> Self {
+        Self::new(
+            live,
+            tollgate_router::decide(facts, rules, now, false).decision,
+        )
+    }
+
     pub fn new(live: &Decision, shadow: Decision) -> Self {
         let agrees = answer(live) == answer(&shadow);
         Self {
@@ -82,6 +94,11 @@ pub struct ShadowStats {
     seen: AtomicU64,
     moved: AtomicU64,
     moves: Mutex<Moves>,
+    /// `tollgate_shadow_calls_total` by result (agree, moved), registered with the recorder at
+    /// the first call counted (a node installs its recorder before it takes a call): counting
+    /// is then one atomic addition, where the macro builds the key (and the Prometheus
+    /// recorder copies it, an allocation) every time.
+    calls: OnceLock<[metrics::Counter; 2]>,
 }
 
 fn show(d: &Decision) -> String {
@@ -119,7 +136,13 @@ impl ShadowStats {
         call_ref: &str,
     ) {
         self.seen.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tollgate_shadow_calls_total", "result" => shadow.label()).increment(1);
+        let [agree, moved] = self.calls.get_or_init(|| {
+            [
+                metrics::counter!("tollgate_shadow_calls_total", "result" => "agree"),
+                metrics::counter!("tollgate_shadow_calls_total", "result" => "moved"),
+            ]
+        });
+        if shadow.agrees { agree } else { moved }.increment(1);
         if !shadow.agrees {
             self.moved.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(
