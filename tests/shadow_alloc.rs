@@ -16,13 +16,9 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 
 use jiff::Timestamp;
-use tollgate_core::{
-    AniSource, CallFacts, CallerProfile, CliCheck, CliVerdict, DnisSource, GeoInfo, LookupStatus,
-    NumberInfo, NumberKind, PartyNumber, Privacy, RiskAssessment, RiskLevel, E164,
-};
+use tollgate_core::{CallFacts, CallerProfile, RiskAssessment, RiskLevel};
 use tollgate_router::Settings;
 use tollgate_server::rules::{load_dir, RuleSource, RuleStore};
 use tollgate_server::shadow::ShadowAnswer;
@@ -33,58 +29,7 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 /// Calls per case while counting.
 const ROUNDS: u64 = 200;
 
-/// A US caller to `dnis`, as number intelligence leaves the facts.
-fn facts(ani: &str, dnis: &str) -> CallFacts {
-    let e = E164::from_digits(ani).unwrap();
-    CallFacts {
-        call_id: "c".into(),
-        trunk: "t".into(),
-        trusted: true,
-        ani: PartyNumber::E164(e.clone()),
-        ani_source: AniSource::Pai,
-        ani_verified: true,
-        ani_candidates: Default::default(),
-        sources_disagree: false,
-        presented: PartyNumber::E164(e),
-        display_name: None,
-        privacy: Privacy::default(),
-        charge_number: None,
-        cpc: None,
-        oli: None,
-        verstat: None,
-        identity: vec![],
-        dnis: PartyNumber::E164(E164::from_digits(dnis).unwrap()),
-        dnis_source: DnisSource::RequestUri,
-        dnis_candidates: Default::default(),
-        emergency: false,
-        ani_info: Some(NumberInfo {
-            valid: true,
-            region: Some("US"),
-            calling_code: 1,
-            kind: NumberKind::Mobile,
-            nsn_len: 10,
-            npa: Some(201),
-            nxx: Some(200),
-        }),
-        ani_geo: Some(GeoInfo {
-            description: Some(Arc::from("Jersey City, NJ")),
-            description_prefix: 7,
-            time_zones: Some(Arc::from("America/New_York")),
-            subdivision: Some(Arc::from("US-NJ")),
-        }),
-        dnis_info: None,
-        cli: Some(CliCheck {
-            verdict: CliVerdict::Valid,
-            reason: String::new(),
-            forced_from: None,
-        }),
-        profile: None,
-        lookup: LookupStatus::Skipped,
-        history: None,
-        risk: None,
-        arrival: tollgate_core::Arrival::default(),
-    }
-}
+use tollgate_testkit::facts::us_caller as facts;
 
 fn main() {
     // The node's recorder: the shadow's counters go where a live node's go.

@@ -180,19 +180,16 @@ pub fn json_line(
     let _ = write!(out, "{}", now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ"));
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
     let _ = serde_json::to_writer(&mut out, message);
-    // The record's object, without its braces, joins the line's.
+    // The record's object joins the line's: its `{` becomes the separating `,` and its `}` goes
+    // (an empty object leaves nothing).
     let start = out.len();
-    if serde_json::to_writer(&mut out, record).is_ok()
-        && out.get(start) == Some(&b'{')
-        && out.last() == Some(&b'}')
-    {
-        out.remove(start);
-        out.pop();
-        if out.len() > start {
-            out.insert(start, b',');
+    let written = serde_json::to_writer(&mut out, record).is_ok();
+    match out.get_mut(start..) {
+        Some([open @ b'{', _, .., b'}']) if written => {
+            *open = b',';
+            out.pop();
         }
-    } else {
-        out.truncate(start);
+        _ => out.truncate(start),
     }
     for (name, value) in extra {
         out.push(b',');

@@ -4,7 +4,12 @@
 //! [`Ca`]: a throwaway certificate authority made with rcgen, and the leaf certificates it
 //! signs, as PEM text or files: the TLS listener's certificate, a carrier SBC's client
 //! certificate, an expired one.
+//!
+//! [`facts::us_caller`]: the facts of a US caller to a dialled number as number intelligence
+//! leaves them, for tests that decide without the SIP layer (the allocation tests).
 #![allow(clippy::expect_used)]
+
+pub mod facts;
 
 use std::path::{Path, PathBuf};
 
